@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and git:
+#   make quickstart   - install into .venv, run the `quick` suite end to end, build the leaderboard
+#   make test         - install into .venv, run the test suite (what CI runs)
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install quickstart test lint bench ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+quickstart: install
+	$(BIN)/xbench run suite quick
+	$(BIN)/xbench leaderboard build --suite quick
+	@echo "Results: ./xbench.db (browse: $(BIN)/xbench ui) - leaderboard: leaderboard/site/index.html"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: install
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results.json
+
+ui: install
+	$(BIN)/xbench ui
+
+clean:
+	rm -rf $(VENV) leaderboard/site .pytest_cache

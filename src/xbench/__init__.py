@@ -1,0 +1,3 @@
+"""xbench: how does pruning a vision model change how explainable it is?"""
+
+__version__ = "0.1.0"

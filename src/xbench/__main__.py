@@ -1,0 +1,3 @@
+from xbench.cli import entry_point
+
+entry_point()

@@ -1,0 +1,60 @@
+"""The `xbench` command line: one module per subcommand; input errors print one message and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from xbench import __version__
+from xbench.cli import check, export, leaderboard, listing, run, ui
+from xbench.errors import XbenchInputError
+from xbench.progress import console
+
+app = typer.Typer(
+    name="xbench",
+    help="How does pruning a vision model change how explainable it is? Benchmark suites of timm models x pruning "
+    "methods/ratios x explainers, scored with Quantus and logged to MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(run.app, name="run")
+app.add_typer(leaderboard.app, name="leaderboard")
+app.command("list")(listing.list_command)
+app.command("export")(export.export_command)
+app.command("check")(check.check_command)
+app.command("ui")(ui.ui_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"xbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """xbench: pruning x explainability benchmarks."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="xbench")
+    except XbenchInputError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`xbench list KIND`: what can go into a suite."""
+
+from __future__ import annotations
+
+import typer
+
+KINDS = ("suites", "models", "datasets", "pruners", "explainers", "metrics", "schema")
+
+
+def list_command(
+    kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}"),
+    pattern: str = typer.Option("*", "--filter", "-f", help="Glob on the names, e.g. 'resnet*'"),
+) -> None:
+    """List suites, timm models, datasets, pruning methods, explainers or metrics (or print the suite JSON Schema).
+
+    Example: xbench list models --filter 'resnet*'
+    """
+    from xbench.errors import XbenchInputError
+
+    if kind not in KINDS:
+        raise XbenchInputError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind == "suites":
+        import fnmatch
+
+        from xbench.suite import list_suites
+
+        names = [n for n in list_suites() if fnmatch.fnmatch(n, pattern)]
+    elif kind == "schema":
+        from xbench.suite import suite_json_schema
+
+        typer.echo(suite_json_schema())
+        return
+    elif kind == "models":
+        import timm
+
+        names = timm.list_models(pattern)
+    else:
+        registry = _registry(kind)
+        for name in registry.names(pattern):
+            typer.echo(f"{name:28s} {_describe(kind, registry.get(name))}")
+        return
+    for name in names:
+        typer.echo(name)
+
+
+def _registry(kind: str):  # noqa: ANN202 - returns one of several Registry[T]
+    if kind == "datasets":
+        from xbench.data import datasets
+
+        return datasets
+    if kind == "pruners":
+        from xbench.pruning import pruners
+
+        return pruners
+    if kind == "explainers":
+        from xbench.explainers import explainers
+
+        return explainers
+    from xbench.metrics import metrics
+
+    return metrics
+
+
+def _describe(kind: str, plugin: object) -> str:
+    if kind == "metrics":
+        direction = "higher is better" if plugin.higher_is_better else "lower is better"  # type: ignore[attr-defined]
+        masks = ", needs masks" if plugin.needs_masks else ""  # type: ignore[attr-defined]
+        return f"{plugin.category}, {direction}{masks}"  # type: ignore[attr-defined]
+    if kind == "explainers":
+        return f"[{plugin.library}] {plugin.description}"  # type: ignore[attr-defined]
+    return getattr(plugin, "description", "")

@@ -1,0 +1,64 @@
+"""`xbench run suite NAME_OR_PATH`: run a suite end to end, resuming where an earlier run stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xbench.progress import console, progress_bars
+
+app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
+
+
+@app.command("suite")
+def run_suite_command(
+    name_or_path: str = typer.Argument(..., help="A suite name from suites/ (e.g. quick, smoke) or a YAML file."),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow store. Default: $MLFLOW_TRACKING_URI, else sqlite:///./xbench.db"
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Trained/pruned models and explanations. Default: $XBENCH_CACHE_DIR or ~/.cache/xbench"
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the suite's device)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars on stderr."),
+) -> None:
+    """Run every cell of a suite (model x pruning x compression rate x explainer) and log it to MLflow.
+
+    Cells already finished in the store are skipped, so an interrupted run continues where it stopped and a finished
+    suite re-runs in seconds.
+
+    Example: xbench run suite quick --device cpu
+    """
+    from xbench.errors import XbenchInputError
+    from xbench.suite import load_suite
+
+    suite, path = load_suite(name_or_path)
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
+    from xbench.runner import run_suite
+
+    with progress_bars(progress):
+        summary = run_suite(suite, path, tracking_uri, cache_dir, device)
+    if not summary.completed:
+        console.print(f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "
+                      f"nothing to do ({summary.seconds:.1f} s)")
+        return
+    metric_names = [spec.name for spec in suite.metrics]
+    table = Table(title=f"suite {suite.name}: {len(summary.completed)} cells run, {summary.skipped} already done")
+    for column in ["model", "pruning", "CR", "explainer", "acc", *metric_names, "ms p50"]:
+        table.add_column(column, justify="left" if column in ("model", "pruning", "explainer") else "right")
+    for cell, figures in summary.completed:
+        latency = next((v for k, v in sorted(figures.items()) if k.startswith("latency_ms_p50_bs")), None)
+        table.add_row(
+            cell.model.name, cell.pruning.method if cell.pruning else "none", f"{cell.compression_rate:g}",
+            cell.explainer.name, f"{figures.get('accuracy', float('nan')):.3f}",
+            *(f"{figures.get(m, float('nan')):.3f}" for m in metric_names),
+            f"{latency:.2f}" if latency is not None else "",
+        )
+    typer.echo("")
+    Console(width=max(console.width, 160)).print(table)
+    console.print(f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
+                  f"browse them with: xbench ui")

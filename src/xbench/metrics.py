@@ -1,0 +1,142 @@
+"""Explainability metrics: Quantus 0.6 classes under their snake_case names, one score per image."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import quantus
+from quantus.helpers.enums import ScoreDirection
+import torch
+from torch import nn
+
+from xbench.errors import XbenchInputError
+from xbench.registry import Registry
+
+Defaults = Callable[[int], dict[str, Any]]
+
+# Quantus 0.6 computes AUCs with np.trapz, which NumPy 2.4 removed; np.trapezoid is the same function renamed.
+if not hasattr(np, "trapz"):
+    np.trapz = np.trapezoid  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A Quantus metric with the metadata xbench logs beside its scores."""
+
+    name: str
+    quantus_class: type
+    defaults: Defaults
+    needs_masks: bool
+    version: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.quantus_class.score_direction == ScoreDirection.HIGHER
+
+    @property
+    def category(self) -> str:
+        return str(self.quantus_class.evaluation_category.value).lower()
+
+    def resolve(self, params: dict[str, Any], image_size: int) -> dict[str, Any]:
+        return {**self.defaults(image_size), **params}
+
+
+metrics: Registry[Metric] = Registry("metric")
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def quantus_metric(quantus_class: type, needs_masks: bool = False, version: str = "1") -> Callable[[Defaults], Defaults]:
+    """Register a Quantus class under the snake_case of its name; the function gives defaults for an image size."""
+
+    def decorator(defaults: Defaults) -> Defaults:
+        name = snake_case(quantus_class.__name__)
+        metrics.register(name)(Metric(name, quantus_class, defaults, needs_masks, version))
+        return defaults
+
+    return decorator
+
+
+def _steps_dividing(image_size: int, steps: int) -> int:
+    """Features per step so that about `steps` steps cover the image (Quantus needs it to divide H*W)."""
+    pixels = image_size * image_size
+    per_step = max(1, pixels // steps)
+    while pixels % per_step:
+        per_step -= 1
+    return per_step
+
+
+@quantus_metric(quantus.FaithfulnessCorrelation)
+def _faithfulness_correlation(image_size: int) -> dict[str, Any]:
+    # Quantus's subset_size of 224 pixels must stay below H*W; cap it at a quarter of small images.
+    return {"nr_runs": 100, "subset_size": min(224, image_size * image_size // 4)}
+
+
+@quantus_metric(quantus.PixelFlipping)
+def _pixel_flipping(image_size: int) -> dict[str, Any]:
+    # Quantus's features_in_step=1 means H*W forward passes per image; 32 steps keep the curve's shape for a fraction.
+    return {"features_in_step": _steps_dividing(image_size, 32), "return_auc_per_sample": True}
+
+
+@quantus_metric(quantus.Sparseness)
+def _sparseness(image_size: int) -> dict[str, Any]:
+    return {}
+
+
+@quantus_metric(quantus.Complexity)
+def _complexity(image_size: int) -> dict[str, Any]:
+    return {}
+
+
+@quantus_metric(quantus.AttributionLocalisation, needs_masks=True)
+def _attribution_localisation(image_size: int) -> dict[str, Any]:
+    return {}
+
+
+def score(
+    metric: Metric,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    attributions: np.ndarray,
+    masks: np.ndarray | None,
+    device: torch.device,
+    seed: int,
+) -> np.ndarray:
+    """One score per image; NaN for an image whose attribution is constant (Quantus cannot order its features)."""
+    if metric.needs_masks and masks is None:
+        raise XbenchInputError(f"metric {metric.name!r} needs ground-truth masks; this dataset has none")
+    try:
+        instance = metric.quantus_class(
+            **params, return_aggregate=False, disable_warnings=True, display_progressbar=False
+        )
+    except TypeError as exc:
+        raise XbenchInputError(f"bad parameters for metric {metric.name!r}: {exc}") from None
+    flat = attributions.reshape(len(attributions), -1)
+    scorable = flat.max(axis=1) > flat.min(axis=1)
+    scores = np.full(len(x), np.nan)
+    if not scorable.any():
+        return scores
+    np.random.seed(seed)  # Quantus draws its perturbations from NumPy's global generator.
+    model.to(device).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = instance(
+            model=model,
+            x_batch=x[scorable],
+            y_batch=y[scorable],
+            a_batch=attributions[scorable],
+            s_batch=None if masks is None else masks[scorable],
+            device=str(device),
+            batch_size=256,
+        )
+    scores[scorable] = np.asarray(result, dtype=np.float64).reshape(int(scorable.sum()), -1).mean(axis=1)
+    return scores

@@ -1,0 +1,161 @@
+"""Plan: a pure function from a suite to the list of cells (model x pruning x CR x explainer), validated up front."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from xbench.cache import content_key
+from xbench.data import datasets
+from xbench.errors import XbenchInputError
+from xbench.explainers import explainers
+from xbench.metrics import metrics
+from xbench.models import check_model_name
+from xbench.pruning import pruners
+from xbench.registry import UnknownNameError
+from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
+
+PLAN_VERSION = "1"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PruningVariant(_Frozen):
+    """One pruning configuration without its list of rates; the cell's compression_rate completes it."""
+
+    method: str
+    scope: str
+    granularity: str
+    schedule: str
+    finetune: FinetuneConfig
+
+
+class Cell(_Frozen):
+    """Everything that determines one result. Plain data: JSON round-trips, hashable by `cell_key`."""
+
+    suite: str
+    seed: int
+    device: str
+    dataset: DatasetConfig
+    model: ModelConfig
+    pruning: PruningVariant | None
+    compression_rate: float
+    explainer: ComponentSpec
+    metrics: tuple[ComponentSpec, ...]
+    perf: PerfConfig
+    versions: dict[str, str]
+
+    @property
+    def cell_key(self) -> str:
+        """Stable hash of what the cell computes (the suite's name is not part of it)."""
+        return content_key(self.model_dump(mode="json", exclude={"suite"}))
+
+    @property
+    def label(self) -> str:
+        pruning = "dense" if self.pruning is None else f"{self.pruning.method} CR {self.compression_rate:g}"
+        return f"{self.model.name} | {pruning} | {self.explainer.name}"
+
+    def __hash__(self) -> int:
+        return hash(self.cell_key)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Cell:
+        return cls.model_validate_json(text)
+
+
+def _check_name(registry: Any, name: str, field: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise XbenchInputError(str(exc), field=field) from None
+
+
+def _check_unique(specs: list[ComponentSpec], field: str) -> None:
+    seen: set[str] = set()
+    for index, spec in enumerate(specs):
+        if spec.name in seen:
+            raise XbenchInputError(f"{spec.name!r} is listed twice", field=f"{field}[{index}]")
+        seen.add(spec.name)
+
+
+def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks: bool) -> ComponentSpec:
+    field = f"metrics[{index}]"
+    metric = _check_name(metrics, spec.name, f"{field}.name")
+    accepted = set(inspect.signature(metric.quantus_class.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(spec.params) - accepted)
+    if unknown:
+        raise XbenchInputError(
+            f"unknown parameter(s) {', '.join(unknown)} for {spec.name}; allowed: {', '.join(sorted(accepted))}",
+            field=field,
+        )
+    if metric.needs_masks and not has_masks:
+        raise XbenchInputError(f"{spec.name} needs ground-truth masks, which this dataset does not have", field=field)
+    return ComponentSpec(name=spec.name, params=metric.resolve(spec.params, image_size))
+
+
+def plan(suite: Suite, device: str) -> list[Cell]:
+    """Expand a suite into cells, checking every name and parameter first (XbenchInputError names the field).
+
+    CR 1 is the unpruned model: it is one cell per model and explainer, shared by every pruning configuration.
+    """
+    dataset = _check_name(datasets, suite.dataset.name, "dataset.name")
+    for index, model in enumerate(suite.models):
+        check_model_name(model.name, f"models[{index}].name")
+    for index, config in enumerate(suite.pruning):
+        _check_name(pruners, config.method, f"pruning[{index}].method")
+    _check_unique(suite.explainers, "explainers")
+    _check_unique(suite.metrics, "metrics")
+    resolved_explainers = [
+        ComponentSpec(
+            name=spec.name,
+            params=_check_name(explainers, spec.name, f"explainers[{i}].name").resolve(spec.params, f"explainers[{i}]"),
+        )
+        for i, spec in enumerate(suite.explainers)
+    ]
+    resolved_metrics = tuple(
+        _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks) for i, spec in enumerate(suite.metrics)
+    )
+
+    variants: list[tuple[PruningVariant | None, float]] = [(None, 1.0)]
+    for config in suite.pruning:
+        variant = PruningVariant(**config.model_dump(exclude={"compression_rates"}))
+        variants += [(variant, float(rate)) for rate in dict.fromkeys(config.compression_rates) if rate != 1]
+
+    cells = []
+    for model in suite.models:
+        for variant, rate in variants:
+            for explainer_spec in resolved_explainers:
+                versions = {
+                    "plan": PLAN_VERSION,
+                    "explainer": explainers.get(explainer_spec.name).version,
+                    **{f"metric.{m.name}": metrics.get(m.name).version for m in resolved_metrics},
+                    **({"pruner": pruners.get(variant.method).version} if variant else {}),
+                }
+                cells.append(
+                    Cell(
+                        suite=suite.name,
+                        seed=suite.seed,
+                        device=device,
+                        dataset=suite.dataset,
+                        model=model,
+                        pruning=variant,
+                        compression_rate=rate,
+                        explainer=explainer_spec,
+                        metrics=resolved_metrics,
+                        perf=suite.perf,
+                        versions=versions,
+                    )
+                )
+    return cells
+
+
+def plan_key(cells: list[Cell]) -> str:
+    return content_key(sorted(cell.cell_key for cell in cells))
+

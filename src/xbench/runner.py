@@ -1,0 +1,312 @@
+"""Runner: executes cells (local, in plan order) and logs each finished cell to MLflow; resumes after a crash."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xbench import __version__
+from xbench.cache import Cache, content_key
+from xbench.data import ImageData, load_dataset
+from xbench.errors import XbenchInputError
+from xbench.explainers import explain, explainers
+from xbench.metrics import metrics, score
+from xbench.models import accuracy, trained_model
+from xbench.perf import Figures, device_name, measure
+from xbench.plan import Cell, plan, plan_key
+from xbench.progress import log, track
+from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
+from xbench.suite import PruningConfig, Suite
+from xbench.tracking import DIRECTION_PREFIX, METRICS_TAG, MISSING_PREFIX, CellOutcome, Store
+
+HEATMAP_IMAGES = 8
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise XbenchInputError("CUDA was requested but torch sees no GPU; use --device cpu or auto", field="device")
+    return torch.device(requested)
+
+
+@dataclass
+class _Variant:
+    """A model variant (trained, maybe pruned) with the figures that do not depend on the explainer."""
+
+    key: str
+    model: nn.Module
+    figures: Figures
+
+
+class CellExecutor:
+    """Computes cells; keeps the last data set and model variant in memory, everything heavy in the cache."""
+
+    def __init__(self, cache: Cache, device: torch.device) -> None:
+        self.cache, self.device = cache, device
+        self._data: tuple[str, ImageData] | None = None
+        self._base: tuple[str, str, nn.Module] | None = None
+        self._variant: _Variant | None = None
+
+    def data(self, cell: Cell) -> ImageData:
+        key = content_key([cell.dataset.model_dump(), cell.seed])
+        if self._data is None or self._data[0] != key:
+            self._data = (key, load_dataset(cell.dataset, cell.seed))
+        return self._data[1]
+
+    def variant(self, cell: Cell, data: ImageData) -> _Variant:
+        base_id = content_key([cell.model.model_dump(), data.fingerprint, cell.seed])
+        if self._base is None or self._base[0] != base_id:
+            model, base_key = trained_model(cell.model, data, cell.seed, self.cache, self.device)
+            self._base = (base_id, base_key, model)
+        _, base_key, base = self._base
+        if cell.pruning is None:
+            key, scope = base_key, "conv"
+        else:
+            config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
+            key, scope = pruned_model_key(base_key, config, cell.compression_rate, cell.model.train), config.scope
+        if self._variant is not None and self._variant.key == key:
+            return self._variant
+        if cell.pruning is None:
+            model = base
+        else:
+            model = pruned_model(base, base_key, cell.model.name, config, cell.compression_rate, data,
+                                 cell.model.train, cell.seed, self.cache, self.device)
+        figures = Figures({"accuracy": accuracy(model, data, self.device), **sparsity_report(model, scope)})
+        figures.update(
+            measure(model, cell.dataset.image_size, cell.perf.batch_sizes, self.device, cell.perf.warmup,
+                    cell.perf.repeats)
+        )
+        self._variant = _Variant(key, model, figures)
+        return self._variant
+
+    def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, float]:
+        """Attributions for the eval images (cached .npy) and the seconds it took to compute them."""
+        plugin = explainers.get(cell.explainer.name)
+        key = content_key([variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version])
+        path = self.cache.path("explanations", key, ".npy")
+        meta = self.cache.path("explanations", key, ".json")
+        if path.exists() and meta.exists():
+            return np.load(path), json.loads(meta.read_text())["seconds"]
+        torch.manual_seed(cell.seed)
+        started = time.perf_counter()
+        attributions = explain(plugin, cell.explainer.params, variant.model, data.eval_x, data.eval_y, self.device)
+        seconds = time.perf_counter() - started
+        self.cache.write(path, lambda p: np.save(p, attributions, allow_pickle=False))
+        self.cache.write_json(meta, {"seconds": seconds, "cell": cell.model_dump(mode="json")})
+        return attributions, seconds
+
+    def run(self, cell: Cell, workdir: Path) -> CellOutcome:
+        data = self.data(cell)
+        variant = self.variant(cell, data)
+        attributions, explain_seconds = self.explanations(cell, variant, data)
+        figures = Figures(dict(variant.figures.values), dict(variant.figures.missing))
+        figures.values["explain_seconds"] = explain_seconds
+        figures.values["explain_seconds_per_image"] = explain_seconds / len(attributions)
+        x = data.eval_x.numpy()
+        y = data.eval_y.numpy()
+        per_image: dict[str, np.ndarray] = {}
+        for spec in cell.metrics:
+            metric = metrics.get(spec.name)
+            started = time.perf_counter()
+            scores = score(metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device,
+                           cell.seed)
+            figures.values[f"score_seconds.{spec.name}"] = time.perf_counter() - started
+            per_image[spec.name] = scores
+            valid = scores[np.isfinite(scores)]
+            figures.values[f"{spec.name}_nan_count"] = float(len(scores) - len(valid))
+            if len(valid):
+                figures.values[spec.name] = float(valid.mean())
+                figures.values[f"{spec.name}_std"] = float(valid.std())
+            else:
+                figures.missing[spec.name] = "no image could be scored (constant attributions, or Quantus gave NaN)"
+        figures.values["score_seconds"] = sum(v for k, v in figures.values.items() if k.startswith("score_seconds."))
+        return CellOutcome(
+            params=_cell_params(cell),
+            metrics=figures.values,
+            tags={
+                **{f"{DIRECTION_PREFIX}{s.name}": "higher" if metrics.get(s.name).higher_is_better else "lower"
+                   for s in cell.metrics},
+                **{f"{MISSING_PREFIX}{k}": v for k, v in figures.missing.items()},
+                METRICS_TAG: ",".join(s.name for s in cell.metrics),
+                "xbench.cell_key": cell.cell_key,
+                "xbench.model_key": variant.key,
+            },
+            artifacts=_write_artifacts(cell, data, attributions, per_image, workdir),
+        )
+
+
+def _cell_params(cell: Cell) -> dict[str, Any]:
+    pruning = cell.pruning
+    params: dict[str, Any] = {
+        "model": cell.model.name,
+        "pretrained": cell.model.pretrained,
+        "train_epochs": cell.model.train.epochs,
+        "train_lr": cell.model.train.lr,
+        "train_batch_size": cell.model.train.batch_size,
+        "pruning_method": pruning.method if pruning else "none",
+        "pruning_scope": pruning.scope if pruning else "none",
+        "pruning_granularity": pruning.granularity if pruning else "none",
+        "pruning_schedule": pruning.schedule if pruning else "none",
+        "finetune_epochs": pruning.finetune.epochs if pruning else 0,
+        "finetune_lr": pruning.finetune.lr if pruning else 0,
+        "compression_rate": cell.compression_rate,
+        "explainer": cell.explainer.name,
+        "dataset": cell.dataset.name,
+        "image_size": cell.dataset.image_size,
+        "train_size": cell.dataset.train_size,
+        "eval_size": cell.dataset.eval_size,
+        "seed": cell.seed,
+        "device": cell.device,
+        "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
+        "perf_warmup": cell.perf.warmup,
+        "perf_repeats": cell.perf.repeats,
+        "perf_precision": "fp32",
+    }
+    params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
+    for spec in cell.metrics:
+        params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
+    return params
+
+
+def _write_artifacts(
+    cell: Cell, data: ImageData, attributions: np.ndarray, per_image: dict[str, np.ndarray], workdir: Path
+) -> list[Path]:
+    cell_json = workdir / "cell.json"
+    cell_json.write_text(json.dumps(cell.model_dump(mode="json"), indent=2))
+    scores_csv = workdir / "scores.csv"
+    with scores_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", *per_image])
+        for index in range(len(attributions)):
+            writer.writerow([index, int(data.eval_y[index]), *(f"{per_image[m][index]:.6g}" for m in per_image)])
+    heatmaps = workdir / "heatmaps.png"
+    save_heatmap_grid(data, attributions, cell.label, heatmaps)
+    return [cell_json, scores_csv, heatmaps]
+
+
+def save_heatmap_grid(data: ImageData, attributions: np.ndarray, title: str, path: Path) -> None:
+    """The first eval images (top) and their attributions as jet overlays (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(HEATMAP_IMAGES, len(attributions))
+    images = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy()
+    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
+    for column in range(count):
+        heat = attributions[column, 0]
+        span = float(heat.max() - heat.min())
+        heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+        axes[0, column].imshow(images[column])
+        axes[0, column].set_title(data.class_names[int(data.eval_y[column])], fontsize=8)
+        axes[1, column].imshow(images[column])
+        axes[1, column].imshow(heat, cmap="jet", alpha=0.5)
+        for row in (0, 1):
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment_tags(suite: Suite, device: torch.device, suite_path: Path | None) -> dict[str, str]:
+    import quantus
+    import timm
+
+    return {
+        "xbench.suite": suite.name,
+        "xbench.version": __version__,
+        "xbench.git_sha": _git_sha(),
+        "xbench.device": device_name(device),
+        "xbench.suite_file": str(suite_path) if suite_path else "",
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "quantus_version": quantus.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    tracking_uri: str
+    total_cells: int
+    skipped: int
+    completed: list[tuple[Cell, dict[str, float]]] = field(default_factory=list)
+    parent_run_id: str | None = None
+    seconds: float = 0.0
+
+
+def run_suite(
+    suite: Suite,
+    suite_path: Path | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    on_cell: Callable[[Cell, CellOutcome], None] | None = None,
+) -> RunSummary:
+    """Plan, skip the cells already finished in the store, run the rest and log each one as it finishes.
+
+    Everything that can be wrong with the input is checked before the store or cache is touched.
+    """
+    started = time.perf_counter()
+    resolved = resolve_device(device if device is not None else suite.device)
+    cells = plan(suite, resolved.type)
+    store = Store(tracking_uri)
+    experiment_id = store.experiment_id(suite.name, create=True)
+    assert experiment_id is not None
+    done = store.finished_cells(experiment_id)
+    todo = [cell for cell in cells if cell.cell_key not in done]
+    summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo))
+    if not todo:
+        summary.seconds = time.perf_counter() - started
+        return summary
+    discarded = store.discard_unfinished_cells(experiment_id)
+    if discarded:
+        log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
+    tags = environment_tags(suite, resolved, suite_path)
+    parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
+    summary.parent_run_id = parent
+    executor = CellExecutor(Cache(cache_dir), resolved)
+    status = "FAILED"
+    try:
+        for cell in track(todo, f"suite {suite.name}", transient=False):
+            with tempfile.TemporaryDirectory(prefix="xbench-cell-") as workdir:
+                outcome = executor.run(cell, Path(workdir))
+                outcome.tags.update(tags)
+                store.log_cell(experiment_id, parent, cell.label, outcome)
+            summary.completed.append((cell, outcome.metrics))
+            if on_cell is not None:
+                on_cell(cell, outcome)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+        store.close_parent(parent, {"cells_total": len(cells), "cells_run": len(summary.completed),
+                                    "cells_skipped": summary.skipped, "seconds": summary.seconds}, status)
+    return summary

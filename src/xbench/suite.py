@@ -1,0 +1,187 @@
+"""Suite files: YAML that maps one to one onto the pydantic models below (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xbench.errors import XbenchInputError
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    name: str = "shapes"
+    image_size: int = Field(64, ge=16, le=1024)
+    train_size: int = Field(2000, ge=1)
+    eval_size: int = Field(64, ge=1)
+    path: str | None = Field(None, description="Root folder for imagefolder/imagenette (train/ and val/ inside).")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["onecycle", "constant"] = "onecycle"
+
+
+class ModelConfig(_Strict):
+    name: str
+    pretrained: bool | str = Field(False, description="false, true (timm hub) or a path to a local weights file")
+    train: TrainConfig = TrainConfig()
+
+
+class FinetuneConfig(_Strict):
+    epochs: int = Field(1, ge=0)
+    lr: float = Field(5e-4, gt=0)
+
+
+class PruningConfig(_Strict):
+    method: str
+    scope: Literal["conv", "conv_linear", "all"] = "conv"
+    granularity: Literal["layerwise", "global"] = "layerwise"
+    schedule: Literal["oneshot", "iterative"] = "oneshot"
+    compression_rates: list[float] = Field(min_length=1)
+    finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="after")
+    def _rates_at_least_one(self) -> PruningConfig:
+        for index, rate in enumerate(self.compression_rates):
+            if rate < 1:
+                raise _FieldError(f"compression_rates[{index}]", f"must be >= 1 (1 = unpruned), got {rate}")
+        return self
+
+
+class ComponentSpec(_Strict):
+    """An explainer or metric: a bare name in YAML, or {name: ..., <params>}."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, dict) and "name" in value and "params" not in value:
+            return {"name": value["name"], "params": {k: v for k, v in value.items() if k != "name"}}
+        return value
+
+
+class PerfConfig(_Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(20, ge=1)
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: DatasetConfig = DatasetConfig()
+    models: list[ModelConfig] = Field(min_length=1)
+    pruning: list[PruningConfig] = Field(default_factory=list)
+    explainers: list[ComponentSpec] = Field(min_length=1)
+    metrics: list[ComponentSpec] = Field(default_factory=list)
+    perf: PerfConfig = PerfConfig()
+
+
+class _FieldError(ValueError):
+    """Raised inside validators so the message can name a nested field path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}")
+
+
+def _yaml_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("function-before[_from_name_or_mapping(), ComponentSpec]",):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    field = _yaml_path(tuple(p for p in error["loc"] if not str(p).startswith("function-")))
+    context = error.get("ctx", {})
+    inner = context.get("error")
+    if isinstance(inner, _FieldError):
+        return (f"{field}.{inner.field}" if field else inner.field), inner.message
+    if error["type"] == "extra_forbidden":
+        parent_path = field.rsplit(".", 1)[0] if "." in field else ""
+        return field, f"unknown key (allowed keys: {', '.join(_allowed_keys(parent_path))})"
+    return field, error["msg"].removeprefix("Value error, ")
+
+
+def _allowed_keys(parent_path: str) -> list[str]:
+    model: type[BaseModel] = Suite
+    for part in parent_path.replace("]", "").replace("[", ".").split("."):
+        if not part or part.isdigit():
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return list(model.model_fields)
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    """Validate already-parsed YAML; raises XbenchInputError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise XbenchInputError(f"{source}: a suite must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{field}: {message}" for field, message in (_describe(e) for e in exc.errors())]
+        raise XbenchInputError(f"{source}: invalid suite\n  " + "\n  ".join(lines)) from None
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A path to a YAML file, or a suite name looked up in ./suites and the project's suites/ folder."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise XbenchInputError(f"suite file {name_or_path!r} does not exist")
+        return candidate
+    for folder in dict.fromkeys((Path.cwd() / "suites", SUITES_DIR)):
+        path = folder / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    known = ", ".join(list_suites()) or "none"
+    raise XbenchInputError(f"unknown suite {name_or_path!r}; known suites: {known} (or give a path to a YAML file)")
+
+
+def list_suites() -> list[str]:
+    names: set[str] = set()
+    for folder in (Path.cwd() / "suites", SUITES_DIR):
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_suite(name_or_path: str) -> tuple[Suite, Path]:
+    path = find_suite(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise XbenchInputError(f"{path}: malformed YAML: {exc}") from None
+    return parse_suite(data, source=str(path)), path
+
+
+def suite_json_schema() -> str:
+    """JSON Schema of the suite format, for editors (`xbench list schema > suite.schema.json`)."""
+    return json.dumps(Suite.model_json_schema(), indent=2)

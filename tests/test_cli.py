@@ -1,0 +1,192 @@
+"""End to end: the real `xbench` command line on the smoke suite, against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SMOKE, xbench
+from xbench.plan import plan
+from xbench.suite import load_suite
+from xbench.tracking import Store
+
+
+def store(workdir: Path) -> Store:
+    return Store(f"sqlite:///{workdir / 'xbench.db'}")
+
+
+def active_runs(workdir: Path) -> list:
+    s = store(workdir)
+    experiment = s.experiment_id("smoke")
+    return list(s.client.search_runs([experiment], max_results=1000))
+
+
+def test_run_logs_a_parent_and_one_child_per_cell(smoke_run: Path) -> None:
+    runs = active_runs(smoke_run)
+    parents = [r for r in runs if r.data.tags.get("xbench.role") == "suite"]
+    children = [r for r in runs if r.data.tags.get("xbench.role") == "cell"]
+    suite, _ = load_suite(str(SMOKE))
+    cells = plan(suite, "cpu")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["xbench.cell_key"] for r in children) == sorted(c.cell_key for c in cells)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert {"model", "pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule",
+                "compression_rate", "explainer", "dataset", "seed"} <= set(run.data.params)
+        assert {"accuracy", "params", "params_nonzero", "sparsity", "sparsity_scope", "compression_rate_model",
+                "compression_rate_scope", "flops_dense", "latency_ms_p50_bs1", "latency_ms_p90_bs16",
+                "throughput_bs16", "explain_seconds", "score_seconds", "sparseness"} <= set(run.data.metrics)
+        assert {"xbench.suite", "xbench.cell_key", "xbench.version", "xbench.git_sha", "xbench.device",
+                "torch_version", "timm_version", "quantus_version"} <= set(run.data.tags)
+        artifacts = {a.path for a in store(smoke_run).client.list_artifacts(run.info.run_id)}
+        assert {"heatmaps.png", "scores.csv", "cell.json"} <= artifacts
+    pruned = [r for r in children if r.data.params["pruning_method"] == "magnitude"]
+    assert pruned and all(r.data.metrics["sparsity_scope"] == pytest.approx(0.75, abs=0.005) for r in pruned)
+
+
+def test_rerunning_a_finished_suite_is_a_no_op(smoke_run: Path) -> None:
+    before = len(active_runs(smoke_run))
+    result = xbench("run", "suite", "smoke", "--cache-dir", str(smoke_run / "cache"), cwd=smoke_run, check=True)
+    assert "nothing to do" in result.stderr + result.stdout
+    assert len(active_runs(smoke_run)) == before
+
+
+def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
+    records = json.loads(xbench("export", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
+    assert len(records) == len(plan(load_suite(str(SMOKE))[0], "cpu"))
+    required = {"suite", "cell_key", "run_id", "model", "pruning_method", "compression_rate", "explainer", "accuracy",
+                "sparsity", "params", "params_nonzero", "flops", "latency_ms_p50", "throughput",
+                "faithfulness_correlation", "pixel_flipping", "sparseness", "complexity", "attribution_localisation"}
+    for record in records:
+        assert required <= set(record)
+    out = tmp_path / "smoke.csv"
+    xbench("export", "--suite", "smoke", "--format", "csv", "-o", str(out), cwd=smoke_run, check=True)
+    header = out.read_text().splitlines()[0].split(",")
+    assert required <= set(header)
+
+
+def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_path: Path) -> None:
+    xbench("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "site"), cwd=smoke_run, check=True)
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert page.count("<tr><td class='text'") >= len(plan(load_suite(str(SMOKE))[0], "cpu"))
+    assert "test_resnet" in page and "http" not in page
+
+
+def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path,
+                                                                               tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    xbench("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
+    assert xbench("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
+    data = json.loads(baseline.read_text())
+    key, cell = next((k, c) for k, c in data["cells"].items() if c["values"]["sparseness"] is not None)
+    cell["values"]["sparseness"] += 0.5  # the baseline now claims a far better score than the current one
+    baseline.write_text(json.dumps(data))
+    result = xbench("check", "--baseline", str(baseline), cwd=smoke_run)
+    assert result.returncode == 1
+    assert "regressed" in result.stderr and "sparseness" in result.stderr and cell["label"][:12] in result.stderr
+    assert xbench("check", "--baseline", str(tmp_path / "missing.json"), cwd=smoke_run).returncode == 2
+
+
+def _smoke_with(**changes: object) -> dict:
+    data = yaml.safe_load(SMOKE.read_text())
+    for path, value in changes.items():
+        target = data
+        *parents, leaf = path.split("__")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[leaf] = value
+    return data
+
+
+BAD_SUITES = {
+    "unknown key": (_smoke_with(dataset__imagesize=32), "dataset.imagesize: unknown key"),
+    "unknown model": (_smoke_with(models__0__name="resnet81"), "models[0].name: unknown timm model 'resnet81'"),
+    "unknown explainer": (_smoke_with(explainers=["gradcm"]), "did you mean 'gradcam'"),
+    "unknown metric": (_smoke_with(metrics=["sparsenes"]), "metrics[0].name: unknown metric"),
+    "unknown pruning method": (_smoke_with(pruning__0__method="magnitud"), "pruning[0].method"),
+    "compression rate below 1": (_smoke_with(pruning__0__compression_rates=[0.5]),
+                                 "pruning[0].compression_rates[0]: must be >= 1"),
+    "bad device": (_smoke_with(device="gpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
+}
+
+
+@pytest.mark.parametrize("case", [*BAD_SUITES, "malformed yaml", "missing suite"])
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case: str, tmp_path: Path) -> None:
+    suite_file = tmp_path / "suite.yaml"
+    if case == "malformed yaml":
+        suite_file.write_text("name: smoke\nmodels: [unclosed\n")
+        expected = "malformed YAML"
+    elif case == "missing suite":
+        suite_file = tmp_path / "nope.yaml"
+        expected = "does not exist"
+    else:
+        data, expected = BAD_SUITES[case]
+        suite_file.write_text(yaml.safe_dump(data))
+    result = xbench("run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "xbench.db").exists() and not (tmp_path / "cache").exists()
+
+
+def _finished_cells(database: Path) -> int:
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute(
+                "select count(*) from runs join tags on runs.run_uuid = tags.run_uuid where tags.key = 'xbench.role'"
+                " and tags.value = 'cell' and runs.status = 'FINISHED' and runs.lifecycle_stage = 'active'"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
+    suite_file = tmp_path / "resume.yaml"
+    suite_file.write_text(yaml.safe_dump(_smoke_with(name="resume", pruning__0__compression_rates=[1, 2, 4, 8])))
+    total = len(plan(load_suite(str(suite_file))[0], "cpu"))
+    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "c"),
+               "--no-progress"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _finished_cells(tmp_path / "xbench.db") < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_at_kill = _finished_cells(tmp_path / "xbench.db")
+    assert 1 <= done_at_kill < total, "the kill must land mid-suite"
+
+    xbench("run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "c"), cwd=tmp_path, check=True)
+    s = store(tmp_path)
+    runs = list(s.client.search_runs([s.experiment_id("resume")], max_results=1000))
+    cells = [r for r in runs if r.data.tags.get("xbench.role") == "cell"]
+    keys = [r.data.tags["xbench.cell_key"] for r in cells]
+    assert len(keys) == len(set(keys)) == total
+    assert all(r.info.status == "FINISHED" for r in cells)
+    parents = [r for r in runs if r.data.tags.get("xbench.role") == "suite"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the resumed run continued the same parent
+
+
+@pytest.mark.parametrize("command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"],
+                                     ["ui"]])
+def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
+    result = xbench(*command, "--help", cwd=tmp_path, check=True)
+    assert "Example:" in result.stdout
+
+
+def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
+    metrics = xbench("list", "metrics", cwd=tmp_path, check=True).stdout
+    assert "pixel_flipping" in metrics and "lower is better" in metrics
+    assert "gradcam" in xbench("list", "explainers", cwd=tmp_path, check=True).stdout
+    assert "resnet18" in xbench("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
+    assert xbench("list", "nonsense", cwd=tmp_path).returncode == 2

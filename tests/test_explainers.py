@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from xbench.data import ImageData
+from xbench.errors import XbenchInputError
+from xbench.explainers import default_target_layer, explain, explainers, postprocess
+
+
+@pytest.mark.parametrize("name", explainers.names())
+def test_every_explainer_gives_one_map_per_image(name: str, tiny_model: torch.nn.Module,
+                                                 small_data: ImageData) -> None:
+    plugin = explainers.get(name)
+    params = plugin.resolve({})
+    x, y = small_data.eval_x[:4], small_data.eval_y[:4]
+    attributions = explain(plugin, params, tiny_model, x, y, torch.device("cpu"), batch_size=3)
+    assert attributions.shape == (4, 1, 32, 32) and attributions.dtype == np.float32
+    assert np.isfinite(attributions).all()
+
+
+def test_saliency_is_the_absolute_input_gradient_of_the_target(tiny_model: torch.nn.Module,
+                                                                small_data: ImageData) -> None:
+    x, y = small_data.eval_x[:2].clone(), small_data.eval_y[:2]
+    plugin = explainers.get("saliency")
+    attributions = explain(plugin, plugin.resolve({}), tiny_model, x, y, torch.device("cpu"))
+    x.requires_grad_(True)
+    tiny_model(x).gather(1, y.view(-1, 1)).sum().backward()
+    expected = x.grad.abs().amax(dim=1, keepdim=True).numpy()
+    np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_gradcam_uses_the_last_timm_feature_stage(tiny_model: torch.nn.Module) -> None:
+    assert default_target_layer(tiny_model) == tiny_model.feature_info[-1]["module"]
+
+
+def test_unknown_explainer_parameter_names_the_allowed_ones() -> None:
+    with pytest.raises(XbenchInputError, match="unknown parameter.*n_stepz.*allowed: .*n_steps"):
+        explainers.get("integrated_gradients").resolve({"n_stepz": 3})
+
+
+def test_postprocessing_is_explicit() -> None:
+    attribution = torch.tensor([[[[1.0]], [[-3.0]], [[2.0]]]])
+    assert postprocess(attribution, {"channel_reduction": "sum", "absolute": False}).item() == 0.0
+    assert postprocess(attribution, {"channel_reduction": "sum", "absolute": True}).item() == 6.0
+    assert postprocess(attribution, {"channel_reduction": "max", "absolute": True}).item() == 3.0

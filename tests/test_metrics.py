@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import quantus
+import torch
+
+from xbench.data import ImageData
+from xbench.metrics import metrics, score, snake_case
+
+
+def _score(name: str, model: torch.nn.Module, data: ImageData, attributions: np.ndarray, **params: object) -> np.ndarray:
+    metric = metrics.get(name)
+    return score(metric, metric.resolve(params, 32), model, data.eval_x.numpy(), data.eval_y.numpy(), attributions,
+                 data.eval_masks, torch.device("cpu"), seed=0)
+
+
+@pytest.mark.parametrize("name", metrics.names())
+def test_every_metric_scores_each_image(name: str, tiny_model: torch.nn.Module, small_data: ImageData) -> None:
+    attributions = np.random.default_rng(0).random((8, 1, 32, 32)).astype(np.float32)
+    params = {"nr_runs": 5} if name == "faithfulness_correlation" else {}
+    scores = _score(name, tiny_model, small_data, attributions, **params)
+    assert scores.shape == (8,) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", metrics.names())
+def test_metadata_comes_from_quantus(name: str) -> None:
+    metric = metrics.get(name)
+    assert snake_case(metric.quantus_class.__name__) == name
+    assert metric.higher_is_better == (metric.quantus_class.score_direction.value == "higher")
+
+
+def test_localisation_is_one_when_the_attribution_lies_inside_the_mask(tiny_model: torch.nn.Module,
+                                                                       small_data: ImageData) -> None:
+    inside = small_data.eval_masks.astype(np.float32)
+    outside = (~small_data.eval_masks).astype(np.float32)
+    assert _score("attribution_localisation", tiny_model, small_data, inside) == pytest.approx(np.ones(8))
+    assert _score("attribution_localisation", tiny_model, small_data, outside) == pytest.approx(np.zeros(8))
+
+
+def test_sparseness_ranks_a_point_above_a_uniform_map(tiny_model: torch.nn.Module, small_data: ImageData) -> None:
+    point = np.zeros((8, 1, 32, 32), dtype=np.float32)
+    point[:, :, 5, 5] = 1
+    uniform = np.random.default_rng(0).uniform(0.9, 1.0, (8, 1, 32, 32)).astype(np.float32)
+    assert (_score("sparseness", tiny_model, small_data, point) > 0.95).all()
+    assert (_score("sparseness", tiny_model, small_data, uniform) < 0.05).all()
+
+
+def test_constant_attributions_score_nan_instead_of_crashing(tiny_model: torch.nn.Module,
+                                                             small_data: ImageData) -> None:
+    attributions = np.random.default_rng(0).random((8, 1, 32, 32)).astype(np.float32)
+    attributions[:3] = 0
+    scores = _score("pixel_flipping", tiny_model, small_data, attributions)
+    assert np.isnan(scores[:3]).all() and np.isfinite(scores[3:]).all()
+    assert np.isnan(_score("sparseness", tiny_model, small_data, np.zeros_like(attributions))).all()
+
+
+def test_scores_match_quantus_called_directly(tiny_model: torch.nn.Module, small_data: ImageData) -> None:
+    attributions = np.random.default_rng(1).random((8, 1, 32, 32)).astype(np.float32)
+    ours = _score("pixel_flipping", tiny_model, small_data, attributions)
+    metric = metrics.get("pixel_flipping")
+    reference = quantus.PixelFlipping(**metric.defaults(32), disable_warnings=True)(
+        model=tiny_model, x_batch=small_data.eval_x.numpy(), y_batch=small_data.eval_y.numpy(),
+        a_batch=attributions, device="cpu",
+    )
+    np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-6)

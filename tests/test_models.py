@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import xbench.models as models
+from xbench.cache import Cache
+from xbench.data import ImageData
+from xbench.errors import XbenchInputError
+from xbench.suite import ModelConfig, TrainConfig
+
+
+def test_pretrained_path_loads_local_weights_through_timm(tmp_path: Path, small_data: ImageData) -> None:
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet", num_classes=1000)
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    model = models.create_model(ModelConfig(name="test_resnet", pretrained=str(weights)), small_data.num_classes)
+    loaded = model.state_dict()
+    body = [k for k in loaded if not k.startswith("fc.")]
+    assert body and all(torch.equal(loaded[k], source.state_dict()[k]) for k in body)
+    assert model.get_classifier().out_features == small_data.num_classes
+
+
+def test_missing_weights_file_is_an_input_error(small_data: ImageData) -> None:
+    with pytest.raises(XbenchInputError, match="does not exist"):
+        models.create_model(ModelConfig(name="test_resnet", pretrained="/nowhere.safetensors"), 8)
+
+
+def test_unknown_model_name_suggests_close_names() -> None:
+    with pytest.raises(XbenchInputError, match="did you mean 'resnet18'"):
+        models.check_model_name("resnet81", "models[0].name")
+
+
+def test_training_lowers_the_loss(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
+    losses = models.fit(tiny_model, small_data, TrainConfig(epochs=3, lr=0.01, batch_size=16), 0,
+                        torch.device("cpu"), "test")
+    assert losses[-1] < losses[0]
+
+
+def test_trained_model_is_cached_and_not_retrained(
+    tmp_path: Path, small_data: ImageData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = ModelConfig(name="test_resnet", train=TrainConfig(epochs=1, batch_size=32))
+    cache = Cache(tmp_path)
+    first, key = models.trained_model(config, small_data, 0, cache, torch.device("cpu"))
+    assert cache.path("models", key, ".safetensors").exists()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached model was trained again")
+
+    monkeypatch.setattr(models, "fit", no_training)
+    second, same_key = models.trained_model(config, small_data, 0, cache, torch.device("cpu"))
+    assert same_key == key
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    other_key = models.trained_model_key(config.model_copy(update={"train": TrainConfig(epochs=2)}), small_data, 0)
+    assert other_key != key

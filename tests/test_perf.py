@@ -1,0 +1,45 @@
+import pytest
+import torch
+from torch import nn
+
+from xbench.perf import dense_flops, latency, measure
+
+
+def test_dense_flops_count_two_per_multiply_accumulate() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 5, bias=False))
+    figures = dense_flops(model, 8, torch.device("cpu"))
+    conv_macs = 4 * 8 * 8 * 3 * 3 * 3
+    linear_macs = 4 * 8 * 8 * 5
+    assert figures.values["flops_dense"] == 2 * (conv_macs + linear_macs)
+
+
+def test_zero_weights_still_count_as_dense_flops() -> None:
+    model = nn.Conv2d(3, 4, 3, bias=False)
+    before = dense_flops(model, 8, torch.device("cpu")).values["flops_dense"]
+    with torch.no_grad():
+        model.weight.zero_()
+    assert dense_flops(model, 8, torch.device("cpu")).values["flops_dense"] == before > 0
+
+
+class _Unmeasurable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this model cannot run on a blank input")
+
+
+def test_a_figure_that_cannot_be_measured_is_recorded_with_its_reason() -> None:
+    figures = dense_flops(_Unmeasurable(), 8, torch.device("cpu"))
+    assert "flops_dense" not in figures.values
+    assert "cannot run on a blank input" in figures.missing["flops_dense"]
+
+
+def test_latency_reports_spread_and_throughput() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    figures = latency(model, 16, 4, torch.device("cpu"), warmup=1, repeats=7).values
+    assert figures["latency_ms_p90_bs4"] >= figures["latency_ms_p50_bs4"] > 0
+    assert figures["latency_ms_std_bs4"] >= 0
+    assert figures["throughput_bs4"] == pytest.approx(4 / (figures["latency_ms_p50_bs4"] / 1000))
+
+
+def test_measure_covers_every_batch_size() -> None:
+    figures = measure(nn.Conv2d(3, 2, 1), 8, [1, 3], torch.device("cpu"), warmup=0, repeats=2)
+    assert {"flops_dense", "throughput_bs1", "throughput_bs3"} <= set(figures.values)
