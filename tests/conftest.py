@@ -36,7 +36,9 @@ def tiny_model(small_data: ImageData) -> torch.nn.Module:
     return timm.create_model("test_resnet", num_classes=small_data.num_classes).eval()
 
 
-def xbench(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def xbench(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run the real `xbench` command line in a subprocess."""
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     environment.update(env or {})

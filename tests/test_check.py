@@ -5,8 +5,14 @@ from xbench.check import compare, failed, make_baseline
 
 def record(key: str = "k1", accuracy: float = 0.9, sparseness: float = 0.5, complexity: float = 7.0) -> dict:
     return {
-        "cell_key": key, "model": "m", "pruning_method": "magnitude", "compression_rate": 2.0, "explainer": "saliency",
-        "accuracy": accuracy, "sparseness": sparseness, "complexity": complexity,
+        "cell_key": key,
+        "model": "m",
+        "pruning_method": "magnitude",
+        "compression_rate": 2.0,
+        "explainer": "saliency",
+        "accuracy": accuracy,
+        "sparseness": sparseness,
+        "complexity": complexity,
         "metric_directions": {"sparseness": "higher", "complexity": "lower"},
     }
 

@@ -40,13 +40,43 @@ def test_run_logs_a_parent_and_one_child_per_cell(smoke_run: Path) -> None:
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert {"model", "pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule",
-                "compression_rate", "explainer", "dataset", "seed"} <= set(run.data.params)
-        assert {"accuracy", "params", "params_nonzero", "sparsity", "sparsity_scope", "compression_rate_model",
-                "compression_rate_scope", "flops_dense", "latency_ms_p50_bs1", "latency_ms_p90_bs16",
-                "throughput_bs16", "explain_seconds", "score_seconds", "sparseness"} <= set(run.data.metrics)
-        assert {"xbench.suite", "xbench.cell_key", "xbench.version", "xbench.git_sha", "xbench.device",
-                "torch_version", "timm_version", "quantus_version"} <= set(run.data.tags)
+        assert {
+            "model",
+            "pruning_method",
+            "pruning_scope",
+            "pruning_granularity",
+            "pruning_schedule",
+            "compression_rate",
+            "explainer",
+            "dataset",
+            "seed",
+        } <= set(run.data.params)
+        assert {
+            "accuracy",
+            "params",
+            "params_nonzero",
+            "sparsity",
+            "sparsity_scope",
+            "compression_rate_model",
+            "compression_rate_scope",
+            "flops_dense",
+            "latency_ms_p50_bs1",
+            "latency_ms_p90_bs16",
+            "throughput_bs16",
+            "explain_seconds",
+            "score_seconds",
+            "sparseness",
+        } <= set(run.data.metrics)
+        assert {
+            "xbench.suite",
+            "xbench.cell_key",
+            "xbench.version",
+            "xbench.git_sha",
+            "xbench.device",
+            "torch_version",
+            "timm_version",
+            "quantus_version",
+        } <= set(run.data.tags)
         artifacts = {a.path for a in store(smoke_run).client.list_artifacts(run.info.run_id)}
         assert {"heatmaps.png", "scores.csv", "cell.json"} <= artifacts
     pruned = [r for r in children if r.data.params["pruning_method"] == "magnitude"]
@@ -63,9 +93,27 @@ def test_rerunning_a_finished_suite_is_a_no_op(smoke_run: Path) -> None:
 def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
     records = json.loads(xbench("export", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
     assert len(records) == len(plan(load_suite(str(SMOKE))[0], "cpu"))
-    required = {"suite", "cell_key", "run_id", "model", "pruning_method", "compression_rate", "explainer", "accuracy",
-                "sparsity", "params", "params_nonzero", "flops", "latency_ms_p50", "throughput",
-                "faithfulness_correlation", "pixel_flipping", "sparseness", "complexity", "attribution_localisation"}
+    required = {
+        "suite",
+        "cell_key",
+        "run_id",
+        "model",
+        "pruning_method",
+        "compression_rate",
+        "explainer",
+        "accuracy",
+        "sparsity",
+        "params",
+        "params_nonzero",
+        "flops",
+        "latency_ms_p50",
+        "throughput",
+        "faithfulness_correlation",
+        "pixel_flipping",
+        "sparseness",
+        "complexity",
+        "attribution_localisation",
+    }
     for record in records:
         assert required <= set(record)
     out = tmp_path / "smoke.csv"
@@ -81,13 +129,12 @@ def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_pat
     assert "test_resnet" in page and "http" not in page
 
 
-def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path,
-                                                                               tmp_path: Path) -> None:
+def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:
     baseline = tmp_path / "baseline.json"
     xbench("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
     assert xbench("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
     data = json.loads(baseline.read_text())
-    key, cell = next((k, c) for k, c in data["cells"].items() if c["values"]["sparseness"] is not None)
+    cell = next(c for c in data["cells"].values() if c["values"]["sparseness"] is not None)
     cell["values"]["sparseness"] += 0.5  # the baseline now claims a far better score than the current one
     baseline.write_text(json.dumps(data))
     result = xbench("check", "--baseline", str(baseline), cwd=smoke_run)
@@ -113,8 +160,10 @@ BAD_SUITES = {
     "unknown explainer": (_smoke_with(explainers=["gradcm"]), "did you mean 'gradcam'"),
     "unknown metric": (_smoke_with(metrics=["sparsenes"]), "metrics[0].name: unknown metric"),
     "unknown pruning method": (_smoke_with(pruning__0__method="magnitud"), "pruning[0].method"),
-    "compression rate below 1": (_smoke_with(pruning__0__compression_rates=[0.5]),
-                                 "pruning[0].compression_rates[0]: must be >= 1"),
+    "compression rate below 1": (
+        _smoke_with(pruning__0__compression_rates=[0.5]),
+        "pruning[0].compression_rates[0]: must be >= 1",
+    ),
     "bad device": (_smoke_with(device="gpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
 }
 
@@ -155,8 +204,17 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     suite_file = tmp_path / "resume.yaml"
     suite_file.write_text(yaml.safe_dump(_smoke_with(name="resume", pruning__0__compression_rates=[1, 2, 4, 8])))
     total = len(plan(load_suite(str(suite_file))[0], "cpu"))
-    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "c"),
-               "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "xbench",
+        "run",
+        "suite",
+        str(suite_file),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while _finished_cells(tmp_path / "xbench.db") < 1 and process.poll() is None and time.monotonic() < deadline:
@@ -177,8 +235,9 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the resumed run continued the same parent
 
 
-@pytest.mark.parametrize("command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"],
-                                     ["ui"]])
+@pytest.mark.parametrize(
+    "command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"], ["ui"]]
+)
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
     result = xbench(*command, "--help", cwd=tmp_path, check=True)
     assert "Example:" in result.stdout

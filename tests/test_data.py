@@ -22,7 +22,7 @@ def test_shapes_is_deterministic_from_the_seed() -> None:
 def test_shapes_has_balanced_classes_and_a_mask_under_each_object() -> None:
     images, labels, masks = render_shapes(80, 48, np.random.default_rng(0))
     assert images.shape == (80, 3, 48, 48) and masks.shape == (80, 1, 48, 48)
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.min() >= 0 and images.max() <= 1
     assert np.bincount(labels, minlength=len(SHAPE_CLASSES)).tolist() == [10] * len(SHAPE_CLASSES)
     coverage = masks.reshape(80, -1).mean(axis=1)
     assert (coverage > 0.02).all() and (coverage < 0.6).all()
@@ -52,15 +52,16 @@ def _write_images(folder: Path, classes: list[str], per_class: int, suffix: str 
 def test_imagefolder_loads_a_local_tree(tmp_path: Path) -> None:
     for split in ("train", "val"):
         _write_images(tmp_path / split, ["cat", "dog"], 3)
-    data = load_dataset(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=24, train_size=4,
-                                      eval_size=10), seed=0)
+    data = load_dataset(
+        DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=24, train_size=4, eval_size=10), seed=0
+    )
     assert data.class_names == ("cat", "dog")
     assert data.train_x.shape == (4, 3, 24, 24) and data.eval_x.shape == (6, 3, 24, 24)
     assert data.eval_masks is None
 
 
 def test_imagefolder_without_split_folders_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(XbenchInputError, match="dataset.path"):
+    with pytest.raises(XbenchInputError, match=r"dataset\.path"):
         load_dataset(DatasetConfig(name="imagefolder", path=str(tmp_path)), seed=0)
 
 
@@ -68,7 +69,8 @@ def test_imagenette_reads_an_already_downloaded_tree_without_network(tmp_path: P
     root = tmp_path / "imagenette2-160"
     for split in ("train", "val"):
         _write_images(root / split, ["n01440764", "n03888257"], 2, suffix=".JPEG")
-    data = load_dataset(DatasetConfig(name="imagenette", path=str(tmp_path), image_size=32, train_size=4,
-                                      eval_size=4), seed=0)
+    data = load_dataset(
+        DatasetConfig(name="imagenette", path=str(tmp_path), image_size=32, train_size=4, eval_size=4), seed=0
+    )
     assert data.class_names == ("tench", "parachute")
     assert data.train_x.shape == (4, 3, 32, 32)

@@ -8,8 +8,7 @@ from xbench.explainers import default_target_layer, explain, explainers, postpro
 
 
 @pytest.mark.parametrize("name", explainers.names())
-def test_every_explainer_gives_one_map_per_image(name: str, tiny_model: torch.nn.Module,
-                                                 small_data: ImageData) -> None:
+def test_every_explainer_gives_one_map_per_image(name: str, tiny_model: torch.nn.Module, small_data: ImageData) -> None:
     plugin = explainers.get(name)
     params = plugin.resolve({})
     x, y = small_data.eval_x[:4], small_data.eval_y[:4]
@@ -18,8 +17,9 @@ def test_every_explainer_gives_one_map_per_image(name: str, tiny_model: torch.nn
     assert np.isfinite(attributions).all()
 
 
-def test_saliency_is_the_absolute_input_gradient_of_the_target(tiny_model: torch.nn.Module,
-                                                                small_data: ImageData) -> None:
+def test_saliency_is_the_absolute_input_gradient_of_the_target(
+    tiny_model: torch.nn.Module, small_data: ImageData
+) -> None:
     x, y = small_data.eval_x[:2].clone(), small_data.eval_y[:2]
     plugin = explainers.get("saliency")
     attributions = explain(plugin, plugin.resolve({}), tiny_model, x, y, torch.device("cpu"))
@@ -34,7 +34,7 @@ def test_gradcam_uses_the_last_timm_feature_stage(tiny_model: torch.nn.Module) -
 
 
 def test_unknown_explainer_parameter_names_the_allowed_ones() -> None:
-    with pytest.raises(XbenchInputError, match="unknown parameter.*n_stepz.*allowed: .*n_steps"):
+    with pytest.raises(XbenchInputError, match=r"unknown parameter.*n_stepz.*allowed: .*n_steps"):
         explainers.get("integrated_gradients").resolve({"n_stepz": 3})
 
 

@@ -6,9 +6,17 @@ from xbench.leaderboard import build
 
 def record(model: str, accuracy: float) -> dict:
     return {
-        "cell_key": model, "model": model, "pruning_method": "magnitude", "compression_rate": 2.0,
-        "compression_rate_model": 1.8, "explainer": "saliency", "accuracy": accuracy, "sparseness": 0.5,
-        "metric_directions": {"sparseness": "higher"}, "device": "cpu", "start_time": 0,
+        "cell_key": model,
+        "model": model,
+        "pruning_method": "magnitude",
+        "compression_rate": 2.0,
+        "compression_rate_model": 1.8,
+        "explainer": "saliency",
+        "accuracy": accuracy,
+        "sparseness": 0.5,
+        "metric_directions": {"sparseness": "higher"},
+        "device": "cpu",
+        "start_time": 0,
     }
 
 

@@ -7,10 +7,21 @@ from xbench.data import ImageData
 from xbench.metrics import metrics, score, snake_case
 
 
-def _score(name: str, model: torch.nn.Module, data: ImageData, attributions: np.ndarray, **params: object) -> np.ndarray:
+def _score(
+    name: str, model: torch.nn.Module, data: ImageData, attributions: np.ndarray, **params: object
+) -> np.ndarray:
     metric = metrics.get(name)
-    return score(metric, metric.resolve(params, 32), model, data.eval_x.numpy(), data.eval_y.numpy(), attributions,
-                 data.eval_masks, torch.device("cpu"), seed=0)
+    return score(
+        metric,
+        metric.resolve(params, 32),
+        model,
+        data.eval_x.numpy(),
+        data.eval_y.numpy(),
+        attributions,
+        data.eval_masks,
+        torch.device("cpu"),
+        seed=0,
+    )
 
 
 @pytest.mark.parametrize("name", metrics.names())
@@ -28,8 +39,9 @@ def test_metadata_comes_from_quantus(name: str) -> None:
     assert metric.higher_is_better == (metric.quantus_class.score_direction.value == "higher")
 
 
-def test_localisation_is_one_when_the_attribution_lies_inside_the_mask(tiny_model: torch.nn.Module,
-                                                                       small_data: ImageData) -> None:
+def test_localisation_is_one_when_the_attribution_lies_inside_the_mask(
+    tiny_model: torch.nn.Module, small_data: ImageData
+) -> None:
     inside = small_data.eval_masks.astype(np.float32)
     outside = (~small_data.eval_masks).astype(np.float32)
     assert _score("attribution_localisation", tiny_model, small_data, inside) == pytest.approx(np.ones(8))
@@ -44,8 +56,9 @@ def test_sparseness_ranks_a_point_above_a_uniform_map(tiny_model: torch.nn.Modul
     assert (_score("sparseness", tiny_model, small_data, uniform) < 0.05).all()
 
 
-def test_constant_attributions_score_nan_instead_of_crashing(tiny_model: torch.nn.Module,
-                                                             small_data: ImageData) -> None:
+def test_constant_attributions_score_nan_instead_of_crashing(
+    tiny_model: torch.nn.Module, small_data: ImageData
+) -> None:
     attributions = np.random.default_rng(0).random((8, 1, 32, 32)).astype(np.float32)
     attributions[:3] = 0
     scores = _score("pixel_flipping", tiny_model, small_data, attributions)
@@ -58,7 +71,10 @@ def test_scores_match_quantus_called_directly(tiny_model: torch.nn.Module, small
     ours = _score("pixel_flipping", tiny_model, small_data, attributions)
     metric = metrics.get("pixel_flipping")
     reference = quantus.PixelFlipping(**metric.defaults(32), disable_warnings=True)(
-        model=tiny_model, x_batch=small_data.eval_x.numpy(), y_batch=small_data.eval_y.numpy(),
-        a_batch=attributions, device="cpu",
+        model=tiny_model,
+        x_batch=small_data.eval_x.numpy(),
+        y_batch=small_data.eval_y.numpy(),
+        a_batch=attributions,
+        device="cpu",
     )
     np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-6)

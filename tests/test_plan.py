@@ -63,8 +63,11 @@ def test_cell_key_is_stable_and_follows_the_computation() -> None:
         ({"dataset": {"name": "shape"}}, "dataset.name", "did you mean 'shapes'"),
         ({"metrics": [{"name": "sparseness", "bogus": 1}]}, "metrics[0]", "allowed:"),
         ({"explainers": ["saliency", "saliency"]}, "explainers[1]", "listed twice"),
-        ({"dataset": {"name": "imagefolder", "path": "/x"}, "metrics": ["attribution_localisation"]}, "metrics[0]",
-         "needs ground-truth masks"),
+        (
+            {"dataset": {"name": "imagefolder", "path": "/x"}, "metrics": ["attribution_localisation"]},
+            "metrics[0]",
+            "needs ground-truth masks",
+        ),
     ],
 )
 def test_bad_names_fail_at_plan_time_naming_the_field(overrides: dict, field: str, hint: str) -> None:

@@ -98,14 +98,16 @@ def test_iterative_pruning_fine_tunes_under_the_mask_and_caches_each_step(
     cache = Cache(tmp_path)
     train = TrainConfig(epochs=1, lr=0.01, batch_size=32)
     settings = config(schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=0.01))
-    model = pruned_model(tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache,
-                         torch.device("cpu"))
+    model = pruned_model(
+        tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache, torch.device("cpu")
+    )
     assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(1 - 1 / 8, abs=0.005)
     assert len(list((tmp_path / "pruned").glob("*.safetensors"))) == 3  # CR 2, 4, 8
     assert not any(hasattr(m, "weight_orig") for m in model.modules())  # masks made permanent
     # Reloaded from the cache (no pickle): same weights.
-    again = pruned_model(tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache,
-                         torch.device("cpu"))
+    again = pruned_model(
+        tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache, torch.device("cpu")
+    )
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

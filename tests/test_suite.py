@@ -55,7 +55,7 @@ def test_malformed_yaml_and_missing_suite_are_input_errors(tmp_path: Path) -> No
     broken.write_text("name: [unclosed\n")
     with pytest.raises(XbenchInputError, match="malformed YAML"):
         load_suite(str(broken))
-    with pytest.raises(XbenchInputError, match="unknown suite 'quik'.*quick"):
+    with pytest.raises(XbenchInputError, match=r"unknown suite 'quik'.*quick"):
         load_suite("quik")
 
 

@@ -45,8 +45,9 @@ def test_unfinished_cells_are_discarded_and_the_parent_resumed(tmp_path: Path) -
     experiment = store.experiment_id("demo", create=True)
     parent = store.open_parent(experiment, "plan-1", "demo run", {})
     # A run killed mid-log: created, never terminated.
-    store.client.create_run(experiment, tags={"mlflow.parentRunId": parent, "xbench.role": "cell",
-                                              "xbench.cell_key": "b"})
+    store.client.create_run(
+        experiment, tags={"mlflow.parentRunId": parent, "xbench.role": "cell", "xbench.cell_key": "b"}
+    )
     assert store.finished_cells(experiment) == {}
     assert store.discard_unfinished_cells(experiment) == 1
     assert store.open_parent(experiment, "plan-1", "demo run", {}) == parent

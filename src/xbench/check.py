@@ -28,8 +28,10 @@ class Finding:
 
 
 def cell_label(record: dict[str, Any]) -> str:
-    pruning = "dense" if record["pruning_method"] == "none" else (
-        f"{record['pruning_method']} CR {record['compression_rate']:g}"
+    pruning = (
+        "dense"
+        if record["pruning_method"] == "none"
+        else (f"{record['pruning_method']} CR {record['compression_rate']:g}")
     )
     return f"{record['model']} | {pruning} | {record['explainer']}"
 

@@ -48,7 +48,10 @@ _GRADIENT_POST = {"channel_reduction": "sum", "absolute": False}
 
 
 def explainer(
-    name: str, library: str, defaults: dict[str, Any] | None = None, post: dict[str, Any] | None = None,
+    name: str,
+    library: str,
+    defaults: dict[str, Any] | None = None,
+    post: dict[str, Any] | None = None,
     version: str = "1",
 ) -> Callable[[ExplainFn], ExplainFn]:
     def decorator(fn: ExplainFn) -> ExplainFn:
@@ -62,8 +65,13 @@ def explainer(
 
 
 def explain(
-    plugin: Explainer, params: dict[str, Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-    device: torch.device, batch_size: int = 32,
+    plugin: Explainer,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 32,
 ) -> np.ndarray:
     """Attributions for the target classes `y`, batched on `device`, post-processed to (N, 1, H, W)."""
     model.to(device).eval()

@@ -92,9 +92,11 @@ def suite_section(suite: str, records: list[dict[str, Any]]) -> str:
             if name not in directions:
                 metric_names.append(name)
                 directions[name] = direction
-    columns = _FIXED_COLUMNS + [
-        (name, f"{name} {'↑' if directions[name] == 'higher' else '↓'}", "num") for name in metric_names
-    ] + _COST_COLUMNS
+    columns = (
+        _FIXED_COLUMNS
+        + [(name, f"{name} {'↑' if directions[name] == 'higher' else '↓'}", "num") for name in metric_names]
+        + _COST_COLUMNS
+    )
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in columns)
     rows = []
     for record in records:

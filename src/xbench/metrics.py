@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import quantus
-from quantus.helpers.enums import ScoreDirection
 import torch
+from quantus.helpers.enums import ScoreDirection
 from torch import nn
 
 from xbench.errors import XbenchInputError
@@ -53,7 +53,9 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def quantus_metric(quantus_class: type, needs_masks: bool = False, version: str = "1") -> Callable[[Defaults], Defaults]:
+def quantus_metric(
+    quantus_class: type, needs_masks: bool = False, version: str = "1"
+) -> Callable[[Defaults], Defaults]:
     """Register a Quantus class under the snake_case of its name; the function gives defaults for an image size."""
 
     def decorator(defaults: Defaults) -> Defaults:

@@ -158,4 +158,3 @@ def plan(suite: Suite, device: str) -> list[Cell]:
 
 def plan_key(cells: list[Cell]) -> str:
     return content_key(sorted(cell.cell_key for cell in cells))
-

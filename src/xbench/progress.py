@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -12,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 T = TypeVar("T")
 _active: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("xbench_progress", default=None)
-console = Console(stderr=True)
+# Logs and CI are not terminals; rich would wrap them at 80 columns, cutting tables and messages.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 @contextmanager

@@ -192,8 +192,17 @@ def pruned_model(
         current.to(device)
         masked = prune_step(current, pruner, config, step, seed)
         if config.finetune.epochs:
-            fit(current, data, train, seed, device, f"finetune {model_name} CR {step:g}",
-                epochs=config.finetune.epochs, lr=config.finetune.lr, lr_schedule="constant")
+            fit(
+                current,
+                data,
+                train,
+                seed,
+                device,
+                f"finetune {model_name} CR {step:g}",
+                epochs=config.finetune.epochs,
+                lr=config.finetune.lr,
+                lr_schedule="constant",
+            )
         make_permanent(masked)
         current.cpu()
         cache.write(path, lambda target, m=current: save_model(m, str(target)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import subprocess
 import tempfile
@@ -82,12 +83,23 @@ class CellExecutor:
         if cell.pruning is None:
             model = base
         else:
-            model = pruned_model(base, base_key, cell.model.name, config, cell.compression_rate, data,
-                                 cell.model.train, cell.seed, self.cache, self.device)
+            model = pruned_model(
+                base,
+                base_key,
+                cell.model.name,
+                config,
+                cell.compression_rate,
+                data,
+                cell.model.train,
+                cell.seed,
+                self.cache,
+                self.device,
+            )
         figures = Figures({"accuracy": accuracy(model, data, self.device), **sparsity_report(model, scope)})
         figures.update(
-            measure(model, cell.dataset.image_size, cell.perf.batch_sizes, self.device, cell.perf.warmup,
-                    cell.perf.repeats)
+            measure(
+                model, cell.dataset.image_size, cell.perf.batch_sizes, self.device, cell.perf.warmup, cell.perf.repeats
+            )
         )
         self._variant = _Variant(key, model, figures)
         return self._variant
@@ -121,24 +133,26 @@ class CellExecutor:
         for spec in cell.metrics:
             metric = metrics.get(spec.name)
             started = time.perf_counter()
-            scores = score(metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device,
-                           cell.seed)
+            scores = score(
+                metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device, cell.seed
+            )
             figures.values[f"score_seconds.{spec.name}"] = time.perf_counter() - started
             per_image[spec.name] = scores
             valid = scores[np.isfinite(scores)]
             figures.values[f"{spec.name}_nan_count"] = float(len(scores) - len(valid))
-            if len(valid):
-                figures.values[spec.name] = float(valid.mean())
-                figures.values[f"{spec.name}_std"] = float(valid.std())
-            else:
+            figures.values[spec.name] = float(valid.mean()) if len(valid) else math.nan
+            figures.values[f"{spec.name}_std"] = float(valid.std()) if len(valid) else math.nan
+            if not len(valid):
                 figures.missing[spec.name] = "no image could be scored (constant attributions, or Quantus gave NaN)"
         figures.values["score_seconds"] = sum(v for k, v in figures.values.items() if k.startswith("score_seconds."))
         return CellOutcome(
             params=_cell_params(cell),
             metrics=figures.values,
             tags={
-                **{f"{DIRECTION_PREFIX}{s.name}": "higher" if metrics.get(s.name).higher_is_better else "lower"
-                   for s in cell.metrics},
+                **{
+                    f"{DIRECTION_PREFIX}{s.name}": "higher" if metrics.get(s.name).higher_is_better else "lower"
+                    for s in cell.metrics
+                },
                 **{f"{MISSING_PREFIX}{k}": v for k, v in figures.missing.items()},
                 METRICS_TAG: ",".join(s.name for s in cell.metrics),
                 "xbench.cell_key": cell.cell_key,
@@ -307,6 +321,14 @@ def run_suite(
         raise
     finally:
         summary.seconds = time.perf_counter() - started
-        store.close_parent(parent, {"cells_total": len(cells), "cells_run": len(summary.completed),
-                                    "cells_skipped": summary.skipped, "seconds": summary.seconds}, status)
+        store.close_parent(
+            parent,
+            {
+                "cells_total": len(cells),
+                "cells_run": len(summary.completed),
+                "cells_skipped": summary.skipped,
+                "seconds": summary.seconds,
+            },
+            status,
+        )
     return summary

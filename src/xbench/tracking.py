@@ -6,6 +6,7 @@ Reads (`load_results`) are used by export, leaderboard and check, so this module
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import warnings
@@ -85,7 +86,10 @@ class Store:
         runs, token = [], None
         while True:
             page = self.client.search_runs(
-                [experiment_id], filter_string=filter_string, max_results=1000, page_token=token,
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=1000,
+                page_token=token,
                 order_by=["attributes.start_time DESC"],
             )
             runs += list(page)
@@ -111,9 +115,7 @@ class Store:
 
     def open_parent(self, experiment_id: str, plan_key: str, run_name: str, tags: dict[str, str]) -> str:
         """Continue the unfinished parent run of the same plan (a resumed run), or start a new one."""
-        for run in self._search(
-            experiment_id, f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"
-        ):
+        for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"):
             if run.info.status != "FINISHED":
                 self.client.update_run(run.info.run_id, status="RUNNING")
                 self.client.set_tag(run.info.run_id, "xbench.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -156,7 +158,8 @@ class Store:
         from mlflow.entities import ViewType
 
         return sorted(
-            e.tags[SUITE_TAG] for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+            e.tags[SUITE_TAG]
+            for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
             if SUITE_TAG in e.tags
         )
 
@@ -171,8 +174,9 @@ class Store:
             key = run.data.tags[CELL_KEY_TAG]
             if key not in records:
                 records[key] = to_record(suite, run)
-        return sorted(records.values(), key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"],
-                                                         r["explainer"]))
+        return sorted(
+            records.values(), key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"], r["explainer"])
+        )
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -186,7 +190,9 @@ def _batch_sizes(metrics: dict[str, float], prefix: str) -> list[int]:
 
 def to_record(suite: str, run: Any) -> dict[str, Any]:
     """The flat export record of a cell run (keys documented in the README)."""
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    params, tags = run.data.params, run.data.tags
+    # NaN (a metric that could score no image) becomes None, so exports are valid JSON.
+    metrics = {k: (None if math.isnan(v) else v) for k, v in run.data.metrics.items()}
     metric_names = [m for m in tags.get(METRICS_TAG, "").split(",") if m]
     # Latency is reported at the smallest batch size measured, throughput at the largest.
     smallest = next(iter(_batch_sizes(metrics, "latency_ms_p50_bs")), None)

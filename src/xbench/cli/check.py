@@ -43,8 +43,9 @@ def check_command(
     name = suite or expected["suite"]
     findings = check.compare(expected, Store(tracking_uri).load_results(name))
     shown = [f for f in findings if show_all or f.status != "ok"]
-    counts = {s: sum(f.status == s for f in findings) for s in ("regressed", "improved", "ok", "missing_cell",
-                                                                 "new_cell")}
+    counts = {
+        s: sum(f.status == s for f in findings) for s in ("regressed", "improved", "ok", "missing_cell", "new_cell")
+    }
     if shown:
         table = Table(title=f"xbench check: suite {name} vs {baseline}")
         for column in ("status", "cell", "metric", "baseline", "current", "tolerance", "better"):
@@ -52,8 +53,13 @@ def check_command(
         for f in sorted(shown, key=lambda f: (f.status != "regressed", f.label, f.metric)):
             colour = {"regressed": "red", "missing_cell": "red", "improved": "green"}.get(f.status, "")
             table.add_row(
-                f"[{colour}]{f.status}[/]" if colour else f.status, f.label, f.metric, _fmt(f.baseline),
-                _fmt(f.current), _fmt(f.tolerance), "higher" if f.higher_is_better else "lower",
+                f"[{colour}]{f.status}[/]" if colour else f.status,
+                f.label,
+                f.metric,
+                _fmt(f.baseline),
+                _fmt(f.current),
+                _fmt(f.tolerance),
+                "higher" if f.higher_is_better else "lower",
             )
         console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -43,7 +43,7 @@ def list_command(
         typer.echo(name)
 
 
-def _registry(kind: str):  # noqa: ANN202 - returns one of several Registry[T]
+def _registry(kind: str):
     if kind == "datasets":
         from xbench.data import datasets
 

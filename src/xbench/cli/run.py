@@ -20,7 +20,9 @@ def run_suite_command(
         None, "--tracking-uri", help="MLflow store. Default: $MLFLOW_TRACKING_URI, else sqlite:///./xbench.db"
     ),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Trained/pruned models and explanations. Default: $XBENCH_CACHE_DIR or ~/.cache/xbench"
+        None,
+        "--cache-dir",
+        help="Trained/pruned models and explanations. Default: $XBENCH_CACHE_DIR or ~/.cache/xbench",
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the suite's device)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars on stderr."),
@@ -43,8 +45,10 @@ def run_suite_command(
     with progress_bars(progress):
         summary = run_suite(suite, path, tracking_uri, cache_dir, device)
     if not summary.completed:
-        console.print(f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "
-                      f"nothing to do ({summary.seconds:.1f} s)")
+        console.print(
+            f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "
+            f"nothing to do ({summary.seconds:.1f} s)"
+        )
         return
     metric_names = [spec.name for spec in suite.metrics]
     table = Table(title=f"suite {suite.name}: {len(summary.completed)} cells run, {summary.skipped} already done")
@@ -53,12 +57,17 @@ def run_suite_command(
     for cell, figures in summary.completed:
         latency = next((v for k, v in sorted(figures.items()) if k.startswith("latency_ms_p50_bs")), None)
         table.add_row(
-            cell.model.name, cell.pruning.method if cell.pruning else "none", f"{cell.compression_rate:g}",
-            cell.explainer.name, f"{figures.get('accuracy', float('nan')):.3f}",
+            cell.model.name,
+            cell.pruning.method if cell.pruning else "none",
+            f"{cell.compression_rate:g}",
+            cell.explainer.name,
+            f"{figures.get('accuracy', float('nan')):.3f}",
             *(f"{figures.get(m, float('nan')):.3f}" for m in metric_names),
             f"{latency:.2f}" if latency is not None else "",
         )
     typer.echo("")
-    Console(width=max(console.width, 160)).print(table)
-    console.print(f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
-                  f"browse them with: xbench ui")
+    Console(width=max(console.width, 160)).print(table)  # stdout, so the table can be piped
+    console.print(
+        f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
+        f"browse them with: xbench ui"
+    )

@@ -1,0 +1,45 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from xbench.cache import Cache
+from xbench.plan import Cell, plan
+from xbench.runner import CellExecutor
+from xbench.suite import parse_suite
+
+
+def tiny_suite(image_size: int) -> list[Cell]:
+    return plan(
+        parse_suite(
+            {
+                "name": "tiny",
+                "dataset": {"image_size": image_size, "train_size": 32, "eval_size": 4},
+                "models": [{"name": "test_resnet", "train": {"epochs": 1, "batch_size": 16}}],
+                "pruning": [{"method": "magnitude", "compression_rates": [2], "finetune": {"epochs": 0}}],
+                "explainers": ["gradcam"],
+                "metrics": ["sparseness", "attribution_localisation"],
+                "perf": {"batch_sizes": [2], "warmup": 0, "repeats": 2},
+            }
+        ),
+        "cpu",
+    )
+
+
+def test_a_cell_shipped_as_json_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    cell = Cell.from_json(tiny_suite(48)[1].to_json())  # as a remote worker would receive it
+    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
+    assert outcome.params["compression_rate"] == 2 and outcome.params["pruning_method"] == "magnitude"
+    assert outcome.metrics["sparsity_scope"] == pytest.approx(0.5, abs=0.005)
+    assert math.isfinite(outcome.metrics["sparseness"])
+    assert outcome.tags["xbench.cell_key"] == cell.cell_key
+    assert {p.name for p in outcome.artifacts} == {"cell.json", "scores.csv", "heatmaps.png"}
+
+
+def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_path: Path) -> None:
+    # At 32 px the last stage of test_resnet is 1x1, so every Grad-CAM map is constant.
+    cell = tiny_suite(32)[0]
+    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
+    assert math.isnan(outcome.metrics["sparseness"]) and outcome.metrics["sparseness_nan_count"] == 4
+    assert "constant attributions" in outcome.tags["xbench.missing.sparseness"]
