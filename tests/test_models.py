@@ -36,8 +36,9 @@ def test_unknown_model_name_suggests_close_names() -> None:
 
 def test_training_lowers_the_loss(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
     losses = models.fit(
-        tiny_model, small_data, TrainConfig(epochs=3, lr=0.01, batch_size=16), 0, torch.device("cpu"), "test"
-    )
+        tiny_model, small_data, epochs=3, lr=0.01, batch_size=16, seed=0, device=torch.device("cpu"),
+        description="test", lr_schedule="onecycle",
+    )  # fmt: skip
     assert losses[-1] < losses[0]
 
 

@@ -15,7 +15,7 @@ from xbench.cache import Cache, content_key
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.progress import track
-from xbench.suite import ModelConfig, TrainConfig
+from xbench.suite import ModelConfig
 
 TRAINING_VERSION = "2"
 
@@ -44,25 +44,22 @@ def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
 def fit(
     model: nn.Module,
     data: ImageData,
-    train: TrainConfig,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
     seed: int,
     device: torch.device,
     description: str,
-    epochs: int | None = None,
-    lr: float | None = None,
-    lr_schedule: str | None = None,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
 ) -> list[float]:
-    """AdamW + cross-entropy with horizontal flips; returns the mean loss of each epoch.
-
-    `epochs`, `lr` and `lr_schedule` override the training config (fine-tuning uses its own).
-    """
-    epochs = train.epochs if epochs is None else epochs
-    lr = train.lr if lr is None else lr
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=train.weight_decay)
+    """AdamW + cross-entropy with horizontal flips; returns the mean loss of each epoch."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     count = len(data.train_y)
-    steps_per_epoch = -(-count // train.batch_size)
+    steps_per_epoch = -(-count // batch_size)
     scheduler = None
-    if (lr_schedule or train.lr_schedule) == "onecycle" and epochs > 0:
+    if lr_schedule == "onecycle" and epochs > 0:
         # One-cycle (warm-up then cosine decay) reaches a good model in few epochs, which a CPU budget needs.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -72,7 +69,7 @@ def fit(
     losses = []
     for epoch in range(epochs):
         order = torch.randperm(count, generator=generator)
-        batches = [order[i : i + train.batch_size] for i in range(0, count, train.batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
         total = 0.0
         for batch in track(batches, f"{description} epoch {epoch + 1}/{epochs}"):
             x, y = data.train_x[batch], data.train_y[batch]
@@ -119,7 +116,11 @@ def trained_model(
         return model.to(device).eval(), key
     model = create_model(config, data.num_classes)
     started = time.perf_counter()
-    losses = fit(model, data, config.train, seed, device, f"train {config.name}")
+    train = config.train
+    losses = fit(
+        model, data, epochs=train.epochs, lr=train.lr, batch_size=train.batch_size, seed=seed, device=device,
+        description=f"train {config.name}", weight_decay=train.weight_decay, lr_schedule=train.lr_schedule,
+    )  # fmt: skip
     model.cpu()
     cache.write(weights, lambda path: save_model(model, str(path)))
     cache.write_json(

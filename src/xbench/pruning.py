@@ -150,6 +150,10 @@ def make_permanent(masked: list[tuple[nn.Module, str]]) -> None:
         prune.remove(module, name)
 
 
+def finetune_batch_size(config: PruningConfig, train: TrainConfig) -> int:
+    return config.finetune.batch_size or train.batch_size
+
+
 def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: float, train: TrainConfig) -> str:
     pruner = pruners.get(config.method)
     return content_key(
@@ -157,7 +161,7 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
             "base": base_key,
             "pruning": config.model_dump(exclude={"compression_rates"}),
             "steps": schedule_steps(compression_rate, config.schedule),
-            "batch_size": train.batch_size,
+            "batch_size": finetune_batch_size(config, train),
             "version": pruner.version,
         }
     )
@@ -192,17 +196,11 @@ def pruned_model(
         current.to(device)
         masked = prune_step(current, pruner, config, step, seed)
         if config.finetune.epochs:
+            finetune = config.finetune
             fit(
-                current,
-                data,
-                train,
-                seed,
-                device,
-                f"finetune {model_name} CR {step:g}",
-                epochs=config.finetune.epochs,
-                lr=config.finetune.lr,
-                lr_schedule="constant",
-            )
+                current, data, epochs=finetune.epochs, lr=finetune.lr, batch_size=finetune_batch_size(config, train),
+                seed=seed, device=device, description=f"finetune {model_name} CR {step:g}",
+            )  # fmt: skip
         make_permanent(masked)
         current.cpu()
         cache.write(path, lambda target, m=current: save_model(m, str(target)))

@@ -24,7 +24,7 @@ from xbench.data import ImageData, load_dataset
 from xbench.errors import XbenchInputError
 from xbench.explainers import explain, explainers
 from xbench.metrics import metrics, score
-from xbench.models import accuracy, trained_model
+from xbench.models import accuracy, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
 from xbench.plan import Cell, plan, plan_key
 from xbench.progress import log, track
@@ -58,7 +58,7 @@ class CellExecutor:
     def __init__(self, cache: Cache, device: torch.device) -> None:
         self.cache, self.device = cache, device
         self._data: tuple[str, ImageData] | None = None
-        self._base: tuple[str, str, nn.Module] | None = None
+        self._base: tuple[str, nn.Module] | None = None
         self._variant: _Variant | None = None
 
     def data(self, cell: Cell) -> ImageData:
@@ -68,39 +68,28 @@ class CellExecutor:
         return self._data[1]
 
     def variant(self, cell: Cell, data: ImageData) -> _Variant:
-        base_id = content_key([cell.model.model_dump(), data.fingerprint, cell.seed])
-        if self._base is None or self._base[0] != base_id:
-            model, base_key = trained_model(cell.model, data, cell.seed, self.cache, self.device)
-            self._base = (base_id, base_key, model)
-        _, base_key, base = self._base
-        if cell.pruning is None:
-            key, scope = base_key, "conv"
-        else:
+        base_key = trained_model_key(cell.model, data, cell.seed)
+        if self._base is None or self._base[0] != base_key:
+            self._base = (base_key, trained_model(cell.model, data, cell.seed, self.cache, self.device)[0])
+        base = self._base[1]
+        config = None
+        key = base_key
+        if cell.pruning is not None:
             config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
-            key, scope = pruned_model_key(base_key, config, cell.compression_rate, cell.model.train), config.scope
+            key = pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
         if self._variant is not None and self._variant.key == key:
             return self._variant
-        if cell.pruning is None:
-            model = base
+        if config is None:
+            model, scope = base, "conv"
         else:
             model = pruned_model(
-                base,
-                base_key,
-                cell.model.name,
-                config,
-                cell.compression_rate,
-                data,
-                cell.model.train,
-                cell.seed,
-                self.cache,
-                self.device,
-            )
+                base, base_key, cell.model.name, config, cell.compression_rate, data, cell.model.train, cell.seed,
+                self.cache, self.device,
+            )  # fmt: skip
+            scope = config.scope
         figures = Figures({"accuracy": accuracy(model, data, self.device), **sparsity_report(model, scope)})
-        figures.update(
-            measure(
-                model, cell.dataset.image_size, cell.perf.batch_sizes, self.device, cell.perf.warmup, cell.perf.repeats
-            )
-        )
+        perf, size = cell.perf, cell.dataset.image_size
+        figures.update(measure(model, size, perf.batch_sizes, self.device, perf.warmup, perf.repeats))
         self._variant = _Variant(key, model, figures)
         return self._variant
 

@@ -43,6 +43,7 @@ class ModelConfig(_Strict):
 class FinetuneConfig(_Strict):
     epochs: int = Field(1, ge=0)
     lr: float = Field(5e-4, gt=0)
+    batch_size: int | None = Field(None, ge=1, description="Default: the model's training batch size.")
 
 
 class PruningConfig(_Strict):
