@@ -236,7 +236,7 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"], ["ui"]]
+    "command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"], ["profile"], ["ui"]]
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
     result = xbench(*command, "--help", cwd=tmp_path, check=True)

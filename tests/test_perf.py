@@ -2,23 +2,23 @@ import pytest
 import torch
 from torch import nn
 
-from xbench.perf import dense_flops, latency, measure
+from xbench.perf import count_flops, latency, measure
 
 
 def test_dense_flops_count_two_per_multiply_accumulate() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 5, bias=False))
-    figures = dense_flops(model, 8, torch.device("cpu"))
+    figures = count_flops(model, 8, torch.device("cpu"))
     conv_macs = 4 * 8 * 8 * 3 * 3 * 3
     linear_macs = 4 * 8 * 8 * 5
     assert figures.values["flops_dense"] == 2 * (conv_macs + linear_macs)
 
 
-def test_zero_weights_still_count_as_dense_flops() -> None:
+def test_zero_weights_still_count_as_count_flops() -> None:
     model = nn.Conv2d(3, 4, 3, bias=False)
-    before = dense_flops(model, 8, torch.device("cpu")).values["flops_dense"]
+    before = count_flops(model, 8, torch.device("cpu")).values["flops_dense"]
     with torch.no_grad():
         model.weight.zero_()
-    assert dense_flops(model, 8, torch.device("cpu")).values["flops_dense"] == before > 0
+    assert count_flops(model, 8, torch.device("cpu")).values["flops_dense"] == before > 0
 
 
 class _Unmeasurable(nn.Module):
@@ -27,9 +27,10 @@ class _Unmeasurable(nn.Module):
 
 
 def test_a_figure_that_cannot_be_measured_is_recorded_with_its_reason() -> None:
-    figures = dense_flops(_Unmeasurable(), 8, torch.device("cpu"))
+    figures = count_flops(_Unmeasurable(), 8, torch.device("cpu"))
     assert "flops_dense" not in figures.values
     assert "cannot run on a blank input" in figures.missing["flops_dense"]
+    assert "cannot run on a blank input" in figures.missing["flops_effective"]
 
 
 def test_latency_reports_spread_and_throughput() -> None:

@@ -1,4 +1,5 @@
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,18 @@ from torch.nn.utils import prune
 
 from xbench.cache import Cache
 from xbench.data import ImageData
+from xbench.perf import count_flops
 from xbench.pruning import (
+    channel_pruned,
     make_permanent,
     prune_step,
     pruned_model,
     pruners,
+    rebuild,
     schedule_steps,
     scope_modules,
     sparsity_report,
+    structure_of,
     unstructured_masks,
 )
 from xbench.suite import FinetuneConfig, PruningConfig, TrainConfig
@@ -112,8 +117,8 @@ def test_iterative_pruning_fine_tunes_under_the_mask_and_caches_each_step(
         assert torch.equal(a, b)
 
 
-def test_every_registered_pruner_reaches_its_rate(tiny_model: nn.Module) -> None:
-    for name in pruners.names():
+def test_every_unstructured_pruner_reaches_its_rate(tiny_model: nn.Module) -> None:
+    for name in [n for n in pruners.names() if not pruners.get(n).structured]:
         model = copy.deepcopy(tiny_model)
         make_permanent(prune_step(model, pruners.get(name), config(method=name), 4, seed=0))
         assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(0.75, abs=0.005), name
@@ -123,3 +128,64 @@ def test_timm_model_is_rebuilt_after_pruning() -> None:
     model = timm.create_model("test_resnet", num_classes=3)
     make_permanent(prune_step(model, pruners.get("magnitude"), config(), 2, seed=0))
     assert set(model.state_dict()) == set(timm.create_model("test_resnet", num_classes=3).state_dict())
+
+
+def test_random_pruning_differs_from_magnitude_and_is_seeded(tiny_model: nn.Module) -> None:
+    def zeros(method: str, seed: int) -> list[torch.Tensor]:
+        model = copy.deepcopy(tiny_model)
+        make_permanent(prune_step(model, pruners.get(method), config(method=method), 2, seed=seed))
+        return [m.weight == 0 for _, m in scope_modules(model, "conv")]
+
+    same = [torch.equal(a, b) for a, b in zip(zeros("random", 0), zeros("random", 0), strict=True)]
+    other_seed = [torch.equal(a, b) for a, b in zip(zeros("random", 0), zeros("random", 1), strict=True)]
+    versus_magnitude = [torch.equal(a, b) for a, b in zip(zeros("random", 0), zeros("magnitude", 0), strict=True)]
+    assert all(same) and not all(other_seed) and not all(versus_magnitude)
+
+
+STRUCTURED = [name for name in pruners.names() if pruners.get(name).structured]
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_channel_pruning_reaches_the_whole_model_rate_and_cuts_flops(name: str, small_data: ImageData) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=small_data.num_classes).eval()
+    before = sum(p.numel() for p in model.parameters())
+    pruned, ratio = channel_pruned(
+        model, pruners.get(name), config(method=name), before / 4, small_data, seed=0, device=torch.device("cpu")
+    )
+    report = sparsity_report(pruned, "conv", original=model)
+    assert report["compression_rate_model"] == pytest.approx(4, rel=0.02)
+    assert 0 < ratio < 0.95
+    assert pruned.get_classifier().out_features == small_data.num_classes  # the head keeps every class
+    flops = count_flops(pruned, 32, torch.device("cpu")).values["flops_dense"]
+    assert flops < count_flops(model, 32, torch.device("cpu")).values["flops_dense"]
+    assert sum(p.numel() for p in model.parameters()) == before  # the input model is left alone
+
+
+def test_a_pruned_structure_is_rebuilt_without_pickle(small_data: ImageData, tiny_model: nn.Module) -> None:
+    pruned, _ = channel_pruned(
+        tiny_model, pruners.get("channel_magnitude"), config(method="channel_magnitude"),
+        sum(p.numel() for p in tiny_model.parameters()) / 2, small_data, seed=0, device=torch.device("cpu"),
+    )  # fmt: skip
+    structure = json.loads(json.dumps(structure_of(pruned)))  # as stored on disk
+    rebuilt = rebuild("test_resnet", small_data.num_classes, structure)
+    rebuilt.load_state_dict(pruned.state_dict())
+    x = small_data.eval_x[:4]
+    torch.testing.assert_close(rebuilt.eval()(x), pruned.eval()(x))
+
+
+def test_structured_pruning_through_the_cache(tmp_path: Path, small_data: ImageData, tiny_model: nn.Module) -> None:
+    cache = Cache(tmp_path)
+    train = TrainConfig(epochs=1, batch_size=32)
+    settings = config(method="channel_magnitude", schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=1e-3))
+    first = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
+    assert sparsity_report(first, "conv", original=tiny_model)["compression_rate_model"] == pytest.approx(4, rel=0.05)
+    again = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
+    x = small_data.eval_x[:4]
+    torch.testing.assert_close(first(x), again(x))
+    assert sorted(p.suffix for p in (tmp_path / "pruned").iterdir()) == [
+        ".json",
+        ".json",
+        ".safetensors",
+        ".safetensors",
+    ]

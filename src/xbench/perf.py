@@ -32,15 +32,36 @@ def device_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def dense_flops(model: nn.Module, image_size: int, device: torch.device) -> Figures:
-    """FLOPs of one forward pass of one image, counting every weight (zeros too): `flops_dense` = 2 x MACs."""
+def count_flops(model: nn.Module, image_size: int, device: torch.device) -> Figures:
+    """FLOPs of one forward pass of one image.
+
+    `flops_dense` (torch's FlopCounterMode, 2 x MACs) counts every weight, zeros too; `macs_dense` is half of it.
+    `flops_effective` counts only nonzero weights of conv and linear layers, each layer's dense FLOPs times its weight
+    density (ShrinkBench's theoretical cost): what unstructured pruning could save with sparse kernels.
+    """
     model.to(device).eval()
+    zero_weight_flops = 0.0
+
+    def count_zero_weights(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal zero_weight_flops
+        weight = module.weight
+        per_output = weight[0].numel() if isinstance(module, nn.modules.conv._ConvNd) else weight.shape[1]
+        density = int(torch.count_nonzero(weight)) / weight.numel()
+        zero_weight_flops += 2 * output.numel() * per_output * (1 - density)
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [layer.register_forward_hook(count_zero_weights) for layer in layers]
     try:
         with FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, image_size, image_size, device=device))
-        return Figures({"flops_dense": float(counter.get_total_flops())})
-    except Exception as exc:
-        return Figures(missing={"flops_dense": f"FlopCounterMode failed: {type(exc).__name__}: {exc}"})
+        dense = float(counter.get_total_flops())
+    except Exception as exc:  # any failure of the counter is recorded, not raised
+        reason = f"FlopCounterMode failed: {type(exc).__name__}: {exc}"
+        return Figures(missing={"flops_dense": reason, "flops_effective": reason})
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Figures({"flops_dense": dense, "macs_dense": dense / 2, "flops_effective": dense - zero_weight_flops})
 
 
 def _synchronise(device: torch.device) -> None:
@@ -93,7 +114,7 @@ def latency(
 def measure(
     model: nn.Module, image_size: int, batch_sizes: list[int], device: torch.device, warmup: int, repeats: int
 ) -> Figures:
-    figures = dense_flops(model, image_size, device)
+    figures = count_flops(model, image_size, device)
     for batch_size in batch_sizes:
         figures.update(latency(model, image_size, batch_size, device, warmup, repeats))
     return figures

@@ -1,14 +1,19 @@
-"""Pruning: unstructured masks through torch.nn.utils.prune, oneshot or iterative with fine-tuning, cached models.
+"""Pruning: unstructured masks (torch.nn.utils.prune) and channel pruning (torch-pruning's DepGraph), oneshot or
+iterative with fine-tuning; pruned models cached as safetensors plus a JSON record of their layer shapes (no pickle).
 
 Iterative schedule after Merkle et al., "Less is More: The Influence of Pruning on the Explainability of CNNs"
-(IEEE Access 2025): each step halves the weights that remain (CR 2 -> 4 -> 8 ...) and fine-tunes.
+(IEEE Access 2025): each step halves what remains (CR 2 -> 4 -> 8 ...) and fine-tunes.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -23,26 +28,53 @@ from xbench.registry import Registry
 from xbench.suite import PruningConfig, TrainConfig
 
 Importance = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
 
 
 @dataclass(frozen=True)
 class Pruner:
-    """An unstructured pruner: a score per weight; the lowest-scoring weights are removed."""
+    """Unstructured: `importance` scores each weight and the lowest are zeroed (the compression rate counts the
+    pruned scope). Structured: `channel_importance` makes a torch-pruning importance and whole channels are removed
+    (the compression rate counts the whole model: params(original) / params(pruned))."""
 
     name: str
-    importance: Importance
+    kind: str
     version: str
     description: str
+    importance: Importance | None = None
+    channel_importance: ChannelImportance | None = None
+    needs_gradients: bool = False
+
+    @property
+    def structured(self) -> bool:
+        return self.kind == "structured"
 
 
 pruners: Registry[Pruner] = Registry("pruning method")
 
 
+def _first_line(fn: Callable[..., Any]) -> str:
+    doc = (fn.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
 def unstructured_pruner(name: str, version: str = "1") -> Callable[[Importance], Importance]:
     def decorator(importance: Importance) -> Importance:
-        doc = (importance.__doc__ or "").strip().splitlines()
-        pruners.register(name)(Pruner(name, importance, version, doc[0] if doc else ""))
+        pruners.register(name)(Pruner(name, "unstructured", version, _first_line(importance), importance=importance))
         return importance
+
+    return decorator
+
+
+def structured_pruner(
+    name: str, needs_gradients: bool = False, version: str = "1"
+) -> Callable[[ChannelImportance], ChannelImportance]:
+    def decorator(factory: ChannelImportance) -> ChannelImportance:
+        pruners.register(name)(
+            Pruner(name, "structured", version, _first_line(factory), channel_importance=factory,
+                   needs_gradients=needs_gradients)
+        )  # fmt: skip
+        return factory
 
     return decorator
 
@@ -51,6 +83,44 @@ def unstructured_pruner(name: str, version: str = "1") -> Callable[[Importance],
 def magnitude(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """L1 unstructured: remove the weights of smallest absolute value."""
     return weight.abs()
+
+
+@unstructured_pruner("random")
+def random(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random unstructured: remove weights chosen uniformly at random (the baseline every pruner must beat)."""
+    return torch.rand(weight.shape, generator=generator)
+
+
+@structured_pruner("channel_magnitude")
+def channel_magnitude() -> Any:
+    """Channel pruning by the L1 norm of each DepGraph group (Li et al. 2017, Fang et al. 2023)."""
+    import torch_pruning as tp
+
+    return tp.importance.GroupMagnitudeImportance(p=1)
+
+
+@structured_pruner("channel_taylor", needs_gradients=True)
+def channel_taylor() -> Any:
+    """Channel pruning by first-order Taylor importance, |weight x gradient| (Molchanov et al. 2019)."""
+    import torch_pruning as tp
+
+    return tp.importance.GroupTaylorImportance()
+
+
+@structured_pruner("channel_bn_scale")
+def channel_bn_scale() -> Any:
+    """Channel pruning by the magnitude of BatchNorm scale factors (Liu et al. 2017, network slimming)."""
+    import torch_pruning as tp
+
+    return tp.importance.BNScaleImportance()
+
+
+@structured_pruner("channel_random")
+def channel_random() -> Any:
+    """Channel pruning of randomly chosen channels (the structured baseline)."""
+    import torch_pruning as tp
+
+    return tp.importance.RandomImportance()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -74,16 +144,22 @@ def scope_modules(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:
     return selected
 
 
-def sparsity_report(model: nn.Module, scope: str) -> dict[str, float]:
-    """What the model holds: params total/nonzero over the whole model and over the pruned scope.
-
-    cr_* = total / nonzero (1 = dense); sparsity_* = zero / total.
-    """
+def _counts(model: nn.Module, scope: str) -> tuple[int, int, int, int]:
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     weights = [module.weight for _, module in scope_modules(model, scope)]
-    scope_total = sum(w.numel() for w in weights)
-    scope_nonzero = sum(int(torch.count_nonzero(w)) for w in weights)
+    return total, nonzero, sum(w.numel() for w in weights), sum(int(torch.count_nonzero(w)) for w in weights)
+
+
+def sparsity_report(model: nn.Module, scope: str, original: nn.Module | None = None) -> dict[str, float]:
+    """What the model holds: params total/nonzero over the whole model and over the pruned scope.
+
+    sparsity_* = zero / total of this model. compression_rate_* = params of the original (this model itself if not
+    given) / nonzero params of this one, so unstructured zeros and removed channels count alike.
+    """
+    total, nonzero, scope_total, scope_nonzero = _counts(model, scope)
+    original_total, _, original_scope, _ = _counts(original, scope) if original is not None else (
+        total, 0, scope_total, 0)  # fmt: skip
     return {
         "params": float(total),
         "params_nonzero": float(nonzero),
@@ -91,8 +167,8 @@ def sparsity_report(model: nn.Module, scope: str) -> dict[str, float]:
         "scope_params_nonzero": float(scope_nonzero),
         "sparsity": 1 - nonzero / total,
         "sparsity_scope": 1 - scope_nonzero / scope_total if scope_total else 0.0,
-        "compression_rate_model": total / max(nonzero, 1),
-        "compression_rate_scope": scope_total / max(scope_nonzero, 1),
+        "compression_rate_model": original_total / max(nonzero, 1),
+        "compression_rate_scope": original_scope / max(scope_nonzero, 1),
     }
 
 
@@ -163,8 +239,109 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
             "steps": schedule_steps(compression_rate, config.schedule),
             "batch_size": finetune_batch_size(config, train),
             "version": pruner.version,
+            "format": PRUNED_CACHE_FORMAT,
         }
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Structured (channel) pruning through torch-pruning, and the record of a pruned model's structure.
+
+# Layer attributes that change when channels are removed; with the tensor shapes they let a timm model be rebuilt.
+_STRUCTURE_ATTRIBUTES = (
+    "in_channels", "out_channels", "groups", "num_features", "in_features", "out_features", "normalized_shape",
+    "num_channels", "head_hidden_size",
+)  # fmt: skip
+_SOLVER_TOLERANCE = 0.005  # relative distance to the requested parameter count at which the ratio search stops
+PRUNED_CACHE_FORMAT = 2  # safetensors weights + JSON structure
+
+
+def _remove_channels(
+    model: nn.Module, pruner: Pruner, config: PruningConfig, ratio: float, data: ImageData, seed: int,
+    device: torch.device,
+) -> None:  # fmt: skip
+    import torch_pruning as tp
+
+    torch.manual_seed(seed)
+    model.to(device).eval()
+    ignored = [model.get_classifier()]  # the classifier head is never pruned
+    if config.scope == "conv":
+        ignored += [m for m in model.modules() if isinstance(m, nn.Linear)]
+    channel_pruner = tp.pruner.BasePruner(
+        model, data.train_x[:2].to(device), importance=pruner.channel_importance(), pruning_ratio=ratio,
+        global_pruning=config.granularity == "global", max_pruning_ratio=0.95, ignored_layers=ignored,
+    )  # fmt: skip
+    if pruner.needs_gradients:
+        model.zero_grad()
+        batch = slice(0, 64)
+        loss = nn.functional.cross_entropy(model(data.train_x[batch].to(device)), data.train_y[batch].to(device))
+        loss.backward()
+    channel_pruner.step()
+    model.zero_grad(set_to_none=True)
+
+
+def channel_pruned(
+    model: nn.Module, pruner: Pruner, config: PruningConfig, target_params: float, data: ImageData, seed: int,
+    device: torch.device,
+) -> tuple[nn.Module, float]:  # fmt: skip
+    """A copy of `model` with channels removed until it has about `target_params` parameters, and the channel ratio.
+
+    Users ask for a compression rate; torch-pruning takes a channel ratio, so the ratio is found by bisection
+    (a channel ratio p removes about 1-(1-p)^2 of the parameters, but skip connections and the head make it uneven).
+    """
+    low, high = 0.0, 0.95
+    best: tuple[float, nn.Module, float] | None = None
+    for _ in range(30):
+        ratio = (low + high) / 2
+        candidate = copy.deepcopy(model)
+        _remove_channels(candidate, pruner, config, ratio, data, seed, device)
+        params = sum(p.numel() for p in candidate.parameters())
+        error = abs(params / target_params - 1)
+        if best is None or error < best[0]:
+            best = (error, candidate, ratio)
+        if error < _SOLVER_TOLERANCE:
+            break
+        low, high = (ratio, high) if params > target_params else (low, ratio)
+    assert best is not None
+    return best[1], best[2]
+
+
+def structure_of(model: nn.Module) -> dict[str, Any]:
+    """Every module's tensor shapes and channel attributes: enough to rebuild the pruned timm model without pickle."""
+    record = {}
+    for name, module in model.named_modules():
+        tensors = {**module._parameters, **module._buffers}
+        shapes = {key: list(value.shape) for key, value in tensors.items() if value is not None}
+        attributes = {
+            key: getattr(module, key) for key in _STRUCTURE_ATTRIBUTES
+            if isinstance(getattr(module, key, None), (int, tuple, list))
+        }  # fmt: skip
+        if shapes or attributes:
+            record[name] = {"shapes": shapes, "attributes": attributes}
+    return record
+
+
+def rebuild(model_name: str, num_classes: int, structure: dict[str, Any]) -> nn.Module:
+    """A timm model reshaped to a recorded structure (its weights are then loaded from safetensors)."""
+    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    for name, record in structure.items():
+        module = model.get_submodule(name)
+        for key, shape in record["shapes"].items():
+            if module._parameters.get(key) is not None:
+                old = module._parameters[key]
+                module._parameters[key] = nn.Parameter(torch.empty(shape, dtype=old.dtype), old.requires_grad)
+            elif module._buffers.get(key) is not None:
+                module._buffers[key] = torch.empty(shape, dtype=module._buffers[key].dtype)
+        for key, value in record["attributes"].items():
+            setattr(module, key, tuple(value) if isinstance(value, list) else value)
+    return model
+
+
+def _load_variant(model_name: str, num_classes: int, weights: Path) -> nn.Module:
+    structure = json.loads(weights.with_suffix(".json").read_text())
+    model = rebuild(model_name, num_classes, structure)
+    load_model(model, str(weights), device="cpu")
+    return model
 
 
 def pruned_model(
@@ -179,22 +356,24 @@ def pruned_model(
     cache: Cache,
     device: torch.device,
 ) -> nn.Module:
-    """The base model pruned to `compression_rate` over the scope (masks permanent), each step fine-tuned and cached.
+    """The base model pruned to `compression_rate`, each step fine-tuned and cached (unstructured masks permanent).
 
+    Unstructured rates count the pruned scope; structured rates count the whole model against the base model.
     An iterative schedule resumes from the furthest step already in the cache.
     """
     pruner = pruners.get(config.method)
     steps = schedule_steps(compression_rate, config.schedule)
     paths = [cache.path("pruned", pruned_model_key(base_key, config, step, train), ".safetensors") for step in steps]
     done = max((index for index, path in enumerate(paths) if path.exists()), default=-1)
-    current = timm.create_model(model_name, pretrained=False, num_classes=data.num_classes)
-    if done >= 0:
-        load_model(current, str(paths[done]), device="cpu")
-    else:
-        current.load_state_dict(base.state_dict())
+    current = _load_variant(model_name, data.num_classes, paths[done]) if done >= 0 else copy.deepcopy(base).cpu()
+    base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)
-        masked = prune_step(current, pruner, config, step, seed)
+        masked: list[tuple[nn.Module, str]] = []
+        if pruner.structured:
+            current, _ = channel_pruned(current, pruner, config, base_params / step, data, seed, device)
+        else:
+            masked = prune_step(current, pruner, config, step, seed)
         if config.finetune.epochs:
             finetune = config.finetune
             fit(
@@ -203,5 +382,7 @@ def pruned_model(
             )  # fmt: skip
         make_permanent(masked)
         current.cpu()
+        # The structure first: a weights file present means the variant is complete.
+        cache.write_json(path.with_suffix(".json"), structure_of(current))
         cache.write(path, lambda target, m=current: save_model(m, str(target)))
     return current.to(device).eval()

@@ -53,12 +53,12 @@ class _Variant:
 
 
 class CellExecutor:
-    """Computes cells; keeps the last data set and model variant in memory, everything heavy in the cache."""
+    """Computes cells; keeps the last data set and model variants in memory, everything heavy in the cache."""
 
     def __init__(self, cache: Cache, device: torch.device) -> None:
         self.cache, self.device = cache, device
         self._data: tuple[str, ImageData] | None = None
-        self._base: tuple[str, nn.Module] | None = None
+        self._base: _Variant | None = None
         self._variant: _Variant | None = None
 
     def data(self, cell: Cell) -> ImageData:
@@ -67,31 +67,45 @@ class CellExecutor:
             self._data = (key, load_dataset(cell.dataset, cell.seed))
         return self._data[1]
 
+    def base(self, cell: Cell, data: ImageData) -> _Variant:
+        """The trained, unpruned model and its figures, the reference for every variant's speed-up."""
+        key = trained_model_key(cell.model, data, cell.seed)
+        if self._base is None or self._base.key != key:
+            model = trained_model(cell.model, data, cell.seed, self.cache, self.device)[0]
+            self._base = _Variant(key, model, self._figures(model, cell, data, "conv", reference=None))
+        return self._base
+
     def variant(self, cell: Cell, data: ImageData) -> _Variant:
-        base_key = trained_model_key(cell.model, data, cell.seed)
-        if self._base is None or self._base[0] != base_key:
-            self._base = (base_key, trained_model(cell.model, data, cell.seed, self.cache, self.device)[0])
-        base = self._base[1]
-        config = None
-        key = base_key
-        if cell.pruning is not None:
-            config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
-            key = pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
-        if self._variant is not None and self._variant.key == key:
-            return self._variant
-        if config is None:
-            model, scope = base, "conv"
-        else:
+        base = self.base(cell, data)
+        if cell.pruning is None:
+            return base
+        config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
+        key = pruned_model_key(base.key, config, cell.compression_rate, cell.model.train)
+        if self._variant is None or self._variant.key != key:
             model = pruned_model(
-                base, base_key, cell.model.name, config, cell.compression_rate, data, cell.model.train, cell.seed,
-                self.cache, self.device,
+                base.model, base.key, cell.model.name, config, cell.compression_rate, data, cell.model.train,
+                cell.seed, self.cache, self.device,
             )  # fmt: skip
-            scope = config.scope
-        figures = Figures({"accuracy": accuracy(model, data, self.device), **sparsity_report(model, scope)})
-        perf, size = cell.perf, cell.dataset.image_size
-        figures.update(measure(model, size, perf.batch_sizes, self.device, perf.warmup, perf.repeats))
-        self._variant = _Variant(key, model, figures)
+            self._variant = _Variant(key, model, self._figures(model, cell, data, config.scope, reference=base))
         return self._variant
+
+    def _figures(
+        self, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+    ) -> Figures:
+        """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model)."""
+        report = sparsity_report(model, scope, original=reference.model if reference else None)
+        figures = Figures({"accuracy": accuracy(model, data, self.device), **report})
+        perf = cell.perf
+        figures.update(measure(model, cell.dataset.image_size, perf.batch_sizes, self.device, perf.warmup,
+                               perf.repeats))  # fmt: skip
+        base = (reference.figures if reference else figures).values
+        if "flops_dense" in base and "flops_effective" in figures.values:
+            figures.values["theoretical_speedup"] = base["flops_dense"] / figures.values["flops_effective"]
+        for batch_size in perf.batch_sizes:
+            name = f"latency_ms_p50_bs{batch_size}"
+            if name in base and name in figures.values:
+                figures.values[f"measured_speedup_bs{batch_size}"] = base[name] / figures.values[name]
+        return figures
 
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, float]:
         """Attributions for the eval images (cached .npy) and the seconds it took to compute them."""

@@ -218,10 +218,13 @@ def to_record(suite: str, run: Any) -> dict[str, Any]:
         "params": metrics.get("params"),
         "params_nonzero": metrics.get("params_nonzero"),
         "flops": metrics.get("flops_dense"),
+        "flops_effective": metrics.get("flops_effective"),
+        "theoretical_speedup": metrics.get("theoretical_speedup"),
         "latency_ms_p50": metrics.get(f"latency_ms_p50_bs{smallest}") if smallest else None,
         "latency_batch_size": smallest,
         "throughput": metrics.get(f"throughput_bs{largest}") if largest else None,
         "throughput_batch_size": largest,
+        "measured_speedup": metrics.get(f"measured_speedup_bs{largest}") if largest else None,
     }
     for name in metric_names:
         record[name] = metrics.get(name)

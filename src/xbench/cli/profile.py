@@ -1,0 +1,59 @@
+"""`xbench profile MODEL`: cost figures of one timm model, optionally pruned, without a suite."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+
+def profile_command(
+    model: str = typer.Argument(..., help="A timm model name, e.g. resnet50."),
+    image_size: int = typer.Option(224, "--image-size", help="Input height and width."),
+    batch_size: list[int] = typer.Option([1, 32], "--batch-size", help="Repeat for several batch sizes."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    prune: str | None = typer.Option(None, "--prune", help="METHOD:CR, e.g. channel_magnitude:4 or magnitude:8."),
+    scope: str = typer.Option("conv", "--scope", help="conv | conv_linear | all"),
+    warmup: int = typer.Option(10, "--warmup"),
+    repeats: int = typer.Option(50, "--repeats"),
+    format: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Params (total, nonzero), compression rate (whole model and pruned scope), sparsity, FLOPs and MACs (dense and
+    effective), latency p50/p90/std, throughput, peak memory (CUDA) and file size; with --prune, the pruned variant
+    next to the unpruned one, with theoretical (FLOPs) and measured (latency) speed-ups.
+
+    Example: xbench profile resnet18 --image-size 224 --batch-size 1 --batch-size 32 --prune channel_magnitude:4
+    """
+    from xbench.errors import XbenchInputError
+    from xbench.profiling import profile
+    from xbench.progress import console
+    from xbench.runner import resolve_device
+
+    if format not in ("table", "json"):
+        raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
+    if scope not in ("conv", "conv_linear", "all"):
+        raise XbenchInputError(f"must be conv, conv_linear or all, got {scope!r}", field="--scope")
+    result = profile(model, image_size, batch_size, resolve_device(device), prune, scope, warmup=warmup,
+                     repeats=repeats)  # fmt: skip
+    if format == "json":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    variants = result["variants"]
+    table = Table(title=f"{model} @ {image_size}px on {result['device']} ({result['precision']}, "
+                        f"{warmup} warm-up + {repeats} timed passes)")  # fmt: skip
+    table.add_column("figure")
+    for label in variants:
+        table.add_column(label, justify="right")
+    names = list(dict.fromkeys(name for v in variants.values() for name in v["figures"]))
+    for name in names:
+        table.add_row(name, *(_fmt(v["figures"].get(name)) for v in variants.values()))
+    for name in dict.fromkeys(name for v in variants.values() for name in v["missing"]):
+        table.add_row(name, *(v["missing"].get(name, "") for v in variants.values()))
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

@@ -1,0 +1,120 @@
+"""`xbench profile`: the cost figures of one timm model, optionally pruned, measured beside its unpruned self."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import save_model
+from torch import nn
+
+from xbench.data import ImageData
+from xbench.errors import XbenchInputError
+from xbench.models import check_model_name
+from xbench.perf import Figures, device_name, measure
+from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners, sparsity_report
+from xbench.registry import UnknownNameError
+from xbench.suite import PruningConfig
+
+
+def parse_prune(spec: str) -> tuple[str, float]:
+    """'METHOD:CR' (e.g. channel_magnitude:4) -> (method, rate), checked."""
+    method, _, rate = spec.partition(":")
+    try:
+        pruners.get(method)
+        value = float(rate)
+    except UnknownNameError as exc:
+        raise XbenchInputError(str(exc), field="--prune") from None
+    except ValueError:
+        raise XbenchInputError(f"expected METHOD:CR (e.g. magnitude:4), got {spec!r}", field="--prune") from None
+    if value < 1:
+        raise XbenchInputError(f"the compression rate must be >= 1, got {value:g}", field="--prune")
+    return method, value
+
+
+def _random_data(image_size: int, num_classes: int, seed: int) -> ImageData:
+    """Inputs for graph tracing and Taylor gradients; profiling measures cost, not accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 3, image_size, image_size, generator=generator)
+    y = torch.randint(0, num_classes, (64,), generator=generator)
+    return ImageData(x, y, x[:8], y[:8], None, tuple(map(str, range(num_classes))), (0, 0, 0), (1, 1, 1), "random")
+
+
+def prune_for_profile(model: nn.Module, method: str, rate: float, scope: str, granularity: str, image_size: int,
+                      num_classes: int, device: torch.device) -> nn.Module:  # fmt: skip
+    pruner = pruners.get(method)
+    config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[rate])
+    if pruner.structured:
+        params = sum(p.numel() for p in model.parameters())
+        data = _random_data(image_size, num_classes, seed=0)
+        return channel_pruned(model, pruner, config, params / rate, data, seed=0, device=device)[0]
+    pruned = copy.deepcopy(model)
+    make_permanent(prune_step(pruned, pruner, config, rate, seed=0))
+    return pruned
+
+
+def _file_size(model: nn.Module) -> float:
+    handle, path = tempfile.mkstemp(suffix=".safetensors")
+    os.close(handle)
+    try:
+        save_model(model, path)
+        return float(os.path.getsize(path))
+    finally:
+        os.unlink(path)
+
+
+def _peak_memory(model: nn.Module, image_size: int, batch_size: int, device: torch.device) -> Figures:
+    key = f"peak_memory_mb_bs{batch_size}"
+    if device.type != "cuda":
+        return Figures(missing={key: "peak memory is measured on CUDA only (torch.cuda.max_memory_allocated)"})
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        model(torch.randn(batch_size, 3, image_size, image_size, device=device))
+    return Figures({key: torch.cuda.max_memory_allocated(device) / 2**20})
+
+
+def profile(
+    model_name: str,
+    image_size: int,
+    batch_sizes: list[int],
+    device: torch.device,
+    prune: str | None = None,
+    scope: str = "conv",
+    granularity: str = "layerwise",
+    warmup: int = 10,
+    repeats: int = 50,
+    num_classes: int = 1000,
+) -> dict[str, Any]:
+    """Cost figures of the model (and of its pruned variant, with speed-ups against the unpruned one)."""
+    check_model_name(model_name, "MODEL")
+    torch.manual_seed(0)
+    original = timm.create_model(model_name, pretrained=False, num_classes=num_classes).eval()
+    variants = {"unpruned": original}
+    if prune is not None:
+        method, rate = parse_prune(prune)
+        variants[f"{method}:{rate:g}"] = prune_for_profile(
+            original, method, rate, scope, granularity, image_size, num_classes, device
+        )
+    result: dict[str, Any] = {
+        "model": model_name, "image_size": image_size, "device": device_name(device), "precision": "fp32",
+        "batch_sizes": batch_sizes, "warmup": warmup, "repeats": repeats, "scope": scope, "variants": {},
+    }  # fmt: skip
+    for label, model in variants.items():
+        figures = Figures(sparsity_report(model, scope, original=original))
+        figures.update(measure(model, image_size, batch_sizes, device, warmup, repeats))
+        for batch_size in batch_sizes:
+            figures.update(_peak_memory(model, image_size, batch_size, device))
+        figures.values["file_size_mb"] = _file_size(model) / 2**20
+        result["variants"][label] = {"figures": figures.values, "missing": figures.missing}
+    if prune is not None:
+        base, pruned = (result["variants"][label]["figures"] for label in variants)
+        pruned["theoretical_speedup"] = base["flops_dense"] / pruned["flops_effective"]
+        for batch_size in batch_sizes:
+            name = f"latency_ms_p50_bs{batch_size}"
+            if name in base and name in pruned:
+                pruned[f"measured_speedup_bs{batch_size}"] = base[name] / pruned[name]
+    return result
