@@ -83,3 +83,16 @@ def test_shipped_suites_plan(name: str) -> None:
     cells = plan(loaded, "cpu")
     rates = len([r for r in loaded.pruning[0].compression_rates if r != 1]) + 1
     assert len(cells) == len(loaded.models) * rates * len(loaded.explainers)
+
+
+def test_a_structured_method_that_cannot_prune_an_architecture_fails_at_plan_time() -> None:
+    def convnext_with(**pruning: object) -> object:
+        return suite(models=[{"name": "test_convnext"}], pruning=[{"compression_rates": [2], **pruning}])
+
+    # test_convnext uses LayerNorm, so there are no BatchNorm scales to rank channels by.
+    with pytest.raises(XbenchInputError, match=r"pruning\[0\]\.method: channel_bn_scale cannot prune test_convnext"):
+        plan(convnext_with(method="channel_bn_scale", scope="conv_linear"), "cpu")
+    # Its blocks tie depthwise convs to Linear MLPs: with scope conv no channel can go, with conv_linear they can.
+    with pytest.raises(XbenchInputError, match="no channel could be removed with scope 'conv'"):
+        plan(convnext_with(method="channel_magnitude", scope="conv"), "cpu")
+    assert len(plan(convnext_with(method="channel_magnitude", scope="conv_linear"), "cpu")) == 2 * 2

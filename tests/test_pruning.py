@@ -10,6 +10,7 @@ from torch.nn.utils import prune
 
 from xbench.cache import Cache
 from xbench.data import ImageData
+from xbench.models import timm_model
 from xbench.perf import count_flops
 from xbench.pruning import (
     channel_pruned,
@@ -189,3 +190,23 @@ def test_structured_pruning_through_the_cache(tmp_path: Path, small_data: ImageD
         ".safetensors",
         ".safetensors",
     ]
+
+
+@pytest.mark.parametrize("model_name", ["test_efficientnet", "test_convnext", "test_vit"])
+def test_channel_pruning_works_across_timm_families(model_name: str, small_data: ImageData) -> None:
+    torch.manual_seed(0)
+    model = timm_model(model_name, small_data.num_classes, 32).eval()
+    settings = config(method="channel_magnitude", scope="conv_linear")
+    pruned, _ = channel_pruned(
+        model,
+        pruners.get("channel_magnitude"),
+        settings,
+        sum(p.numel() for p in model.parameters()) / 2,
+        small_data,
+        0,
+        torch.device("cpu"),
+    )
+    assert sparsity_report(pruned, "conv_linear", original=model)["compression_rate_model"] == pytest.approx(2, rel=0.1)
+    rebuilt = rebuild(model_name, small_data.num_classes, json.loads(json.dumps(structure_of(pruned))), 32)
+    rebuilt.load_state_dict(pruned.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(small_data.eval_x[:2]), pruned(small_data.eval_x[:2]))

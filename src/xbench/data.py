@@ -34,6 +34,10 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)

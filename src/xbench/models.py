@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import time
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -29,16 +30,27 @@ def check_model_name(name: str, field: str) -> None:
     raise XbenchInputError(f"unknown timm model {name!r}{hint} (see `xbench list models`)", field=field)
 
 
-def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
+def timm_model(name: str, num_classes: int, image_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """timm.create_model, telling models with a fixed input size (ViT, DeiT, ...) the size of the data."""
+    if image_size is not None:
+        try:
+            return timm.create_model(name, num_classes=num_classes, img_size=image_size, **kwargs)
+        except TypeError as exc:  # CNNs take any input size and have no img_size argument
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, num_classes=num_classes, **kwargs)
+
+
+def create_model(config: ModelConfig, num_classes: int, image_size: int | None = None) -> nn.Module:
     """`pretrained`: False (random init), True (timm hub weights) or a local file loaded through timm."""
     if isinstance(config.pretrained, str):
         weights = Path(config.pretrained).expanduser()
         if not weights.is_file():
             raise XbenchInputError(f"weights file {str(weights)!r} does not exist", field="models[].pretrained")
-        return timm.create_model(
-            config.name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
+        return timm_model(
+            config.name, num_classes, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}
         )
-    return timm.create_model(config.name, pretrained=config.pretrained, num_classes=num_classes)
+    return timm_model(config.name, num_classes, image_size, pretrained=config.pretrained)
 
 
 def fit(
@@ -111,10 +123,10 @@ def trained_model(
     weights = cache.path("models", key, ".safetensors")
     torch.manual_seed(seed)
     if weights.exists():
-        model = timm.create_model(config.name, pretrained=False, num_classes=data.num_classes)
+        model = timm_model(config.name, data.num_classes, data.image_size)
         load_model(model, str(weights), device="cpu")
         return model.to(device).eval(), key
-    model = create_model(config, data.num_classes)
+    model = create_model(config, data.num_classes, data.image_size)
     started = time.perf_counter()
     train = config.train
     losses = fit(

@@ -13,7 +13,7 @@ from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import metrics
 from xbench.models import check_model_name
-from xbench.pruning import pruners
+from xbench.pruning import pruners, unprunable_reason
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
 
@@ -110,6 +110,13 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         check_model_name(model.name, f"models[{index}].name")
     for index, config in enumerate(suite.pruning):
         _check_name(pruners, config.method, f"pruning[{index}].method")
+        for model in suite.models:
+            reason = unprunable_reason(
+                model.name, config.method, config.scope, config.granularity, suite.dataset.image_size
+            )
+            if reason:
+                raise XbenchInputError(f"{config.method} cannot prune {model.name}: {reason}",
+                                       field=f"pruning[{index}].method")  # fmt: skip
     _check_unique(suite.explainers, "explainers")
     _check_unique(suite.metrics, "metrics")
     resolved_explainers = [

@@ -7,14 +7,13 @@ import os
 import tempfile
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import save_model
 from torch import nn
 
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
-from xbench.models import check_model_name
+from xbench.models import check_model_name, timm_model
 from xbench.perf import Figures, device_name, measure
 from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners, sparsity_report
 from xbench.registry import UnknownNameError
@@ -92,7 +91,7 @@ def profile(
     """Cost figures of the model (and of its pruned variant, with speed-ups against the unpruned one)."""
     check_model_name(model_name, "MODEL")
     torch.manual_seed(0)
-    original = timm.create_model(model_name, pretrained=False, num_classes=num_classes).eval()
+    original = timm_model(model_name, num_classes, image_size).eval()
     variants = {"unpruned": original}
     if prune is not None:
         method, rate = parse_prune(prune)

@@ -8,6 +8,7 @@ Iterative schedule after Merkle et al., "Less is More: The Influence of Pruning 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -23,7 +23,7 @@ from torch.nn.utils import prune
 
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData
-from xbench.models import fit
+from xbench.models import fit, timm_model
 from xbench.registry import Registry
 from xbench.suite import PruningConfig, TrainConfig
 
@@ -44,6 +44,7 @@ class Pruner:
     importance: Importance | None = None
     channel_importance: ChannelImportance | None = None
     needs_gradients: bool = False
+    needs_batchnorm: bool = False
 
     @property
     def structured(self) -> bool:
@@ -67,12 +68,12 @@ def unstructured_pruner(name: str, version: str = "1") -> Callable[[Importance],
 
 
 def structured_pruner(
-    name: str, needs_gradients: bool = False, version: str = "1"
+    name: str, needs_gradients: bool = False, needs_batchnorm: bool = False, version: str = "1"
 ) -> Callable[[ChannelImportance], ChannelImportance]:
     def decorator(factory: ChannelImportance) -> ChannelImportance:
         pruners.register(name)(
             Pruner(name, "structured", version, _first_line(factory), channel_importance=factory,
-                   needs_gradients=needs_gradients)
+                   needs_gradients=needs_gradients, needs_batchnorm=needs_batchnorm)
         )  # fmt: skip
         return factory
 
@@ -107,7 +108,7 @@ def channel_taylor() -> Any:
     return tp.importance.GroupTaylorImportance()
 
 
-@structured_pruner("channel_bn_scale")
+@structured_pruner("channel_bn_scale", needs_batchnorm=True)
 def channel_bn_scale() -> Any:
     """Channel pruning by the magnitude of BatchNorm scale factors (Liu et al. 2017, network slimming)."""
     import torch_pruning as tp
@@ -250,7 +251,7 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
 # Layer attributes that change when channels are removed; with the tensor shapes they let a timm model be rebuilt.
 _STRUCTURE_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "num_features", "in_features", "out_features", "normalized_shape",
-    "num_channels", "head_hidden_size",
+    "num_channels", "head_hidden_size", "embed_dim", "num_heads", "head_dim", "attn_dim", "scale",
 )  # fmt: skip
 _SOLVER_TOLERANCE = 0.005  # relative distance to the requested parameter count at which the ratio search stops
 PRUNED_CACHE_FORMAT = 2  # safetensors weights + JSON structure
@@ -267,9 +268,13 @@ def _remove_channels(
     ignored = [model.get_classifier()]  # the classifier head is never pruned
     if config.scope == "conv":
         ignored += [m for m in model.modules() if isinstance(m, nn.Linear)]
+    # timm attention (ViT, DeiT): prune within each head's dimensions, keeping the number of heads.
+    attentions = [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear) and
+                  isinstance(getattr(m, "num_heads", None), int)]  # fmt: skip
     channel_pruner = tp.pruner.BasePruner(
         model, data.train_x[:2].to(device), importance=pruner.channel_importance(), pruning_ratio=ratio,
         global_pruning=config.granularity == "global", max_pruning_ratio=0.95, ignored_layers=ignored,
+        num_heads={m.qkv: m.num_heads for m in attentions}, prune_head_dims=True, prune_num_heads=False,
     )  # fmt: skip
     if pruner.needs_gradients:
         model.zero_grad()
@@ -278,6 +283,40 @@ def _remove_channels(
         loss.backward()
     channel_pruner.step()
     model.zero_grad(set_to_none=True)
+    for attention in attentions:  # timm reshapes q, k, v with these attributes
+        attention.head_dim = attention.qkv.out_features // (3 * attention.num_heads)
+        attention.scale = attention.head_dim**-0.5
+        if hasattr(attention, "attn_dim"):
+            attention.attn_dim = attention.num_heads * attention.head_dim
+
+
+@functools.cache
+def unprunable_reason(model_name: str, method: str, scope: str, granularity: str, image_size: int) -> str | None:
+    """Why `method` cannot prune this architecture, found by pruning a randomly initialised copy once; None if it can.
+
+    Run at plan time, so a suite fails before any training instead of mid-way.
+    """
+    config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[2])
+    pruner = pruners.get(config.method)
+    if not pruner.structured:
+        return None
+    model = timm_model(model_name, 2, image_size)
+    if pruner.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "it has no BatchNorm layers, whose scales this method ranks channels by"
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, image_size, image_size, generator=generator)
+    probe = ImageData(x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([0, 1, 0, 1]), None, ("a", "b"), (0, 0, 0),
+                      (1, 1, 1), "probe")  # fmt: skip
+    before = sum(p.numel() for p in model.parameters())
+    try:
+        _remove_channels(model, pruner, config, 0.25, probe, 0, torch.device("cpu"))
+        with torch.no_grad():
+            model(x[:1])
+    except Exception as exc:  # the reason is the message, whatever torch-pruning or the model raised
+        return f"torch-pruning failed on it ({type(exc).__name__}: {exc})"
+    if sum(p.numel() for p in model.parameters()) >= before:
+        return f"no channel could be removed with scope {config.scope!r}"
+    return None
 
 
 def channel_pruned(
@@ -314,16 +353,16 @@ def structure_of(model: nn.Module) -> dict[str, Any]:
         shapes = {key: list(value.shape) for key, value in tensors.items() if value is not None}
         attributes = {
             key: getattr(module, key) for key in _STRUCTURE_ATTRIBUTES
-            if isinstance(getattr(module, key, None), (int, tuple, list))
+            if isinstance(getattr(module, key, None), (int, float, tuple, list))
         }  # fmt: skip
         if shapes or attributes:
             record[name] = {"shapes": shapes, "attributes": attributes}
     return record
 
 
-def rebuild(model_name: str, num_classes: int, structure: dict[str, Any]) -> nn.Module:
+def rebuild(model_name: str, num_classes: int, structure: dict[str, Any], image_size: int | None = None) -> nn.Module:
     """A timm model reshaped to a recorded structure (its weights are then loaded from safetensors)."""
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    model = timm_model(model_name, num_classes, image_size)
     for name, record in structure.items():
         module = model.get_submodule(name)
         for key, shape in record["shapes"].items():
@@ -337,9 +376,9 @@ def rebuild(model_name: str, num_classes: int, structure: dict[str, Any]) -> nn.
     return model
 
 
-def _load_variant(model_name: str, num_classes: int, weights: Path) -> nn.Module:
+def _load_variant(model_name: str, data: ImageData, weights: Path) -> nn.Module:
     structure = json.loads(weights.with_suffix(".json").read_text())
-    model = rebuild(model_name, num_classes, structure)
+    model = rebuild(model_name, data.num_classes, structure, data.image_size)
     load_model(model, str(weights), device="cpu")
     return model
 
@@ -365,7 +404,7 @@ def pruned_model(
     steps = schedule_steps(compression_rate, config.schedule)
     paths = [cache.path("pruned", pruned_model_key(base_key, config, step, train), ".safetensors") for step in steps]
     done = max((index for index, path in enumerate(paths) if path.exists()), default=-1)
-    current = _load_variant(model_name, data.num_classes, paths[done]) if done >= 0 else copy.deepcopy(base).cpu()
+    current = _load_variant(model_name, data, paths[done]) if done >= 0 else copy.deepcopy(base).cpu()
     base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)
