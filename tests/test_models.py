@@ -4,6 +4,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import xbench.models as models
 from xbench.cache import Cache
@@ -35,11 +36,34 @@ def test_unknown_model_name_suggests_close_names() -> None:
 
 
 def test_training_lowers_the_loss(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
-    losses = models.fit(
-        tiny_model, small_data, epochs=3, lr=0.01, batch_size=16, seed=0, device=torch.device("cpu"),
-        description="test", lr_schedule="onecycle",
-    )  # fmt: skip
+    options = models.FitOptions(epochs=3, lr=0.01, batch_size=16, lr_schedule="onecycle")
+    losses = models.fit(tiny_model, small_data, options, 0, torch.device("cpu"), "test")
     assert losses[-1] < losses[0]
+
+
+def test_steps_cap_the_optimiser_steps(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
+    optimiser_steps = 0
+
+    def count(*args: object) -> None:
+        nonlocal optimiser_steps
+        optimiser_steps += 1
+
+    for optimizer in ("adamw", "sgd"):
+        optimiser_steps = 0
+        options = models.FitOptions(epochs=1, lr=0.01, batch_size=16, optimizer=optimizer, max_steps=7)
+        handle = register_optimizer_step_post_hook(count)
+        try:
+            losses = models.fit(tiny_model, small_data, options, 0, torch.device("cpu"), "test")
+        finally:
+            handle.remove()
+        assert optimiser_steps == 7 and len(losses) == 2  # 64 images / 16 = 4 steps an epoch
+
+
+def test_early_stopping_keeps_the_best_validation_weights(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
+    # A learning rate this large wrecks the model after the first epoch, so patience 1 stops at the second.
+    options = models.FitOptions(epochs=6, lr=5.0, batch_size=16, patience=1, validation_fraction=0.25)
+    losses = models.fit(tiny_model, small_data, options, 0, torch.device("cpu"), "test")
+    assert len(losses) < 6
 
 
 def test_trained_model_is_cached_and_not_retrained(

@@ -38,6 +38,34 @@ class ImageData:
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
 
+    @classmethod
+    def from_arrays(
+        cls, train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
+        eval_masks: np.ndarray | None, class_names: tuple[str, ...], mean: tuple[float, float, float],
+        std: tuple[float, float, float], fingerprint: str,
+    ) -> ImageData:  # fmt: skip
+        """From (images in [0, 1] as (N, 3, H, W), labels) pairs, normalised with mean and std."""
+        return cls(
+            train_x=_normalise(train[0], mean, std),
+            train_y=torch.from_numpy(train[1]),
+            eval_x=_normalise(evaluation[0], mean, std),
+            eval_y=torch.from_numpy(evaluation[1]),
+            eval_masks=eval_masks,
+            class_names=class_names,
+            mean=mean,
+            std=std,
+            fingerprint=fingerprint,
+        )
+
+    @classmethod
+    def random(cls, count: int, image_size: int, num_classes: int, seed: int = 0) -> ImageData:
+        """Gaussian inputs and random labels: enough to trace a graph or take a gradient when only cost matters."""
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(count, 3, image_size, image_size, generator=generator)
+        y = torch.randint(0, num_classes, (count,), generator=generator)
+        classes = tuple(map(str, range(num_classes)))
+        return cls(x, y, x, y, None, classes, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), f"random-{count}-{image_size}-{seed}")
+
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
@@ -180,17 +208,10 @@ def shapes(config: DatasetConfig, seed: int) -> ImageData:
     eval_images, eval_labels, eval_masks = render_shapes(
         config.eval_size, config.image_size, np.random.default_rng([seed, 1])
     )
-    return ImageData(
-        train_x=_normalise(train_images, _SHAPES_MEAN, _SHAPES_STD),
-        train_y=torch.from_numpy(train_labels),
-        eval_x=_normalise(eval_images, _SHAPES_MEAN, _SHAPES_STD),
-        eval_y=torch.from_numpy(eval_labels),
-        eval_masks=eval_masks,
-        class_names=SHAPE_CLASSES,
-        mean=_SHAPES_MEAN,
-        std=_SHAPES_STD,
-        fingerprint=fingerprint(config, seed, SHAPES_VERSION),
-    )
+    return ImageData.from_arrays(
+        (train_images, train_labels), (eval_images, eval_labels), eval_masks, SHAPE_CLASSES, _SHAPES_MEAN,
+        _SHAPES_STD, fingerprint(config, seed, SHAPES_VERSION),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -200,7 +221,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _folder_split(dataset: object, limit: int, image_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+def _folder_split(
+    dataset: object, limit: int, image_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.transforms import functional as tf
 
     indices = rng.permutation(len(dataset))[:limit]  # type: ignore[arg-type]
@@ -215,21 +238,13 @@ def _folder_split(dataset: object, limit: int, image_size: int, rng: np.random.G
 
 
 def _from_folders(train: object, evaluation: object, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:
-    train_images, train_labels = _folder_split(train, config.train_size, config.image_size, np.random.default_rng(seed))
-    eval_images, eval_labels = _folder_split(
-        evaluation, config.eval_size, config.image_size, np.random.default_rng([seed, 1])
-    )
-    return ImageData(
-        train_x=_normalise(train_images, IMAGENET_MEAN, IMAGENET_STD),
-        train_y=torch.from_numpy(train_labels),
-        eval_x=_normalise(eval_images, IMAGENET_MEAN, IMAGENET_STD),
-        eval_y=torch.from_numpy(eval_labels),
-        eval_masks=None,
-        class_names=tuple(classes),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        fingerprint=fingerprint(config, seed, "folder-1"),
-    )
+    rng = np.random.default_rng(seed)
+    train_split = _folder_split(train, config.train_size, config.image_size, rng)
+    eval_split = _folder_split(evaluation, config.eval_size, config.image_size, np.random.default_rng([seed, 1]))
+    return ImageData.from_arrays(
+        train_split, eval_split, None, tuple(classes), IMAGENET_MEAN, IMAGENET_STD,
+        fingerprint(config, seed, "folder-1"),
+    )  # fmt: skip
 
 
 def _require_path(config: DatasetConfig) -> Path:

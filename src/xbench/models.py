@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from xbench.cache import Cache, content_key
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.progress import track
-from xbench.suite import ModelConfig
+from xbench.suite import ModelConfig, TrainConfig
 
 TRAINING_VERSION = "2"
 
@@ -53,37 +54,65 @@ def create_model(config: ModelConfig, num_classes: int, image_size: int | None =
     return timm_model(config.name, num_classes, image_size, pretrained=config.pretrained)
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How to train or fine-tune: `max_steps` caps optimiser steps; `patience` enables early stopping on a validation
+    split of `validation_fraction` of the training images (the best weights are kept)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    optimizer: str = "adamw"
+    max_steps: int | None = None
+    validation_fraction: float = 0.0
+    patience: int | None = None
+
+    @classmethod
+    def for_training(cls, train: TrainConfig) -> FitOptions:
+        return cls(train.epochs, train.lr, train.batch_size, train.weight_decay, train.lr_schedule)
+
+
+def _optimizer(model: nn.Module, options: FitOptions) -> torch.optim.Optimizer:
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=options.lr, momentum=0.9, nesterov=True, weight_decay=options.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+
+
 def fit(
-    model: nn.Module,
-    data: ImageData,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    description: str,
-    weight_decay: float = 0.0,
-    lr_schedule: str = "constant",
+    model: nn.Module, data: ImageData, options: FitOptions, seed: int, device: torch.device, description: str
 ) -> list[float]:
-    """AdamW + cross-entropy with horizontal flips; returns the mean loss of each epoch."""
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    """Cross-entropy with horizontal flips; returns the mean training loss of each epoch run."""
+    generator = torch.Generator().manual_seed(seed)
     count = len(data.train_y)
-    steps_per_epoch = -(-count // batch_size)
+    held_out = round(options.validation_fraction * count) if options.patience is not None else 0
+    # Draw the split only when it is used, so training without early stopping sees the same batches as before.
+    order = torch.randperm(count, generator=generator) if held_out else torch.arange(count)
+    validation, training = order[:held_out], order[held_out:]
+    steps_per_epoch = -(-len(training) // options.batch_size)
+    epochs = options.epochs if options.max_steps is None else -(-options.max_steps // steps_per_epoch)
+    total_steps = epochs * steps_per_epoch if options.max_steps is None else options.max_steps
+    optimiser = _optimizer(model, options)
     scheduler = None
-    if lr_schedule == "onecycle" and epochs > 0:
+    if options.lr_schedule == "onecycle" and total_steps > 0:
         # One-cycle (warm-up then cosine decay) reaches a good model in few epochs, which a CPU budget needs.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+            optimiser, max_lr=options.lr, total_steps=total_steps, pct_start=0.15
         )
-    generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    losses = []
+    losses: list[float] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    stale_epochs, step = 0, 0
     for epoch in range(epochs):
-        order = torch.randperm(count, generator=generator)
-        batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
-        total = 0.0
+        shuffled = training[torch.randperm(len(training), generator=generator)]
+        batches = [shuffled[i : i + options.batch_size] for i in range(0, len(shuffled), options.batch_size)]
+        total, seen = 0.0, 0
         for batch in track(batches, f"{description} epoch {epoch + 1}/{epochs}"):
+            if step == total_steps:
+                break
             x, y = data.train_x[batch], data.train_y[batch]
             flip = torch.rand(len(batch), generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -93,8 +122,19 @@ def fit(
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.item() * len(batch)
-        losses.append(total / count)
+            total, seen, step = total + loss.item() * len(batch), seen + len(batch), step + 1
+        losses.append(total / max(seen, 1))
+        if held_out:
+            score = (predict(model, data.train_x[validation], device) == data.train_y[validation]).float().mean()
+            model.train()
+            if best is None or float(score) > best[0]:
+                best, stale_epochs = (float(score), {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
+            else:
+                stale_epochs += 1
+                if stale_epochs >= (options.patience or 0):
+                    break
+    if best is not None:
+        model.load_state_dict(best[1])
     model.eval()
     return losses
 
@@ -128,11 +168,7 @@ def trained_model(
         return model.to(device).eval(), key
     model = create_model(config, data.num_classes, data.image_size)
     started = time.perf_counter()
-    train = config.train
-    losses = fit(
-        model, data, epochs=train.epochs, lr=train.lr, batch_size=train.batch_size, seed=seed, device=device,
-        description=f"train {config.name}", weight_decay=train.weight_decay, lr_schedule=train.lr_schedule,
-    )  # fmt: skip
+    losses = fit(model, data, FitOptions.for_training(config.train), seed, device, f"train {config.name}")
     model.cpu()
     cache.write(weights, lambda path: save_model(model, str(path)))
     cache.write_json(

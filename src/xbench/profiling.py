@@ -35,21 +35,13 @@ def parse_prune(spec: str) -> tuple[str, float]:
     return method, value
 
 
-def _random_data(image_size: int, num_classes: int, seed: int) -> ImageData:
-    """Inputs for graph tracing and Taylor gradients; profiling measures cost, not accuracy."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, 3, image_size, image_size, generator=generator)
-    y = torch.randint(0, num_classes, (64,), generator=generator)
-    return ImageData(x, y, x[:8], y[:8], None, tuple(map(str, range(num_classes))), (0, 0, 0), (1, 1, 1), "random")
-
-
 def prune_for_profile(model: nn.Module, method: str, rate: float, scope: str, granularity: str, image_size: int,
                       num_classes: int, device: torch.device) -> nn.Module:  # fmt: skip
     pruner = pruners.get(method)
     config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[rate])
     if pruner.structured:
         params = sum(p.numel() for p in model.parameters())
-        data = _random_data(image_size, num_classes, seed=0)
+        data = ImageData.random(64, image_size, num_classes)
         return channel_pruned(model, pruner, config, params / rate, data, seed=0, device=device)[0]
     pruned = copy.deepcopy(model)
     make_permanent(prune_step(pruned, pruner, config, rate, seed=0))

@@ -11,6 +11,7 @@ import copy
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch.nn.utils import prune
 
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData
-from xbench.models import fit, timm_model
+from xbench.models import FitOptions, fit, timm_model
 from xbench.registry import Registry
 from xbench.suite import PruningConfig, TrainConfig
 
@@ -227,8 +228,13 @@ def make_permanent(masked: list[tuple[nn.Module, str]]) -> None:
         prune.remove(module, name)
 
 
-def finetune_batch_size(config: PruningConfig, train: TrainConfig) -> int:
-    return config.finetune.batch_size or train.batch_size
+def finetune_options(config: PruningConfig, train: TrainConfig) -> FitOptions:
+    """Fine-tuning after each pruning step: constant learning rate, the training batch size unless set."""
+    tune = config.finetune
+    return FitOptions(
+        epochs=tune.epochs, lr=tune.lr, batch_size=tune.batch_size or train.batch_size, optimizer=tune.optimizer,
+        max_steps=tune.steps, validation_fraction=tune.validation_fraction, patience=tune.early_stop_patience,
+    )  # fmt: skip
 
 
 def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: float, train: TrainConfig) -> str:
@@ -238,7 +244,7 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
             "base": base_key,
             "pruning": config.model_dump(exclude={"compression_rates"}),
             "steps": schedule_steps(compression_rate, config.schedule),
-            "batch_size": finetune_batch_size(config, train),
+            "batch_size": finetune_options(config, train).batch_size,
             "version": pruner.version,
             "format": PRUNED_CACHE_FORMAT,
         }
@@ -271,6 +277,9 @@ def _remove_channels(
     # timm attention (ViT, DeiT): prune within each head's dimensions, keeping the number of heads.
     attentions = [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear) and
                   isinstance(getattr(m, "num_heads", None), int)]  # fmt: skip
+    # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
+    # embedding) is right, so its warning about them is only noise.
+    warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
     channel_pruner = tp.pruner.BasePruner(
         model, data.train_x[:2].to(device), importance=pruner.channel_importance(), pruning_ratio=ratio,
         global_pruning=config.granularity == "global", max_pruning_ratio=0.95, ignored_layers=ignored,
@@ -303,15 +312,12 @@ def unprunable_reason(model_name: str, method: str, scope: str, granularity: str
     model = timm_model(model_name, 2, image_size)
     if pruner.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return "it has no BatchNorm layers, whose scales this method ranks channels by"
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 3, image_size, image_size, generator=generator)
-    probe = ImageData(x, torch.tensor([0, 1, 0, 1]), x, torch.tensor([0, 1, 0, 1]), None, ("a", "b"), (0, 0, 0),
-                      (1, 1, 1), "probe")  # fmt: skip
+    probe = ImageData.random(4, image_size, num_classes=2)
     before = sum(p.numel() for p in model.parameters())
     try:
         _remove_channels(model, pruner, config, 0.25, probe, 0, torch.device("cpu"))
         with torch.no_grad():
-            model(x[:1])
+            model(probe.eval_x[:1])
     except Exception as exc:  # the reason is the message, whatever torch-pruning or the model raised
         return f"torch-pruning failed on it ({type(exc).__name__}: {exc})"
     if sum(p.numel() for p in model.parameters()) >= before:
@@ -413,12 +419,8 @@ def pruned_model(
             current, _ = channel_pruned(current, pruner, config, base_params / step, data, seed, device)
         else:
             masked = prune_step(current, pruner, config, step, seed)
-        if config.finetune.epochs:
-            finetune = config.finetune
-            fit(
-                current, data, epochs=finetune.epochs, lr=finetune.lr, batch_size=finetune_batch_size(config, train),
-                seed=seed, device=device, description=f"finetune {model_name} CR {step:g}",
-            )  # fmt: skip
+        if config.finetune.epochs or config.finetune.steps:
+            fit(current, data, finetune_options(config, train), seed, device, f"finetune {model_name} CR {step:g}")
         make_permanent(masked)
         current.cpu()
         # The structure first: a weights file present means the variant is complete.

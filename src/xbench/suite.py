@@ -42,8 +42,14 @@ class ModelConfig(_Strict):
 
 class FinetuneConfig(_Strict):
     epochs: int = Field(1, ge=0)
+    steps: int | None = Field(None, ge=1, description="Optimiser steps instead of epochs, when set.")
     lr: float = Field(5e-4, gt=0)
     batch_size: int | None = Field(None, ge=1, description="Default: the model's training batch size.")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    early_stop_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a gain in validation accuracy (best kept)."
+    )
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="Training images held out for early stopping.")
 
 
 class PruningConfig(_Strict):
