@@ -13,12 +13,12 @@ from torch import nn
 from xbench.data import render_shapes
 from xbench.perf import latency
 from xbench.pruning import make_permanent, prune_step, pruners
-from xbench.suite import PruningConfig
+from xbench.suite import PerfConfig, PruningConfig
 
 
 def test_latency_harness_overhead(benchmark: pytest.FixtureRequest) -> None:
     """The harness around a model that does nothing: what every latency figure carries on top of the model."""
-    benchmark(latency, nn.Identity(), 8, 1, torch.device("cpu"), 0, 100)
+    benchmark(latency, nn.Identity(), 8, 1, torch.device("cpu"), PerfConfig(warmup=0, repeats=100))
 
 
 def test_shapes_generation_per_100_images(benchmark: pytest.FixtureRequest) -> None:

@@ -14,7 +14,7 @@ from xbench.data import ImageData
 from xbench.models import timm_model
 from xbench.profiling import profile
 from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners
-from xbench.suite import PruningConfig
+from xbench.suite import PerfConfig, PruningConfig
 
 CPU = torch.device("cpu")
 
@@ -40,7 +40,8 @@ def test_pruning_time_resnet18_cr4(benchmark: pytest.FixtureRequest, method: str
 @pytest.mark.parametrize("rate", [2, 4])
 def test_channel_magnitude_measured_vs_theoretical_speedup(benchmark: pytest.FixtureRequest, rate: int) -> None:
     """resnet18 at 224 px, batch 8, CPU: the pruned forward pass is timed; both speed-ups go into extra_info."""
-    result = profile("resnet18", 224, [8], CPU, prune=f"channel_magnitude:{rate}", warmup=3, repeats=10)
+    settings = PerfConfig(warmup=3, repeats=10)
+    result = profile("resnet18", 224, [8], CPU, prune=f"channel_magnitude:{rate}", settings=settings)
     figures = result["variants"][f"channel_magnitude:{rate}"]["figures"]
     benchmark.extra_info.update(
         theoretical_speedup=figures["theoretical_speedup"],

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from xbench.perf import count_flops, latency, measure
+from xbench.suite import PerfConfig
 
 
 def test_dense_flops_count_two_per_multiply_accumulate() -> None:
@@ -35,12 +36,27 @@ def test_a_figure_that_cannot_be_measured_is_recorded_with_its_reason() -> None:
 
 def test_latency_reports_spread_and_throughput() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
-    figures = latency(model, 16, 4, torch.device("cpu"), warmup=1, repeats=7).values
+    result = latency(model, 16, 4, torch.device("cpu"), PerfConfig(warmup=1, repeats=7))
+    assert "CUDA only" in result.missing["peak_memory_mb_bs4"]
+    figures = result.values
     assert figures["latency_ms_p90_bs4"] >= figures["latency_ms_p50_bs4"] > 0
     assert figures["latency_ms_std_bs4"] >= 0
     assert figures["throughput_bs4"] == pytest.approx(4 / (figures["latency_ms_p50_bs4"] / 1000))
 
 
 def test_measure_covers_every_batch_size() -> None:
-    figures = measure(nn.Conv2d(3, 2, 1), 8, [1, 3], torch.device("cpu"), warmup=0, repeats=2)
-    assert {"flops_dense", "throughput_bs1", "throughput_bs3"} <= set(figures.values)
+    figures = measure(nn.Conv2d(3, 2, 1), 8, torch.device("cpu"), PerfConfig(batch_sizes=[1, 3], warmup=0, repeats=2))
+    assert {"flops_dense", "file_size_mb", "throughput_bs1", "throughput_bs3"} <= set(figures.values)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"precision": "bf16"}, {"channels_last": True}, {"precision": "bf16", "channels_last": True}],
+)
+def test_timing_settings_run_and_leave_the_model_alone(settings: dict) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    figures = latency(model, 16, 2, torch.device("cpu"), PerfConfig(warmup=1, repeats=3, **settings)).values
+    assert figures["latency_ms_p50_bs2"] > 0
+    assert model[0].weight.is_contiguous()  # channels_last was applied to a copy
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

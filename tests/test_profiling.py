@@ -7,12 +7,14 @@ import torch
 from tests.conftest import xbench
 from xbench.errors import XbenchInputError
 from xbench.profiling import parse_prune, profile
+from xbench.suite import PerfConfig
 
 CPU = torch.device("cpu")
+FAST = PerfConfig(warmup=1, repeats=3)
 
 
 def test_structured_profile_shows_fewer_params_and_flops_than_the_unpruned_model() -> None:
-    result = profile("test_resnet", 32, [1, 4], CPU, prune="channel_magnitude:2", warmup=1, repeats=3)
+    result = profile("test_resnet", 32, [1, 4], CPU, prune="channel_magnitude:2", settings=FAST)
     base, pruned = result["variants"]["unpruned"]["figures"], result["variants"]["channel_magnitude:2"]["figures"]
     assert pruned["compression_rate_model"] == pytest.approx(2, rel=0.02)
     assert pruned["params"] < base["params"] and pruned["flops_dense"] < base["flops_dense"]
@@ -22,7 +24,7 @@ def test_structured_profile_shows_fewer_params_and_flops_than_the_unpruned_model
 
 
 def test_unstructured_profile_keeps_dense_flops_and_reports_effective_ones() -> None:
-    result = profile("test_resnet", 32, [2], CPU, prune="magnitude:4", warmup=1, repeats=3)
+    result = profile("test_resnet", 32, [2], CPU, prune="magnitude:4", settings=FAST)
     base, pruned = result["variants"]["unpruned"]["figures"], result["variants"]["magnitude:4"]["figures"]
     assert pruned["flops_dense"] == base["flops_dense"] and pruned["params"] == base["params"]
     assert pruned["sparsity_scope"] == pytest.approx(0.75, abs=0.005)

@@ -23,6 +23,7 @@ from xbench.pruning import (
     scope_modules,
     sparsity_report,
     structure_of,
+    unprunable_reason,
     unstructured_masks,
 )
 from xbench.suite import FinetuneConfig, PruningConfig, TrainConfig
@@ -210,3 +211,23 @@ def test_channel_pruning_works_across_timm_families(model_name: str, small_data:
     rebuilt = rebuild(model_name, small_data.num_classes, json.loads(json.dumps(structure_of(pruned))), 32)
     rebuilt.load_state_dict(pruned.state_dict())
     torch.testing.assert_close(rebuilt.eval()(small_data.eval_x[:2]), pruned(small_data.eval_x[:2]))
+
+
+@pytest.mark.parametrize("name", pruners.names())
+def test_every_method_prunes_a_vit(name: str, small_data: ImageData) -> None:
+    torch.manual_seed(0)
+    model = timm_model("test_vit", small_data.num_classes, 32).eval()
+    pruner = pruners.get(name)
+    settings = config(method=name, scope="conv_linear")
+    if pruner.needs_batchnorm:  # a ViT has none: refused at plan time (tests/test_plan.py), nothing to run here
+        assert unprunable_reason("test_vit", name, "conv_linear", "layerwise", 32) is not None
+        return
+    if pruner.structured:
+        params = sum(p.numel() for p in model.parameters())
+        pruned, _ = channel_pruned(model, pruner, settings, params / 2, small_data, 0, torch.device("cpu"))
+        assert sparsity_report(pruned, "conv_linear", original=model)["compression_rate_model"] > 1.8
+    else:
+        pruned = copy.deepcopy(model)
+        make_permanent(prune_step(pruned, pruner, settings, 4, seed=0))
+        assert sparsity_report(pruned, "conv_linear")["sparsity_scope"] == pytest.approx(0.75, abs=0.005)
+    assert pruned(small_data.eval_x[:2]).shape == (2, small_data.num_classes)

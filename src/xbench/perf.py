@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import save_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from xbench.suite import PerfConfig
 
 
 @dataclass
@@ -69,23 +76,21 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def latency(
-    model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int, repeats: int
-) -> Figures:
-    """Forward-pass latency in fp32 after `warmup` passes: p50/p90/std in ms and throughput (images/s at p50).
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-    On CUDA each pass is timed with CUDA events and the device synchronised; on CPU with perf_counter.
-    """
-    model.to(device).eval()
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    suffix = f"_bs{batch_size}"
-    try:
-        for _ in range(warmup):
+
+def _timed_passes(model: nn.Module, x: torch.Tensor, device: torch.device, settings: PerfConfig) -> list[float]:
+    autocast = (
+        torch.autocast(device.type, dtype=_DTYPES[settings.precision])
+        if settings.precision in _DTYPES
+        else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        for _ in range(settings.warmup):
             model(x)
         _synchronise(device)
         times_ms = []
-        for _ in range(repeats):
+        for _ in range(settings.repeats):
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -97,24 +102,77 @@ def latency(
                 started = time.perf_counter()
                 model(x)
                 times_ms.append((time.perf_counter() - started) * 1000)
-    except torch.cuda.OutOfMemoryError as exc:
-        return Figures(missing={f"latency_ms_p50{suffix}": f"out of memory at batch size {batch_size}: {exc}"})
+    return times_ms
+
+
+def latency(model: nn.Module, image_size: int, batch_size: int, device: torch.device, settings: PerfConfig) -> Figures:
+    """Forward-pass latency after `warmup` passes: p50/p90/std in ms, throughput (images/s at p50), peak memory.
+
+    On CUDA each pass is timed with CUDA events and the device synchronised; on CPU with perf_counter. Precision,
+    channels_last and torch.compile follow `settings`. On CUDA out-of-memory the batch size is halved until it fits,
+    and the figures are recorded under the batch size actually measured.
+    """
+    runner = model.to(device).eval()
+    if settings.channels_last or settings.compile:
+        runner = copy.deepcopy(model)  # leave the caller's model as it was
+        if settings.channels_last:
+            runner = runner.to(memory_format=torch.channels_last)
+        if settings.compile:
+            runner = torch.compile(runner)
+    missing: dict[str, str] = {}
+    size = batch_size
+    while True:
+        x = torch.randn(size, 3, image_size, image_size, device=device)
+        if settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            times_ms = _timed_passes(runner, x, device, settings)
+            break
+        except torch.cuda.OutOfMemoryError as exc:
+            del x
+            torch.cuda.empty_cache()
+            reason = f"out of memory at batch size {size} ({exc})"
+            if size == 1:
+                missing[f"latency_ms_p50_bs{batch_size}"] = reason
+                return Figures(missing=missing)
+            missing[f"latency_ms_p50_bs{size}"] = f"{reason}; measured at batch size {size // 2} instead"
+            size //= 2
+    suffix = f"_bs{size}"
     p50 = statistics.median(times_ms)
     p90 = sorted(times_ms)[min(len(times_ms) - 1, round(0.9 * (len(times_ms) - 1)))]
-    return Figures(
+    figures = Figures(
         {
             f"latency_ms_p50{suffix}": p50,
             f"latency_ms_p90{suffix}": p90,
             f"latency_ms_std{suffix}": statistics.pstdev(times_ms),
-            f"throughput{suffix}": batch_size / (p50 / 1000),
-        }
+            f"throughput{suffix}": size / (p50 / 1000),
+        },
+        missing,
     )
+    if device.type == "cuda":
+        figures.values[f"peak_memory_mb{suffix}"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        figures.missing[f"peak_memory_mb{suffix}"] = "peak memory is measured on CUDA only (max_memory_allocated)"
+    return figures
 
 
-def measure(
-    model: nn.Module, image_size: int, batch_sizes: list[int], device: torch.device, warmup: int, repeats: int
-) -> Figures:
+def file_size_mb(model: nn.Module) -> float:
+    """Size of the model saved as safetensors (dense: unstructured zeros take as much room as any weight)."""
+    handle, path = tempfile.mkstemp(suffix=".safetensors")
+    os.close(handle)
+    try:
+        save_model(model, path)
+        return os.path.getsize(path) / 2**20
+    finally:
+        os.unlink(path)
+
+
+def measure(model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig) -> Figures:
+    """FLOPs, file size, and latency/throughput/peak memory at each of the settings' batch sizes."""
     figures = count_flops(model, image_size, device)
-    for batch_size in batch_sizes:
-        figures.update(latency(model, image_size, batch_size, device, warmup, repeats))
+    figures.values["file_size_mb"] = file_size_mb(model)
+    for batch_size in settings.batch_sizes:
+        figures.update(latency(model, image_size, batch_size, device, settings))
     return figures

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from typing import Any
 
 import torch
-from safetensors.torch import save_model
 from torch import nn
 
 from xbench.data import ImageData
@@ -17,7 +14,7 @@ from xbench.models import check_model_name, timm_model
 from xbench.perf import Figures, device_name, measure
 from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners, sparsity_report
 from xbench.registry import UnknownNameError
-from xbench.suite import PruningConfig
+from xbench.suite import PerfConfig, PruningConfig
 
 
 def parse_prune(spec: str) -> tuple[str, float]:
@@ -48,26 +45,6 @@ def prune_for_profile(model: nn.Module, method: str, rate: float, scope: str, gr
     return pruned
 
 
-def _file_size(model: nn.Module) -> float:
-    handle, path = tempfile.mkstemp(suffix=".safetensors")
-    os.close(handle)
-    try:
-        save_model(model, path)
-        return float(os.path.getsize(path))
-    finally:
-        os.unlink(path)
-
-
-def _peak_memory(model: nn.Module, image_size: int, batch_size: int, device: torch.device) -> Figures:
-    key = f"peak_memory_mb_bs{batch_size}"
-    if device.type != "cuda":
-        return Figures(missing={key: "peak memory is measured on CUDA only (torch.cuda.max_memory_allocated)"})
-    torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode():
-        model(torch.randn(batch_size, 3, image_size, image_size, device=device))
-    return Figures({key: torch.cuda.max_memory_allocated(device) / 2**20})
-
-
 def profile(
     model_name: str,
     image_size: int,
@@ -76,11 +53,15 @@ def profile(
     prune: str | None = None,
     scope: str = "conv",
     granularity: str = "layerwise",
-    warmup: int = 10,
-    repeats: int = 50,
+    settings: PerfConfig | None = None,
     num_classes: int = 1000,
 ) -> dict[str, Any]:
-    """Cost figures of the model (and of its pruned variant, with speed-ups against the unpruned one)."""
+    """Cost figures of the model (and of its pruned variant, with speed-ups against the unpruned one).
+
+    `settings` gives the timing protocol (warm-up, repeats, precision, channels_last, compile); `batch_sizes` wins
+    over its batch sizes.
+    """
+    settings = (settings or PerfConfig(warmup=10, repeats=50)).model_copy(update={"batch_sizes": batch_sizes})
     check_model_name(model_name, "MODEL")
     torch.manual_seed(0)
     original = timm_model(model_name, num_classes, image_size).eval()
@@ -91,15 +72,12 @@ def profile(
             original, method, rate, scope, granularity, image_size, num_classes, device
         )
     result: dict[str, Any] = {
-        "model": model_name, "image_size": image_size, "device": device_name(device), "precision": "fp32",
-        "batch_sizes": batch_sizes, "warmup": warmup, "repeats": repeats, "scope": scope, "variants": {},
+        "model": model_name, "image_size": image_size, "device": device_name(device), "scope": scope,
+        **settings.model_dump(), "variants": {},
     }  # fmt: skip
     for label, model in variants.items():
         figures = Figures(sparsity_report(model, scope, original=original))
-        figures.update(measure(model, image_size, batch_sizes, device, warmup, repeats))
-        for batch_size in batch_sizes:
-            figures.update(_peak_memory(model, image_size, batch_size, device))
-        figures.values["file_size_mb"] = _file_size(model) / 2**20
+        figures.update(measure(model, image_size, device, settings))
         result["variants"][label] = {"figures": figures.values, "missing": figures.missing}
     if prune is not None:
         base, pruned = (result["variants"][label]["figures"] for label in variants)

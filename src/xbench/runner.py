@@ -96,8 +96,7 @@ class CellExecutor:
         report = sparsity_report(model, scope, original=reference.model if reference else None)
         figures = Figures({"accuracy": accuracy(model, data, self.device), **report})
         perf = cell.perf
-        figures.update(measure(model, cell.dataset.image_size, perf.batch_sizes, self.device, perf.warmup,
-                               perf.repeats))  # fmt: skip
+        figures.update(measure(model, cell.dataset.image_size, self.device, perf))
         base = (reference.figures if reference else figures).values
         if "flops_dense" in base and "flops_effective" in figures.values:
             figures.values["theoretical_speedup"] = base["flops_dense"] / figures.values["flops_effective"]
@@ -190,7 +189,9 @@ def _cell_params(cell: Cell) -> dict[str, Any]:
         "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
         "perf_warmup": cell.perf.warmup,
         "perf_repeats": cell.perf.repeats,
-        "perf_precision": "fp32",
+        "perf_precision": cell.perf.precision,
+        "perf_channels_last": cell.perf.channels_last,
+        "perf_compile": cell.perf.compile,
     }
     params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
     for spec in cell.metrics:

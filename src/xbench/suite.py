@@ -88,6 +88,9 @@ class PerfConfig(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
     warmup: int = Field(5, ge=0)
     repeats: int = Field(20, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 run under torch.autocast.")
+    channels_last: bool = False
+    compile: bool = Field(False, description="Time torch.compile(model); compilation happens during warm-up.")
 
 
 class Suite(_Strict):

@@ -17,6 +17,9 @@ def profile_command(
     scope: str = typer.Option("conv", "--scope", help="conv | conv_linear | all"),
     warmup: int = typer.Option(10, "--warmup"),
     repeats: int = typer.Option(50, "--repeats"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast)"),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Time in channels_last memory format."),
+    compile: bool = typer.Option(False, "--compile", help="Time torch.compile(model) (compiled during warm-up)."),
     format: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Params (total, nonzero), compression rate (whole model and pruned scope), sparsity, FLOPs and MACs (dense and
@@ -29,19 +32,24 @@ def profile_command(
     from xbench.profiling import profile
     from xbench.progress import console
     from xbench.runner import resolve_device
+    from xbench.suite import PerfConfig
 
     if format not in ("table", "json"):
         raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
     if scope not in ("conv", "conv_linear", "all"):
         raise XbenchInputError(f"must be conv, conv_linear or all, got {scope!r}", field="--scope")
-    result = profile(model, image_size, batch_size, resolve_device(device), prune, scope, warmup=warmup,
-                     repeats=repeats)  # fmt: skip
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise XbenchInputError(f"must be fp32, bf16 or fp16, got {precision!r}", field="--precision")
+    settings = PerfConfig(warmup=warmup, repeats=repeats, precision=precision, channels_last=channels_last,
+                          compile=compile)  # fmt: skip
+    result = profile(model, image_size, batch_size, resolve_device(device), prune=prune, scope=scope, settings=settings)
     if format == "json":
         typer.echo(json.dumps(result, indent=2))
         return
     variants = result["variants"]
-    table = Table(title=f"{model} @ {image_size}px on {result['device']} ({result['precision']}, "
-                        f"{warmup} warm-up + {repeats} timed passes)")  # fmt: skip
+    layout = ", channels_last" if channels_last else ""
+    table = Table(title=f"{model} @ {image_size}px on {result['device']} ({precision}{layout}"
+                        f"{', compiled' if compile else ''}, {warmup} warm-up + {repeats} timed passes)")  # fmt: skip
     table.add_column("figure")
     for label in variants:
         table.add_column(label, justify="right")
