@@ -5,6 +5,9 @@ import torch
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.explainers import default_target_layer, explain, explainers, postprocess
+from xbench.models import timm_model
+from xbench.plan import plan
+from xbench.suite import parse_suite
 
 
 @pytest.mark.parametrize("name", explainers.names())
@@ -43,3 +46,34 @@ def test_postprocessing_is_explicit() -> None:
     assert postprocess(attribution, {"channel_reduction": "sum", "absolute": False}).item() == 0.0
     assert postprocess(attribution, {"channel_reduction": "sum", "absolute": True}).item() == 6.0
     assert postprocess(attribution, {"channel_reduction": "max", "absolute": True}).item() == 3.0
+
+
+@pytest.mark.parametrize("name", explainers.names())
+def test_every_explainer_explains_a_vit_or_says_why_not(name: str, small_data: ImageData) -> None:
+    torch.manual_seed(0)
+    vit = timm_model("test_vit", small_data.num_classes, 32).eval()
+    plugin = explainers.get(name)
+    if plugin.cnn_only:
+        assert "token (ViT-like) model" in (plugin.unsupported_reason(vit) or "")
+        return
+    attributions = explain(plugin, plugin.resolve({}), vit, small_data.eval_x[:4], small_data.eval_y[:4],
+                           torch.device("cpu"))  # fmt: skip
+    assert attributions.shape == (4, 1, 32, 32) and np.isfinite(attributions).all()
+
+
+def test_a_cnn_only_explainer_on_a_vit_fails_at_plan_time() -> None:
+    suite = parse_suite({"name": "t", "dataset": {"image_size": 32}, "models": [{"name": "test_vit"}],
+                         "explainers": ["saliency", "fullgrad"]})  # fmt: skip
+    with pytest.raises(XbenchInputError, match=r"explainers\[1\]: fullgrad cannot explain test_vit"):
+        plan(suite, "cpu")
+
+
+def test_controls_ignore_the_model(tiny_model: torch.nn.Module, small_data: ImageData) -> None:
+    other = timm_model("test_resnet", small_data.num_classes, 32).eval()
+    for name in ("random", "sobel"):
+        plugin = explainers.get(name)
+        first = explain(
+            plugin, plugin.resolve({}), tiny_model, small_data.eval_x, small_data.eval_y, torch.device("cpu")
+        )
+        second = explain(plugin, plugin.resolve({}), other, small_data.eval_x, small_data.eval_y, torch.device("cpu"))
+        np.testing.assert_array_equal(first, second)

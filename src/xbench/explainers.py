@@ -27,6 +27,13 @@ class Explainer:
     description: str
     library: str
     post: dict[str, Any] = field(default_factory=dict)
+    cnn_only: bool = False
+
+    def unsupported_reason(self, model: nn.Module) -> str | None:
+        """Why this explainer cannot explain `model`, or None."""
+        if self.cnn_only and is_token_model(model):
+            return "it needs a convolutional feature map, and this is a token (ViT-like) model"
+        return None
 
     def resolve(self, params: dict[str, Any], field_path: str = "explainers") -> dict[str, Any]:
         """Suite params over defaults; unknown params are an input error naming the allowed ones."""
@@ -53,11 +60,13 @@ def explainer(
     defaults: dict[str, Any] | None = None,
     post: dict[str, Any] | None = None,
     version: str = "1",
+    cnn_only: bool = False,
 ) -> Callable[[ExplainFn], ExplainFn]:
     def decorator(fn: ExplainFn) -> ExplainFn:
         doc = (fn.__doc__ or "").strip().splitlines()
+        description = doc[0] if doc else ""
         explainers.register(name)(
-            Explainer(name, fn, dict(defaults or {}), version, doc[0] if doc else "", library, dict(post or {}))
+            Explainer(name, fn, dict(defaults or {}), version, description, library, dict(post or {}), cnn_only)
         )
         return fn
 
@@ -99,8 +108,20 @@ def postprocess(attribution: torch.Tensor, params: dict[str, Any]) -> torch.Tens
     return attribution
 
 
+def is_token_model(model: nn.Module) -> bool:
+    """ViT-like timm models (class/register tokens before the patch tokens)."""
+    return getattr(model, "num_prefix_tokens", None) is not None
+
+
 def default_target_layer(model: nn.Module) -> str:
-    """The last feature stage of a timm CNN (from timm's feature_info), where Grad-CAM is usually taken."""
+    """The last feature stage of a timm CNN (from timm's feature_info), where Grad-CAM is usually taken.
+
+    For ViT-like models, the first norm of the last block: after it only the class token reaches the head, so the
+    patch tokens would get no gradient.
+    """
+    blocks = getattr(model, "blocks", None)
+    if is_token_model(model) and blocks is not None and len(blocks):
+        return f"blocks.{len(blocks) - 1}.norm1"
     info = getattr(model, "feature_info", None)
     if info:
         return info[-1]["module"]
@@ -133,13 +154,175 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, par
     )
 
 
-@explainer("gradcam", "pytorch-grad-cam", defaults={"target_layer": None})
-def gradcam(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) at the last feature stage (timm feature_info) unless target_layer is set."""
-    from pytorch_grad_cam import GradCAM
+def _without_inplace(model: nn.Module) -> nn.Module:
+    """A copy whose activations are not in-place: Captum's backward hooks (guided backprop, DeepLift) need that."""
+    import copy
+
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    return copied
+
+
+def _baseline(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "zero":
+        return torch.zeros_like(x)
+    if name == "black":
+        return torch.full_like(x, float(x.min()))
+    raise XbenchInputError(f"baseline must be 'zero' or 'black', got {name!r}")
+
+
+@explainer("input_x_gradient", "captum", post=_GRADIENT_POST)
+def input_x_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Input times gradient (Shrikumar et al. 2016)."""
+    from captum.attr import InputXGradient
+
+    return InputXGradient(model).attribute(x.requires_grad_(), target=y)
+
+
+@explainer("smoothgrad", "captum", defaults={"nt_samples": 16, "stdevs": 0.15},
+           post={"channel_reduction": "max", "absolute": True})  # fmt: skip
+def smoothgrad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): saliency averaged over noisy copies of the input (stdevs in input units)."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    return NoiseTunnel(Saliency(model)).attribute(
+        x.requires_grad_(), nt_type="smoothgrad", nt_samples=int(params["nt_samples"]),
+        stdevs=float(params["stdevs"]), target=y, abs=False,
+    )  # fmt: skip
+
+
+@explainer("gradient_shap", "captum", defaults={"n_samples": 16, "stdevs": 0.1}, post=_GRADIENT_POST)
+def gradient_shap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """GradientSHAP (Lundberg and Lee 2017): expected gradients against zero and black baselines."""
+    from captum.attr import GradientShap
+
+    baselines = torch.cat([_baseline(x[:1], "zero"), _baseline(x[:1], "black")])
+    return GradientShap(model).attribute(
+        x, baselines=baselines, n_samples=int(params["n_samples"]), stdevs=float(params["stdevs"]), target=y
+    )
+
+
+@explainer("guided_backprop", "captum", post={"channel_reduction": "max", "absolute": True})
+def guided_backprop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass back through ReLUs."""
+    from captum.attr import GuidedBackprop
+
+    return GuidedBackprop(_without_inplace(model)).attribute(x.requires_grad_(), target=y)
+
+
+@explainer("deeplift", "captum", defaults={"baseline": "zero"}, post=_GRADIENT_POST)
+def deeplift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """DeepLIFT rescale rule (Shrikumar et al. 2017) against a zero (dataset-mean) or black baseline."""
+    from captum.attr import DeepLift
+
+    return DeepLift(_without_inplace(model)).attribute(x, baselines=_baseline(x, params["baseline"]), target=y)
+
+
+@explainer("occlusion", "captum", defaults={"window_fraction": 0.125, "baseline": "zero"}, post=_GRADIENT_POST)
+def occlusion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Occlusion (Zeiler and Fergus 2014): the score drop when a square window is replaced by the baseline."""
+    from captum.attr import Occlusion
+
+    window = max(1, round(x.shape[-1] * float(params["window_fraction"])))
+    stride = max(1, window // 2)
+    return Occlusion(model).attribute(
+        x, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
+        baselines=_baseline(x, params["baseline"]), target=y, perturbations_per_eval=16,
+    )  # fmt: skip
+
+
+@explainer(
+    "guided_gradcam",
+    "captum",
+    defaults={"target_layer": None},
+    post={"channel_reduction": "max", "absolute": True},
+    cnn_only=True,
+)
+def guided_gradcam(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times the upsampled Grad-CAM map."""
+    from captum.attr import GuidedGradCam
+
+    plain = _without_inplace(model)
+    layer = plain.get_submodule(params["target_layer"] or default_target_layer(plain))
+    return GuidedGradCam(plain, layer).attribute(x.requires_grad_(), target=y)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The CAM family from pytorch-grad-cam: one map per image at the target layer, upsampled and scaled to [0, 1].
+
+
+def _vit_reshape(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Tokens (B, prefix + h*w, C) -> (B, C, h, w) for ViT-like timm models; None for CNNs."""
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if prefix is None:
+        return None
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, prefix:, :]
+        side = round(patches.shape[1] ** 0.5)
+        return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def _cam(
+    cam_class_name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]
+) -> torch.Tensor:
+    import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer = model.get_submodule(params["target_layer"] or default_target_layer(model))
-    with GradCAM(model=model, target_layers=[layer]) as cam:
+    cam_class = getattr(pytorch_grad_cam, cam_class_name)
+    with cam_class(model=model, target_layers=[layer], reshape_transform=_vit_reshape(model)) as cam:
+        if "batch_size" in params:
+            cam.batch_size = int(params["batch_size"])
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in y])
     return torch.from_numpy(np.asarray(maps, dtype=np.float32))
+
+
+_CAM_METHODS = {
+    "gradcam": ("GradCAM", "Grad-CAM (Selvaraju et al. 2017)", {}),
+    "gradcam_plus_plus": ("GradCAMPlusPlus", "Grad-CAM++ (Chattopadhay et al. 2018)", {}),
+    "xgradcam": ("XGradCAM", "XGrad-CAM (Fu et al. 2020)", {}),
+    "hirescam": ("HiResCAM", "HiResCAM (Draelos and Carin 2020)", {}),
+    "layercam": ("LayerCAM", "LayerCAM (Jiang et al. 2021)", {}),
+    "scorecam": ("ScoreCAM", "Score-CAM (Wang et al. 2020): one forward pass per channel", {"batch_size": 64}),
+    "eigencam": ("EigenCAM", "Eigen-CAM (Muhammad and Yeasin 2020): first principal component of activations", {}),
+    "fullgrad": ("FullGrad", "FullGrad (Srinivas and Fleuret 2019): input and bias gradients of every layer", {}),
+}
+_CNN_ONLY = {"fullgrad"}  # it gathers the bias gradients of every conv layer into maps
+
+for _name, (_class_name, _description, _extra) in _CAM_METHODS.items():
+
+    def _explain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any],
+                 _class_name: str = _class_name) -> torch.Tensor:  # fmt: skip
+        return _cam(_class_name, model, x, y, params)
+
+    _explain.__doc__ = f"{_description}, at the last timm feature stage unless target_layer is set."
+    explainer(_name, "pytorch-grad-cam", defaults={"target_layer": None, **_extra}, cnn_only=_name in _CNN_ONLY)(
+        _explain
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Controls: every leaderboard needs a floor to beat.
+
+
+@explainer("random", "control", defaults={"seed": 0})
+def random_attribution(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Uniform noise, independent of model and input: the floor every explainer should beat."""
+    # Seeded from the batch itself, so a batch always gets the same noise and different batches different noise.
+    generator = torch.Generator().manual_seed(int(params["seed"]) + int(x.sum().item() * 1000) % 2**31)
+    return torch.rand(x.shape[0], 1, *x.shape[2:], generator=generator)
+
+
+@explainer("sobel", "control")
+def sobel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Edge magnitude of the input (Sobel filter on the channel mean), independent of the model."""
+    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+    gray = x.detach().mean(dim=1, keepdim=True)
+    gx = nn.functional.conv2d(gray, kernel.view(1, 1, 3, 3), padding=1)
+    gy = nn.functional.conv2d(gray, kernel.t().reshape(1, 1, 3, 3), padding=1)
+    return torch.sqrt(gx**2 + gy**2)

@@ -12,7 +12,7 @@ from xbench.data import datasets
 from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import metrics
-from xbench.models import check_model_name
+from xbench.models import check_model_name, timm_model
 from xbench.pruning import pruners, unprunable_reason
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
@@ -100,6 +100,20 @@ def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks:
     return ComponentSpec(name=spec.name, params=metric.resolve(spec.params, image_size))
 
 
+def _check_explainers_fit_models(suite: Suite) -> None:
+    """Explainers with architecture limits (e.g. CNN-only) are checked against a randomly initialised copy."""
+    limited = [(i, explainers.get(spec.name)) for i, spec in enumerate(suite.explainers)]
+    limited = [(i, plugin) for i, plugin in limited if plugin.cnn_only]
+    for model_config in suite.models if limited else []:
+        model = timm_model(model_config.name, 2, suite.dataset.image_size)
+        for index, plugin in limited:
+            reason = plugin.unsupported_reason(model)
+            if reason:
+                raise XbenchInputError(
+                    f"{plugin.name} cannot explain {model_config.name}: {reason}", field=f"explainers[{index}]"
+                )
+
+
 def plan(suite: Suite, device: str) -> list[Cell]:
     """Expand a suite into cells, checking every name and parameter first (XbenchInputError names the field).
 
@@ -126,6 +140,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         )
         for i, spec in enumerate(suite.explainers)
     ]
+    _check_explainers_fit_models(suite)
     resolved_metrics = tuple(
         _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks) for i, spec in enumerate(suite.metrics)
     )
