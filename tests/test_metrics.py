@@ -4,32 +4,45 @@ import quantus
 import torch
 
 from xbench.data import ImageData
+from xbench.explainers import explain, explainers, quantus_explain_func
 from xbench.metrics import metrics, score, snake_case
+
+# Few samples keep every metric under a few seconds on a tiny model; the definitions are Quantus's.
+FAST = {
+    "faithfulness_correlation": {"nr_runs": 5},
+    "monotonicity_correlation": {"nr_samples": 3},
+    "max_sensitivity": {"nr_samples": 3},
+    "avg_sensitivity": {"nr_samples": 3},
+    "local_lipschitz_estimate": {"nr_samples": 3},
+    "infidelity": {"n_perturb_samples": 3},
+}
 
 
 def _score(
     name: str, model: torch.nn.Module, data: ImageData, attributions: np.ndarray, **params: object
 ) -> np.ndarray:
     metric = metrics.get(name)
+    saliency = explainers.get("saliency")
+    explain_func = quantus_explain_func(saliency, saliency.resolve({}), torch.device("cpu"))
     return score(
-        metric,
-        metric.resolve(params, 32),
-        model,
-        data.eval_x.numpy(),
-        data.eval_y.numpy(),
-        attributions,
-        data.eval_masks,
-        torch.device("cpu"),
-        seed=0,
-    )
+        metric, metric.resolve(params, 32), model, data.eval_x.numpy(), data.eval_y.numpy(), attributions,
+        data.eval_masks, torch.device("cpu"), seed=0, explain_func=explain_func,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", metrics.names())
 def test_every_metric_scores_each_image(name: str, tiny_model: torch.nn.Module, small_data: ImageData) -> None:
-    attributions = np.random.default_rng(0).random((8, 1, 32, 32)).astype(np.float32)
-    params = {"nr_runs": 5} if name == "faithfulness_correlation" else {}
-    scores = _score(name, tiny_model, small_data, attributions, **params)
+    saliency = explainers.get("saliency")
+    attributions = explain(saliency, saliency.resolve({}), tiny_model, small_data.eval_x, small_data.eval_y,
+                           torch.device("cpu"))  # fmt: skip
+    scores = _score(name, tiny_model, small_data, attributions, **FAST.get(name, {}))
     assert scores.shape == (8,) and np.isfinite(scores).all()
+
+
+def test_snake_case_keeps_acronyms_whole() -> None:
+    assert [snake_case(n) for n in ("FaithfulnessCorrelation", "EfficientMPRT", "AUC", "TopKIntersection")] == [
+        "faithfulness_correlation", "efficient_mprt", "auc", "top_k_intersection",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", metrics.names())

@@ -43,3 +43,21 @@ def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_p
     outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
     assert math.isnan(outcome.metrics["sparseness"]) and outcome.metrics["sparseness_nan_count"] == 4
     assert "constant attributions" in outcome.tags["xbench.missing.sparseness"]
+
+
+def test_a_metric_that_fails_on_a_cell_is_a_nan_with_the_error_not_a_crash(tmp_path: Path) -> None:
+    # k larger than the image (32 x 32 = 1024 pixels): Quantus's top-k intersection cannot be computed.
+    suite = parse_suite(
+        {
+            "name": "tiny",
+            "dataset": {"image_size": 32, "train_size": 32, "eval_size": 4},
+            "models": [{"name": "test_resnet", "train": {"epochs": 1, "batch_size": 16}}],
+            "explainers": ["saliency"],
+            "metrics": ["sparseness", {"name": "top_k_intersection", "k": 5000}],
+            "perf": {"batch_sizes": [2], "warmup": 0, "repeats": 2},
+        }
+    )
+    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(plan(suite, "cpu")[0], tmp_path)
+    assert math.isfinite(outcome.metrics["sparseness"])
+    assert math.isnan(outcome.metrics["top_k_intersection"])
+    assert outcome.tags["xbench.missing.top_k_intersection_error"]

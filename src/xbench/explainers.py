@@ -93,6 +93,17 @@ def explain(
     return torch.cat(parts).numpy().astype(np.float32)
 
 
+def quantus_explain_func(plugin: Explainer, params: dict[str, Any], device: torch.device) -> Callable[..., np.ndarray]:
+    """The explainer as Quantus calls it when a metric explains again (robustness, randomisation)."""
+
+    def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: Any) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(targets)).long().reshape(-1)
+        return explain(plugin, params, model, x, y, device)
+
+    return explain_func
+
+
 def postprocess(attribution: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     if attribution.ndim == 3:
         attribution = attribution.unsqueeze(1)

@@ -22,7 +22,7 @@ from xbench import __version__
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData, load_dataset
 from xbench.errors import XbenchInputError
-from xbench.explainers import explain, explainers
+from xbench.explainers import explain, explainers, quantus_explain_func
 from xbench.metrics import metrics, score
 from xbench.models import accuracy, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
@@ -132,12 +132,21 @@ class CellExecutor:
         x = data.eval_x.numpy()
         y = data.eval_y.numpy()
         per_image: dict[str, np.ndarray] = {}
+        plugin = explainers.get(cell.explainer.name)
+        explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
         for spec in cell.metrics:
             metric = metrics.get(spec.name)
             started = time.perf_counter()
-            scores = score(
-                metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device, cell.seed
-            )
+            try:
+                scores = score(
+                    metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device, cell.seed,
+                    explain_func,
+                )  # fmt: skip
+            except XbenchInputError:
+                raise
+            except Exception as exc:  # a metric that fails on this cell is a NaN with its reason, not a lost suite
+                scores = np.full(len(x), np.nan)
+                figures.missing[f"{spec.name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
             figures.values[f"score_seconds.{spec.name}"] = time.perf_counter() - started
             per_image[spec.name] = scores
             valid = scores[np.isfinite(scores)]
