@@ -98,26 +98,10 @@ def _pixel_flipping(image_size: int) -> dict[str, Any]:
     return {"features_in_step": _steps_dividing(image_size, 32), "return_auc_per_sample": True}
 
 
-@quantus_metric(quantus.Sparseness)
-def _sparseness(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.Complexity)
-def _complexity(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.AttributionLocalisation, needs_masks=True)
-def _attribution_localisation(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-# Faithfulness -------------------------------------------------------------------------------------------------------
-# Not yet registered: IROF and ROAD (they fail inside Quantus 0.6 on these inputs: an AssertionError on the segment
-# mask and an IndexError past H*W) and SensitivityN (one curve per batch, not a score per image).
 # Quantus's features_in_step=1 (one forward pass per pixel) and its 8-pixel patches were set for 224 px images;
 # xbench scales them to the image: 32 steps over the image, patches of 1/8 of its side.
+# Not yet registered: IROF and ROAD (they fail inside Quantus 0.6 on these inputs: an AssertionError on the segment
+# mask and an IndexError past H*W) and SensitivityN (one curve per batch, not a score per image).
 
 
 @quantus_metric(quantus.FaithfulnessEstimate)
@@ -141,72 +125,10 @@ def _selectivity(image_size: int) -> dict[str, Any]:
     return {"patch_size": max(2, image_size // 8)}
 
 
-@quantus_metric(quantus.Sufficiency)
-def _sufficiency(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.Infidelity)
-def _infidelity(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-# Complexity ---------------------------------------------------------------------------------------------------------
-
-
-@quantus_metric(quantus.EffectiveComplexity)
-def _effective_complexity(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-# Robustness: each re-explains perturbed inputs nr_samples times (Quantus's default: 200) ----------------------------
-
-
-@quantus_metric(quantus.MaxSensitivity, needs_explain_func=True)
-def _max_sensitivity(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.AvgSensitivity, needs_explain_func=True)
-def _avg_sensitivity(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.LocalLipschitzEstimate, needs_explain_func=True)
-def _local_lipschitz_estimate(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-# Localisation (ground-truth masks) ----------------------------------------------------------------------------------
-
-
-@quantus_metric(quantus.PointingGame, needs_masks=True)
-def _pointing_game(image_size: int) -> dict[str, Any]:
-    return {}
-
-
 @quantus_metric(quantus.TopKIntersection, needs_masks=True)
 def _top_k_intersection(image_size: int) -> dict[str, Any]:
     # Quantus's k=1000 pixels is 2 % of a 224 px image but all of a 32 px one: keep it under a quarter.
     return {"k": min(1000, image_size * image_size // 4)}
-
-
-@quantus_metric(quantus.RelevanceRankAccuracy, needs_masks=True)
-def _relevance_rank_accuracy(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.RelevanceMassAccuracy, needs_masks=True)
-def _relevance_mass_accuracy(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-@quantus_metric(quantus.AUC, needs_masks=True)
-def _auc(image_size: int) -> dict[str, Any]:
-    return {}
-
-
-# Randomisation: explanations of randomised models or labels ---------------------------------------------------------
 
 
 @quantus_metric(quantus.MPRT, needs_explain_func=True)
@@ -215,14 +137,31 @@ def _mprt(image_size: int) -> dict[str, Any]:
     return {"return_average_correlation": True}
 
 
-@quantus_metric(quantus.EfficientMPRT, needs_explain_func=True)
-def _efficient_mprt(image_size: int) -> dict[str, Any]:
+def _quantus_defaults(image_size: int) -> dict[str, Any]:
+    """Quantus's own defaults, which fit any image size."""
     return {}
 
 
-@quantus_metric(quantus.RandomLogit, needs_explain_func=True, needs_num_classes=True)
-def _random_logit(image_size: int) -> dict[str, Any]:
-    return {}
+# Metrics whose Quantus defaults need no change; the flags say what each needs. The robustness metrics re-explain
+# each image nr_samples times (Quantus's default: 200), the randomisation ones once per randomised layer or label.
+for _quantus_class, _needs in [
+    (quantus.Sparseness, {}),
+    (quantus.Complexity, {}),
+    (quantus.AttributionLocalisation, {"needs_masks": True}),
+    (quantus.Sufficiency, {}),
+    (quantus.Infidelity, {}),
+    (quantus.EffectiveComplexity, {}),
+    (quantus.MaxSensitivity, {"needs_explain_func": True}),
+    (quantus.AvgSensitivity, {"needs_explain_func": True}),
+    (quantus.LocalLipschitzEstimate, {"needs_explain_func": True}),
+    (quantus.PointingGame, {"needs_masks": True}),
+    (quantus.RelevanceRankAccuracy, {"needs_masks": True}),
+    (quantus.RelevanceMassAccuracy, {"needs_masks": True}),
+    (quantus.AUC, {"needs_masks": True}),
+    (quantus.EfficientMPRT, {"needs_explain_func": True}),
+    (quantus.RandomLogit, {"needs_explain_func": True, "needs_num_classes": True}),
+]:
+    quantus_metric(_quantus_class, **_needs)(_quantus_defaults)
 
 
 def score(
