@@ -73,6 +73,26 @@ def explainer(
     return decorator
 
 
+def explain_tensor(
+    plugin: Explainer,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Attributions for the target classes `y`, batched on `device`, post-processed to (N, 1, H, W), on `device`."""
+    model.to(device).eval()
+    parts = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        yb = y[start : start + batch_size].to(device)
+        attribution = plugin.explain(model, xb, yb, params).detach().float()
+        parts.append(postprocess(attribution, params))
+    return torch.cat(parts)
+
+
 def explain(
     plugin: Explainer,
     params: dict[str, Any],
@@ -82,15 +102,8 @@ def explain(
     device: torch.device,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Attributions for the target classes `y`, batched on `device`, post-processed to (N, 1, H, W)."""
-    model.to(device).eval()
-    parts = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        attribution = plugin.explain(model, xb, yb, params).detach().float()
-        parts.append(postprocess(attribution, params).cpu())
-    return torch.cat(parts).numpy().astype(np.float32)
+    """`explain_tensor`, as a float32 NumPy array on the CPU."""
+    return explain_tensor(plugin, params, model, x, y, device, batch_size).cpu().numpy().astype(np.float32)
 
 
 def quantus_explain_func(plugin: Explainer, params: dict[str, Any], device: torch.device) -> Callable[..., np.ndarray]:

@@ -35,6 +35,12 @@ class Metric:
     version: str
     needs_explain_func: bool = False
     needs_num_classes: bool = False
+    batch_level: bool = False
+
+    @property
+    def per_image(self) -> bool:
+        """False for metrics that give one value per batch (it is logged, but has no per-image spread)."""
+        return not self.batch_level
 
     @property
     def higher_is_better(self) -> bool:
@@ -61,6 +67,7 @@ def quantus_metric(
     needs_masks: bool = False,
     needs_explain_func: bool = False,
     needs_num_classes: bool = False,
+    batch_level: bool = False,
     version: str = "1",
 ) -> Callable[[Defaults], Defaults]:
     """Register a Quantus class under the snake_case of its name; the function gives defaults for an image size.
@@ -70,7 +77,9 @@ def quantus_metric(
 
     def decorator(defaults: Defaults) -> Defaults:
         name = snake_case(quantus_class.__name__)
-        metric = Metric(name, quantus_class, defaults, needs_masks, version, needs_explain_func, needs_num_classes)
+        metric = Metric(
+            name, quantus_class, defaults, needs_masks, version, needs_explain_func, needs_num_classes, batch_level
+        )
         metrics.register(name)(metric)
         return defaults
 
@@ -100,8 +109,6 @@ def _pixel_flipping(image_size: int) -> dict[str, Any]:
 
 # Quantus's features_in_step=1 (one forward pass per pixel) and its 8-pixel patches were set for 224 px images;
 # xbench scales them to the image: 32 steps over the image, patches of 1/8 of its side.
-# Not yet registered: IROF and ROAD (they fail inside Quantus 0.6 on these inputs: an AssertionError on the segment
-# mask and an IndexError past H*W) and SensitivityN (one curve per batch, not a score per image).
 
 
 @quantus_metric(quantus.FaithfulnessEstimate)
@@ -123,6 +130,18 @@ def _monotonicity_correlation(image_size: int) -> dict[str, Any]:
 @quantus_metric(quantus.Selectivity)
 def _selectivity(image_size: int) -> dict[str, Any]:
     return {"patch_size": max(2, image_size // 8)}
+
+
+@quantus_metric(quantus.SensitivityN, batch_level=True)
+def _sensitivity_n(image_size: int) -> dict[str, Any]:
+    # One correlation per perturbation size, across the images of the batch: a batch-level curve, averaged.
+    return {"features_in_step": _steps_dividing(image_size, 32)}
+
+
+@quantus_metric(quantus.ROAD)
+def _road(image_size: int) -> dict[str, Any]:
+    # Quantus's 50 percentages (1, 3, ..., 99) cost 50 imputations and passes per image; 10 keep the curve's shape.
+    return {"percentages": list(range(5, 100, 10))}
 
 
 @quantus_metric(quantus.TopKIntersection, needs_masks=True)
@@ -149,6 +168,7 @@ for _quantus_class, _needs in [
     (quantus.Complexity, {}),
     (quantus.AttributionLocalisation, {"needs_masks": True}),
     (quantus.Sufficiency, {}),
+    (quantus.IROF, {}),
     (quantus.Infidelity, {}),
     (quantus.EffectiveComplexity, {}),
     (quantus.MaxSensitivity, {"needs_explain_func": True}),
@@ -164,6 +184,33 @@ for _quantus_class, _needs in [
     quantus_metric(_quantus_class, **_needs)(_quantus_defaults)
 
 
+ENGINES = ("torch", "quantus")
+
+
+@dataclass
+class Scored:
+    """Per-image scores, the engine that computed them and the model passes they took (all images together)."""
+
+    scores: np.ndarray
+    engine: str
+    forward_passes: int = 0
+    backward_passes: int = 0
+
+
+class _ROADPerImage(quantus.ROAD):
+    """ROAD whose result stays per image (Quantus's post-processing averages over the images)."""
+
+    def custom_postprocess(self, **kwargs: Any) -> None:
+        self.evaluation_scores = np.asarray(self.evaluation_scores[0])
+
+
+def engine_for(metric: Metric, requested: str) -> str:
+    """The engine that scores `metric`: the torch engine where it implements the metric, else Quantus."""
+    from xbench.engine import engine_metrics
+
+    return "torch" if requested == "torch" and metric.name in engine_metrics else "quantus"
+
+
 def score(
     metric: Metric,
     params: dict[str, Any],
@@ -175,8 +222,18 @@ def score(
     device: torch.device,
     seed: int,
     explain_func: Callable[..., np.ndarray] | None = None,
-) -> np.ndarray:
-    """One score per image; NaN for an image whose attribution is constant (Quantus cannot order its features)."""
+    engine: str = "torch",
+    explain_tensor_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 256,
+) -> Scored:
+    """One score per image; NaN for an image whose attribution is constant (no feature order to test).
+
+    `engine`: "torch" runs the metrics the torch engine implements on `device` (`explain_tensor_func` re-explains);
+    the others, and every metric with "quantus", go through Quantus (`explain_func`). A batch-level metric gives
+    its one value to every image.
+    """
+    if engine not in ENGINES:
+        raise XbenchInputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}", field="engine")
     if metric.needs_masks and masks is None:
         raise XbenchInputError(f"metric {metric.name!r} needs ground-truth masks; this dataset has none")
     if metric.needs_explain_func and explain_func is None:
@@ -184,30 +241,52 @@ def score(
     if metric.needs_num_classes and "num_classes" not in params:
         with torch.no_grad():
             params = {**params, "num_classes": int(model.to(device)(torch.as_tensor(x[:1], device=device)).shape[1])}
-    try:
-        instance = metric.quantus_class(
-            **params, return_aggregate=False, disable_warnings=True, display_progressbar=False
-        )
-    except TypeError as exc:
-        raise XbenchInputError(f"bad parameters for metric {metric.name!r}: {exc}") from None
+    chosen = engine_for(metric, engine)
     flat = attributions.reshape(len(attributions), -1)
     scorable = flat.max(axis=1) > flat.min(axis=1)
-    scores = np.full(len(x), np.nan)
+    result = Scored(np.full(len(x), np.nan), chosen)
     if not scorable.any():
-        return scores
-    np.random.seed(seed)  # Quantus draws its perturbations from NumPy's global generator.
+        return result
     model.to(device).eval()
+    from xbench.engine import EngineContext, PassCounter, run_metric
+
+    if chosen == "torch":
+        context = EngineContext(model, device, batch_size, seed, explain=explain_tensor_func)
+        raw = run_metric(metric.name, params, context, x[scorable], y[scorable], attributions[scorable])
+        counter = context.counter
+    else:
+        with PassCounter(model) as counter:
+            raw = _quantus_scores(metric, params, model, x[scorable], y[scorable], attributions[scorable],
+                                  None if masks is None else masks[scorable], device, seed, explain_func)  # fmt: skip
+    result.forward_passes, result.backward_passes = counter.forward, counter.backward
+    raw = np.asarray(raw, dtype=np.float64)
+    if metric.batch_level:
+        result.scores[scorable] = float(np.nanmean(raw)) if np.isfinite(raw).any() else np.nan
+    else:
+        result.scores[scorable] = raw.reshape(int(scorable.sum()), -1).mean(axis=1)
+    return result
+
+
+def _quantus_scores(
+    metric: Metric, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, attributions: np.ndarray,
+    masks: np.ndarray | None, device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None,
+) -> np.ndarray:  # fmt: skip
+    quantus_class = _ROADPerImage if metric.quantus_class is quantus.ROAD else metric.quantus_class
+    try:
+        instance = quantus_class(**params, return_aggregate=False, disable_warnings=True, display_progressbar=False)
+    except TypeError as exc:
+        raise XbenchInputError(f"bad parameters for metric {metric.name!r}: {exc}") from None
+    np.random.seed(seed)  # Quantus draws its perturbations from NumPy's global generator.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = instance(
             model=model,
-            x_batch=x[scorable],
-            y_batch=y[scorable],
-            a_batch=attributions[scorable],
-            s_batch=None if masks is None else masks[scorable],
+            x_batch=x,
+            y_batch=y,
+            a_batch=attributions,
+            s_batch=masks,
             device=str(device),
-            batch_size=256,
+            batch_size=max(256, len(x)),
             explain_func=explain_func,
         )
-    scores[scorable] = np.asarray(result, dtype=np.float64).reshape(int(scorable.sum()), -1).mean(axis=1)
-    return scores
+    return np.asarray(result, dtype=np.float64)

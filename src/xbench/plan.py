@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict
 
 from xbench.cache import content_key
 from xbench.data import datasets
+from xbench.engine import ENGINE_VERSION, engine_metrics
 from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
-from xbench.metrics import metrics
+from xbench.metrics import engine_for, metrics
 from xbench.models import check_model_name, timm_model
 from xbench.pruning import pruners, unprunable_reason
 from xbench.registry import UnknownNameError
@@ -46,6 +47,7 @@ class Cell(_Frozen):
     compression_rate: float
     explainer: ComponentSpec
     metrics: tuple[ComponentSpec, ...]
+    engine: str
     perf: PerfConfig
     versions: dict[str, str]
 
@@ -85,14 +87,20 @@ def _check_unique(specs: list[ComponentSpec], field: str) -> None:
         seen.add(spec.name)
 
 
-def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks: bool) -> ComponentSpec:
+def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks: bool, engine: str) -> ComponentSpec:
     field = f"metrics[{index}]"
     metric = _check_name(metrics, spec.name, f"{field}.name")
-    accepted = set(inspect.signature(metric.quantus_class.__init__).parameters) - {"self", "kwargs"}
+    torch_engine = engine_for(metric, engine) == "torch"
+    if torch_engine:
+        accepted = engine_metrics.get(spec.name).parameters()
+    else:
+        accepted = set(inspect.signature(metric.quantus_class.__init__).parameters) - {"self", "kwargs"}
     unknown = sorted(set(spec.params) - accepted)
     if unknown:
         raise XbenchInputError(
-            f"unknown parameter(s) {', '.join(unknown)} for {spec.name}; allowed: {', '.join(sorted(accepted))}",
+            f"unknown parameter(s) {', '.join(unknown)} for {spec.name} with engine {engine}; "
+            f"allowed: {', '.join(sorted(accepted))}"
+            + (" (engine: quantus takes every Quantus parameter)" if torch_engine else ""),
             field=field,
         )
     if metric.needs_masks and not has_masks:
@@ -142,7 +150,8 @@ def plan(suite: Suite, device: str) -> list[Cell]:
     ]
     _check_explainers_fit_models(suite)
     resolved_metrics = tuple(
-        _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks) for i, spec in enumerate(suite.metrics)
+        _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks, suite.engine)
+        for i, spec in enumerate(suite.metrics)
     )
 
     variants: list[tuple[PruningVariant | None, float]] = [(None, 1.0)]
@@ -158,6 +167,11 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                     "plan": PLAN_VERSION,
                     "explainer": explainers.get(explainer_spec.name).version,
                     **{f"metric.{m.name}": metrics.get(m.name).version for m in resolved_metrics},
+                    **{
+                        f"engine.{m.name}": ENGINE_VERSION
+                        for m in resolved_metrics
+                        if engine_for(metrics.get(m.name), suite.engine) == "torch"
+                    },
                     **({"pruner": pruners.get(variant.method).version} if variant else {}),
                 }
                 cells.append(
@@ -171,6 +185,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                         compression_rate=rate,
                         explainer=explainer_spec,
                         metrics=resolved_metrics,
+                        engine=suite.engine,
                         perf=suite.perf,
                         versions=versions,
                     )

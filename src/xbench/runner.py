@@ -21,16 +21,25 @@ from torch import nn
 from xbench import __version__
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData, load_dataset
+from xbench.engine import PassCounter
 from xbench.errors import XbenchInputError
-from xbench.explainers import explain, explainers, quantus_explain_func
-from xbench.metrics import metrics, score
+from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
+from xbench.metrics import engine_for, metrics, score
 from xbench.models import accuracy, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
 from xbench.plan import Cell, plan, plan_key
 from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.suite import PruningConfig, Suite
-from xbench.tracking import DIRECTION_PREFIX, METRICS_TAG, MISSING_PREFIX, CellOutcome, Store
+from xbench.tracking import (
+    DIRECTION_PREFIX,
+    ENGINE_PREFIX,
+    METRICS_TAG,
+    MISSING_PREFIX,
+    VERSION_PREFIX,
+    CellOutcome,
+    Store,
+)
 
 HEATMAP_IMAGES = 8
 
@@ -106,55 +115,79 @@ class CellExecutor:
                 figures.values[f"measured_speedup_bs{batch_size}"] = base[name] / figures.values[name]
         return figures
 
-    def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, float]:
-        """Attributions for the eval images (cached .npy) and the seconds it took to compute them."""
+    def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
+        """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
         plugin = explainers.get(cell.explainer.name)
         key = content_key([variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version])
         path = self.cache.path("explanations", key, ".npy")
         meta = self.cache.path("explanations", key, ".json")
         if path.exists() and meta.exists():
-            return np.load(path), json.loads(meta.read_text())["seconds"]
+            cost = json.loads(meta.read_text())
+            if "forward_passes" in cost:
+                return np.load(path), cost
         torch.manual_seed(cell.seed)
         started = time.perf_counter()
-        attributions = explain(plugin, cell.explainer.params, variant.model, data.eval_x, data.eval_y, self.device)
-        seconds = time.perf_counter() - started
+        with PassCounter(variant.model) as counter:
+            attributions = explain(plugin, cell.explainer.params, variant.model, data.eval_x, data.eval_y, self.device)
+        cost = {
+            "seconds": time.perf_counter() - started,
+            "forward_passes": counter.forward,
+            "backward_passes": counter.backward,
+        }
         self.cache.write(path, lambda p: np.save(p, attributions, allow_pickle=False))
-        self.cache.write_json(meta, {"seconds": seconds, "cell": cell.model_dump(mode="json")})
-        return attributions, seconds
+        self.cache.write_json(meta, {**cost, "cell": cell.model_dump(mode="json")})
+        return attributions, cost
 
     def run(self, cell: Cell, workdir: Path) -> CellOutcome:
         data = self.data(cell)
         variant = self.variant(cell, data)
-        attributions, explain_seconds = self.explanations(cell, variant, data)
+        attributions, cost = self.explanations(cell, variant, data)
+        images = len(attributions)
         figures = Figures(dict(variant.figures.values), dict(variant.figures.missing))
-        figures.values["explain_seconds"] = explain_seconds
-        figures.values["explain_seconds_per_image"] = explain_seconds / len(attributions)
+        figures.values["explain_seconds"] = cost["seconds"]
+        figures.values["explain_seconds_per_image"] = cost["seconds"] / images
+        figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
+        figures.values["explain_backward_passes_per_image"] = cost["backward_passes"] / images
         x = data.eval_x.numpy()
         y = data.eval_y.numpy()
         per_image: dict[str, np.ndarray] = {}
+        engines: dict[str, str] = {}
         plugin = explainers.get(cell.explainer.name)
         explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
+
+        def explain_again(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return explain_tensor(
+                plugin, cell.explainer.params, variant.model, inputs, targets, self.device, batch_size=len(inputs)
+            )
+
         for spec in cell.metrics:
             metric = metrics.get(spec.name)
+            engines[spec.name] = engine_for(metric, cell.engine)
             started = time.perf_counter()
             try:
-                scores = score(
+                scored = score(
                     metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device, cell.seed,
-                    explain_func,
+                    explain_func, engine=cell.engine, explain_tensor_func=explain_again,
                 )  # fmt: skip
+                scores = scored.scores
+                figures.values[f"metric_forward_passes_per_image.{spec.name}"] = scored.forward_passes / images
+                figures.values[f"metric_backward_passes_per_image.{spec.name}"] = scored.backward_passes / images
             except XbenchInputError:
                 raise
             except Exception as exc:  # a metric that fails on this cell is a NaN with its reason, not a lost suite
                 scores = np.full(len(x), np.nan)
                 figures.missing[f"{spec.name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
-            figures.values[f"score_seconds.{spec.name}"] = time.perf_counter() - started
-            per_image[spec.name] = scores
+            seconds = time.perf_counter() - started
+            figures.values[f"score_seconds.{spec.name}"] = seconds
+            figures.values[f"score_seconds_per_image.{spec.name}"] = seconds / images
+            if metric.per_image:
+                per_image[spec.name] = scores
             valid = scores[np.isfinite(scores)]
             figures.values[f"{spec.name}_nan_count"] = float(len(scores) - len(valid))
             figures.values[spec.name] = float(valid.mean()) if len(valid) else math.nan
-            figures.values[f"{spec.name}_std"] = float(valid.std()) if len(valid) else math.nan
-            if not len(valid):
-                figures.missing[spec.name] = "no image could be scored (constant attributions, or Quantus gave NaN)"
+            figures.values[f"{spec.name}_std"] = float(valid.std()) if len(valid) and metric.per_image else math.nan
+            if not len(valid) and f"{spec.name}_error" not in figures.missing:
+                figures.missing[spec.name] = "no image could be scored (constant attributions, or the metric gave NaN)"
         figures.values["score_seconds"] = sum(v for k, v in figures.values.items() if k.startswith("score_seconds."))
         return CellOutcome(
             params=_cell_params(cell),
@@ -165,6 +198,8 @@ class CellExecutor:
                     for s in cell.metrics
                 },
                 **{f"{MISSING_PREFIX}{k}": v for k, v in figures.missing.items()},
+                **{f"{ENGINE_PREFIX}{name}": engine for name, engine in engines.items()},
+                **{f"{VERSION_PREFIX}{s.name}": metrics.get(s.name).version for s in cell.metrics},
                 METRICS_TAG: ",".join(s.name for s in cell.metrics),
                 "xbench.cell_key": cell.cell_key,
                 "xbench.model_key": variant.key,
@@ -201,6 +236,7 @@ def _cell_params(cell: Cell) -> dict[str, Any]:
         "perf_precision": cell.perf.precision,
         "perf_channels_last": cell.perf.channels_last,
         "perf_compile": cell.perf.compile,
+        "metric_engine": cell.engine,
     }
     params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
     for spec in cell.metrics:

@@ -102,6 +102,8 @@ class Suite(_Strict):
     pruning: list[PruningConfig] = Field(default_factory=list)
     explainers: list[ComponentSpec] = Field(min_length=1)
     metrics: list[ComponentSpec] = Field(default_factory=list)
+    # torch: xbench's batched engine for the metrics it implements (Quantus for the rest); quantus: Quantus for all.
+    engine: Literal["torch", "quantus"] = "torch"
     perf: PerfConfig = PerfConfig()
 
 

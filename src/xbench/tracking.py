@@ -21,6 +21,7 @@ from xbench.errors import XbenchInputError
 DEFAULT_DB = "xbench.db"
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = "xbench.role", "xbench.cell_key", "xbench.plan_key", "xbench.suite"
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
+ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from xbench import __version__
-from xbench.cli import check, export, leaderboard, listing, profile, run, ui
+from xbench.cli import check, export, leaderboard, listing, profile, run, ui, verify
 from xbench.errors import XbenchInputError
 from xbench.progress import console
 
@@ -28,6 +28,7 @@ app.command("export")(export.export_command)
 app.command("check")(check.check_command)
 app.command("profile")(profile.profile_command)
 app.command("ui")(ui.ui_command)
+app.command("verify-metrics")(verify.verify_metrics_command)
 
 
 def _version(value: bool) -> None:

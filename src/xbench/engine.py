@@ -1,0 +1,613 @@
+"""Torch-native metric engine: Quantus 0.6's costly metrics computed on the model's device, at the forward-pass floor.
+
+Each engine metric has the definition of the Quantus class of the same name (same preprocessing, perturbation,
+baseline, ordering and aggregation). What changes is how the work is done:
+
+- perturbed inputs are built on the device from index/mask tensors (no NumPy round trip) and streamed into the
+  largest batch that fits (`batch_size`, halved on CUDA out-of-memory);
+- every forward and backward pass goes through `PassCounter`, so each score says what it cost;
+- random draws come from a `torch.Generator` on the device. The `draws` argument replays draws recorded from a
+  Quantus run instead, which is how the equality tests share randomness with the reference.
+
+Where Quantus 0.6 has a quirk, the engine keeps it and says so (a metric must mean the same in both engines):
+pixel-indexed metrics order the C*H*W broadcast features, not pixels; IROF's "mean" baseline is the mean of the
+whole batch's current perturbed images. ROAD and IROF are the exceptions, because Quantus 0.6 fails on RGB inputs
+(ROAD indexes pixels with C*H*W feature indices; IROF builds a 1-channel mask for C-channel images): the engine
+ranks and removes whole pixels across channels, which is the papers' definition and Quantus's on 1-channel inputs,
+where the equality tests compare them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from xbench.errors import XbenchInputError
+from xbench.registry import Registry
+
+ENGINE_VERSION = "1"
+ExplainTensorFn = Callable[[Tensor, Tensor], Tensor]
+Blocks = Iterator[tuple[Tensor, Tensor]]
+
+
+class PassCounter:
+    """Counts the images that go through `model` forward, and those whose output is back-propagated.
+
+    The hook is a plain closure, not a bound method: explainers that deep-copy the model (guided backprop,
+    DeepLIFT) copy its hooks, and a closure keeps counting into this counter.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.forward = 0
+        self.backward = 0
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> PassCounter:
+        def count_backward(images: int) -> Callable[[Tensor], None]:
+            def hook(grad: Tensor) -> None:
+                self.backward += images
+
+            return hook
+
+        def count(module: nn.Module, args: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                return
+            images = int(output.shape[0])
+            self.forward += images
+            if output.requires_grad:
+                output.register_hook(count_backward(images))
+
+        self._handles.append(self.model.register_forward_hook(count))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+
+@dataclass
+class EngineContext:
+    """The model and device a metric runs on, with the batching, randomness and pass counts it shares."""
+
+    model: nn.Module
+    device: torch.device
+    batch_size: int = 256
+    seed: int = 0
+    explain: ExplainTensorFn | None = None
+    draws: dict[str, Any] = field(default_factory=dict)
+    generator: torch.Generator = field(init=False)
+    counter: PassCounter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model.to(self.device).eval()
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.counter = PassCounter(self.model)
+
+    def logits(self, blocks: Blocks) -> Tensor:
+        """Logits of every image of every block, in order: blocks are re-packed into batches of `batch_size`."""
+        outputs: list[Tensor] = []
+        pending: list[Tensor] = []
+        pending_size = 0
+        with torch.no_grad(), self.counter:
+            for inputs, _ in blocks:
+                pending.append(inputs)
+                pending_size += len(inputs)
+                while pending_size >= self.batch_size:
+                    joined = torch.cat(pending)
+                    outputs.append(self._forward(joined[: self.batch_size]))
+                    rest = joined[self.batch_size :]
+                    pending, pending_size = ([rest], len(rest)) if len(rest) else ([], 0)
+            if pending_size:
+                outputs.append(self._forward(torch.cat(pending)))
+        return torch.cat(outputs)
+
+    def _forward(self, inputs: Tensor) -> Tensor:
+        start = 0
+        parts = []
+        while start < len(inputs):
+            chunk = inputs[start : start + self.batch_size]
+            try:
+                parts.append(self.model(chunk).float())
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.batch_size //= 2
+                continue
+            start += len(chunk)
+        return torch.cat(parts)
+
+    def target_scores(self, blocks: Blocks, targets: Tensor, softmax: bool) -> Tensor:
+        """The score (softmax probability or logit) of each image's target class; `targets` lists them in order."""
+        logits = self.logits(blocks)
+        values = logits.softmax(dim=-1) if softmax else logits
+        return values.gather(1, targets.view(-1, 1)).squeeze(1)
+
+    def explain_batches(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        if self.explain is None:
+            raise ValueError("this metric explains again and needs the cell's explainer")
+        parts = []
+        with self.counter:
+            for start in range(0, len(inputs), self.batch_size):
+                end = start + self.batch_size
+                parts.append(self.explain(inputs[start:end], targets[start:end]).detach().float())
+        return torch.cat(parts)
+
+    def uniform(self, *shape: int, low: float, high: float) -> Tensor:
+        return torch.rand(*shape, generator=self.generator, device=self.device) * (high - low) + low
+
+
+@dataclass(frozen=True)
+class EngineMetric:
+    name: str
+    compute: Callable[..., Tensor]
+
+    def parameters(self) -> set[str]:
+        signature = inspect.signature(self.compute)
+        return {name for name, p in signature.parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+    def check(self, params: dict[str, Any]) -> None:
+        unsupported = sorted(set(params) - self.parameters())
+        if unsupported:
+            raise XbenchInputError(
+                f"the torch engine's {self.name!r} does not take {', '.join(unsupported)}; "
+                f"it takes {', '.join(sorted(self.parameters()))} (use engine: quantus for the others)",
+                field="engine",
+            )
+
+
+engine_metrics: Registry[EngineMetric] = Registry("engine metric")
+
+
+def engine_metric(name: str) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        engine_metrics.register(name)(EngineMetric(name, fn))
+        return fn
+
+    return decorator
+
+
+def run_metric(
+    name: str, params: dict[str, Any], context: EngineContext, x: np.ndarray, y: np.ndarray, a: np.ndarray
+) -> np.ndarray:
+    """Quantus's per-image output for `name` (a score, or a curve per image), as float64 NumPy."""
+    metric = engine_metrics.get(name)
+    metric.check(params)
+    device = context.device
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+    yt = torch.as_tensor(np.asarray(y), device=device).long().view(-1)
+    at = torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+    if at.ndim == xt.ndim - 1:
+        at = at.unsqueeze(1)
+    result = metric.compute(context, xt, yt, at, **params)
+    return result.detach().double().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- shared definitions
+
+
+def preprocess(a: Tensor, normalise: bool, absolute: bool) -> Tensor:
+    """Quantus's `normalise_by_max` over the whole batch (all axes), then abs, in that order."""
+    if normalise and bool((a != 0).any()):
+        a = a / a.abs().max()
+    return a.abs() if absolute else a
+
+
+def baseline_values(x_flat: Tensor, name: str | float, context: EngineContext, count: int = 1) -> Tensor:
+    """Per-image fill values (count, N), as Quantus's `get_baseline_value(..., batched=True)` gives them."""
+    if isinstance(name, int | float):
+        return torch.full((count, len(x_flat)), float(name), device=x_flat.device)
+    fills = {"black": lambda: x_flat.amin(1), "white": lambda: x_flat.amax(1), "mean": lambda: x_flat.mean(1)}
+    if name == "uniform":
+        return context.uniform(count, len(x_flat), low=0.0, high=1.0)
+    if name not in fills:
+        raise XbenchInputError(f"perturb_baseline must be one of black, white, mean, uniform or a number, got {name!r}")
+    return fills[name]().unsqueeze(0).expand(count, -1)
+
+
+def descending_rank(values: Tensor) -> Tensor:
+    """rank[n, i] = position of feature i when row n is sorted descending (ties in index order)."""
+    order = torch.argsort(values, dim=1, descending=True, stable=True)
+    return torch.argsort(order, dim=1, stable=True)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise Pearson correlation in float64 (NaN for a constant row, as SciPy gives)."""
+    a, b = a.double(), b.double()
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Row-wise ranks from 1, ties sharing their average rank (SciPy's `rankdata`)."""
+    less = (values.unsqueeze(2) > values.unsqueeze(1)).sum(2)
+    equal = (values.unsqueeze(2) == values.unsqueeze(1)).sum(2)
+    return less.double() + (equal.double() + 1) / 2
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    return pearson(average_ranks(a.double()), average_ranks(b.double()))
+
+
+def trapezoid(curves: Tensor) -> Tensor:
+    """np.trapz(curves, dx=1, axis=1)."""
+    if curves.shape[1] < 2:
+        return torch.zeros(len(curves), dtype=curves.dtype, device=curves.device)
+    return ((curves[:, 1:] + curves[:, :-1]) / 2).sum(1)
+
+
+def _jobs(steps: int, images: int, block: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(step, image) index pairs in Quantus's order (step-major), `block` at a time."""
+    total = steps * images
+    for start in range(0, total, block):
+        jobs = torch.arange(start, min(start + block, total))
+        yield jobs // images, jobs % images
+
+
+def _with_original(
+    context: EngineContext, x: Tensor, y: Tensor, blocks: Blocks, steps: int, softmax: bool
+) -> tuple[Tensor, Tensor]:
+    """Scores of the unperturbed images (N,) and of `steps` perturbed copies of each (N, steps), in one stream so
+    that the unperturbed pass shares a batch with the first perturbations."""
+    scores = context.target_scores(itertools.chain([(x, y)], blocks), y.repeat(steps + 1), softmax)
+    return scores[: len(x)], scores[len(x) :].view(steps, len(x)).T
+
+
+def _feature_flat(x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    """x and a (broadcast to x's shape, as Quantus does) flattened to (N, C*H*W)."""
+    return x.reshape(len(x), -1), a.expand_as(x).reshape(len(x), -1)
+
+
+# ---------------------------------------------------------------------------------------------------- faithfulness
+
+
+@engine_metric("faithfulness_correlation")
+def faithfulness_correlation(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    nr_runs: int = 100, subset_size: int = 224, perturb_baseline: str | float = "black",
+    abs: bool = False, normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Pearson, over `nr_runs` random feature subsets, between the attribution sum and the logit drop."""
+    a = preprocess(a, normalise, abs)
+    x_flat, a_flat = _feature_flat(x, a)
+    count, features = x_flat.shape
+    subsets = context.draws.get("subsets")
+    if subsets is None:
+        keys = torch.rand(nr_runs, count, features, generator=context.generator, device=context.device)
+        subsets = keys.topk(subset_size, dim=2, sorted=False).indices
+    subsets = torch.as_tensor(subsets, device=context.device).long()
+    fill = baseline_values(x_flat, perturb_baseline, context)[0]
+
+    def blocks() -> Blocks:
+        for runs, images in _jobs(nr_runs, count, context.batch_size):
+            perturbed = x_flat[images].clone()
+            perturbed.scatter_(1, subsets[runs, images], fill[images].unsqueeze(1).expand(-1, subsets.shape[2]))
+            yield perturbed.view(-1, *x.shape[1:]), y[images]
+
+    original, perturbed = _with_original(context, x, y, blocks(), nr_runs, softmax=False)
+    attribution_sums = a_flat.gather(1, subsets.permute(1, 0, 2).reshape(count, -1)).view(count, nr_runs, -1).sum(2)
+    return pearson(attribution_sums, original.unsqueeze(1) - perturbed)
+
+
+def _cumulative_feature_blocks(
+    context: EngineContext, x: Tensor, y: Tensor, rank: Tensor, steps: int, features_in_step: int, fill: Tensor
+) -> Blocks:
+    x_flat = x.reshape(len(x), -1)
+    for step, images in _jobs(steps, len(x), context.batch_size):
+        flipped = rank[images] < ((step + 1) * features_in_step).to(rank.device).unsqueeze(1)
+        perturbed = torch.where(flipped, fill[images].unsqueeze(1), x_flat[images])
+        yield perturbed.view(-1, *x.shape[1:]), y[images]
+
+
+@engine_metric("pixel_flipping")
+def pixel_flipping(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    features_in_step: int = 1, perturb_baseline: str | float = "black", return_auc_per_sample: bool = False,
+    abs: bool = False, normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Class probability as the most relevant features are replaced, cumulatively, `features_in_step` at a time."""
+    a = preprocess(a, normalise, abs)
+    x_flat, a_flat = _feature_flat(x, a)
+    steps = math.ceil(a_flat.shape[1] / features_in_step)
+    fill = baseline_values(x_flat, perturb_baseline, context)[0]
+    rank = descending_rank(a_flat)
+    blocks = _cumulative_feature_blocks(context, x, y, rank, steps, features_in_step, fill)
+    curves = context.target_scores(blocks, y.repeat(steps), softmax=True).view(steps, len(x)).T
+    return trapezoid(curves) if return_auc_per_sample else curves
+
+
+@dataclass(frozen=True)
+class _Patches:
+    """Quantus's patch grid: the image padded to a multiple of `size` (pad split floor/ceil), patches row-major."""
+
+    pixel_patch: Tensor  # (H, W): patch index of each pixel of the unpadded image
+    sums: Tensor  # (N, P): attribution sum per patch (C channels, zero padding)
+
+
+def _patches(a: Tensor, x: Tensor, size: int) -> _Patches:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (size - height % size) % size, (size - width % size) % size
+    top, left = pad_h // 2, pad_w // 2
+    padded = torch.nn.functional.pad(a.expand_as(x), (left, pad_w - left, top, pad_h - top))
+    rows, cols = padded.shape[-2] // size, padded.shape[-1] // size
+    sums = padded.reshape(len(x), x.shape[1], rows, size, cols, size).sum(dim=(1, 3, 5)).reshape(len(x), -1)
+    grid = torch.arange(rows * cols, device=x.device).view(rows, cols)
+    full = grid.repeat_interleave(size, 0).repeat_interleave(size, 1)
+    return _Patches(full[top : top + height, left : left + width], sums)
+
+
+def _patch_blocks(
+    context: EngineContext, x: Tensor, y: Tensor, patches: _Patches, patch_rank: Tensor, steps: int, fill: Tensor
+) -> Blocks:
+    pixel_rank = patch_rank[:, patches.pixel_patch]  # (N, H, W): when each pixel's patch is removed
+    for step, images in _jobs(steps, len(x), context.batch_size):
+        removed = (pixel_rank[images] <= step.to(x.device).view(-1, 1, 1)).unsqueeze(1)
+        yield torch.where(removed, fill[images].view(-1, 1, 1, 1), x[images]), y[images]
+
+
+@engine_metric("region_perturbation")
+def region_perturbation(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100, perturb_baseline: str | float = "black",
+    abs: bool = False, normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Probability drop as patches are removed cumulatively (most relevant first for `morf`)."""
+    a = preprocess(a, normalise, abs)
+    patches = _patches(a, x, patch_size)
+    count, total = patches.sums.shape
+    if order == "morf":
+        patch_rank = descending_rank(patches.sums)
+    elif order == "lerf":
+        patch_rank = descending_rank(-patches.sums)
+    elif order == "random":
+        permutation = context.draws.get("order")
+        if permutation is None:
+            permutation = torch.stack(
+                [torch.randperm(total, generator=context.generator, device=context.device) for _ in range(count)]
+            )
+        permutation = torch.as_tensor(permutation, device=context.device).long()
+        patch_rank = torch.argsort(permutation, dim=1)
+    else:
+        raise XbenchInputError(f"order must be morf, lerf or random, got {order!r}", field="metrics")
+    steps = min(regions_evaluation, total)
+    fill = baseline_values(x.reshape(count, -1), perturb_baseline, context)[0]
+    blocks = _patch_blocks(context, x, y, patches, patch_rank, steps, fill)
+    original, curves = _with_original(context, x, y, blocks, steps, softmax=True)
+    return original.unsqueeze(1) - curves
+
+
+@engine_metric("selectivity")
+def selectivity(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    patch_size: int = 8, perturb_baseline: str | float = "black", abs: bool = False, normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Class probability as every patch is removed, most relevant first (the curve; lower area is better)."""
+    a = preprocess(a, normalise, abs)
+    patches = _patches(a, x, patch_size)
+    count, total = patches.sums.shape
+    fill = baseline_values(x.reshape(count, -1), perturb_baseline, context)[0]
+    blocks = _patch_blocks(context, x, y, patches, descending_rank(patches.sums), total, fill)
+    return context.target_scores(blocks, y.repeat(total), softmax=True).view(total, count).T
+
+
+@engine_metric("monotonicity_correlation")
+def monotonicity_correlation(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    nr_samples: int = 100, features_in_step: int = 1, eps: float = 1e-5, perturb_baseline: str | float = "uniform",
+    abs: bool = True, normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Spearman between the attribution of each feature group (least relevant first) and the prediction variance
+    when only that group is replaced, `nr_samples` times."""
+    a = preprocess(a, normalise, abs)
+    x_flat, a_flat = _feature_flat(x, a)
+    count, features = x_flat.shape
+    steps = math.ceil(features / features_in_step)
+    group = descending_rank(-a_flat) // features_in_step  # ascending order, as Quantus's np.argsort(a)
+    fills = context.draws.get("baselines")
+    if fills is None:
+        fills = baseline_values(x_flat, perturb_baseline, context, count=steps * nr_samples)
+    fills = torch.as_tensor(fills, device=context.device, dtype=x.dtype).reshape(steps * nr_samples, count)
+
+    def blocks() -> Blocks:
+        for job, images in _jobs(steps * nr_samples, count, context.batch_size):
+            replaced = group[images] == (job // nr_samples).to(group.device).unsqueeze(1)
+            perturbed = torch.where(replaced, fills[job, images].unsqueeze(1), x_flat[images])
+            yield perturbed.view(-1, *x.shape[1:]), y[images]
+
+    original, perturbed = _with_original(context, x, y, blocks(), steps * nr_samples, softmax=True)
+    inverse = torch.where(original.abs() >= eps, 1.0 / original.abs(), torch.ones_like(original)) ** 2
+    perturbed = perturbed.reshape(count, steps, nr_samples)
+    variances = ((perturbed - original.view(-1, 1, 1)) ** 2).mean(2) * inverse.unsqueeze(1)
+    attributions = torch.zeros(count, steps, device=a.device, dtype=a_flat.dtype).scatter_add_(1, group, a_flat)
+    return spearman(attributions, variances)
+
+
+@engine_metric("irof")
+def irof(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    segmentation_method: str = "slic", perturb_baseline: str | float = "mean", abs: bool = False,
+    normalise: bool = True,
+) -> Tensor:  # fmt: skip
+    """Area over the curve of the relative probability as superpixels are removed, most relevant first.
+
+    Segmentation (SLIC, scikit-image) runs on the CPU as in Quantus; it is not a model pass. Quantus's "mean"
+    baseline is the mean of the whole batch's current perturbed images, so states are built in step order.
+    """
+    from quantus.helpers.utils import get_superpixel_segments
+
+    a = preprocess(a, normalise, abs).expand_as(x)
+    count = len(x)
+    segments = torch.stack([
+        torch.as_tensor(get_superpixel_segments(np.moveaxis(image, 0, -1).astype("double"), segmentation_method))
+        for image in x.cpu().numpy()
+    ]).to(x.device)  # fmt: skip
+    segment_orders = []
+    for index in range(count):
+        labels = int(segments[index].max()) + 1
+        if labels < 2:
+            raise ValueError("IROF needs more than one superpixel per image")
+        one_hot = torch.nn.functional.one_hot(segments[index].view(-1).long(), labels).to(a.dtype)  # (HW, S)
+        means = (a[index].reshape(x.shape[1], -1) @ one_hot).sum(0) / (one_hot.sum(0) * x.shape[1])
+        segment_orders.append(torch.argsort(means, descending=True, stable=True))
+    steps = max(len(order) for order in segment_orders)
+    order_table = torch.full((count, steps), -1, device=x.device, dtype=torch.long)
+    for index, order in enumerate(segment_orders):
+        order_table[index, : len(order)] = order
+    valid = (order_table >= 0).to(torch.float64)
+
+    def blocks() -> Blocks:
+        current = x
+        for step in range(steps):
+            mask = (segments == order_table[:, step].view(-1, 1, 1)).unsqueeze(1)
+            fill = baseline_values(current.reshape(1, -1), perturb_baseline, context)[0, 0]
+            current = torch.where(mask, fill, current)
+            yield current, y
+
+    original, curves = _with_original(context, x, y, blocks(), steps, softmax=True)
+    relative = (curves / original.unsqueeze(1)).double() * valid
+    return valid.sum(1) - trapezoid(relative)
+
+
+def _impute(x: Tensor, missing: Tensor, iterations: int, tolerance: float, check_every: int = 10) -> Tensor:
+    """Noisy linear imputation without the noise (ROAD, Rong et al. 2022): each missing pixel becomes the
+    weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal), the sparse system Quantus solves with SciPy's
+    `spsolve`, solved here by conjugate gradients on the device for a whole batch of images at once.
+
+    Stops when every image's residual is below `tolerance` x the norm of its right-hand side.
+    """
+    channels = x.shape[1]
+    kernel = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], device=x.device)
+    kernel = kernel.to(x.dtype).view(1, 1, 3, 3).expand(channels, 1, 3, 3)
+
+    def neighbours(values: Tensor) -> Tensor:
+        return torch.nn.functional.conv2d(values, kernel, padding=1, groups=channels)
+
+    weight_sum = neighbours(torch.ones_like(x[:1]))
+    inside = missing.to(x.dtype)
+    b = neighbours(x * (1 - inside)) * inside
+
+    def operator(values: Tensor) -> Tensor:  # (D - W) restricted to the missing pixels: symmetric positive definite
+        return (weight_sum * values - neighbours(values * inside)) * inside
+
+    # Start from the mean of the known neighbours; CG then only corrects the interior of large holes.
+    solution = b / weight_sum
+    residual = b - operator(solution)
+    direction = residual.clone()
+    norm = (residual * residual).sum(dim=(1, 2, 3), keepdim=True)
+    target = (tolerance**2) * (b * b).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)
+    for iteration in range(iterations):
+        if iteration % check_every == 0 and bool((norm <= target).all()):
+            break
+        step = operator(direction)
+        alpha = norm / (direction * step).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)
+        solution = solution + alpha * direction
+        residual = residual - alpha * step
+        new_norm = (residual * residual).sum(dim=(1, 2, 3), keepdim=True)
+        direction = residual + (new_norm / norm.clamp_min(1e-30)) * direction
+        norm = new_norm
+    return torch.where(missing, solution, x)
+
+
+@engine_metric("road")
+def road(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
+    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-5,
+) -> Tensor:  # fmt: skip
+    """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p)."""
+    percentages = list(range(1, 100, 2)) if percentages is None else list(percentages)
+    a = preprocess(a, normalise, abs)
+    pixels = a.sum(1).reshape(len(x), -1) if a.shape[1] > 1 else a.reshape(len(x), -1)
+    rank = descending_rank(pixels)
+    area = pixels.shape[1]
+    counts = torch.tensor([int(area * p / 100) for p in percentages], device=x.device)
+    noise_draws = context.draws.get("noise")
+    if noise_draws is not None:
+        noise_draws = torch.as_tensor(np.asarray(noise_draws), device=x.device, dtype=x.dtype)
+
+    def blocks() -> Blocks:
+        for step, images in _jobs(len(percentages), len(x), context.batch_size):
+            missing = rank[images] < counts[step.to(x.device)].unsqueeze(1)
+            missing = missing.view(-1, 1, *x.shape[2:]).expand(-1, x.shape[1], -1, -1)
+            imputed = _impute(x[images], missing, imputation_iterations, imputation_tolerance)
+            if noise_draws is not None:
+                jitter = noise_draws[step, images]
+            else:
+                jitter = torch.randn(imputed.shape, generator=context.generator, device=x.device, dtype=x.dtype)
+            yield torch.where(missing, imputed + noise * jitter, x[images]), y[images]
+
+    logits = context.logits(blocks()).view(len(percentages), len(x), -1)
+    return (logits.argmax(-1) == y.unsqueeze(0)).T.double()
+
+
+# ------------------------------------------------------------------------------------------------------ robustness
+
+
+def _sensitivities(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, nr_samples: int, lower_bound: float,
+    upper_bound: float | None, abs: bool, normalise: bool, return_nan_when_prediction_changes: bool,
+) -> Tensor:  # fmt: skip
+    """(N, nr_samples) ||a - a(x + noise)|| / ||a||, explanations re-computed in batches of perturbed inputs."""
+    a = preprocess(a, normalise, abs)
+    count = len(x)
+    a_flat = a.reshape(count, -1)
+    low, high = (-lower_bound, lower_bound) if upper_bound is None else (lower_bound, upper_bound)
+    recorded = context.draws.get("noise")
+    ratios = torch.full((count, nr_samples), math.nan, dtype=torch.float64, device=x.device)
+    per_group = max(1, context.batch_size // count)
+    labels = context.logits(iter([(x, y)])).argmax(-1) if return_nan_when_prediction_changes else None
+    for first in range(0, nr_samples, per_group):
+        samples = range(first, min(first + per_group, nr_samples))
+        if recorded is not None:
+            noise = torch.as_tensor(np.asarray(recorded[first : samples.stop]), device=x.device, dtype=x.dtype)
+            noise = noise.view(len(samples), *x.shape)
+        else:
+            noise = context.uniform(len(samples), *x.shape, low=low, high=high)
+        perturbed = (x.unsqueeze(0) + noise).reshape(-1, *x.shape[1:])
+        explained = context.explain_batches(perturbed, y.repeat(len(samples)))
+        explained = explained.view(len(samples), count, -1)
+        for offset, sample in enumerate(samples):
+            again = preprocess(explained[offset], normalise, abs)
+            ratios[:, sample] = (a_flat - again).double().norm(dim=1) / a_flat.double().norm(dim=1)
+        if labels is not None:
+            changed = context.logits(iter([(perturbed, y)])).argmax(-1).view(len(samples), count) != labels
+            ratios[:, samples.start : samples.stop][changed.T] = math.nan
+    return ratios
+
+
+@engine_metric("max_sensitivity")
+def max_sensitivity(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None, abs: bool = False,
+    normalise: bool = False, return_nan_when_prediction_changes: bool = False,
+) -> Tensor:  # fmt: skip
+    """Largest relative change of the explanation under uniform input noise (Yeh et al. 2019)."""
+    ratios = _sensitivities(
+        context, x, y, a, nr_samples, lower_bound, upper_bound, abs, normalise, return_nan_when_prediction_changes
+    )
+    if return_nan_when_prediction_changes:
+        return ratios.max(1).values
+    return torch.where(ratios.isnan(), -math.inf, ratios).max(1).values.nan_to_num(nan=math.nan, neginf=math.nan)
+
+
+@engine_metric("avg_sensitivity")
+def avg_sensitivity(
+    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
+    nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None, abs: bool = False,
+    normalise: bool = False, return_nan_when_prediction_changes: bool = False,
+) -> Tensor:  # fmt: skip
+    """Mean relative change of the explanation under uniform input noise (Yeh et al. 2019)."""
+    ratios = _sensitivities(
+        context, x, y, a, nr_samples, lower_bound, upper_bound, abs, normalise, return_nan_when_prediction_changes
+    )
+    return ratios.mean(1) if return_nan_when_prediction_changes else ratios.nanmean(1)

@@ -1,0 +1,121 @@
+"""The torch engine against Quantus 0.6: same model, inputs, explanations and (replayed) random draws."""
+
+import numpy as np
+import pytest
+import quantus
+import torch
+from quantus.functions.perturb_func import noisy_linear_imputation
+
+from xbench.engine import EngineContext, PassCounter, _impute, engine_metrics, run_metric
+from xbench.errors import XbenchInputError
+from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
+
+CPU = torch.device("cpu")
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def verified() -> dict[str, object]:
+    results, _ = verify_all("resnet10t", IMAGE_SIZE, images=4, seed=0, device=CPU)
+    return {result.metric: result for result in results}
+
+
+@pytest.mark.parametrize("name", engine_metrics.names())
+def test_engine_matches_quantus_within_1e_4(name: str, verified: dict[str, object]) -> None:
+    result = verified[name]
+    assert result.max_abs_diff <= 1e-4, result
+    assert result.forward_passes > 0 and result.engine_seconds > 0 and result.floor_seconds > 0
+
+
+def test_every_engine_metric_is_verified(verified: dict[str, object]) -> None:
+    assert set(verified) == set(engine_metrics.names()) >= {
+        "faithfulness_correlation", "pixel_flipping", "region_perturbation", "monotonicity_correlation",
+        "max_sensitivity", "avg_sensitivity", "selectivity", "irof", "road",
+    }  # fmt: skip
+
+
+def test_pixel_flipping_matches_quantus_with_one_channel_attributions_when_steps_hold_whole_pixels() -> None:
+    """With features_in_step a multiple of C, how ties between a pixel's channels are broken cannot matter."""
+    model, x, y, a = random_inputs("resnet10t", 48, 4, seed=1)
+    a = a[:, :1]
+    params = {"features_in_step": 3 * 64, "return_auc_per_sample": True}  # Quantus also needs it to divide H*W
+    reference = quantus.PixelFlipping(**params, disable_warnings=True)(
+        model=model, x_batch=x, y_batch=y, a_batch=a, device="cpu"
+    )
+    ours = run_metric("pixel_flipping", params, EngineContext(model, CPU, batch_size=64), x, y, a)
+    np.testing.assert_allclose(ours, np.asarray(reference), atol=1e-4)
+
+
+def test_pass_counts_are_exact() -> None:
+    model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 4, seed=0)
+    context = EngineContext(model, CPU, batch_size=7)  # an odd batch size: blocks are re-packed across steps
+    run_metric("pixel_flipping", {"features_in_step": 3 * 128}, context, x, y, a)
+    assert (context.counter.forward, context.counter.backward) == (4 * 8, 0)
+    context = EngineContext(model, CPU, batch_size=16, explain=lambda xb, yb: _saliency(model, xb, yb))
+    run_metric("max_sensitivity", {"nr_samples": 5}, context, x, y, a[:, :1])
+    assert (context.counter.forward, context.counter.backward) == (4 * 5, 4 * 5)
+
+
+def _saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_()
+    model(x).gather(1, y.view(-1, 1)).sum().backward()
+    return x.grad.abs().amax(1, keepdim=True)
+
+
+def test_the_engine_draws_are_reproducible_from_the_seed() -> None:
+    model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 4, seed=0)
+    params = {"nr_runs": 10, "subset_size": 64}
+
+    def run(seed: int) -> np.ndarray:
+        return run_metric("faithfulness_correlation", params, EngineContext(model, CPU, seed=seed), x, y, a)
+
+    assert np.array_equal(run(3), run(3)) and not np.array_equal(run(3), run(4))
+
+
+def test_imputation_solves_quantus_sparse_system() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 16, 16)).astype(np.float32)
+    order = np.argsort(-rng.random((2, 256)), axis=1)
+    for share in (0.2, 0.9):
+        top = order[:, : int(256 * share)]
+        reference = np.stack([noisy_linear_imputation(x[i], top[i], noise=0.0) for i in range(2)])
+        missing = torch.zeros(2, 256, dtype=torch.bool)
+        missing[torch.arange(2).unsqueeze(1), torch.as_tensor(top)] = True
+        missing = missing.view(2, 1, 16, 16).expand(-1, 3, -1, -1)
+        ours = _impute(torch.as_tensor(x, dtype=torch.float64), missing, 1000, 1e-10).numpy()
+        np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_logits_repack_blocks_into_batches() -> None:
+    model, x, *_ = random_inputs("resnet10t", IMAGE_SIZE, 5, seed=0)
+    xt = torch.as_tensor(x)
+    context = EngineContext(model, CPU, batch_size=3)
+    blocks = iter([(xt[:2], None), (xt[2:3], None), (xt[3:], None)])
+    with torch.no_grad():
+        torch.testing.assert_close(context.logits(blocks), model(xt), atol=1e-5, rtol=1e-5)
+
+
+def test_unsupported_parameters_name_the_way_out() -> None:
+    model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 2, seed=0)
+    with pytest.raises(XbenchInputError, match="engine: quantus"):
+        run_metric("pixel_flipping", {"perturb_func_kwargs": {}}, EngineContext(model, CPU), x, y, a)
+
+
+def test_pass_counter_follows_deep_copies_of_the_model() -> None:
+    """Guided backprop and DeepLIFT explain a deep copy of the model; its passes must still be counted."""
+    import copy
+
+    model = torch.nn.Linear(4, 2)
+    with PassCounter(model) as counter:
+        copy.deepcopy(model)(torch.zeros(3, 4, requires_grad=True)).sum().backward()
+    assert (counter.forward, counter.backward) == (3, 3)
+
+
+def test_verification_reports_the_floor_and_both_times() -> None:
+    model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 2, seed=0)
+    times = pass_times(model, tuple(x.shape[1:]), CPU, batch_sizes=(8,), repeats=1)
+    params = verification_params(IMAGE_SIZE)["selectivity"]
+    result = verify_metric("selectivity", model, x, y, a, CPU, times, params, repeats=1)
+    assert result.forward_passes == 2 * 64  # 8x8 patches of 4 px
+    assert result.floor_seconds == pytest.approx(result.forward_passes * times.forward)
+    assert result.as_dict()["floor_ratio"] == pytest.approx(result.engine_seconds / result.floor_seconds)
