@@ -77,3 +77,34 @@ def test_controls_ignore_the_model(tiny_model: torch.nn.Module, small_data: Imag
         )
         second = explain(plugin, plugin.resolve({}), other, small_data.eval_x, small_data.eval_y, torch.device("cpu"))
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("name", ["lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat"])
+def test_lrp_conserves_the_target_relevance_on_a_plain_cnn(name: str) -> None:
+    """The output relevance is the one-hot target; through a VGG only the biases absorb a little of it."""
+    torch.manual_seed(0)
+    vgg = timm_model("vgg11", 4, 32).eval()
+    plugin = explainers.get(name)
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    relevance = explain(plugin, plugin.resolve({}), vgg, x, y, torch.device("cpu"))
+    np.testing.assert_allclose(relevance.reshape(3, -1).sum(1), np.ones(3), atol=0.01)
+
+
+def test_lrp_canonizes_timm_resnet_blocks_and_restores_them(tiny_model: torch.nn.Module) -> None:
+    from zennit.composites import EpsilonPlusFlat
+
+    from xbench.explainers import _lrp_canonizers
+
+    block = tiny_model.layer1[0]
+    original_forward = block.forward
+    composite = EpsilonPlusFlat(canonizers=_lrp_canonizers(tiny_model))
+    with composite.context(tiny_model):
+        assert hasattr(block, "canonizer_sum") and block.forward != original_forward
+    assert not hasattr(block, "canonizer_sum") and block.forward == original_forward
+
+
+def test_lrp_refuses_architectures_without_canonizers_at_plan_time() -> None:
+    suite = parse_suite({"name": "t", "dataset": {"image_size": 32}, "models": [{"name": "test_convnext"}],
+                         "explainers": ["lrp_epsilon_plus_flat"]})  # fmt: skip
+    with pytest.raises(XbenchInputError, match=r"explainers\[0\]: lrp_epsilon_plus_flat cannot explain test_convnext"):
+        plan(suite, "cpu")

@@ -28,12 +28,18 @@ class Explainer:
     library: str
     post: dict[str, Any] = field(default_factory=dict)
     cnn_only: bool = False
+    supports: Callable[[nn.Module], str | None] | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether some architectures are refused (checked at plan time on a randomly initialised copy)."""
+        return self.cnn_only or self.supports is not None
 
     def unsupported_reason(self, model: nn.Module) -> str | None:
         """Why this explainer cannot explain `model`, or None."""
         if self.cnn_only and is_token_model(model):
             return "it needs a convolutional feature map, and this is a token (ViT-like) model"
-        return None
+        return self.supports(model) if self.supports else None
 
     def resolve(self, params: dict[str, Any], field_path: str = "explainers") -> dict[str, Any]:
         """Suite params over defaults; unknown params are an input error naming the allowed ones."""
@@ -61,12 +67,15 @@ def explainer(
     post: dict[str, Any] | None = None,
     version: str = "1",
     cnn_only: bool = False,
+    supports: Callable[[nn.Module], str | None] | None = None,
 ) -> Callable[[ExplainFn], ExplainFn]:
     def decorator(fn: ExplainFn) -> ExplainFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         description = doc[0] if doc else ""
         explainers.register(name)(
-            Explainer(name, fn, dict(defaults or {}), version, description, library, dict(post or {}), cnn_only)
+            Explainer(
+                name, fn, dict(defaults or {}), version, description, library, dict(post or {}), cnn_only, supports
+            )
         )
         return fn
 
@@ -350,3 +359,81 @@ def sobel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, 
     gx = nn.functional.conv2d(gray, kernel.view(1, 1, 3, 3), padding=1)
     gy = nn.functional.conv2d(gray, kernel.t().reshape(1, 1, 3, 3), padding=1)
     return torch.sqrt(gx**2 + gy**2)
+
+
+# ---------------------------------------------------------------------------------------------------- Zennit LRP
+
+
+def _lrp_canonizers(model: nn.Module) -> list[Any]:
+    """BatchNorm merged into the preceding conv, and timm ResNet residual sums made explicit (zennit's torchvision
+    ResNet canonizer, rewritten for timm's BasicBlock/Bottleneck), so relevance is conserved through both."""
+    from timm.models.resnet import BasicBlock, Bottleneck
+    from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
+    from zennit.layer import Sum
+
+    def residual_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        names = ("conv1", "bn1", "drop_block", "act1", "aa", "conv2", "bn2")
+        if isinstance(self, Bottleneck):
+            names = ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3")
+        for name in names:
+            x = getattr(self, name)(x)
+        for name in ("se", "drop_path"):
+            if getattr(self, name, None) is not None:
+                x = getattr(self, name)(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        x = self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
+        return (self.act3 if isinstance(self, Bottleneck) else self.act2)(x)
+
+    def attributes(name: str, module: nn.Module) -> dict[str, Any] | None:
+        if isinstance(module, BasicBlock | Bottleneck):
+            return {"forward": residual_forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    return [SequentialMergeBatchNorm(), AttributeCanonizer(attributes)]
+
+
+def _lrp_supports(model: nn.Module) -> str | None:
+    """LRP needs every residual sum canonized: timm ResNets (BasicBlock/Bottleneck) and plain VGG-style CNNs."""
+    from timm.models.resnet import ResNet
+    from timm.models.vgg import VGG
+
+    if isinstance(model, ResNet | VGG):
+        return None
+    return (
+        f"xbench has LRP canonizers for timm ResNet and VGG models, not {type(model).__name__} "
+        "(its residual sums would not conserve relevance)"
+    )
+
+
+def _lrp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, composite_name: str) -> torch.Tensor:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+
+    copied = _without_inplace(model)
+    canonizers = _lrp_canonizers(copied)
+    if composite_name == "epsilon_gamma_box":
+        # The box rule needs the input's bounds: those of this batch of (normalised) images.
+        low, high = torch.full_like(x, float(x.min())), torch.full_like(x, float(x.max()))
+        composite = EpsilonGammaBox(low=low, high=high, canonizers=canonizers)
+    else:
+        composite = EpsilonPlusFlat(canonizers=canonizers)
+    with Gradient(model=copied, composite=composite) as attributor:
+        # The output relevance is the one-hot target: the input relevance then sums to about 1 per image.
+        _, relevance = attributor(
+            x.detach().requires_grad_(), lambda logits: torch.nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
+        )
+    return relevance
+
+
+@explainer("lrp_epsilon_gamma_box", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=_lrp_supports)
+def lrp_epsilon_gamma_box(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """LRP (Bach et al. 2015), Zennit's EpsilonGammaBox: box rule on the input, gamma on convs, epsilon on dense."""
+    return _lrp(model, x, y, "epsilon_gamma_box")
+
+
+@explainer("lrp_epsilon_plus_flat", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=_lrp_supports)
+def lrp_epsilon_plus_flat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """LRP, Zennit's EpsilonPlusFlat: flat rule on the input, z+ on convs, epsilon on dense layers."""
+    return _lrp(model, x, y, "epsilon_plus_flat")

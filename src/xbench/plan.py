@@ -108,18 +108,27 @@ def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks:
     return ComponentSpec(name=spec.name, params=metric.resolve(spec.params, image_size))
 
 
-def _check_explainers_fit_models(suite: Suite) -> None:
-    """Explainers with architecture limits (e.g. CNN-only) are checked against a randomly initialised copy."""
+def unsupported_pairs(suite: Suite) -> dict[tuple[str, str], str]:
+    """(model, explainer) pairs an explainer cannot explain, with the reason; raises unless `skip_unsupported`.
+
+    Explainers with architecture limits (CNN-only, LRP canonizers) are checked on a randomly initialised copy.
+    """
     limited = [(i, explainers.get(spec.name)) for i, spec in enumerate(suite.explainers)]
-    limited = [(i, plugin) for i, plugin in limited if plugin.cnn_only]
+    limited = [(i, plugin) for i, plugin in limited if plugin.limited]
+    skipped: dict[tuple[str, str], str] = {}
     for model_config in suite.models if limited else []:
         model = timm_model(model_config.name, 2, suite.dataset.image_size)
         for index, plugin in limited:
             reason = plugin.unsupported_reason(model)
-            if reason:
+            if reason and suite.skip_unsupported:
+                skipped[(model_config.name, plugin.name)] = reason
+            elif reason:
                 raise XbenchInputError(
-                    f"{plugin.name} cannot explain {model_config.name}: {reason}", field=f"explainers[{index}]"
+                    f"{plugin.name} cannot explain {model_config.name}: {reason} "
+                    "(set skip_unsupported: true to leave such pairs out)",
+                    field=f"explainers[{index}]",
                 )
+    return skipped
 
 
 def plan(suite: Suite, device: str) -> list[Cell]:
@@ -148,7 +157,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         )
         for i, spec in enumerate(suite.explainers)
     ]
-    _check_explainers_fit_models(suite)
+    skipped = unsupported_pairs(suite)
     resolved_metrics = tuple(
         _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks, suite.engine)
         for i, spec in enumerate(suite.metrics)
@@ -163,6 +172,8 @@ def plan(suite: Suite, device: str) -> list[Cell]:
     for model in suite.models:
         for variant, rate in variants:
             for explainer_spec in resolved_explainers:
+                if (model.name, explainer_spec.name) in skipped:
+                    continue
                 versions = {
                     "plan": PLAN_VERSION,
                     "explainer": explainers.get(explainer_spec.name).version,

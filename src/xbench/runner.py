@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
 import subprocess
 import tempfile
@@ -27,7 +28,7 @@ from xbench.explainers import explain, explain_tensor, explainers, quantus_expla
 from xbench.metrics import engine_for, metrics, score
 from xbench.models import accuracy, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
-from xbench.plan import Cell, plan, plan_key
+from xbench.plan import Cell, plan, plan_key, unsupported_pairs
 from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.suite import PruningConfig, Suite
@@ -152,6 +153,8 @@ class CellExecutor:
         y = data.eval_y.numpy()
         per_image: dict[str, np.ndarray] = {}
         engines: dict[str, str] = {}
+        flat = attributions.reshape(images, -1)
+        constant = bool((flat.max(axis=1) <= flat.min(axis=1)).all())
         plugin = explainers.get(cell.explainer.name)
         explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
 
@@ -187,7 +190,12 @@ class CellExecutor:
             figures.values[spec.name] = float(valid.mean()) if len(valid) else math.nan
             figures.values[f"{spec.name}_std"] = float(valid.std()) if len(valid) and metric.per_image else math.nan
             if not len(valid) and f"{spec.name}_error" not in figures.missing:
-                figures.missing[spec.name] = "no image could be scored (constant attributions, or the metric gave NaN)"
+                figures.missing[spec.name] = (
+                    "every attribution map is constant, so there is nothing to order or localise "
+                    "(e.g. a CAM upsampled from a 1x1 feature map)"
+                    if constant
+                    else "the metric gave NaN for every image"
+                )
         figures.values["score_seconds"] = sum(v for k, v in figures.values.items() if k.startswith("score_seconds."))
         return CellOutcome(
             params=_cell_params(cell),
@@ -323,6 +331,11 @@ class RunSummary:
     seconds: float = 0.0
 
 
+def _quiet_third_party_progress() -> None:
+    """pytorch-grad-cam (Score-CAM) and Quantus print tqdm bars per batch; xbench's own bars say where a suite is."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def run_suite(
     suite: Suite,
     suite_path: Path | None = None,
@@ -336,8 +349,11 @@ def run_suite(
     Everything that can be wrong with the input is checked before the store or cache is touched.
     """
     started = time.perf_counter()
+    _quiet_third_party_progress()
     resolved = resolve_device(device if device is not None else suite.device)
     cells = plan(suite, resolved.type)
+    for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
+        log(f"left out {model_name} x {explainer_name}: {reason}")
     store = Store(tracking_uri)
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None

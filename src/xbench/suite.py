@@ -104,6 +104,9 @@ class Suite(_Strict):
     metrics: list[ComponentSpec] = Field(default_factory=list)
     # torch: xbench's batched engine for the metrics it implements (Quantus for the rest); quantus: Quantus for all.
     engine: Literal["torch", "quantus"] = "torch"
+    # Leave out (model, explainer) pairs the explainer cannot explain (e.g. Grad-CAM-style CNN-only ones on a ViT)
+    # instead of refusing the suite; the plan lists what it left out.
+    skip_unsupported: bool = False
     perf: PerfConfig = PerfConfig()
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from xbench.progress import console, progress_bars
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
+SUMMARY_METRICS = 6  # columns in the end-of-run table; every metric is in MLflow
 
 
 @app.command("suite")
@@ -50,8 +51,12 @@ def run_suite_command(
             f"nothing to do ({summary.seconds:.1f} s)"
         )
         return
-    metric_names = [spec.name for spec in suite.metrics]
-    table = Table(title=f"suite {suite.name}: {len(summary.completed)} cells run, {summary.skipped} already done")
+    metric_names = [spec.name for spec in suite.metrics][:SUMMARY_METRICS]
+    more = len(suite.metrics) - len(metric_names)
+    title = f"suite {suite.name}: {len(summary.completed)} cells run, {summary.skipped} already done"
+    if more:
+        title += f" (first {len(metric_names)} metrics; {more} more in MLflow and `xbench export`)"
+    table = Table(title=title)
     for column in ["model", "pruning", "CR", "explainer", "acc", *metric_names, "ms p50"]:
         table.add_column(column, justify="left" if column in ("model", "pruning", "explainer") else "right")
     for cell, figures in summary.completed:
