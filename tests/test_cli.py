@@ -124,9 +124,13 @@ def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
 
 def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_path: Path) -> None:
     xbench("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "site"), cwd=smoke_run, check=True)
-    page = (tmp_path / "site" / "index.html").read_text()
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "href='suite-smoke.html'" in index and "http" not in index
+    page = (tmp_path / "site" / "suite-smoke.html").read_text()
     assert page.count("<tr><td class='text'") >= len(plan(load_suite(str(SMOKE))[0], "cpu"))
     assert "test_resnet" in page and "http" not in page
+    assert "class='ci'" in page  # bootstrap intervals from the per-image scores.csv artifacts
+    assert page.count("data:image/png;base64,") == 2 * 2 * 2  # 2 CRs x 2 explainers x (overlay, occlusion)
 
 
 def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:

@@ -119,3 +119,9 @@ def test_verification_reports_the_floor_and_both_times() -> None:
     assert result.forward_passes == 2 * 64  # 8x8 patches of 4 px
     assert result.floor_seconds == pytest.approx(result.forward_passes * times.forward)
     assert result.as_dict()["floor_ratio"] == pytest.approx(result.engine_seconds / result.floor_seconds)
+
+
+def test_cumulative_metrics_refuse_baselines_quantus_recomputes_per_step() -> None:
+    model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 2, seed=0)
+    with pytest.raises(XbenchInputError, match="engine: quantus"):
+        run_metric("pixel_flipping", {"perturb_baseline": "mean"}, EngineContext(model, CPU), x, y, a)

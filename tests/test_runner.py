@@ -34,7 +34,12 @@ def test_a_cell_shipped_as_json_runs_and_reports_every_figure(tmp_path: Path) ->
     assert outcome.metrics["sparsity_scope"] == pytest.approx(0.5, abs=0.005)
     assert math.isfinite(outcome.metrics["sparseness"])
     assert outcome.tags["xbench.cell_key"] == cell.cell_key
-    assert {p.name for p in outcome.artifacts} == {"cell.json", "scores.csv", "heatmaps.png"}
+    assert {p.name for p in outcome.artifacts} == {
+        "cell.json", "scores.csv", "heatmaps.png", "gallery_overlay.png", "gallery_occlusion.png",
+    }  # fmt: skip
+    assert outcome.metrics["explain_forward_passes_per_image"] == 1  # gradcam: one forward, one backward per image
+    assert outcome.metrics["explain_backward_passes_per_image"] == 1
+    assert outcome.tags["xbench.engine.sparseness"] == "quantus"
 
 
 def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_path: Path) -> None:
@@ -42,7 +47,7 @@ def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_p
     cell = tiny_suite(32)[0]
     outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
     assert math.isnan(outcome.metrics["sparseness"]) and outcome.metrics["sparseness_nan_count"] == 4
-    assert "constant attributions" in outcome.tags["xbench.missing.sparseness"]
+    assert "every attribution map is constant" in outcome.tags["xbench.missing.sparseness"]
 
 
 def test_a_metric_that_fails_on_a_cell_is_a_nan_with_the_error_not_a_crash(tmp_path: Path) -> None:

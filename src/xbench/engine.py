@@ -214,6 +214,19 @@ def baseline_values(x_flat: Tensor, name: str | float, context: EngineContext, c
     return fills[name]().unsqueeze(0).expand(count, -1)
 
 
+def cumulative_baseline(x_flat: Tensor, name: str | float, context: EngineContext, metric: str) -> Tensor:
+    """The fill of a metric that perturbs cumulatively. Quantus recomputes the baseline from the already perturbed
+    image at every step; for black, white and constants that is the original's value, for mean and uniform it is not,
+    and the engine does not replicate that."""
+    if name in ("mean", "uniform"):
+        raise XbenchInputError(
+            f"the torch engine's {metric} takes perturb_baseline black, white or a number, not {name!r} "
+            "(use engine: quantus)",
+            field="engine",
+        )
+    return baseline_values(x_flat, name, context)[0]
+
+
 def descending_rank(values: Tensor) -> Tensor:
     """rank[n, i] = position of feature i when row n is sorted descending (ties in index order)."""
     order = torch.argsort(values, dim=1, descending=True, stable=True)
@@ -246,11 +259,11 @@ def trapezoid(curves: Tensor) -> Tensor:
     return ((curves[:, 1:] + curves[:, :-1]) / 2).sum(1)
 
 
-def _jobs(steps: int, images: int, block: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(step, image) index pairs in Quantus's order (step-major), `block` at a time."""
+def _jobs(steps: int, images: int, block: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """(step, image) index pairs in Quantus's order (step-major), `block` at a time, on `device`."""
     total = steps * images
     for start in range(0, total, block):
-        jobs = torch.arange(start, min(start + block, total))
+        jobs = torch.arange(start, min(start + block, total), device=device)
         yield jobs // images, jobs % images
 
 
@@ -286,12 +299,12 @@ def faithfulness_correlation(
         keys = torch.rand(nr_runs, count, features, generator=context.generator, device=context.device)
         subsets = keys.topk(subset_size, dim=2, sorted=False).indices
     subsets = torch.as_tensor(subsets, device=context.device).long()
-    fill = baseline_values(x_flat, perturb_baseline, context)[0]
+    fill = baseline_values(x_flat, perturb_baseline, context, count=nr_runs)  # a fresh draw per run for "uniform"
 
     def blocks() -> Blocks:
-        for runs, images in _jobs(nr_runs, count, context.batch_size):
+        for runs, images in _jobs(nr_runs, count, context.batch_size, context.device):
             perturbed = x_flat[images].clone()
-            perturbed.scatter_(1, subsets[runs, images], fill[images].unsqueeze(1).expand(-1, subsets.shape[2]))
+            perturbed.scatter_(1, subsets[runs, images], fill[runs, images].unsqueeze(1).expand(-1, subsets.shape[2]))
             yield perturbed.view(-1, *x.shape[1:]), y[images]
 
     original, perturbed = _with_original(context, x, y, blocks(), nr_runs, softmax=False)
@@ -303,8 +316,8 @@ def _cumulative_feature_blocks(
     context: EngineContext, x: Tensor, y: Tensor, rank: Tensor, steps: int, features_in_step: int, fill: Tensor
 ) -> Blocks:
     x_flat = x.reshape(len(x), -1)
-    for step, images in _jobs(steps, len(x), context.batch_size):
-        flipped = rank[images] < ((step + 1) * features_in_step).to(rank.device).unsqueeze(1)
+    for step, images in _jobs(steps, len(x), context.batch_size, context.device):
+        flipped = rank[images] < ((step + 1) * features_in_step).unsqueeze(1)
         perturbed = torch.where(flipped, fill[images].unsqueeze(1), x_flat[images])
         yield perturbed.view(-1, *x.shape[1:]), y[images]
 
@@ -319,7 +332,7 @@ def pixel_flipping(
     a = preprocess(a, normalise, abs)
     x_flat, a_flat = _feature_flat(x, a)
     steps = math.ceil(a_flat.shape[1] / features_in_step)
-    fill = baseline_values(x_flat, perturb_baseline, context)[0]
+    fill = cumulative_baseline(x_flat, perturb_baseline, context, "pixel_flipping")
     rank = descending_rank(a_flat)
     blocks = _cumulative_feature_blocks(context, x, y, rank, steps, features_in_step, fill)
     curves = context.target_scores(blocks, y.repeat(steps), softmax=True).view(steps, len(x)).T
@@ -350,8 +363,8 @@ def _patch_blocks(
     context: EngineContext, x: Tensor, y: Tensor, patches: _Patches, patch_rank: Tensor, steps: int, fill: Tensor
 ) -> Blocks:
     pixel_rank = patch_rank[:, patches.pixel_patch]  # (N, H, W): when each pixel's patch is removed
-    for step, images in _jobs(steps, len(x), context.batch_size):
-        removed = (pixel_rank[images] <= step.to(x.device).view(-1, 1, 1)).unsqueeze(1)
+    for step, images in _jobs(steps, len(x), context.batch_size, context.device):
+        removed = (pixel_rank[images] <= step.view(-1, 1, 1)).unsqueeze(1)
         yield torch.where(removed, fill[images].view(-1, 1, 1, 1), x[images]), y[images]
 
 
@@ -380,7 +393,7 @@ def region_perturbation(
     else:
         raise XbenchInputError(f"order must be morf, lerf or random, got {order!r}", field="metrics")
     steps = min(regions_evaluation, total)
-    fill = baseline_values(x.reshape(count, -1), perturb_baseline, context)[0]
+    fill = cumulative_baseline(x.reshape(count, -1), perturb_baseline, context, "region_perturbation")
     blocks = _patch_blocks(context, x, y, patches, patch_rank, steps, fill)
     original, curves = _with_original(context, x, y, blocks, steps, softmax=True)
     return original.unsqueeze(1) - curves
@@ -395,7 +408,7 @@ def selectivity(
     a = preprocess(a, normalise, abs)
     patches = _patches(a, x, patch_size)
     count, total = patches.sums.shape
-    fill = baseline_values(x.reshape(count, -1), perturb_baseline, context)[0]
+    fill = cumulative_baseline(x.reshape(count, -1), perturb_baseline, context, "selectivity")
     blocks = _patch_blocks(context, x, y, patches, descending_rank(patches.sums), total, fill)
     return context.target_scores(blocks, y.repeat(total), softmax=True).view(total, count).T
 
@@ -419,8 +432,8 @@ def monotonicity_correlation(
     fills = torch.as_tensor(fills, device=context.device, dtype=x.dtype).reshape(steps * nr_samples, count)
 
     def blocks() -> Blocks:
-        for job, images in _jobs(steps * nr_samples, count, context.batch_size):
-            replaced = group[images] == (job // nr_samples).to(group.device).unsqueeze(1)
+        for job, images in _jobs(steps * nr_samples, count, context.batch_size, context.device):
+            replaced = group[images] == (job // nr_samples).unsqueeze(1)
             perturbed = torch.where(replaced, fills[job, images].unsqueeze(1), x_flat[images])
             yield perturbed.view(-1, *x.shape[1:]), y[images]
 
@@ -536,8 +549,8 @@ def road(
         noise_draws = torch.as_tensor(np.asarray(noise_draws), device=x.device, dtype=x.dtype)
 
     def blocks() -> Blocks:
-        for step, images in _jobs(len(percentages), len(x), context.batch_size):
-            missing = rank[images] < counts[step.to(x.device)].unsqueeze(1)
+        for step, images in _jobs(len(percentages), len(x), context.batch_size, context.device):
+            missing = rank[images] < counts[step].unsqueeze(1)
             missing = missing.view(-1, 1, *x.shape[2:]).expand(-1, x.shape[1], -1, -1)
             imputed = _impute(x[images], missing, imputation_iterations, imputation_tolerance)
             if noise_draws is not None:

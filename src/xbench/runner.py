@@ -265,7 +265,9 @@ def _write_artifacts(
             writer.writerow([index, int(data.eval_y[index]), *(f"{per_image[m][index]:.6g}" for m in per_image)])
     heatmaps = workdir / "heatmaps.png"
     save_heatmap_grid(data, attributions, cell.label, heatmaps)
-    return [cell_json, scores_csv, heatmaps]
+    overlay, occlusion = workdir / "gallery_overlay.png", workdir / "gallery_occlusion.png"
+    save_gallery_strips(data, attributions, overlay, occlusion)
+    return [cell_json, scores_csv, heatmaps, overlay, occlusion]
 
 
 def save_heatmap_grid(data: ImageData, attributions: np.ndarray, title: str, path: Path) -> None:
@@ -292,6 +294,34 @@ def save_heatmap_grid(data: ImageData, attributions: np.ndarray, title: str, pat
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+GALLERY_IMAGES = 4
+OCCLUSION_TOP_FRACTION = 0.10
+
+
+def _scaled(heat: np.ndarray) -> np.ndarray:
+    span = float(heat.max() - heat.min())
+    return (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+
+
+def save_gallery_strips(data: ImageData, attributions: np.ndarray, overlay_path: Path, occlusion_path: Path) -> None:
+    """The leaderboard gallery's two views of the first eval images, as the seed paper showed them to people:
+    a jet heatmap over the image, and the image with everything but its top-10 % most relevant pixels greyed out."""
+    import matplotlib
+
+    count = min(GALLERY_IMAGES, len(attributions))
+    images = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
+    jet = matplotlib.colormaps["jet"]
+    overlays, occlusions = [], []
+    for index in range(count):
+        heat = _scaled(attributions[index, 0])
+        overlays.append(0.5 * images[index] + 0.5 * jet(heat)[..., :3])
+        threshold = np.quantile(attributions[index, 0], 1 - OCCLUSION_TOP_FRACTION)
+        keep = (attributions[index, 0] >= threshold)[..., None] if heat.any() else np.zeros_like(heat[..., None])
+        occlusions.append(np.where(keep, images[index], 0.5))
+    for strips, path in ((overlays, overlay_path), (occlusions, occlusion_path)):
+        matplotlib.image.imsave(path, np.concatenate(strips, axis=1).clip(0, 1))
 
 
 def _git_sha() -> str:

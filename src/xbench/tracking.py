@@ -155,6 +155,13 @@ class Store:
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
+    def artifact(self, run_id: str, name: str, destination: Path) -> Path | None:
+        """A run's artifact copied under `destination`, or None if the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, name, str(destination)))
+        except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
+            return None
+
     def suites(self) -> list[str]:
         from mlflow.entities import ViewType
 
@@ -178,6 +185,19 @@ class Store:
         return sorted(
             records.values(), key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"], r["explainer"])
         )
+
+
+# What a leaderboard says about where a result came from; every cell run carries these tags.
+PROVENANCE_TAGS = {
+    "xbench": "xbench.version",
+    "git_sha": "xbench.git_sha",
+    "torch": "torch_version",
+    "timm": "timm_version",
+    "quantus": "quantus_version",
+    "python": "python_version",
+    "device": "xbench.device",
+    "suite_file": "xbench.suite_file",
+}
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -231,4 +251,5 @@ def to_record(suite: str, run: Any) -> dict[str, Any]:
         record[name] = metrics.get(name)
         record[f"{name}_std"] = metrics.get(f"{name}_std")
     record["metric_directions"] = {name: tags.get(f"{DIRECTION_PREFIX}{name}", "higher") for name in metric_names}
+    record["provenance"] = {key: tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
     return record

@@ -11,21 +11,31 @@ app = typer.Typer(help="Build the static leaderboard.", no_args_is_help=True)
 
 @app.command("build")
 def build_command(
-    suite: list[str] | None = typer.Option(None, "--suite", help="Suite(s) to include; default: every suite."),
+    suite: list[str] | None = typer.Option(None, "--suite", help="Suite(s) to include (repeat); default: every suite."),
     out: Path = typer.Option(Path("leaderboard/site"), "--out", help="Output folder."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    max_accuracy_drop: float = typer.Option(
+        0.01,
+        "--max-accuracy-drop",
+        help="Sweet spot: how far below the unpruned accuracy a variant may be (0.01 = 1 point).",
+    ),
 ) -> None:
-    """Write a self-contained index.html (opens from file://, no CDN) with a sortable table of every cell.
+    """Write a self-contained static site (opens from file:// or any static host; no CDN, no server): index.html
+    listing every suite, and per suite a page with the sortable, filterable table of cells (95 % bootstrap intervals,
+    best per model highlighted), each metric against compression rate, Pareto views, the sweet-spot report, Kendall
+    tau agreement between metrics, a gallery of heatmaps across compression rates, and provenance.
 
     Example: xbench leaderboard build --suite quick --out leaderboard/site
     """
     from xbench.errors import XbenchInputError
-    from xbench.leaderboard import build
+    from xbench.leaderboard import build, load_suite
     from xbench.tracking import Store
 
+    if not 0 <= max_accuracy_drop <= 1:
+        raise XbenchInputError(f"must be between 0 and 1, got {max_accuracy_drop}", field="--max-accuracy-drop")
     store = Store(tracking_uri)
     names = suite or store.suites()
     if not names:
         raise XbenchInputError(f"no suite results in {store.uri}; run `xbench run suite smoke` first")
-    index = build({name: store.load_results(name) for name in names}, out)
+    index = build([load_suite(store, name) for name in names], out, max_accuracy_drop)
     typer.echo(f"wrote {index}")
