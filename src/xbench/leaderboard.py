@@ -58,8 +58,10 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
     """Records, per-image scores and gallery images of `suite` from a `tracking.Store`."""
     records = store.load_results(suite)
     results = SuiteResults(suite, records)
+    from xbench.progress import track
+
     with tempfile.TemporaryDirectory(prefix="xbench-leaderboard-") as workdir:
-        for index, record in enumerate(records):
+        for index, record in enumerate(track(records, f"reading {suite} from the store")):
             run_id = record["run_id"]
             destination = Path(workdir) / str(index)
             destination.mkdir()
@@ -295,7 +297,9 @@ def cells_table(results: SuiteResults) -> str:
         highlighted[metric] = _best_per_model(results, metric, results.higher_is_better(metric))
     head = "".join(f"<th>{_e(label)}</th>" for _, label, _ in columns)
     rows = []
-    for record in results.records:
+    ordered = sorted(results.records, key=lambda r: (r["model"], r["compression_rate"], str(r["pruning_method"]),
+                                                     r["explainer"]))  # fmt: skip
+    for record in ordered:
         cells = []
         for key, _, kind in columns:
             value = record.get(key)

@@ -157,6 +157,8 @@ class Store:
 
     def artifact(self, run_id: str, name: str, destination: Path) -> Path | None:
         """A run's artifact copied under `destination`, or None if the run has no such artifact."""
+        # One MLflow progress bar per file would drown the caller's own progress bar.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
             return Path(self.client.download_artifacts(run_id, name, str(destination)))
         except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
