@@ -306,9 +306,11 @@ def _cam(
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer = model.get_submodule(params["target_layer"] or default_target_layer(model))
     cam_class = getattr(pytorch_grad_cam, cam_class_name)
-    with cam_class(model=model, target_layers=[layer], reshape_transform=_vit_reshape(model)) as cam:
+    # FullGrad uses every bias layer and prints a warning for any target layer it is given.
+    layers = [] if cam_class_name == "FullGrad" else [model.get_submodule(params["target_layer"] or
+                                                                          default_target_layer(model))]  # fmt: skip
+    with cam_class(model=model, target_layers=layers, reshape_transform=_vit_reshape(model)) as cam:
         if "batch_size" in params:
             cam.batch_size = int(params["batch_size"])
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in y])

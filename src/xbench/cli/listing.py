@@ -64,8 +64,11 @@ def _registry(kind: str):
 def _describe(kind: str, plugin: object) -> str:
     if kind == "metrics":
         direction = "higher is better" if plugin.higher_is_better else "lower is better"  # type: ignore[attr-defined]
+        from xbench.metrics import engine_for
+
         masks = ", needs masks" if plugin.needs_masks else ""  # type: ignore[attr-defined]
-        return f"{plugin.category}, {direction}{masks}"  # type: ignore[attr-defined]
+        engine = f", engine {engine_for(plugin, 'torch')}"  # type: ignore[arg-type]
+        return f"{plugin.category}, {direction}{masks}{engine}"  # type: ignore[attr-defined]
     if kind == "explainers":
         return f"[{plugin.library}] {plugin.description}"  # type: ignore[attr-defined]
     return getattr(plugin, "description", "")

@@ -34,8 +34,12 @@ def verify_metrics_command(
 
     if format not in ("table", "json"):
         raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
-    for name in metric:
-        engine_metrics.get(name)
+    unknown = [name for name in metric if name not in engine_metrics]
+    if unknown:
+        raise XbenchInputError(
+            f"{', '.join(unknown)} is not an engine metric; choose from {', '.join(engine_metrics.names())}",
+            field="--metric",
+        )
     resolved = resolve_device(device)
     results, times = verify_all(
         model, image_size, images, seed, resolved, names=metric or None, progress=lambda name: log(f"verifying {name}")

@@ -1,0 +1,28 @@
+"""`xbench verify-metrics` through the real CLI: JSON figures per metric, and bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import xbench
+
+
+def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Path) -> None:
+    arguments = ["--device", "cpu", "--model", "resnet10t", "--image-size", "32", "--images", "2"]
+    metrics = ["--metric", "selectivity", "--metric", "road"]
+    result = xbench("verify-metrics", *arguments, *metrics, "--format", "json", cwd=tmp_path, check=True)
+    report = json.loads(result.stdout)
+    assert report["device"] == "cpu" and report["best_batch_size"] > 0
+    rows = {row["metric"]: row for row in report["metrics"]}
+    assert set(rows) == {"selectivity", "road"}
+    for row in rows.values():
+        assert row["max_abs_diff"] <= 1e-4
+        assert row["engine_seconds"] > 0 and row["quantus_seconds"] > 0 and row["floor_seconds"] > 0
+        assert row["floor_ratio"] == row["engine_seconds"] / row["floor_seconds"]
+    assert "1-channel" in rows["road"]["note"]
+
+
+def test_verify_metrics_names_the_engine_metrics_on_a_typo(tmp_path: Path) -> None:
+    result = xbench("verify-metrics", "--metric", "pixel_flip", cwd=tmp_path)
+    assert result.returncode == 2 and "pixel_flipping" in result.stderr + result.stdout
