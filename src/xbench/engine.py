@@ -491,26 +491,33 @@ def irof(
     return valid.sum(1) - trapezoid(relative)
 
 
-def _impute(x: Tensor, missing: Tensor, iterations: int, tolerance: float, check_every: int = 10) -> Tensor:
+def _neighbour_mean(values: Tensor) -> Tensor:
+    """Sum of the 8 neighbours, 1/6 on the edges and 1/12 on the diagonals, zero outside the image.
+
+    Shifted adds instead of a depthwise conv2d: about 15x faster on a CPU, where the conv has no fast kernel.
+    """
+    height, width = values.shape[-2:]
+    padded = torch.nn.functional.pad(values, (1, 1, 1, 1))
+    edges = (padded[..., 0:height, 1 : width + 1] + padded[..., 2 : height + 2, 1 : width + 1]
+             + padded[..., 1 : height + 1, 0:width] + padded[..., 1 : height + 1, 2 : width + 2])  # fmt: skip
+    corners = (padded[..., 0:height, 0:width] + padded[..., 0:height, 2 : width + 2]
+               + padded[..., 2 : height + 2, 0:width] + padded[..., 2 : height + 2, 2 : width + 2])  # fmt: skip
+    return edges * (1 / 6) + corners * (1 / 12)
+
+
+def _impute(x: Tensor, missing: Tensor, iterations: int, tolerance: float, check_every: int = 5) -> Tensor:
     """Noisy linear imputation without the noise (ROAD, Rong et al. 2022): each missing pixel becomes the
     weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal), the sparse system Quantus solves with SciPy's
     `spsolve`, solved here by conjugate gradients on the device for a whole batch of images at once.
 
     Stops when every image's residual is below `tolerance` x the norm of its right-hand side.
     """
-    channels = x.shape[1]
-    kernel = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], device=x.device)
-    kernel = kernel.to(x.dtype).view(1, 1, 3, 3).expand(channels, 1, 3, 3)
-
-    def neighbours(values: Tensor) -> Tensor:
-        return torch.nn.functional.conv2d(values, kernel, padding=1, groups=channels)
-
-    weight_sum = neighbours(torch.ones_like(x[:1]))
+    weight_sum = _neighbour_mean(torch.ones_like(x[:1]))
     inside = missing.to(x.dtype)
-    b = neighbours(x * (1 - inside)) * inside
+    b = _neighbour_mean(x * (1 - inside)) * inside
 
     def operator(values: Tensor) -> Tensor:  # (D - W) restricted to the missing pixels: symmetric positive definite
-        return (weight_sum * values - neighbours(values * inside)) * inside
+        return (weight_sum * values - _neighbour_mean(values * inside)) * inside
 
     # Start from the mean of the known neighbours; CG then only corrects the interior of large holes.
     solution = b / weight_sum
@@ -535,9 +542,13 @@ def _impute(x: Tensor, missing: Tensor, iterations: int, tolerance: float, check
 def road(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
-    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-5,
+    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-4,
 ) -> Tensor:  # fmt: skip
-    """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p)."""
+    """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p).
+
+    The imputation is solved to a relative residual of `imputation_tolerance` (1e-4: pixel errors of about 1e-3 at
+    95 % missing, a tenth of the N(0, 0.01) noise ROAD then adds by definition).
+    """
     percentages = list(range(1, 100, 2)) if percentages is None else list(percentages)
     a = preprocess(a, normalise, abs)
     pixels = a.sum(1).reshape(len(x), -1) if a.shape[1] > 1 else a.reshape(len(x), -1)
