@@ -546,8 +546,8 @@ def road(
 ) -> Tensor:  # fmt: skip
     """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p).
 
-    The imputation is solved to a relative residual of `imputation_tolerance` (1e-4: pixel errors of about 1e-3 at
-    95 % missing, a tenth of the N(0, 0.01) noise ROAD then adds by definition).
+    The imputation is solved to a relative residual of `imputation_tolerance` (1e-4: pixel errors below 2e-3,
+    under the N(0, 0.01) noise ROAD then adds by definition).
     """
     percentages = list(range(1, 100, 2)) if percentages is None else list(percentages)
     a = preprocess(a, normalise, abs)
