@@ -197,11 +197,16 @@ class Scored:
     backward_passes: int = 0
 
 
-class _ROADPerImage(quantus.ROAD):
+class ROADPerImage(quantus.ROAD):
     """ROAD whose result stays per image (Quantus's post-processing averages over the images)."""
 
     def custom_postprocess(self, **kwargs: Any) -> None:
         self.evaluation_scores = np.asarray(self.evaluation_scores[0])
+
+
+def quantus_class_for(metric: Metric) -> type:
+    """The Quantus class that gives `metric` one result per image."""
+    return ROADPerImage if metric.quantus_class is quantus.ROAD else metric.quantus_class
 
 
 def engine_for(metric: Metric, requested: str) -> str:
@@ -271,7 +276,7 @@ def _quantus_scores(
     metric: Metric, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, attributions: np.ndarray,
     masks: np.ndarray | None, device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None,
 ) -> np.ndarray:  # fmt: skip
-    quantus_class = _ROADPerImage if metric.quantus_class is quantus.ROAD else metric.quantus_class
+    quantus_class = quantus_class_for(metric)
     try:
         instance = quantus_class(**params, return_aggregate=False, disable_warnings=True, display_progressbar=False)
     except TypeError as exc:

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import quantus
 import torch
 from quantus.functions.perturb_func import (
     batch_baseline_replacement_by_indices,
@@ -20,7 +19,7 @@ from torch import nn
 
 from xbench.engine import EngineContext, engine_metrics, run_metric
 from xbench.explainers import explain_tensor, explainers, quantus_explain_func
-from xbench.metrics import metrics
+from xbench.metrics import metrics, quantus_class_for
 
 VERIFY_EXPLAINER = "saliency"
 # Quantus 0.6 fails on these with RGB inputs, so they are compared on a 1-channel copy of the model.
@@ -175,10 +174,7 @@ def quantus_reference(
     """Quantus's raw per-image output, the draws it made (for the engine to replay) and its wall time."""
     recorder = _recorder(name)
     extra = {"perturb_func": recorder} if recorder else {}
-    quantus_class = metrics.get(name).quantus_class
-    if name == "road":
-        # ROAD's post-processing averages over images; keep Quantus's per-image matrix instead.
-        quantus_class = type("ROADPerImage", (quantus.ROAD,), {"custom_postprocess": lambda self, **kw: None})
+    quantus_class = quantus_class_for(metrics.get(name))
     instance = quantus_class(**params, **extra, return_aggregate=False, disable_warnings=True,
                              display_progressbar=False)  # fmt: skip
     model.to(device).eval()
@@ -191,8 +187,6 @@ def quantus_reference(
             explain_func=explain_func,
         )  # fmt: skip
     seconds = time.perf_counter() - started
-    if name == "road":
-        result = instance.evaluation_scores[0]
     draws = _draws(name, recorder)
     if name == "road":
         draws = {"noise": _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)}
