@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import quantus
 import torch
-from quantus.functions.perturb_func import noisy_linear_imputation
 
-from xbench.engine import EngineContext, PassCounter, _impute, engine_metrics, run_metric
+from xbench.engine import EngineContext, PassCounter, engine_metrics, run_metric
 from xbench.errors import XbenchInputError
 from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
 
@@ -70,20 +69,6 @@ def test_the_engine_draws_are_reproducible_from_the_seed() -> None:
         return run_metric("faithfulness_correlation", params, EngineContext(model, CPU, seed=seed), x, y, a)
 
     assert np.array_equal(run(3), run(3)) and not np.array_equal(run(3), run(4))
-
-
-def test_imputation_solves_quantus_sparse_system() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 3, 16, 16)).astype(np.float32)
-    order = np.argsort(-rng.random((2, 256)), axis=1)
-    for share in (0.2, 0.9):
-        top = order[:, : int(256 * share)]
-        reference = np.stack([noisy_linear_imputation(x[i], top[i], noise=0.0) for i in range(2)])
-        missing = torch.zeros(2, 256, dtype=torch.bool)
-        missing[torch.arange(2).unsqueeze(1), torch.as_tensor(top)] = True
-        missing = missing.view(2, 1, 16, 16).expand(-1, 3, -1, -1)
-        ours = _impute(torch.as_tensor(x, dtype=torch.float64), missing, 1000, 1e-10).numpy()
-        np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
 def test_logits_repack_blocks_into_batches() -> None:

@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from xbench.errors import XbenchInputError
+from xbench.imputation import impute
 from xbench.registry import Registry
 
-ENGINE_VERSION = "1"
 ExplainTensorFn = Callable[[Tensor, Tensor], Tensor]
 Blocks = Iterator[tuple[Tensor, Tensor]]
 
@@ -150,6 +150,7 @@ class EngineContext:
 class EngineMetric:
     name: str
     compute: Callable[..., Tensor]
+    version: str = "1"  # bump when the metric's numbers may change: cached cells scored with it then re-run
 
     def parameters(self) -> set[str]:
         signature = inspect.signature(self.compute)
@@ -168,9 +169,9 @@ class EngineMetric:
 engine_metrics: Registry[EngineMetric] = Registry("engine metric")
 
 
-def engine_metric(name: str) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+def engine_metric(name: str, version: str = "1") -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        engine_metrics.register(name)(EngineMetric(name, fn))
+        engine_metrics.register(name)(EngineMetric(name, fn, version))
         return fn
 
     return decorator
@@ -230,7 +231,8 @@ def cumulative_baseline(x_flat: Tensor, name: str | float, context: EngineContex
 def descending_rank(values: Tensor) -> Tensor:
     """rank[n, i] = position of feature i when row n is sorted descending (ties in index order)."""
     order = torch.argsort(values, dim=1, descending=True, stable=True)
-    return torch.argsort(order, dim=1, stable=True)
+    positions = torch.arange(values.shape[1], device=values.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)  # the inverse permutation, without a second sort
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -491,54 +493,7 @@ def irof(
     return valid.sum(1) - trapezoid(relative)
 
 
-def _neighbour_mean(values: Tensor) -> Tensor:
-    """Sum of the 8 neighbours, 1/6 on the edges and 1/12 on the diagonals, zero outside the image.
-
-    Shifted adds instead of a depthwise conv2d: about 15x faster on a CPU, where the conv has no fast kernel.
-    """
-    height, width = values.shape[-2:]
-    padded = torch.nn.functional.pad(values, (1, 1, 1, 1))
-    edges = (padded[..., 0:height, 1 : width + 1] + padded[..., 2 : height + 2, 1 : width + 1]
-             + padded[..., 1 : height + 1, 0:width] + padded[..., 1 : height + 1, 2 : width + 2])  # fmt: skip
-    corners = (padded[..., 0:height, 0:width] + padded[..., 0:height, 2 : width + 2]
-               + padded[..., 2 : height + 2, 0:width] + padded[..., 2 : height + 2, 2 : width + 2])  # fmt: skip
-    return edges * (1 / 6) + corners * (1 / 12)
-
-
-def _impute(x: Tensor, missing: Tensor, iterations: int, tolerance: float, check_every: int = 5) -> Tensor:
-    """Noisy linear imputation without the noise (ROAD, Rong et al. 2022): each missing pixel becomes the
-    weighted mean of its 8 neighbours (1/6 edge, 1/12 diagonal), the sparse system Quantus solves with SciPy's
-    `spsolve`, solved here by conjugate gradients on the device for a whole batch of images at once.
-
-    Stops when every image's residual is below `tolerance` x the norm of its right-hand side.
-    """
-    weight_sum = _neighbour_mean(torch.ones_like(x[:1]))
-    inside = missing.to(x.dtype)
-    b = _neighbour_mean(x * (1 - inside)) * inside
-
-    def operator(values: Tensor) -> Tensor:  # (D - W) restricted to the missing pixels: symmetric positive definite
-        return (weight_sum * values - _neighbour_mean(values * inside)) * inside
-
-    # Start from the mean of the known neighbours; CG then only corrects the interior of large holes.
-    solution = b / weight_sum
-    residual = b - operator(solution)
-    direction = residual.clone()
-    norm = (residual * residual).sum(dim=(1, 2, 3), keepdim=True)
-    target = (tolerance**2) * (b * b).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)
-    for iteration in range(iterations):
-        if iteration % check_every == 0 and bool((norm <= target).all()):
-            break
-        step = operator(direction)
-        alpha = norm / (direction * step).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)
-        solution = solution + alpha * direction
-        residual = residual - alpha * step
-        new_norm = (residual * residual).sum(dim=(1, 2, 3), keepdim=True)
-        direction = residual + (new_norm / norm.clamp_min(1e-30)) * direction
-        norm = new_norm
-    return torch.where(missing, solution, x)
-
-
-@engine_metric("road")
+@engine_metric("road", version="2")  # 2: multigrid-preconditioned imputation
 def road(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
@@ -546,8 +501,8 @@ def road(
 ) -> Tensor:  # fmt: skip
     """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p).
 
-    The imputation is solved to a relative residual of `imputation_tolerance` (1e-4: pixel errors below 2e-3,
-    under the N(0, 0.01) noise ROAD then adds by definition).
+    The imputation (`xbench.imputation`) is solved to a relative residual of `imputation_tolerance` (1e-4: pixel
+    errors of a few 1e-3 on unit-variance images, under the N(0, 0.01) noise ROAD then adds by definition).
     """
     percentages = list(range(1, 100, 2)) if percentages is None else list(percentages)
     a = preprocess(a, normalise, abs)
@@ -563,12 +518,12 @@ def road(
         for step, images in _jobs(len(percentages), len(x), context.batch_size, context.device):
             missing = rank[images] < counts[step].unsqueeze(1)
             missing = missing.view(-1, 1, *x.shape[2:]).expand(-1, x.shape[1], -1, -1)
-            imputed = _impute(x[images], missing, imputation_iterations, imputation_tolerance)
+            imputed = impute(x[images], missing, imputation_iterations, imputation_tolerance)
             if noise_draws is not None:
                 jitter = noise_draws[step, images]
             else:
                 jitter = torch.randn(imputed.shape, generator=context.generator, device=x.device, dtype=x.dtype)
-            yield torch.where(missing, imputed + noise * jitter, x[images]), y[images]
+            yield imputed.addcmul_(jitter, missing, value=noise), y[images]
 
     logits = context.logits(blocks()).view(len(percentages), len(x), -1)
     return (logits.argmax(-1) == y.unsqueeze(0)).T.double()

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from xbench.cache import content_key
 from xbench.data import datasets
-from xbench.engine import ENGINE_VERSION, engine_metrics
+from xbench.engine import engine_metrics
 from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import engine_for, metrics
@@ -179,7 +179,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                     "explainer": explainers.get(explainer_spec.name).version,
                     **{f"metric.{m.name}": metrics.get(m.name).version for m in resolved_metrics},
                     **{
-                        f"engine.{m.name}": ENGINE_VERSION
+                        f"engine.{m.name}": engine_metrics.get(m.name).version
                         for m in resolved_metrics
                         if engine_for(metrics.get(m.name), suite.engine) == "torch"
                     },
