@@ -1,11 +1,14 @@
-"""`xbench verify-metrics` through the real CLI: JSON figures per metric, and bad input exits 2."""
+"""`xbench verify-metrics` through the real CLI (JSON figures per metric, bad input exits 2), and its floor."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
+
 from tests.conftest import xbench
+from xbench.verify import floor_run, random_inputs
 
 
 def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Path) -> None:
@@ -26,3 +29,14 @@ def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Pat
 def test_verify_metrics_names_the_engine_metrics_on_a_typo(tmp_path: Path) -> None:
     result = xbench("verify-metrics", "--metric", "pixel_flip", cwd=tmp_path)
     assert result.returncode == 2 and "pixel_flipping" in result.stderr + result.stdout
+
+
+def test_floor_runs_exactly_the_counted_passes_at_the_best_batch_size() -> None:
+    model, *_ = random_inputs("test_resnet", 32, 1, seed=0)
+    batches: list[tuple[int, bool]] = []
+    model.register_forward_hook(lambda _, inputs, __: batches.append((len(inputs[0]), inputs[0].requires_grad)))
+    run = floor_run(model, (3, 32, 32), torch.device("cpu"), batch_size=8, forward_passes=20, backward_passes=6)
+    seconds = run()
+    # 14 forward-only passes: two full batches, the second pro-rated; 6 back-propagated: one full batch
+    assert batches == [(8, False), (8, False), (8, True)]
+    assert 0 < seconds < float("inf")

@@ -36,6 +36,7 @@ from xbench.registry import Registry
 
 ExplainTensorFn = Callable[[Tensor, Tensor], Tensor]
 Blocks = Iterator[tuple[Tensor, Tensor]]
+IMPUTATION_ELEMENTS = 1 << 22
 
 
 class PassCounter:
@@ -514,8 +515,12 @@ def road(
     if noise_draws is not None:
         noise_draws = torch.as_tensor(np.asarray(noise_draws), device=x.device, dtype=x.dtype)
 
+    # The solver's cost per call is mostly fixed on a CPU, so it takes more images at once than the model does
+    # (`logits` re-packs them into model batches), up to ~16 MB per buffer.
+    block = max(context.batch_size, IMPUTATION_ELEMENTS // x[0].numel())
+
     def blocks() -> Blocks:
-        for step, images in _jobs(len(percentages), len(x), context.batch_size, context.device):
+        for step, images in _jobs(len(percentages), len(x), block, context.device):
             missing = rank[images] < counts[step].unsqueeze(1)
             missing = missing.view(-1, 1, *x.shape[2:]).expand(-1, x.shape[1], -1, -1)
             imputed = impute(x[images], missing, imputation_iterations, imputation_tolerance)

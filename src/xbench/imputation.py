@@ -200,7 +200,7 @@ def _wide_holes(inside: Tensor, side: int = WIDE_HOLE) -> Tensor:
 
 def impute(
     x: Tensor, missing: Tensor, iterations: int = 1000, tolerance: float = 1e-4, plain_iterations: int = 48,
-    check_every: int = 4,
+    check_every: int = 2,
 ) -> Tensor:  # fmt: skip
     """x with its `missing` pixels (bool, x's shape) replaced by the solution of ROAD's linear imputation.
 
