@@ -29,12 +29,13 @@ def _quantus(x: np.ndarray, missing: torch.Tensor) -> np.ndarray:
     return np.stack([noisy_linear_imputation(x[i], np.flatnonzero(flat[i]), noise=0.0) for i in range(len(x))])
 
 
+@pytest.mark.parametrize("multigrid", [True, False])
 @pytest.mark.parametrize("holes", [_scattered, _blob])
 @pytest.mark.parametrize("share", [0.2, 0.9])
-def test_impute_solves_quantus_sparse_system(holes, share) -> None:
+def test_impute_solves_quantus_sparse_system(holes, share, multigrid) -> None:
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32))
     missing = holes(3, 32, share)
-    ours = impute(torch.as_tensor(x), missing.expand(-1, 3, -1, -1), tolerance=1e-10).numpy()
+    ours = impute(torch.as_tensor(x), missing.expand(-1, 3, -1, -1), tolerance=1e-10, multigrid=multigrid).numpy()
     np.testing.assert_allclose(ours, _quantus(x, missing), atol=1e-6)
 
 
