@@ -7,10 +7,10 @@ the sparse system Quantus 0.6 builds per image and solves with SciPy's `spsolve`
 
 with w the neighbour-weight sum of each pixel (1 inside, less on the border). A is symmetric positive definite on the
 missing pixels as long as each hole touches a known pixel, so conjugate gradients (CG) solve it. Plain CG needs about
-as many iterations as the widest hole is wide: ~20 for the scattered holes of a noisy saliency map, hundreds for the
-blobs that Grad-CAM leaves on a 224 px image. Systems that plain CG has not solved after `plain_iterations` are
-therefore restarted with a multigrid V-cycle as preconditioner, which needs ~8 iterations whatever the hole size but
-costs ~5 plain iterations each.
+as many iterations as the widest hole is wide: 20-60 for the scattered holes of a noisy saliency map, hundreds for the
+blobs that Grad-CAM leaves on a 224 px image. Images with a hole wider than `WIDE_HOLE`, and those plain CG has not
+solved after `plain_iterations`, are therefore solved with a multigrid V-cycle as preconditioner, which needs ~8
+iterations whatever the hole size but costs ~5 plain iterations each.
 
 Every stencil is a few shifted adds on preallocated buffers: PyTorch's CPU convolutions have no fast path for a fixed
 3x3 or 4x4 kernel on one channel, and freshly allocated megabyte-sized temporaries page-fault on every iteration.
@@ -27,6 +27,14 @@ COARSEST_SWEEPS = 4
 WIDE_HOLE = 16  # a hole this wide takes plain CG more iterations than a multigrid solve costs
 
 
+def _stencil(padded: Tensor, rows: Tensor, out: Tensor) -> Tensor:
+    """out = S(interior of `padded`, zero-bordered) by separable shifted adds, `rows` as scratch."""
+    torch.add(padded[..., :-2, :], padded[..., 2:, :], out=rows)
+    rows.add_(padded[..., 1:-1, :], alpha=2)
+    torch.add(rows[..., :-2], rows[..., 2:], out=out)
+    return out.add_(rows[..., 1:-1], alpha=2)
+
+
 class _Grid:
     """One level of the problem: the missing-pixel mask, the diagonal, and the buffers the stencil writes into."""
 
@@ -36,11 +44,9 @@ class _Grid:
         self.padded = inside.new_zeros(count, channels, height + 2, width + 2)
         self.rows = inside.new_empty(count, channels, height, width + 2)
         self.interior = self.padded[..., 1:-1, 1:-1]
-        unit = _Grid.__new__(_Grid)
-        unit.padded = inside.new_zeros(1, 1, height + 2, width + 2)
-        unit.rows = inside.new_empty(1, 1, height, width + 2)
-        unit.padded[..., 1:-1, 1:-1] = 1
-        self.weight = unit.stencil(inside.new_empty(1, 1, height, width)) - 4  # 12 x the neighbour-weight sum
+        ones = torch.nn.functional.pad(inside.new_ones(1, 1, height, width), (1, 1, 1, 1))
+        unit_sum = _stencil(ones, inside.new_empty(1, 1, height, width + 2), inside.new_empty(1, 1, height, width))
+        self.weight = unit_sum - 4  # 12 x the neighbour-weight sum
         self.diagonal = self.weight + 4
         self.smoother = JACOBI_WEIGHT / self.weight * inside  # omega / A's true diagonal, zero on known pixels
 
@@ -48,11 +54,8 @@ class _Grid:
         return _Grid(self.inside[keep])
 
     def stencil(self, out: Tensor) -> Tensor:
-        """out = S(self.interior) by separable shifted adds."""
-        torch.add(self.padded[..., :-2, :], self.padded[..., 2:, :], out=self.rows)
-        self.rows.add_(self.padded[..., 1:-1, :], alpha=2)
-        torch.add(self.rows[..., :-2], self.rows[..., 2:], out=out)
-        return out.add_(self.rows[..., 1:-1], alpha=2)
+        """out = S(self.interior)."""
+        return _stencil(self.padded, self.rows, out)
 
     def apply(self, values: Tensor, out: Tensor) -> Tensor:
         """out = A values (values is zero on known pixels)."""
