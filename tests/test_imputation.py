@@ -1,9 +1,21 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
 from quantus.functions.perturb_func import noisy_linear_imputation
 
-from xbench.imputation import _conjugate_gradients, _Grid, _Multigrid, _prolong, _restrict, _wide_holes, impute
+import xbench.imputation
+from xbench.imputation import (
+    _Arena,
+    _conjugate_gradients,
+    _Grid,
+    _Multigrid,
+    _prolong,
+    _restrict,
+    _wide_holes,
+    impute,
+)
 
 
 def _scattered(images: int, size: int, share: float, seed: int = 0) -> torch.Tensor:
@@ -42,6 +54,49 @@ def test_impute_solves_quantus_sparse_system(holes, share, multigrid) -> None:
 def test_blobs_go_to_multigrid_and_scattered_holes_do_not() -> None:
     assert _wide_holes(_blob(4, 64, 0.5).float()).all()
     assert not _wide_holes(_scattered(4, 64, 0.9).float()).any()
+
+
+@pytest.mark.parametrize("size", [64, 60])  # tiles of 8 px, and the max-pool route for other sizes
+def test_wide_hole_test_finds_one_empty_window(size: int) -> None:
+    inside = torch.zeros(3, 2, size, size)
+    inside[1, :, 8:24, 16:32] = 1  # exactly one 16 x 16 window, on the 8 px grid
+    inside[2, :, 9:24, 16:32] = 1  # one row short of it
+    assert _wide_holes(inside).tolist() == [False, True, False]
+
+
+def test_arena_buffers_are_reused_between_calls_and_results_are_not_arena_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Arena, "_kept", threading.local())  # no arena left by earlier tests
+    like = torch.zeros(1)
+    with _Arena(like) as arena:
+        arena.empty(3, 5)  # the first call has no arena yet: allocated as usual, then kept for the next call
+        arena.empty(2)
+    with _Arena(like) as arena:
+        first = arena.empty(3, 5)
+        assert first.data_ptr() == arena.storage.data_ptr()
+        assert arena.empty(2).data_ptr() == first.data_ptr() + 15 * first.element_size()
+        storage = arena.storage
+        arena.empty(100)  # past the end: allocated as usual, and the arena grows for the next call
+    with _Arena(like) as arena:
+        assert arena.storage.numel() == 117
+        assert arena.storage.data_ptr() != storage.data_ptr()
+
+    x, missing = torch.randn(4, 1, 16, 16), _scattered(4, 16, 0.5)
+    result = impute(x, missing)
+    kept = result.clone()
+    impute(torch.randn(4, 1, 16, 16), _scattered(4, 16, 0.7, seed=1))
+    assert torch.equal(result, kept)
+
+
+def test_arena_beyond_the_limit_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xbench.imputation, "ARENA_BYTES", 64)
+    monkeypatch.setattr(_Arena, "_kept", threading.local())
+    like = torch.zeros(1, dtype=torch.float64)
+    with _Arena(like) as arena:
+        arena.empty(100)
+    with _Arena(like) as arena:
+        assert arena.storage.numel() == 0
 
 
 def test_multigrid_preconditioner_solves_wide_holes_in_few_iterations() -> None:
