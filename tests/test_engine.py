@@ -5,7 +5,7 @@ import pytest
 import quantus
 import torch
 
-from xbench.engine import EngineContext, PassCounter, engine_metrics, run_metric
+from xbench.engine import EngineContext, PassCounter, descending_order, engine_metrics, run_metric
 from xbench.errors import XbenchInputError
 from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
 
@@ -78,6 +78,30 @@ def test_logits_repack_blocks_into_batches() -> None:
     blocks = iter([(xt[:2], None), (xt[2:3], None), (xt[3:], None)])
     with torch.no_grad():
         torch.testing.assert_close(context.logits(blocks), model(xt), atol=1e-5, rtol=1e-5)
+
+
+def test_logits_split_a_known_total_into_equal_batches() -> None:
+    model, x, *_ = random_inputs("resnet10t", IMAGE_SIZE, 5, seed=0)
+    xt = torch.as_tensor(x)
+    context = EngineContext(model, CPU, batch_size=4)
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    with torch.no_grad():
+        unbalanced = context.logits(iter([(xt, None)]))
+        balanced = context.logits(iter([(xt[:2], None), (xt[2:], None)]), total=5)
+    handle.remove()
+    assert sizes == [4, 1, 3, 2]
+    torch.testing.assert_close(balanced, unbalanced, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_descending_order_is_a_stable_descending_argsort(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randint(-3, 4, (4, 1000), generator=generator).to(dtype) / 2  # many ties, negatives
+    values[0, :6] = torch.tensor([-0.0, 0.0, float("inf"), -float("inf"), 1e-40, -1e-40])  # signed zeros, denormals
+    values[1] = torch.randn(1000, generator=generator).to(dtype)
+    expected = torch.tensor(np.argsort(-values.numpy(), axis=1, kind="stable"))
+    assert torch.equal(descending_order(values), expected)
 
 
 def test_unsupported_parameters_name_the_way_out() -> None:

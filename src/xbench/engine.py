@@ -93,8 +93,13 @@ class EngineContext:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.counter = PassCounter(self.model)
 
-    def logits(self, blocks: Blocks) -> Tensor:
-        """Logits of every image of every block, in order: blocks are re-packed into batches of `batch_size`."""
+    def logits(self, blocks: Blocks, total: int | None = None) -> Tensor:
+        """Logits of every image of every block, in order: blocks are re-packed into batches of at most `batch_size`.
+
+        Given the `total` number of images, the batches are of equal size (80 images at 64 go as 40 + 40, not
+        64 + 16): a small last batch runs at a worse time per image, ~5 % of ROAD's time on a CPU.
+        """
+        size = self.batch_size if total is None else -(-total // -(-total // self.batch_size))
         outputs: list[Tensor] = []
         pending: list[Tensor] = []
         pending_size = 0
@@ -102,10 +107,10 @@ class EngineContext:
             for inputs, _ in blocks:
                 pending.append(inputs)
                 pending_size += len(inputs)
-                while pending_size >= self.batch_size:
+                while pending_size >= size:
                     joined = torch.cat(pending)
-                    outputs.append(self._forward(joined[: self.batch_size]))
-                    rest = joined[self.batch_size :]
+                    outputs.append(self._forward(joined[:size]))
+                    rest = joined[size:]
                     pending, pending_size = ([rest], len(rest)) if len(rest) else ([], 0)
             if pending_size:
                 outputs.append(self._forward(torch.cat(pending)))
@@ -129,7 +134,7 @@ class EngineContext:
 
     def target_scores(self, blocks: Blocks, targets: Tensor, softmax: bool) -> Tensor:
         """The score (softmax probability or logit) of each image's target class; `targets` lists them in order."""
-        logits = self.logits(blocks)
+        logits = self.logits(blocks, total=len(targets))
         values = logits.softmax(dim=-1) if softmax else logits
         return values.gather(1, targets.view(-1, 1)).squeeze(1)
 
@@ -229,9 +234,26 @@ def cumulative_baseline(x_flat: Tensor, name: str | float, context: EngineContex
     return baseline_values(x_flat, name, context)[0]
 
 
+def descending_order(values: Tensor) -> Tensor:
+    """order[n] = the features of row n sorted descending, ties in index order (a stable descending argsort).
+
+    float32 rows are sorted as int64 keys that hold the value's order in the high bits and the index in the low
+    ones: the keys are unique, so an unstable sort of them is stable for the values, and 30-40 % faster than
+    PyTorch's stable argsort on a CPU.
+    """
+    count = values.shape[1]
+    bits = max(1, (count - 1).bit_length())
+    if values.dtype != torch.float32 or bits > 31:
+        return torch.argsort(values, dim=1, descending=True, stable=True)
+    signed = (values + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0, which it equals
+    ordered = signed ^ ((signed >> 31) & 0x7FFFFFFF)  # integers in the order of the floats
+    keys = ordered.neg_().bitwise_left_shift_(bits).bitwise_or_(torch.arange(count, device=values.device))
+    return torch.sort(keys, dim=1).values.bitwise_and_((1 << bits) - 1)
+
+
 def descending_rank(values: Tensor) -> Tensor:
     """rank[n, i] = position of feature i when row n is sorted descending (ties in index order)."""
-    order = torch.argsort(values, dim=1, descending=True, stable=True)
+    order = descending_order(values)
     positions = torch.arange(values.shape[1], device=values.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)  # the inverse permutation, without a second sort
 
@@ -530,7 +552,7 @@ def road(
                 jitter = torch.randn(imputed.shape, generator=context.generator, device=x.device, dtype=x.dtype)
             yield imputed.addcmul_(jitter, missing, value=noise), y[images]
 
-    logits = context.logits(blocks()).view(len(percentages), len(x), -1)
+    logits = context.logits(blocks(), total=len(percentages) * len(x)).view(len(percentages), len(x), -1)
     return (logits.argmax(-1) == y.unsqueeze(0)).T.double()
 
 

@@ -21,6 +21,7 @@ as much as the arithmetic (with both, the 64 px solve of `benchmarks/test_imputa
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import threading
@@ -116,9 +117,16 @@ class _Grid:
         """omega / A's true diagonal on missing pixels, zero on known ones (multigrid levels only)."""
         return JACOBI_WEIGHT / self.weight * self.inside
 
-    def select(self, keep: Tensor) -> _Grid:
-        """The systems at `keep` (indices or a boolean mask)."""
-        return _Grid(self.inside[keep], self.weight)
+    def select(self, keep: Tensor | slice) -> _Grid:
+        """The systems at `keep`: indices or a boolean mask (copies), or a slice (views of these buffers)."""
+        if not isinstance(keep, slice):
+            return _Grid(self.inside[keep], self.weight)
+        chosen = copy.copy(self)
+        chosen.inside, chosen.padded, chosen.rows = self.inside[keep], self.padded[keep], self.rows[keep]
+        chosen.interior = chosen.padded[..., 1:-1, 1:-1]
+        if "smoother" in self.__dict__:
+            chosen.__dict__["smoother"] = self.smoother[keep]
+        return chosen
 
     def stencil(self, out: Tensor) -> Tensor:
         """out = S(self.interior)."""
@@ -185,7 +193,7 @@ class _Multigrid:
         # the transfers' factor 16 each way, undone where the mask is applied anyway
         self.restricted_mask = [grid.inside / 16 for grid in self.grids]
 
-    def select(self, keep: Tensor) -> _Multigrid:
+    def select(self, keep: Tensor | slice) -> _Multigrid:
         chosen = _Multigrid.__new__(_Multigrid)
         chosen.grids = [grid.select(keep) for grid in self.grids]
         chosen.restricted_mask = [mask[keep] for mask in self.restricted_mask]
@@ -210,48 +218,76 @@ def _dot(a: Tensor, b: Tensor, scratch: Tensor) -> Tensor:
 
 class _Bordered:
     """CG's vectors and operator in one layout: zero-bordered (K, C, H+2, W+2) buffers, contiguous, so that every
-    update and dot product is one pass over memory and the stencil reads the search direction in place."""
+    update and dot product is one pass over memory and the stencil reads the search direction in place.
 
-    def __init__(self, grid: _Grid, rhs: Tensor, solution: Tensor, target: Tensor, arena: _Arena) -> None:
+    `prefix(m)` narrows every buffer to its first m systems: views, so dropping solved systems copies nothing."""
+
+    def __init__(
+        self, grid: _Grid, rhs: Tensor, solution: Tensor, target: Tensor, arena: _Arena, preconditioned: bool
+    ) -> None:
         """The systems A solution = rhs, starting from `solution`."""
-        self.arena, self.target = arena, target
-        self.diagonal = _bordered(grid.diagonal, arena)
+        self.arena, self.diagonal, self.target = arena, _bordered(grid.diagonal, arena), target
         self.negative_inside = _bordered(grid.inside, arena).neg_()
         self.solution = _bordered(solution, arena)
-        self._buffers(len(rhs))
-        self.direction = arena.empty(*self.solution.shape).copy_(self.solution)
+        self._work_buffers(preconditioned)
+        self.direction.copy_(self.solution)
         self.residual = _bordered(rhs, arena).sub_(self.apply())
 
-    def _buffers(self, count: int) -> None:
-        shape = (count, *self.solution.shape[1:])
+    def _work_buffers(self, preconditioned: bool) -> None:
+        shape = self.solution.shape
+        self.direction = self.arena.empty(*shape)
         self.step = _with_zero_border(self.arena.empty(*shape))  # the stencil writes only its interior
-        self.step_interior = self.step[..., 1:-1, 1:-1]
         self.scratch = self.arena.empty(*shape)
-        self.preconditioned = _with_zero_border(self.arena.empty(*shape))  # used with a preconditioner only
         self.rows = self.arena.empty(*shape[:-2], shape[-2] - 2, shape[-1])
+        self.preconditioned = _with_zero_border(self.arena.empty(*shape)) if preconditioned else None
+        self._views()
+
+    def _views(self) -> None:
+        """The stencil's shifted views, made once: slicing costs as much as a small update."""
+        direction, rows = self.direction, self.rows
+        self.shifted = (direction[..., :-2, :], direction[..., 2:, :], direction[..., 1:-1, :],
+                        rows[..., :-2], rows[..., 2:], rows[..., 1:-1])  # fmt: skip
+        self.step_interior = self.step[..., 1:-1, 1:-1]
 
     def apply(self) -> Tensor:
         """step = A direction."""
-        _stencil(self.direction, self.rows, self.step_interior)
+        up, down, middle, left, right, centre = self.shifted
+        torch.add(up, down, out=self.rows).add_(middle, alpha=2)
+        torch.add(left, right, out=self.step_interior).add_(centre, alpha=2)
         return self.step.mul_(self.negative_inside).addcmul_(self.diagonal, self.direction)
 
     def dot(self, a: Tensor, b: Tensor) -> Tensor:
         return _dot(a, b, self.scratch)
+
+    def squared_norm(self, a: Tensor) -> Tensor:
+        """(K, 1, 1, 1) sum of squares: one pass, without `dot`'s product buffer (2-3x faster on a CPU)."""
+        return torch.linalg.vector_norm(a, dim=(1, 2, 3), keepdim=True).square_()
 
     @staticmethod
     def interior(values: Tensor) -> Tensor:
         return values[..., 1:-1, 1:-1]
 
     def select(self, keep: Tensor) -> _Bordered:
-        """The systems at indices `keep`, the search direction carried over."""
+        """The systems at indices `keep`, copied into new buffers, the search direction carried over."""
         chosen = _Bordered.__new__(_Bordered)
         chosen.arena, chosen.diagonal, chosen.target = self.arena, self.diagonal, self.target.index_select(0, keep)
-        for name in ("negative_inside", "solution", "residual", "direction"):
+        for name in ("negative_inside", "solution", "residual"):
             values = getattr(self, name)
-            setattr(
-                chosen, name, torch.index_select(values, 0, keep, out=self.arena.empty(len(keep), *values.shape[1:]))
-            )
-        chosen._buffers(len(keep))
+            out = self.arena.empty(len(keep), *values.shape[1:])
+            setattr(chosen, name, torch.index_select(values, 0, keep, out=out))
+        chosen._work_buffers(self.preconditioned is not None)
+        torch.index_select(self.direction, 0, keep, out=chosen.direction)
+        return chosen
+
+    def prefix(self, count: int) -> _Bordered:
+        """The first `count` systems, as views of these buffers."""
+        chosen = _Bordered.__new__(_Bordered)
+        chosen.arena, chosen.diagonal = self.arena, self.diagonal
+        for name in ("target", "negative_inside", "solution", "residual", "direction", "step", "scratch", "rows",
+                     "preconditioned"):  # fmt: skip
+            values = getattr(self, name)
+            setattr(chosen, name, None if values is None else values[:count])
+        chosen._views()
         return chosen
 
 
@@ -260,52 +296,62 @@ def _conjugate_gradients(
     precondition: _Multigrid | None, check_every: int, arena: _Arena | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Runs (preconditioned) CG from `solution` until each system's squared residual norm is below `target`, for at
-    most `iterations`; solved systems leave the batch once a quarter of it is solved, so the rest run on fewer
-    images.
+    most `iterations`.
 
-    Returns the solutions and which systems reached the target.
+    Solved systems leave the batch two ways. When every system after them is solved too, the batch shrinks to the
+    prefix that ends with the last unsolved system: a view, free. Ordered hardest first (as `impute` orders them),
+    that is most of them, for ~7 % more work than stopping each system on its own. When a quarter of the prefix is
+    solved all the same, the unsolved systems are copied into a smaller batch. A solved system that stays in the
+    batch goes on iterating and is judged again at the next check.
+
+    Returns the solutions (written into `solution`) and which systems reached the target.
     """
-    count = len(rhs)
-    result = solution
-    solved = torch.zeros(count, dtype=torch.bool, device=rhs.device)
-    active: Tensor | None = None  # indices into the batch once systems have left it
-    system = _Bordered(grid, rhs, solution, target, arena or _Arena(rhs))
+    segment = system = _Bordered(grid, rhs, solution, target, arena or _Arena(rhs), precondition is not None)
+    segment_index: Tensor | None = None  # where the segment's systems are in the batch, once copied out of it
+
+    def write_back() -> None:
+        solution[slice(None) if segment_index is None else segment_index] = segment.interior(segment.solution)
 
     def preconditioned(system: _Bordered, precondition: _Multigrid | None) -> Tensor:
         if precondition is None:
             return system.residual
+        assert system.preconditioned is not None
         system.interior(system.preconditioned).copy_(precondition(system.interior(system.residual)))
         return system.preconditioned
 
     system.direction.copy_(preconditioned(system, precondition))
-    product = system.dot(system.residual, system.direction)  # without a preconditioner: the squared residual norm
+    product = system.dot(system.residual, system.direction) if precondition else system.squared_norm(system.residual)
     for iteration in range(iterations + 1):
         if iteration % check_every == 0 or iteration == iterations:
-            norm = system.dot(system.residual, system.residual) if precondition else product
-            done = (norm <= system.target).view(-1)
-            finished = int(done.sum())
-            last = finished == len(done) or iteration == iterations
-            if last or finished * 4 >= len(done):
-                chosen = slice(None) if active is None else active
-                result[chosen] = system.interior(system.solution)
-                solved[chosen] = done
-                if last:
-                    break
-                keep = (~done).nonzero().view(-1)
-                active = keep if active is None else active.index_select(0, keep)
-                system, product = system.select(keep), product.index_select(0, keep)
+            norm = system.squared_norm(system.residual) if precondition else product
+            unsolved = (norm > system.target).view(-1).nonzero().view(-1)
+            if len(unsolved) == 0 or iteration == iterations:
+                break
+            active = int(unsolved[-1]) + 1
+            if (active - len(unsolved)) * 4 >= active:
+                write_back()
+                segment = system = system.select(unsolved)
+                segment_index = unsolved if segment_index is None else segment_index.index_select(0, unsolved)
+                product = product.index_select(0, unsolved)
                 if precondition is not None:
-                    precondition = precondition.select(keep)
+                    precondition = precondition.select(unsolved)
+            elif active < len(product):
+                system, product = system.prefix(active), product[:active]
+                if precondition is not None:
+                    precondition = precondition.select(slice(0, active))
         step = system.apply()
         alpha = product / system.dot(system.direction, step).clamp_min(1e-30)
         system.solution.addcmul_(alpha, system.direction)
         system.residual.addcmul_(alpha, step, value=-1)
         search = preconditioned(system, precondition)
-        new_product = system.dot(system.residual, search)
+        new_product = system.dot(system.residual, search) if precondition else system.squared_norm(search)
         beta = new_product / product.clamp_min(1e-30)
         torch.addcmul(search, beta, system.direction, out=system.direction)
         product = new_product
-    return result, solved
+    write_back()
+    solved = torch.ones(len(rhs), dtype=torch.bool, device=rhs.device)
+    solved[unsolved if segment_index is None else segment_index[unsolved]] = False
+    return solution, solved
 
 
 def _wide_holes(inside: Tensor, side: int = WIDE_HOLE) -> Tensor:
@@ -334,9 +380,15 @@ def impute(
     were not enough (a multigrid solve costs 40-60 plain iterations; scattered holes at 95 % take plain CG ~60).
     `multigrid=False` solves everything with plain CG (for comparison). Raises if an image is not solved in
     `iterations`.
+
+    The images are solved hardest first (most missing pixels first): CG's iteration count grows with the missing
+    share, so the unsolved images stay a prefix of the batch (see `_conjugate_gradients`).
     """
+    order = torch.argsort(missing[:, 0].sum((1, 2)), descending=True, stable=True)
     with _Arena(x) as arena:
-        return _impute(x, missing, iterations, tolerance, plain_iterations, check_every, multigrid, arena)
+        solution = _impute(x[order], missing[order], iterations, tolerance, plain_iterations, check_every, multigrid,
+                           arena)  # fmt: skip
+    return torch.empty_like(solution).index_copy_(0, order, solution)
 
 
 def _impute(
@@ -365,6 +417,8 @@ def _impute(
             check_every, arena,
         )  # fmt: skip
         hard[easy] = ~solved
+    if bool(hard.any()) and not multigrid:
+        raise _not_solved(tolerance, iterations, int(hard.sum()))
     if bool(hard.any()):
         everything = bool(hard.all())
         hard_grid = grid if everything else grid.select(hard)
@@ -374,8 +428,12 @@ def _impute(
         )  # fmt: skip
         solution[hard] = solved_hard
         if not bool(solved.all()):
-            raise RuntimeError(
-                f"ROAD imputation did not reach a relative residual of {tolerance:g} in {iterations} iterations "
-                f"for {int((~solved).sum())} image(s)"
-            )
+            raise _not_solved(tolerance, iterations, int((~solved).sum()))
     return solution.add_(known)  # the solution is zero on known pixels
+
+
+def _not_solved(tolerance: float, iterations: int, images: int) -> RuntimeError:
+    return RuntimeError(
+        f"ROAD imputation did not reach a relative residual of {tolerance:g} in {iterations} iterations "
+        f"for {images} image(s)"
+    )
