@@ -516,7 +516,7 @@ def irof(
     return valid.sum(1) - trapezoid(relative)
 
 
-@engine_metric("road", version="2")  # 2: multigrid-preconditioned imputation
+@engine_metric("road", version="3")  # 2: multigrid-preconditioned imputation; 3: compiled on a CPU
 def road(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
