@@ -1,5 +1,8 @@
 """The torch engine against Quantus 0.6: same model, inputs, explanations and (replayed) random draws."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import quantus
@@ -102,6 +105,23 @@ def test_descending_order_is_a_stable_descending_argsort(dtype: torch.dtype) -> 
     values[1] = torch.randn(1000, generator=generator).to(dtype)
     expected = torch.tensor(np.argsort(-values.numpy(), axis=1, kind="stable"))
     assert torch.equal(descending_order(values), expected)
+
+
+def test_road_loads_its_compiled_solver_before_it_is_timed() -> None:
+    """The runner and verify call `prepare_metric` outside the timer; for ROAD on a CPU it loads the compiled
+    imputation for float32 images, which would otherwise land in the first cell's score_seconds. In a fresh
+    process, so that no earlier test has loaded it."""
+    script = (
+        "import numba, torch\n"
+        "from xbench._imputation_kernel import solve_images\n"
+        "from xbench.engine import prepare_metric\n"
+        "assert not solve_images.signatures\n"
+        "prepare_metric('pixel_flipping', torch.device('cpu'))\n"  # nothing to prepare
+        "assert not solve_images.signatures\n"
+        "prepare_metric('road', torch.device('cpu'))\n"
+        "assert [s[0].dtype for s in solve_images.signatures] == [numba.float32]\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def test_unsupported_parameters_name_the_way_out() -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from xbench import __version__
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData, load_dataset
-from xbench.engine import PassCounter
+from xbench.engine import PassCounter, prepare_metric
 from xbench.errors import XbenchInputError
 from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
 from xbench.metrics import engine_for, metrics, score
@@ -166,6 +166,8 @@ class CellExecutor:
         for spec in cell.metrics:
             metric = metrics.get(spec.name)
             engines[spec.name] = engine_for(metric, cell.engine)
+            if engines[spec.name] == "torch":
+                prepare_metric(spec.name, self.device)
             started = time.perf_counter()
             try:
                 scored = score(
