@@ -97,7 +97,7 @@ class EngineContext:
         """Logits of every image of every block, in order: blocks are re-packed into batches of at most `batch_size`.
 
         Given the `total` number of images, the batches are of equal size (80 images at 64 go as 40 + 40, not
-        64 + 16): a small last batch runs at a worse time per image, ~5 % of ROAD's time on a CPU.
+        64 + 16): a small last batch runs at a worse time per image, a few per cent of ROAD's time on a CPU.
         """
         size = self.batch_size if total is None else -(-total // -(-total // self.batch_size))
         outputs: list[Tensor] = []
