@@ -409,7 +409,7 @@ def impute(
     else:
         plain_iterations = min(plain_iterations, iterations)
         hard = _wide_holes(missing)
-    result = torch.empty_like(x)
+    result = torch.empty_like(x, memory_format=torch.contiguous_format)  # the compiled solver writes rows of it
     with _Arena(x) as arena:
         easy = order[~hard[order]]
         if len(easy):
