@@ -54,5 +54,7 @@ def xbench(
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke suite run once through the CLI; returns the working directory holding xbench.db."""
     workdir = tmp_path_factory.mktemp("smoke-run")
-    xbench("run", "suite", str(SMOKE), "--cache-dir", str(workdir / "cache"), "--no-progress", cwd=workdir, check=True)
+    # Progress stays on: stderr is a pipe here, as in a log, so it comes as plain lines (kept in run.log).
+    result = xbench("run", "suite", str(SMOKE), "--cache-dir", str(workdir / "cache"), cwd=workdir, check=True)
+    (workdir / "run.log").write_text(result.stderr)
     return workdir

@@ -90,6 +90,28 @@ def test_rerunning_a_finished_suite_is_a_no_op(smoke_run: Path) -> None:
     assert len(active_runs(smoke_run)) == before
 
 
+def test_a_no_op_rerun_answers_from_the_remembered_plan_without_loading_torch(smoke_run: Path) -> None:
+    """The fast path: the plan memo and the store are enough; torch, Quantus and the explainers stay unimported."""
+    script = (
+        "import sys; from xbench.cli import main; "
+        f"code = main(['run', 'suite', 'smoke', '--cache-dir', {str(smoke_run / 'cache')!r}]); "
+        "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=smoke_run, capture_output=True, text=True)
+    assert "torch not loaded 0" in result.stdout, result.stdout + result.stderr
+    assert "nothing to do" in result.stderr
+
+
+def test_progress_reaches_a_log_as_lines_while_the_suite_runs(smoke_run: Path) -> None:
+    """stderr is not a terminal in the fixture's run: one line per finished cell and per training epoch."""
+    log = (smoke_run / "run.log").read_text()
+    cells = [line for line in log.splitlines() if " suite smoke: " in line and "elapsed" in line]
+    assert len(cells) == 4, log
+    assert "~" in cells[0] and "left" in cells[0] and cells[-1].split(" · ")[2] == "done"
+    assert "test_resnet | dense | gradcam" in log
+    assert "train test_resnet epoch 1/4: done in" in log
+
+
 def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
     records = json.loads(xbench("export", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
     assert len(records) == len(plan(load_suite(str(SMOKE))[0], "cpu"))

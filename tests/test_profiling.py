@@ -77,3 +77,22 @@ def test_profile_command_prints_json(tmp_path: Path) -> None:
         "measured_speedup_bs2",
         "file_size_mb",
     } <= set(figures)
+
+
+def test_a_no_op_prune_is_refused_naming_the_scope_that_can() -> None:
+    """Channel pruning of a ViT with scope conv removes nothing; profile refuses it as a suite would."""
+    with pytest.raises(
+        XbenchInputError, match=r"--prune: channel_magnitude cannot prune test_vit.*use scope 'conv_linear'"
+    ):
+        profile("test_vit", 32, [1], CPU, prune="channel_magnitude:2", settings=FAST)
+
+
+def test_a_rate_the_solver_cannot_reach_is_an_error_not_a_row() -> None:
+    with pytest.raises(XbenchInputError, match=r"reached CR .* where 5000 was asked for"):
+        profile("test_resnet", 32, [1], CPU, prune="channel_magnitude:5000", settings=FAST)
+
+
+def test_profile_command_exits_2_on_a_no_op_prune(tmp_path: Path) -> None:
+    result = xbench("profile", "test_vit", "--image-size", "32", "--prune", "channel_magnitude:2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "use scope 'conv_linear'" in result.stderr and "figure" not in result.stdout

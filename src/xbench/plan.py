@@ -14,7 +14,7 @@ from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import engine_for, metrics
 from xbench.models import check_model_name, timm_model
-from xbench.pruning import pruners, unprunable_reason
+from xbench.pruning import prunability_error, pruners
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
 
@@ -142,12 +142,11 @@ def plan(suite: Suite, device: str) -> list[Cell]:
     for index, config in enumerate(suite.pruning):
         _check_name(pruners, config.method, f"pruning[{index}].method")
         for model in suite.models:
-            reason = unprunable_reason(
+            message = prunability_error(
                 model.name, config.method, config.scope, config.granularity, suite.dataset.image_size
             )
-            if reason:
-                raise XbenchInputError(f"{config.method} cannot prune {model.name}: {reason}",
-                                       field=f"pruning[{index}].method")  # fmt: skip
+            if message:
+                raise XbenchInputError(message, field=f"pruning[{index}].method")
     _check_unique(suite.explainers, "explainers")
     _check_unique(suite.metrics, "metrics")
     resolved_explainers = [

@@ -12,7 +12,15 @@ from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.models import check_model_name, timm_model
 from xbench.perf import Figures, device_name, measure
-from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners, sparsity_report
+from xbench.pruning import (
+    achieved_rate_error,
+    channel_pruned,
+    make_permanent,
+    prunability_error,
+    prune_step,
+    pruners,
+    sparsity_report,
+)
 from xbench.registry import UnknownNameError
 from xbench.suite import PerfConfig, PruningConfig
 
@@ -32,16 +40,29 @@ def parse_prune(spec: str) -> tuple[str, float]:
     return method, value
 
 
-def prune_for_profile(model: nn.Module, method: str, rate: float, scope: str, granularity: str, image_size: int,
-                      num_classes: int, device: torch.device) -> nn.Module:  # fmt: skip
+def prune_for_profile(model: nn.Module, model_name: str, method: str, rate: float, scope: str, granularity: str,
+                      image_size: int, num_classes: int, device: torch.device) -> nn.Module:  # fmt: skip
+    """The pruned variant, checked as a suite checks it: a request the method cannot carry out on this architecture
+    (e.g. channel pruning of a ViT with scope conv, which removes nothing) and a variant that misses the requested
+    compression rate are input errors, never a row of figures."""
+    message = prunability_error(model_name, method, scope, granularity, image_size)
+    if message:
+        raise XbenchInputError(message, field="--prune")
     pruner = pruners.get(method)
     config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[rate])
     if pruner.structured:
         params = sum(p.numel() for p in model.parameters())
         data = ImageData.random(64, image_size, num_classes)
-        return channel_pruned(model, pruner, config, params / rate, data, seed=0, device=device)[0]
-    pruned = copy.deepcopy(model)
-    make_permanent(prune_step(pruned, pruner, config, rate, seed=0))
+        pruned = channel_pruned(model, pruner, config, params / rate, data, seed=0, device=device)[0]
+        achieved, counted = params / sum(p.numel() for p in pruned.parameters()), "params of the whole model"
+    else:
+        pruned = copy.deepcopy(model)
+        make_permanent(prune_step(pruned, pruner, config, rate, seed=0))
+        achieved = sparsity_report(pruned, scope, original=model)["compression_rate_scope"]
+        counted = f"nonzero weights in scope {scope}"
+    message = achieved_rate_error(rate, achieved, pruner.structured, counted)
+    if message:
+        raise XbenchInputError(f"{method} on {model_name}: {message}", field="--prune")
     return pruned
 
 
@@ -69,7 +90,7 @@ def profile(
     if prune is not None:
         method, rate = parse_prune(prune)
         variants[f"{method}:{rate:g}"] = prune_for_profile(
-            original, method, rate, scope, granularity, image_size, num_classes, device
+            original, model_name, method, rate, scope, granularity, image_size, num_classes, device
         )
     result: dict[str, Any] = {
         "model": model_name, "image_size": image_size, "device": device_name(device), "scope": scope,

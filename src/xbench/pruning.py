@@ -325,6 +325,39 @@ def unprunable_reason(model_name: str, method: str, scope: str, granularity: str
     return None
 
 
+SCOPES = ("conv", "conv_linear", "all")
+# Unstructured masks round each layer's count (torch.nn.utils.prune's rule), so a small scope misses the rate a little.
+_UNSTRUCTURED_TOLERANCE = 0.01
+
+
+def prunability_error(model_name: str, method: str, scope: str, granularity: str, image_size: int) -> str | None:
+    """The message for a request `method` cannot carry out on this architecture (naming a scope that works), or None.
+
+    Suites (at plan time) and `xbench profile` both use it, so a no-op prune is refused the same way everywhere.
+    """
+    reason = unprunable_reason(model_name, method, scope, granularity, image_size)
+    if reason is None:
+        return None
+    working = [
+        other for other in SCOPES
+        if other != scope and unprunable_reason(model_name, method, other, granularity, image_size) is None
+    ]  # fmt: skip
+    hint = f"; use scope {working[0]!r}, which can" if working else ""
+    return f"{method} cannot prune {model_name}: {reason}{hint}"
+
+
+def achieved_rate_error(requested: float, achieved: float, structured: bool, counted: str) -> str | None:
+    """Why a pruned variant is not the one asked for: its compression rate misses the request by more than the
+    tolerance of the method (the channel-ratio search's for structured pruning, per-layer rounding for masks)."""
+    tolerance = _SOLVER_TOLERANCE if structured else _UNSTRUCTURED_TOLERANCE
+    if abs(achieved / requested - 1) <= tolerance:
+        return None
+    return (
+        f"pruning reached CR {achieved:.3g} ({counted}) where {requested:g} was asked for, more than the "
+        f"{tolerance:.1%} tolerance off"
+    )
+
+
 def channel_pruned(
     model: nn.Module, pruner: Pruner, config: PruningConfig, target_params: float, data: ImageData, seed: int,
     device: torch.device,

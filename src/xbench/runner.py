@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xbench import __version__
+from xbench import __version__, planmemo
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData, load_dataset
 from xbench.engine import PassCounter, prepare_metric
@@ -384,6 +384,8 @@ def run_suite(
     _quiet_third_party_progress()
     resolved = resolve_device(device if device is not None else suite.device)
     cells = plan(suite, resolved.type)
+    cache = Cache(cache_dir)
+    planmemo.remember(cache, suite, device if device is not None else suite.device, [c.cell_key for c in cells])
     for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
         log(f"left out {model_name} x {explainer_name}: {reason}")
     store = Store(tracking_uri)
@@ -401,10 +403,10 @@ def run_suite(
     tags = environment_tags(suite, resolved, suite_path)
     parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
     summary.parent_run_id = parent
-    executor = CellExecutor(Cache(cache_dir), resolved)
+    executor = CellExecutor(cache, resolved)
     status = "FAILED"
     try:
-        for cell in track(todo, f"suite {suite.name}", transient=False):
+        for cell in track(todo, f"suite {suite.name}", transient=False, describe=lambda c: c.label):
             with tempfile.TemporaryDirectory(prefix="xbench-cell-") as workdir:
                 outcome = executor.run(cell, Path(workdir))
                 outcome.tags.update(tags)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+from xbench.cli.clock import COMMAND_STARTED  # noqa: F401  (first, so the clock starts before the heavy imports)
+# isort: on
+
 import sys
 
 import click

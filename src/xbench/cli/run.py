@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from xbench.cli.clock import COMMAND_STARTED
 from xbench.progress import console, progress_bars
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
@@ -41,6 +43,16 @@ def run_suite_command(
     suite, path = load_suite(name_or_path)
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
+    from xbench.cache import Cache
+    from xbench.planmemo import finished_without_planning
+
+    finished = finished_without_planning(suite, device or suite.device, Cache(cache_dir), tracking_uri)
+    if finished is not None:
+        console.print(
+            f"suite {suite.name}: all {finished[0]} cells already in {finished[1]}; nothing to do "
+            f"({time.time() - COMMAND_STARTED:.1f} s since the command started)"
+        )
+        return
     from xbench.runner import run_suite
 
     with progress_bars(progress):
@@ -48,7 +60,7 @@ def run_suite_command(
     if not summary.completed:
         console.print(
             f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "
-            f"nothing to do ({summary.seconds:.1f} s)"
+            f"nothing to do ({time.time() - COMMAND_STARTED:.1f} s since the command started)"
         )
         return
     metric_names = [spec.name for spec in suite.metrics][:SUMMARY_METRICS]

@@ -1,0 +1,88 @@
+"""The plan of a suite remembered by what determines it, so a re-run of a finished suite answers without torch.
+
+Planning imports torch, timm, Quantus and the explainer libraries (about 5 s) and builds models to check them; a
+re-run of a finished suite only needs the planned cell keys to compare with the store. The memo is keyed by the suite,
+the requested device, this host, the installed versions of every library a cell key depends on and the content of
+xbench's own source (plug-in versions live there), so any change that could change a cell key misses the memo and
+plans again. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from xbench.cache import Cache, content_key
+from xbench.suite import Suite
+
+MEMO_VERSION = "1"
+_LIBRARIES = ("torch", "timm", "quantus", "captum", "grad-cam", "zennit", "torch-pruning", "numpy", "pydantic")
+
+
+def _source_digest() -> str:
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def memo_key(suite: Suite, device: str) -> str:
+    return content_key(
+        {
+            "memo": MEMO_VERSION,
+            "suite": suite.model_dump(mode="json"),
+            "device": device,
+            "host": platform.node(),
+            "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "libraries": {name: _version(name) for name in _LIBRARIES},
+            "source": _source_digest(),
+        }
+    )
+
+
+def _path(cache: Cache, key: str) -> Path:
+    return cache.path("plans", key, ".json")
+
+
+def remember(cache: Cache, suite: Suite, device: str, cell_keys: list[str]) -> None:
+    cache.write_json(_path(cache, memo_key(suite, device)), {"cell_keys": sorted(cell_keys)})
+
+
+def recall(cache: Cache, suite: Suite, device: str) -> list[str] | None:
+    """The planned cell keys, or None when this suite was not planned here with these libraries and this source."""
+    path = _path(cache, memo_key(suite, device))
+    try:
+        keys = json.loads(path.read_text())["cell_keys"]
+    except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: plan again (and overwrite it)
+        return None
+    return keys if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else None
+
+
+def finished_without_planning(
+    suite: Suite, device: str, cache: Cache, tracking_uri: str | None
+) -> tuple[int, str] | None:
+    """(cells, store URI) when the remembered plan's cells are all finished in the store; None when it must plan."""
+    keys = recall(cache, suite, device)
+    if keys is None:
+        return None
+    from xbench.tracking import Store
+
+    store = Store(tracking_uri)
+    experiment_id = store.experiment_id(suite.name)
+    if experiment_id is None:
+        return None
+    done = store.finished_cells(experiment_id)
+    return (len(keys), store.uri) if all(key in done for key in keys) else None
