@@ -43,8 +43,8 @@ def xbench(
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     environment.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "xbench", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
-    )
+        [sys.executable, "-m", "xbench", *args], cwd=cwd, env=environment, capture_output=True, text=True
+    )  # no timeout: a slower or busier machine takes longer, and CI's own limit ends a hung run
     if check and result.returncode != 0:
         raise AssertionError(f"xbench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

@@ -56,3 +56,32 @@ def test_missing_cells_fail_and_new_cells_are_reported() -> None:
 def test_a_score_that_became_nan_regresses() -> None:
     baseline = make_baseline("s", [record()])
     assert statuses(compare(baseline, [record(sparseness=math.nan)]))[("k1", "sparseness")] == "regressed"
+
+
+def _replicates(sparseness: tuple[float, float], accuracy: tuple[float, float] = (0.9, 0.9)) -> list[dict]:
+    return [
+        {**record(f"k{seed}", accuracy=acc, sparseness=value), "seed": seed}
+        for seed, (value, acc) in enumerate(zip(sparseness, accuracy, strict=True))
+    ]
+
+
+def test_without_rules_the_tolerance_is_three_seed_spreads() -> None:
+    """Two seeds at 0.50 and 0.52: spread 0.01414, tolerance 0.0424; a regression must exceed it."""
+    baseline = make_baseline("s", _replicates((0.50, 0.52)))
+    assert baseline["tolerances"] == {} and baseline["seeds"] == [0, 1]
+    assert math.isclose(baseline["cells"]["k0"]["seed_spread"]["sparseness"], 0.0141421356, rel_tol=1e-6)
+    assert not failed(compare(baseline, _replicates((0.50, 0.52))))  # the same seeds again
+    within = compare(baseline, _replicates((0.47, 0.52)))  # 0.03 worse: inside the seed noise
+    assert statuses(within)[("k0", "sparseness")] == "ok"
+    planted = compare(baseline, _replicates((0.44, 0.52)))  # 0.06 worse: beyond 3 spreads
+    assert statuses(planted)[("k0", "sparseness")] == "regressed"
+    tolerance = next(f.tolerance for f in planted if f.metric == "sparseness" and f.cell_key == "k0")
+    assert math.isclose(tolerance, 3 * 0.0141421356, rel_tol=1e-6)
+
+
+def test_seeds_that_agree_exactly_still_get_the_floor_and_given_rules_win() -> None:
+    baseline = make_baseline("s", _replicates((0.5, 0.5)))
+    assert not failed(compare(baseline, _replicates((0.495, 0.5))))  # floor: max(0.005, 0.0125 x 0.5)
+    assert failed(compare(baseline, _replicates((0.49, 0.5))))
+    ruled = make_baseline("s", _replicates((0.50, 0.52)), {"sparseness": {"abs": 0.001}})
+    assert failed(compare(ruled, _replicates((0.497, 0.52))))

@@ -106,9 +106,9 @@ def test_progress_reaches_a_log_as_lines_while_the_suite_runs(smoke_run: Path) -
     """stderr is not a terminal in the fixture's run: one line per finished cell and per training epoch."""
     log = (smoke_run / "run.log").read_text()
     cells = [line for line in log.splitlines() if " suite smoke: " in line and "elapsed" in line]
-    assert len(cells) == 4, log
+    assert len(cells) == len(plan(load_suite(str(SMOKE))[0], "cpu")), log
     assert "~" in cells[0] and "left" in cells[0] and cells[-1].split(" · ")[2] == "done"
-    assert "test_resnet | dense | gradcam" in log
+    assert "test_resnet | dense | gradcam | seed 0" in log
     assert "train test_resnet epoch 1/4: done in" in log
 
 
@@ -147,12 +147,28 @@ def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
 def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_path: Path) -> None:
     xbench("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "site"), cwd=smoke_run, check=True)
     index = (tmp_path / "site" / "index.html").read_text()
-    assert "href='suite-smoke.html'" in index and "http" not in index
+    assert 'href="suite-smoke.html"' in index and "http" not in index
     page = (tmp_path / "site" / "suite-smoke.html").read_text()
-    assert page.count("<tr><td class='text'") >= len(plan(load_suite(str(SMOKE))[0], "cpu"))
+    suite = load_suite(str(SMOKE))[0]
+    cells = len(plan(suite, "cpu")) // len(suite.replicate_seeds)  # one row per cell, its seeds aggregated
+    table = page.split('id="cells"')[1].split('id="curves"')[0]
+    assert table.count("<tr>") == cells + 1  # and the header
     assert "test_resnet" in page and "http" not in page
-    assert "class='ci'" in page  # bootstrap intervals from the per-image scores.csv artifacts
+    assert 'class="ci"' in page  # intervals from the per-image scores.csv artifacts
+    assert "Holm" in page and "seed stability" in page
     assert page.count("data:image/png;base64,") == 2 * 2 * 2  # 2 CRs x 2 explainers x (overlay, occlusion)
+
+
+def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:
+    result = json.loads(xbench("stats", "--suite", "smoke", cwd=smoke_run, check=True).stdout)
+    suite = load_suite(str(SMOKE))[0]
+    assert result["seeds"] == suite.replicate_seeds and not result["within_one_trained_model"]
+    # 1 pruned CR x (2 explainers x 5 metrics + accuracy)
+    assert len(result["comparisons"]) == 2 * len(suite.metrics) + 1
+    for row in result["comparisons"]:
+        assert row["n_seeds"] == 2 and row["p_holm"] >= row["p"]
+        assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+    assert {r["metric"] for r in result["reliability"]} == {m.name for m in suite.metrics}
 
 
 def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:

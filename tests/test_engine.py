@@ -8,7 +8,7 @@ import pytest
 import quantus
 import torch
 
-from xbench.engine import EngineContext, PassCounter, descending_order, engine_metrics, run_metric
+from xbench.engine import EngineContext, PassCounter, descending_order, engine_metrics, ranked, run_metric
 from xbench.errors import XbenchInputError
 from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
 
@@ -18,8 +18,82 @@ IMAGE_SIZE = 32
 
 @pytest.fixture(scope="module")
 def verified() -> dict[str, object]:
-    results, _ = verify_all("resnet10t", IMAGE_SIZE, images=4, seed=0, device=CPU)
+    results, _ = verify_all("resnet10t", IMAGE_SIZE, images=4, seed=0, device=CPU, cases=["random"])
     return {result.metric: result for result in results}
+
+
+ORDERING = [name for name in engine_metrics.names() if "ties" in engine_metrics.get(name).parameters()]
+
+
+@pytest.fixture(scope="module")
+def verified_with_ties() -> dict[tuple[str, str], object]:
+    """Tied attributions need maps of some resolution: 64 px gives resnet10t's Grad-CAM a 2x2 map to upsample."""
+    results, _ = verify_all("resnet10t", 64, images=4, seed=0, device=CPU, names=ORDERING,
+                            cases=["gradcam", "flat_background"])  # fmt: skip
+    return {(result.metric, result.case): result for result in results}
+
+
+@pytest.mark.parametrize("case", ["gradcam", "flat_background"])
+@pytest.mark.parametrize("name", ORDERING)
+def test_engine_matches_quantus_on_tied_attributions_by_replaying_its_order(
+    name: str, case: str, verified_with_ties: dict[tuple[str, str], object]
+) -> None:
+    result = verified_with_ties[(name, case)]
+    assert result.tie_share > 0.5, result  # most values are tied: the order of ties decides the score
+    assert result.max_abs_diff <= 1e-4, result
+
+
+def test_the_ordering_metrics_are_the_ones_with_a_tie_policy() -> None:
+    assert set(ORDERING) == {
+        "pixel_flipping", "region_perturbation", "selectivity", "monotonicity_correlation", "irof", "road",
+    }  # fmt: skip
+
+
+def test_random_ties_favour_no_position_and_index_ties_the_top_left() -> None:
+    """All-tied rows: with `index` the top-left feature comes first; with `random` every position is as likely to."""
+    context = EngineContext(torch.nn.Identity(), CPU, seed=3)
+    tied = torch.zeros(2000, 64)
+    first_index = ranked(tied, "index", context).argmin(dim=1)
+    first_random = ranked(tied, "random", context).argmin(dim=1)
+    assert (first_index == 0).all()
+    counts = torch.bincount(first_random, minlength=64).double()
+    assert counts.min() > 0 and abs(first_random.double().mean().item() - 31.5) < 2.0  # uniform: mean 31.5, se 0.41
+    # distinct values keep their order under either policy; only the ties are shuffled
+    values = torch.tensor([[3.0, 1.0, 2.0, 1.0, 0.0]])
+    assert ranked(values, "random", context)[0, [0, 2, 4]].tolist() == [0, 1, 4]
+    assert sorted(ranked(values, "random", context)[0, [1, 3]].tolist()) == [2, 3]
+
+
+class _Quadrant(torch.nn.Module):
+    """Two-class logits from the mean of one quadrant of the image: the model looks only there."""
+
+    def __init__(self, corner: str) -> None:
+        super().__init__()
+        self.corner = corner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        region = x[..., :half, :half] if self.corner == "top_left" else x[..., half:, half:]
+        score = 20 * region.mean(dim=(1, 2, 3))
+        return torch.stack([score, -score], dim=1)
+
+
+def test_pixel_flipping_with_random_ties_treats_both_corners_alike() -> None:
+    """A map with no information (all tied but one pixel in the centre) scored for a model that looks at the top-left
+    and one that looks at the bottom-right: `index` flips the top-left first and so calls the first model's map far
+    more faithful; `random` scores both alike."""
+    x = torch.ones(4, 1, 16, 16)
+    y = torch.zeros(4, dtype=torch.long)
+    a = torch.zeros(4, 1, 16, 16)
+    a[:, :, 8, 8] = 1.0
+    params = {"features_in_step": 16, "return_auc_per_sample": True, "perturb_baseline": 0.0}
+
+    def auc(corner: str, ties: str) -> float:
+        context = EngineContext(_Quadrant(corner), CPU, seed=0)
+        return run_metric("pixel_flipping", {**params, "ties": ties}, context, x.numpy(), y.numpy(), a.numpy()).mean()
+
+    assert auc("bottom_right", "index") - auc("top_left", "index") > 3.0
+    assert abs(auc("bottom_right", "random") - auc("top_left", "random")) < 0.2 * auc("bottom_right", "random")
 
 
 @pytest.mark.parametrize("name", engine_metrics.names())

@@ -82,7 +82,9 @@ def test_shipped_suites_plan(name: str) -> None:
     loaded, _ = load_suite(name)
     cells = plan(loaded, "cpu")
     rates = len([r for r in loaded.pruning[0].compression_rates if r != 1]) + 1
-    assert len(cells) == len(loaded.models) * rates * len(loaded.explainers)
+    assert len(cells) == len(loaded.replicate_seeds) * len(loaded.models) * rates * len(loaded.explainers)
+    assert {cell.seed for cell in cells} == set(loaded.replicate_seeds)
+    assert len({cell.cell_key for cell in cells}) == len(cells)  # each (cell, seed) its own key
 
 
 def test_a_structured_method_that_cannot_prune_an_architecture_fails_at_plan_time() -> None:

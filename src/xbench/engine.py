@@ -37,6 +37,7 @@ from xbench.registry import Registry
 ExplainTensorFn = Callable[[Tensor, Tensor], Tensor]
 Blocks = Iterator[tuple[Tensor, Tensor]]
 IMPUTATION_ELEMENTS = 1 << 22
+TIE_STREAM = 0x7469  # keeps tie orders apart from every other stream drawn from the same seed
 
 
 class PassCounter:
@@ -85,6 +86,10 @@ class EngineContext:
     seed: int = 0
     explain: ExplainTensorFn | None = None
     draws: dict[str, Any] = field(default_factory=dict)
+    # Which random tie order (0, 1, ...) the `random` tie policy uses; its draws never touch `generator`, so a metric's
+    # other randomness is the same under every tie order and under `index`.
+    tie_draw: int = 0
+    rankings: int = field(default=0, init=False)  # rankings made so far (the index into replayed orders)
     generator: torch.Generator = field(init=False)
     counter: PassCounter = field(init=False)
 
@@ -92,6 +97,12 @@ class EngineContext:
         self.model.to(self.device).eval()
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.counter = PassCounter(self.model)
+
+    def tie_generator(self) -> torch.Generator:
+        """A generator for tie orders, from the seed and the tie draw (a fresh one per ranking, so each ranking of a
+        metric is the same whatever else the metric drew before it)."""
+        state = np.random.SeedSequence([self.seed, self.tie_draw, TIE_STREAM]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator(device=self.device).manual_seed(int(state))
 
     def logits(self, blocks: Blocks, total: int | None = None) -> Tensor:
         """Logits of every image of every block, in order: blocks are re-packed into batches of at most `batch_size`.
@@ -269,6 +280,33 @@ def descending_rank(values: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, positions)  # the inverse permutation, without a second sort
 
 
+TIE_POLICIES = ("random", "index")
+
+
+def ranked(values: Tensor, ties: str, context: EngineContext, descending: bool = True) -> Tensor:
+    """rank[n, i] = position of feature i when row n is sorted (descending by default), equal values ordered by `ties`.
+
+    - `random`: equal values in a random order, drawn per image from the context's tie draw, so no image position is
+      favoured (attribution maps are full of ties: CAMs upsampled from a few cells, zeros of sparse explainers).
+    - `index`: equal values in index order (top-left first), what Quantus's argsort mostly does; for comparison.
+    """
+    if ties not in TIE_POLICIES:
+        raise XbenchInputError(f"ties must be one of {', '.join(TIE_POLICIES)}, got {ties!r}", field="metrics")
+    replayed = context.draws.get("orders")
+    if replayed:  # verification: the orders Quantus's argsort gave, one per ranking, in the metric's own direction
+        order = torch.as_tensor(np.asarray(replayed[context.rankings]), device=values.device).long().view(values.shape)
+        context.rankings += 1
+        positions = torch.arange(values.shape[1], device=values.device).expand_as(order)
+        return torch.empty_like(order).scatter_(1, order, positions)
+    keyed = values if descending else -values
+    if ties == "index":
+        return descending_rank(keyed)
+    generator = context.tie_generator()
+    shuffle = torch.rand(keyed.shape, generator=generator, device=keyed.device).argsort(dim=1)
+    shuffled_rank = descending_rank(keyed.gather(1, shuffle))  # ties in shuffled order
+    return torch.empty_like(shuffled_rank).scatter_(1, shuffle, shuffled_rank)
+
+
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Pearson correlation in float64 (NaN for a constant row, as SciPy gives)."""
     a, b = a.double(), b.double()
@@ -358,18 +396,18 @@ def _cumulative_feature_blocks(
         yield perturbed.view(-1, *x.shape[1:]), y[images]
 
 
-@engine_metric("pixel_flipping")
+@engine_metric("pixel_flipping", version="2")  # 2: tie policy (random by default)
 def pixel_flipping(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     features_in_step: int = 1, perturb_baseline: str | float = "black", return_auc_per_sample: bool = False,
-    abs: bool = False, normalise: bool = True,
+    abs: bool = False, normalise: bool = True, ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Class probability as the most relevant features are replaced, cumulatively, `features_in_step` at a time."""
     a = preprocess(a, normalise, abs)
     x_flat, a_flat = _feature_flat(x, a)
     steps = math.ceil(a_flat.shape[1] / features_in_step)
     fill = cumulative_baseline(x_flat, perturb_baseline, context, "pixel_flipping")
-    rank = descending_rank(a_flat)
+    rank = ranked(a_flat, ties, context)
     blocks = _cumulative_feature_blocks(context, x, y, rank, steps, features_in_step, fill)
     curves = context.target_scores(blocks, y.repeat(steps), softmax=True).view(steps, len(x)).T
     return trapezoid(curves) if return_auc_per_sample else curves
@@ -404,20 +442,20 @@ def _patch_blocks(
         yield torch.where(removed, fill[images].view(-1, 1, 1, 1), x[images]), y[images]
 
 
-@engine_metric("region_perturbation")
+@engine_metric("region_perturbation", version="2")  # 2: tie policy (random by default)
 def region_perturbation(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100, perturb_baseline: str | float = "black",
-    abs: bool = False, normalise: bool = True,
+    abs: bool = False, normalise: bool = True, ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Probability drop as patches are removed cumulatively (most relevant first for `morf`)."""
     a = preprocess(a, normalise, abs)
     patches = _patches(a, x, patch_size)
     count, total = patches.sums.shape
     if order == "morf":
-        patch_rank = descending_rank(patches.sums)
+        patch_rank = ranked(patches.sums, ties, context)
     elif order == "lerf":
-        patch_rank = descending_rank(-patches.sums)
+        patch_rank = ranked(patches.sums, ties, context, descending=False)
     elif order == "random":
         permutation = context.draws.get("order")
         if permutation is None:
@@ -435,25 +473,26 @@ def region_perturbation(
     return original.unsqueeze(1) - curves
 
 
-@engine_metric("selectivity")
+@engine_metric("selectivity", version="2")  # 2: tie policy (random by default)
 def selectivity(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     patch_size: int = 8, perturb_baseline: str | float = "black", abs: bool = False, normalise: bool = True,
+    ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Class probability as every patch is removed, most relevant first (the curve; lower area is better)."""
     a = preprocess(a, normalise, abs)
     patches = _patches(a, x, patch_size)
     count, total = patches.sums.shape
     fill = cumulative_baseline(x.reshape(count, -1), perturb_baseline, context, "selectivity")
-    blocks = _patch_blocks(context, x, y, patches, descending_rank(patches.sums), total, fill)
+    blocks = _patch_blocks(context, x, y, patches, ranked(patches.sums, ties, context), total, fill)
     return context.target_scores(blocks, y.repeat(total), softmax=True).view(total, count).T
 
 
-@engine_metric("monotonicity_correlation")
+@engine_metric("monotonicity_correlation", version="2")  # 2: tie policy (random by default)
 def monotonicity_correlation(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     nr_samples: int = 100, features_in_step: int = 1, eps: float = 1e-5, perturb_baseline: str | float = "uniform",
-    abs: bool = True, normalise: bool = True,
+    abs: bool = True, normalise: bool = True, ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Spearman between the attribution of each feature group (least relevant first) and the prediction variance
     when only that group is replaced, `nr_samples` times."""
@@ -461,7 +500,8 @@ def monotonicity_correlation(
     x_flat, a_flat = _feature_flat(x, a)
     count, features = x_flat.shape
     steps = math.ceil(features / features_in_step)
-    group = descending_rank(-a_flat) // features_in_step  # ascending order, as Quantus's np.argsort(a)
+    # Ascending order, as Quantus's np.argsort(a); ties decide which features share a group when they straddle one.
+    group = ranked(a_flat, ties, context, descending=False) // features_in_step
     fills = context.draws.get("baselines")
     if fills is None:
         fills = baseline_values(x_flat, perturb_baseline, context, count=steps * nr_samples)
@@ -481,11 +521,11 @@ def monotonicity_correlation(
     return spearman(attributions, variances)
 
 
-@engine_metric("irof")
+@engine_metric("irof", version="2")  # 2: tie policy (random by default)
 def irof(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     segmentation_method: str = "slic", perturb_baseline: str | float = "mean", abs: bool = False,
-    normalise: bool = True,
+    normalise: bool = True, ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Area over the curve of the relative probability as superpixels are removed, most relevant first.
 
@@ -507,7 +547,7 @@ def irof(
             raise ValueError("IROF needs more than one superpixel per image")
         one_hot = torch.nn.functional.one_hot(segments[index].view(-1).long(), labels).to(a.dtype)  # (HW, S)
         means = (a[index].reshape(x.shape[1], -1) @ one_hot).sum(0) / (one_hot.sum(0) * x.shape[1])
-        segment_orders.append(torch.argsort(means, descending=True, stable=True))
+        segment_orders.append(torch.argsort(ranked(means.unsqueeze(0), ties, context)[0]))
     steps = max(len(order) for order in segment_orders)
     order_table = torch.full((count, steps), -1, device=x.device, dtype=torch.long)
     for index, order in enumerate(segment_orders):
@@ -527,11 +567,12 @@ def irof(
     return valid.sum(1) - trapezoid(relative)
 
 
-@engine_metric("road", version="3", prepare=prepare_imputation)  # 2: multigrid imputation; 3: compiled on a CPU
+# 2: multigrid imputation; 3: compiled on a CPU; 4: tie policy (random by default)
+@engine_metric("road", version="4", prepare=prepare_imputation)
 def road(
     context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
     percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
-    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-4,
+    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-4, ties: str = "random",
 ) -> Tensor:  # fmt: skip
     """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p).
 
@@ -541,7 +582,7 @@ def road(
     percentages = list(range(1, 100, 2)) if percentages is None else list(percentages)
     a = preprocess(a, normalise, abs)
     pixels = a.sum(1).reshape(len(x), -1) if a.shape[1] > 1 else a.reshape(len(x), -1)
-    rank = descending_rank(pixels)
+    rank = ranked(pixels, ties, context)
     area = pixels.shape[1]
     counts = torch.tensor([int(area * p / 100) for p in percentages], device=x.device)
     noise_draws = context.draws.get("noise")

@@ -209,6 +209,15 @@ def quantus_class_for(metric: Metric) -> type:
     return ROADPerImage if metric.quantus_class is quantus.ROAD else metric.quantus_class
 
 
+def random_ties(metric: Metric, params: dict[str, Any], engine: str) -> bool:
+    """Whether the metric orders features and breaks their ties at random here (so tie draws can differ)."""
+    from xbench.engine import engine_metrics
+
+    if engine_for(metric, engine) != "torch" or "ties" not in engine_metrics.get(metric.name).parameters():
+        return False
+    return params.get("ties", "random") == "random"
+
+
 def engine_for(metric: Metric, requested: str) -> str:
     """The engine that scores `metric`: the torch engine where it implements the metric, else Quantus."""
     from xbench.engine import engine_metrics
@@ -230,12 +239,13 @@ def score(
     engine: str = "torch",
     explain_tensor_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 256,
+    tie_draw: int = 0,
 ) -> Scored:
     """One score per image; NaN for an image whose attribution is constant (no feature order to test).
 
     `engine`: "torch" runs the metrics the torch engine implements on `device` (`explain_tensor_func` re-explains);
     the others, and every metric with "quantus", go through Quantus (`explain_func`). A batch-level metric gives
-    its one value to every image.
+    its one value to every image. `tie_draw` picks the random tie order of the torch engine's ordering metrics.
     """
     if engine not in ENGINES:
         raise XbenchInputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}", field="engine")
@@ -256,7 +266,7 @@ def score(
     from xbench.engine import EngineContext, PassCounter, run_metric
 
     if chosen == "torch":
-        context = EngineContext(model, device, batch_size, seed, explain=explain_tensor_func)
+        context = EngineContext(model, device, batch_size, seed, explain=explain_tensor_func, tie_draw=tie_draw)
         raw = run_metric(metric.name, params, context, x[scorable], y[scorable], attributions[scorable])
         counter = context.counter
     else:

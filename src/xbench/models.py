@@ -31,6 +31,16 @@ def check_model_name(name: str, field: str) -> None:
     raise XbenchInputError(f"unknown timm model {name!r}{hint} (see `xbench list models`)", field=field)
 
 
+def check_model_options(name: str, options: dict[str, Any], image_size: int, field: str) -> None:
+    """Plan-time check that timm.create_model takes the suite's options for this model."""
+    if not options:
+        return
+    try:
+        timm_model(name, 2, image_size, **options)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise XbenchInputError(f"timm.create_model({name!r}) does not take these options: {exc}", field=field) from None
+
+
 def timm_model(name: str, num_classes: int, image_size: int | None = None, **kwargs: Any) -> nn.Module:
     """timm.create_model, telling models with a fixed input size (ViT, DeiT, ...) the size of the data."""
     if image_size is not None:
@@ -49,9 +59,10 @@ def create_model(config: ModelConfig, num_classes: int, image_size: int | None =
         if not weights.is_file():
             raise XbenchInputError(f"weights file {str(weights)!r} does not exist", field="models[].pretrained")
         return timm_model(
-            config.name, num_classes, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}
-        )
-    return timm_model(config.name, num_classes, image_size, pretrained=config.pretrained)
+            config.name, num_classes, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)},
+            **config.options,
+        )  # fmt: skip
+    return timm_model(config.name, num_classes, image_size, pretrained=config.pretrained, **config.options)
 
 
 @dataclass(frozen=True)
@@ -163,7 +174,7 @@ def trained_model(
     weights = cache.path("models", key, ".safetensors")
     torch.manual_seed(seed)
     if weights.exists():
-        model = timm_model(config.name, data.num_classes, data.image_size)
+        model = timm_model(config.name, data.num_classes, data.image_size, **config.options)
         load_model(model, str(weights), device="cpu")
         return model.to(device).eval(), key
     model = create_model(config, data.num_classes, data.image_size)

@@ -13,12 +13,12 @@ from xbench.engine import engine_metrics
 from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import engine_for, metrics
-from xbench.models import check_model_name, timm_model
+from xbench.models import check_model_name, check_model_options, timm_model
 from xbench.pruning import prunability_error, pruners
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
 
-PLAN_VERSION = "1"
+PLAN_VERSION = "2"  # 2: cells carry data_seed and tie_draws; each seed of a suite is its own cell
 
 
 class _Frozen(BaseModel):
@@ -40,6 +40,8 @@ class Cell(_Frozen):
 
     suite: str
     seed: int
+    data_seed: int
+    tie_draws: int
     device: str
     dataset: DatasetConfig
     model: ModelConfig
@@ -59,7 +61,7 @@ class Cell(_Frozen):
     @property
     def label(self) -> str:
         pruning = "dense" if self.pruning is None else f"{self.pruning.method} CR {self.compression_rate:g}"
-        return f"{self.model.name} | {pruning} | {self.explainer.name}"
+        return f"{self.model.name} | {pruning} | {self.explainer.name} | seed {self.seed}"
 
     def __hash__(self) -> int:
         return hash(self.cell_key)
@@ -117,7 +119,7 @@ def unsupported_pairs(suite: Suite) -> dict[tuple[str, str], str]:
     limited = [(i, plugin) for i, plugin in limited if plugin.limited]
     skipped: dict[tuple[str, str], str] = {}
     for model_config in suite.models if limited else []:
-        model = timm_model(model_config.name, 2, suite.dataset.image_size)
+        model = timm_model(model_config.name, 2, suite.dataset.image_size, **model_config.options)
         for index, plugin in limited:
             reason = plugin.unsupported_reason(model)
             if reason and suite.skip_unsupported:
@@ -139,12 +141,14 @@ def plan(suite: Suite, device: str) -> list[Cell]:
     dataset = _check_name(datasets, suite.dataset.name, "dataset.name")
     for index, model in enumerate(suite.models):
         check_model_name(model.name, f"models[{index}].name")
+        check_model_options(model.name, model.options, suite.dataset.image_size, f"models[{index}].options")
     for index, config in enumerate(suite.pruning):
         _check_name(pruners, config.method, f"pruning[{index}].method")
         for model in suite.models:
             message = prunability_error(
-                model.name, config.method, config.scope, config.granularity, suite.dataset.image_size
-            )
+                model.name, config.method, config.scope, config.granularity, suite.dataset.image_size,
+                tuple(sorted(model.options.items())),
+            )  # fmt: skip
             if message:
                 raise XbenchInputError(message, field=f"pruning[{index}].method")
     _check_unique(suite.explainers, "explainers")
@@ -168,7 +172,8 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         variants += [(variant, float(rate)) for rate in dict.fromkeys(config.compression_rates) if rate != 1]
 
     cells = []
-    for model in suite.models:
+    # Seed-major, then model and variant: the executor keeps one trained model and one variant in memory at a time.
+    for seed, model in ((seed, model) for seed in suite.replicate_seeds for model in suite.models):
         for variant, rate in variants:
             for explainer_spec in resolved_explainers:
                 if (model.name, explainer_spec.name) in skipped:
@@ -187,7 +192,9 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                 cells.append(
                     Cell(
                         suite=suite.name,
-                        seed=suite.seed,
+                        seed=seed,
+                        data_seed=suite.data_seed,
+                        tie_draws=suite.tie_draws,
                         device=device,
                         dataset=suite.dataset,
                         model=model,

@@ -300,7 +300,10 @@ def _remove_channels(
 
 
 @functools.cache
-def unprunable_reason(model_name: str, method: str, scope: str, granularity: str, image_size: int) -> str | None:
+def unprunable_reason(
+    model_name: str, method: str, scope: str, granularity: str, image_size: int,
+    options: tuple[tuple[str, Any], ...] = (),
+) -> str | None:  # fmt: skip
     """Why `method` cannot prune this architecture, found by pruning a randomly initialised copy once; None if it can.
 
     Run at plan time, so a suite fails before any training instead of mid-way.
@@ -309,7 +312,7 @@ def unprunable_reason(model_name: str, method: str, scope: str, granularity: str
     pruner = pruners.get(config.method)
     if not pruner.structured:
         return None
-    model = timm_model(model_name, 2, image_size)
+    model = timm_model(model_name, 2, image_size, **dict(options))
     if pruner.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return "it has no BatchNorm layers, whose scales this method ranks channels by"
     probe = ImageData.random(4, image_size, num_classes=2)
@@ -330,17 +333,20 @@ SCOPES = ("conv", "conv_linear", "all")
 _UNSTRUCTURED_TOLERANCE = 0.01
 
 
-def prunability_error(model_name: str, method: str, scope: str, granularity: str, image_size: int) -> str | None:
+def prunability_error(
+    model_name: str, method: str, scope: str, granularity: str, image_size: int,
+    options: tuple[tuple[str, Any], ...] = (),
+) -> str | None:  # fmt: skip
     """The message for a request `method` cannot carry out on this architecture (naming a scope that works), or None.
 
     Suites (at plan time) and `xbench profile` both use it, so a no-op prune is refused the same way everywhere.
     """
-    reason = unprunable_reason(model_name, method, scope, granularity, image_size)
+    reason = unprunable_reason(model_name, method, scope, granularity, image_size, options)
     if reason is None:
         return None
     working = [
         other for other in SCOPES
-        if other != scope and unprunable_reason(model_name, method, other, granularity, image_size) is None
+        if other != scope and unprunable_reason(model_name, method, other, granularity, image_size, options) is None
     ]  # fmt: skip
     hint = f"; use scope {working[0]!r}, which can" if working else ""
     return f"{method} cannot prune {model_name}: {reason}{hint}"
@@ -399,9 +405,12 @@ def structure_of(model: nn.Module) -> dict[str, Any]:
     return record
 
 
-def rebuild(model_name: str, num_classes: int, structure: dict[str, Any], image_size: int | None = None) -> nn.Module:
-    """A timm model reshaped to a recorded structure (its weights are then loaded from safetensors)."""
-    model = timm_model(model_name, num_classes, image_size)
+def rebuild(
+    model_name: str, num_classes: int, structure: dict[str, Any], image_size: int | None = None, **options: Any
+) -> nn.Module:
+    """A timm model (created with the suite's `options`) reshaped to a recorded structure (its weights are then
+    loaded from safetensors)."""
+    model = timm_model(model_name, num_classes, image_size, **options)
     for name, record in structure.items():
         module = model.get_submodule(name)
         for key, shape in record["shapes"].items():
@@ -415,9 +424,9 @@ def rebuild(model_name: str, num_classes: int, structure: dict[str, Any], image_
     return model
 
 
-def _load_variant(model_name: str, data: ImageData, weights: Path) -> nn.Module:
+def _load_variant(model_name: str, data: ImageData, weights: Path, options: dict[str, Any]) -> nn.Module:
     structure = json.loads(weights.with_suffix(".json").read_text())
-    model = rebuild(model_name, data.num_classes, structure, data.image_size)
+    model = rebuild(model_name, data.num_classes, structure, data.image_size, **options)
     load_model(model, str(weights), device="cpu")
     return model
 
@@ -433,6 +442,7 @@ def pruned_model(
     seed: int,
     cache: Cache,
     device: torch.device,
+    model_options: dict[str, Any] | None = None,
 ) -> nn.Module:
     """The base model pruned to `compression_rate`, each step fine-tuned and cached (unstructured masks permanent).
 
@@ -443,7 +453,9 @@ def pruned_model(
     steps = schedule_steps(compression_rate, config.schedule)
     paths = [cache.path("pruned", pruned_model_key(base_key, config, step, train), ".safetensors") for step in steps]
     done = max((index for index, path in enumerate(paths) if path.exists()), default=-1)
-    current = _load_variant(model_name, data, paths[done]) if done >= 0 else copy.deepcopy(base).cpu()
+    current = (
+        _load_variant(model_name, data, paths[done], model_options or {}) if done >= 0 else copy.deepcopy(base).cpu()
+    )
     base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)

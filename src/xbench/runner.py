@@ -20,18 +20,19 @@ import torch
 from torch import nn
 
 from xbench import __version__, planmemo
+from xbench.attributions import tie_shares
 from xbench.cache import Cache, content_key
 from xbench.data import ImageData, load_dataset
 from xbench.engine import PassCounter, prepare_metric
 from xbench.errors import XbenchInputError
 from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
-from xbench.metrics import engine_for, metrics, score
-from xbench.models import accuracy, trained_model, trained_model_key
+from xbench.metrics import Scored, engine_for, metrics, random_ties, score
+from xbench.models import predict, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
 from xbench.plan import Cell, plan, plan_key, unsupported_pairs
 from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
-from xbench.suite import PruningConfig, Suite
+from xbench.suite import ComponentSpec, PruningConfig, Suite
 from xbench.tracking import (
     DIRECTION_PREFIX,
     ENGINE_PREFIX,
@@ -60,6 +61,7 @@ class _Variant:
     key: str
     model: nn.Module
     figures: Figures
+    correct: np.ndarray  # per eval image: whether the variant classifies it correctly (paired accuracy statistics)
 
 
 class CellExecutor:
@@ -72,9 +74,9 @@ class CellExecutor:
         self._variant: _Variant | None = None
 
     def data(self, cell: Cell) -> ImageData:
-        key = content_key([cell.dataset.model_dump(), cell.seed])
+        key = content_key([cell.dataset.model_dump(), cell.data_seed])
         if self._data is None or self._data[0] != key:
-            self._data = (key, load_dataset(cell.dataset, cell.seed))
+            self._data = (key, load_dataset(cell.dataset, cell.data_seed))
         return self._data[1]
 
     def base(self, cell: Cell, data: ImageData) -> _Variant:
@@ -82,7 +84,7 @@ class CellExecutor:
         key = trained_model_key(cell.model, data, cell.seed)
         if self._base is None or self._base.key != key:
             model = trained_model(cell.model, data, cell.seed, self.cache, self.device)[0]
-            self._base = _Variant(key, model, self._figures(model, cell, data, "conv", reference=None))
+            self._base = self._measured(key, model, cell, data, "conv", reference=None)
         return self._base
 
     def variant(self, cell: Cell, data: ImageData) -> _Variant:
@@ -94,17 +96,18 @@ class CellExecutor:
         if self._variant is None or self._variant.key != key:
             model = pruned_model(
                 base.model, base.key, cell.model.name, config, cell.compression_rate, data, cell.model.train,
-                cell.seed, self.cache, self.device,
+                cell.seed, self.cache, self.device, cell.model.options,
             )  # fmt: skip
-            self._variant = _Variant(key, model, self._figures(model, cell, data, config.scope, reference=base))
+            self._variant = self._measured(key, model, cell, data, config.scope, reference=base)
         return self._variant
 
-    def _figures(
-        self, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
-    ) -> Figures:
+    def _measured(
+        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+    ) -> _Variant:
         """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model)."""
         report = sparsity_report(model, scope, original=reference.model if reference else None)
-        figures = Figures({"accuracy": accuracy(model, data, self.device), **report})
+        correct = (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
+        figures = Figures({"accuracy": float(correct.mean()), **report})
         perf = cell.perf
         figures.update(measure(model, cell.dataset.image_size, self.device, perf))
         base = (reference.figures if reference else figures).values
@@ -114,7 +117,7 @@ class CellExecutor:
             name = f"latency_ms_p50_bs{batch_size}"
             if name in base and name in figures.values:
                 figures.values[f"measured_speedup_bs{batch_size}"] = base[name] / figures.values[name]
-        return figures
+        return _Variant(key, model, figures, correct)
 
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
         """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
@@ -139,6 +142,14 @@ class CellExecutor:
         self.cache.write_json(meta, {**cost, "cell": cell.model_dump(mode="json")})
         return attributions, cost
 
+    def _score(self, cell: Cell, spec: ComponentSpec, variant: _Variant, data: ImageData, attributions: np.ndarray,
+               explain_func: Any, explain_again: Any, tie_draw: int) -> Scored:  # fmt: skip
+        return score(
+            metrics.get(spec.name), spec.params, variant.model, data.eval_x.numpy(), data.eval_y.numpy(),
+            attributions, data.eval_masks, self.device, cell.seed, explain_func, engine=cell.engine,
+            explain_tensor_func=explain_again, tie_draw=tie_draw,
+        )  # fmt: skip
+
     def run(self, cell: Cell, workdir: Path) -> CellOutcome:
         data = self.data(cell)
         variant = self.variant(cell, data)
@@ -149,12 +160,13 @@ class CellExecutor:
         figures.values["explain_seconds_per_image"] = cost["seconds"] / images
         figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
         figures.values["explain_backward_passes_per_image"] = cost["backward_passes"] / images
-        x = data.eval_x.numpy()
-        y = data.eval_y.numpy()
-        per_image: dict[str, np.ndarray] = {}
+        per_image: dict[str, np.ndarray] = {"correct": variant.correct.astype(np.float64)}
         engines: dict[str, str] = {}
-        flat = attributions.reshape(images, -1)
-        constant = bool((flat.max(axis=1) <= flat.min(axis=1)).all())
+        shares = tie_shares(attributions)
+        constant = bool(shares["constant"].all())
+        figures.values["attribution_tie_share"] = float(shares["tie_share"].mean())
+        figures.values["attribution_min_share"] = float(shares["min_share"].mean())
+        figures.values["attribution_constant_count"] = float(shares["constant"].sum())
         plugin = explainers.get(cell.explainer.name)
         explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
 
@@ -168,19 +180,25 @@ class CellExecutor:
             engines[spec.name] = engine_for(metric, cell.engine)
             if engines[spec.name] == "torch":
                 prepare_metric(spec.name, self.device)
+            draws = cell.tie_draws if random_ties(metric, spec.params, cell.engine) else 1
             started = time.perf_counter()
             try:
-                scored = score(
-                    metric, spec.params, variant.model, x, y, attributions, data.eval_masks, self.device, cell.seed,
-                    explain_func, engine=cell.engine, explain_tensor_func=explain_again,
-                )  # fmt: skip
-                scores = scored.scores
-                figures.values[f"metric_forward_passes_per_image.{spec.name}"] = scored.forward_passes / images
-                figures.values[f"metric_backward_passes_per_image.{spec.name}"] = scored.backward_passes / images
+                scored = [self._score(cell, spec, variant, data, attributions, explain_func, explain_again, draw)
+                          for draw in range(draws)]  # fmt: skip
+                # Over several tie orders, an image's score is its mean over them; the spread says how much ties
+                # decide the cell's score.
+                scores = np.mean([s.scores for s in scored], axis=0)
+                if draws > 1:
+                    cell_means = [float(np.nanmean(s.scores)) if np.isfinite(s.scores).any() else math.nan
+                                  for s in scored]  # fmt: skip
+                    figures.values[f"{spec.name}_tie_std"] = float(np.std(cell_means))
+                passes = (sum(s.forward_passes for s in scored), sum(s.backward_passes for s in scored))
+                figures.values[f"metric_forward_passes_per_image.{spec.name}"] = passes[0] / images
+                figures.values[f"metric_backward_passes_per_image.{spec.name}"] = passes[1] / images
             except XbenchInputError:
                 raise
             except Exception as exc:  # a metric that fails on this cell is a NaN with its reason, not a lost suite
-                scores = np.full(len(x), np.nan)
+                scores = np.full(images, np.nan)
                 figures.missing[f"{spec.name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
             seconds = time.perf_counter() - started
             figures.values[f"score_seconds.{spec.name}"] = seconds
@@ -239,6 +257,8 @@ def _cell_params(cell: Cell) -> dict[str, Any]:
         "train_size": cell.dataset.train_size,
         "eval_size": cell.dataset.eval_size,
         "seed": cell.seed,
+        "data_seed": cell.data_seed,
+        "tie_draws": cell.tie_draws,
         "device": cell.device,
         "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
         "perf_warmup": cell.perf.warmup,
@@ -248,6 +268,7 @@ def _cell_params(cell: Cell) -> dict[str, Any]:
         "perf_compile": cell.perf.compile,
         "metric_engine": cell.engine,
     }
+    params.update({f"model.{k}": v for k, v in cell.model.options.items()})
     params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
     for spec in cell.metrics:
         params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})

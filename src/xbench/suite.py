@@ -37,6 +37,10 @@ class TrainConfig(_Strict):
 class ModelConfig(_Strict):
     name: str
     pretrained: bool | str = Field(False, description="false, true (timm hub) or a path to a local weights file")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for timm.create_model, e.g. {output_stride: 8} for finer CAMs (dilated stages).",
+    )
     train: TrainConfig = TrainConfig()
 
 
@@ -95,7 +99,17 @@ class PerfConfig(_Strict):
 
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="One training seed (shorthand for seeds: [seed]).")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Replicates: each seed is an independent training run (initialisation, data order, random "
+        "pruning, fine-tuning, explainer and metric randomness); the statistics compare CRs across them.",
+    )
+    data_seed: int = Field(0, ge=0, description="Draws the data set (and so the eval images), the same for all seeds.")
+    tie_draws: int = Field(
+        1, ge=1, le=100, description="Score ordering metrics with this many random tie orders; logs their spread."
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: DatasetConfig = DatasetConfig()
     models: list[ModelConfig] = Field(min_length=1)
@@ -108,6 +122,23 @@ class Suite(_Strict):
     # instead of refusing the suite; the plan lists what it left out.
     skip_unsupported: bool = False
     perf: PerfConfig = PerfConfig()
+
+    @model_validator(mode="after")
+    def _seeds_distinct(self) -> Suite:
+        if self.seeds is not None:
+            if "seed" in self.model_fields_set:
+                raise _FieldError("seeds", "give seed (one) or seeds (replicates), not both")
+            for index, seed in enumerate(self.seeds):
+                if seed < 0:
+                    raise _FieldError(f"seeds[{index}]", f"must be >= 0, got {seed}")
+                if seed in self.seeds[:index]:
+                    raise _FieldError(f"seeds[{index}]", f"seed {seed} is listed twice")
+        return self
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The training seeds of the suite's replicates: `seeds`, or the one `seed`."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
 
 class _FieldError(ValueError):

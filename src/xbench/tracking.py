@@ -164,6 +164,20 @@ class Store:
         except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
             return None
 
+    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """run_id -> {metric or 'correct': per-image scores} from each cell run's scores.csv (absent ones skipped)."""
+        import tempfile
+
+        scores: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="xbench-scores-") as workdir:
+            for index, record in enumerate(records):
+                destination = Path(workdir) / str(index)
+                destination.mkdir()
+                path = self.artifact(record["run_id"], "scores.csv", destination)
+                if path is not None:
+                    scores[record["run_id"]] = read_scores(path)
+        return scores
+
     def suites(self) -> list[str]:
         from mlflow.entities import ViewType
 
@@ -185,7 +199,8 @@ class Store:
             if key not in records:
                 records[key] = to_record(suite, run)
         return sorted(
-            records.values(), key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"], r["explainer"])
+            records.values(),
+            key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"], r["explainer"], r["seed"]),
         )
 
 
@@ -200,6 +215,18 @@ PROVENANCE_TAGS = {
     "device": "xbench.device",
     "suite_file": "xbench.suite_file",
 }
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    """scores.csv (image, label, one column per metric and `correct`) as column -> per-image float64 array."""
+    import csv
+
+    import numpy as np
+
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("image", "label")]
+    return {c: np.array([float(row[c]) if row[c] not in ("", "nan") else np.nan for row in rows]) for c in columns}
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -231,6 +258,8 @@ def to_record(suite: str, run: Any) -> dict[str, Any]:
         "pruning_schedule": params.get("pruning_schedule"),
         "compression_rate": float(params.get("compression_rate", 1)),
         "explainer": params.get("explainer"),
+        "seed": int(params.get("seed", 0)),
+        "data_seed": int(params.get("data_seed", 0)),
         "device": tags.get("xbench.device"),
         "start_time": run.info.start_time,
         "accuracy": metrics.get("accuracy"),
@@ -248,10 +277,14 @@ def to_record(suite: str, run: Any) -> dict[str, Any]:
         "throughput": metrics.get(f"throughput_bs{largest}") if largest else None,
         "throughput_batch_size": largest,
         "measured_speedup": metrics.get(f"measured_speedup_bs{largest}") if largest else None,
+        "attribution_tie_share": metrics.get("attribution_tie_share"),
+        "attribution_min_share": metrics.get("attribution_min_share"),
+        "attribution_constant_count": metrics.get("attribution_constant_count"),
     }
     for name in metric_names:
         record[name] = metrics.get(name)
         record[f"{name}_std"] = metrics.get(f"{name}_std")
+        record[f"{name}_tie_std"] = metrics.get(f"{name}_tie_std")
     record["metric_directions"] = {name: tags.get(f"{DIRECTION_PREFIX}{name}", "higher") for name in metric_names}
     record["provenance"] = {key: tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
     return record

@@ -4,9 +4,11 @@ the device, timed in the same repeats as the engine."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from quantus.functions.perturb_func import (
 )
 from torch import nn
 
+from xbench.attributions import tie_shares
 from xbench.engine import EngineContext, engine_metrics, prepare_metric, run_metric
 from xbench.explainers import explain_tensor, explainers, quantus_explain_func
 from xbench.metrics import metrics, quantus_class_for
@@ -124,6 +127,8 @@ class Verification:
     backward_passes: int
     images: int
     note: str = ""
+    case: str = "random"  # which attributions: see ATTRIBUTION_CASES
+    tie_share: float = 0.0  # share of attribution values another value of the same map shares
 
     @property
     def floor_ratio(self) -> float:
@@ -200,6 +205,39 @@ def _road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int], seed: int)
     return noise.reshape(len(percentages), *x.shape)
 
 
+class _ArgsortRecorder:
+    """Stands in for `numpy` inside one Quantus metric module and records every argsort it makes, so the engine can
+    replay Quantus's order of tied values (NumPy's default sort orders ties in no documented way)."""
+
+    def __init__(self) -> None:
+        self.orders: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def argsort(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        order = np.argsort(*args, **kwargs)
+        self.orders.append(np.array(order, copy=True))
+        return order
+
+
+@contextlib.contextmanager
+def _recording_argsort(quantus_class: type) -> Iterator[_ArgsortRecorder]:
+    module = sys.modules[quantus_class.evaluate_batch.__module__]
+    recorder = _ArgsortRecorder()
+    original = module.np
+    module.np = recorder
+    try:
+        yield recorder
+    finally:
+        module.np = original
+
+
+def orders_features(name: str) -> bool:
+    """Whether the engine metric ranks features (and so takes a tie policy)."""
+    return "ties" in engine_metrics.get(name).parameters()
+
+
 def quantus_reference(
     name: str, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray,
     device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None = None,
@@ -213,16 +251,19 @@ def quantus_reference(
     model.to(device).eval()
     np.random.seed(seed)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    recording = _recording_argsort(quantus_class) if orders_features(name) else contextlib.nullcontext()
+    with warnings.catch_warnings(), recording as argsorts:
         warnings.simplefilter("ignore")
         result = instance(
             model=model, x_batch=x, y_batch=y, a_batch=a, device=str(device), batch_size=max(256, len(x)),
             explain_func=explain_func,
         )  # fmt: skip
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # the recorder's copies cost microseconds against the model's passes
     draws = _draws(name, recorder)
+    if argsorts is not None:
+        draws["orders"] = argsorts.orders
     if name == "road":
-        draws = {"noise": _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)}
+        draws["noise"] = _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)
     return np.asarray(result, dtype=np.float64).reshape(len(x), -1), draws, seconds
 
 
@@ -273,6 +314,38 @@ def verify_metric(
     )
 
 
+ATTRIBUTION_CASES = {
+    "random": "tie-free random attributions, one value per channel",
+    "gradcam": "Grad-CAM of the model: a coarse map upsampled, so most values are tied",
+    "flat_background": "input x gradient of images on a flat (zero) background: every background pixel is 0",
+}
+
+
+def case_attributions(
+    case: str, model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, attributions) for a verification case: the random ones as given, or real explanations with
+    ties, on the images whose map is not constant (a constant map has no order to compare; xbench scores it NaN)."""
+    if case == "random":
+        return x, y, a
+    if case == "gradcam":
+        explainer = "gradcam"
+    elif case == "flat_background":
+        explainer = "input_x_gradient"
+        size = x.shape[-1]
+        flat = np.zeros_like(x)  # the object: a centred square of the image; the rest a flat background
+        keep = slice(size // 4, size - size // 4)
+        flat[..., keep, keep] = x[..., keep, keep]
+        x = flat
+    else:
+        raise ValueError(f"unknown case {case!r}; cases: {', '.join(ATTRIBUTION_CASES)}")
+    plugin = explainers.get(explainer)
+    tied = explain_tensor(plugin, plugin.resolve({}), model, torch.as_tensor(x), torch.as_tensor(y), device)
+    tied = tied.cpu().numpy()
+    scorable = ~tie_shares(tied)["constant"]
+    return x[scorable], y[scorable], tied[scorable]
+
+
 def random_inputs(
     model_name: str, image_size: int, images: int, seed: int, num_classes: int = 10, in_chans: int = 3
 ) -> tuple[nn.Module, np.ndarray, np.ndarray, np.ndarray]:
@@ -295,28 +368,51 @@ def random_inputs(
 def verify_all(
     model_name: str = "resnet18", image_size: int = 64, images: int = 8, seed: int = 0,
     device: torch.device | None = None, names: list[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, cases: list[str] | None = None,
 ) -> tuple[list[Verification], PassTimes]:  # fmt: skip
-    """Every engine metric (or `names`) against Quantus; ROAD and IROF on a 1-channel copy of the model."""
+    """Every engine metric (or `names`) against Quantus; ROAD and IROF on a 1-channel copy of the model.
+
+    `cases` (default: all of ATTRIBUTION_CASES) adds tied attributions for the metrics that order features; the
+    engine then replays the order Quantus's argsort gave the tied values.
+    """
     device = device or torch.device("cpu")
+
+    def skipped(name: str, case: str) -> None:
+        if progress:
+            progress(f"{name} ({case}): skipped, every map is constant at {image_size} px (nothing to order)")
+
     model, x, y, a = random_inputs(model_name, image_size, images, seed)
+    gray = random_inputs(model_name, image_size, images, seed, in_chans=1)
     times = pass_times(model, tuple(x.shape[1:]), device)
+    gray_times: PassTimes | None = None
     params = verification_params(image_size)
     results = []
     for name in names or engine_metrics.names():
-        if progress:
-            progress(name)
-        if name in GRAYSCALE_ONLY_IN_QUANTUS:
-            gray, gx, gy, ga = random_inputs(model_name, image_size, images, seed, in_chans=1)
-            gray_times = pass_times(gray, tuple(gx.shape[1:]), device)
-            results.append(verify_metric(name, gray, gx, gy, ga, device, gray_times, params[name], seed))
-            results[-1].note = f"1-channel model: {GRAYSCALE_ONLY_IN_QUANTUS[name]}"
-            continue
-        attributions = a
-        if metrics.get(name).needs_explain_func:
-            plugin = explainers.get(VERIFY_EXPLAINER)
-            attributions = explain_tensor(
-                plugin, plugin.resolve({}), model, torch.as_tensor(x), torch.as_tensor(y), device
-            ).cpu().numpy()  # fmt: skip
-        results.append(verify_metric(name, model, x, y, attributions, device, times, params[name], seed))
+        for case in cases or list(ATTRIBUTION_CASES):
+            if case != "random" and not orders_features(name):
+                continue
+            if progress:
+                progress(f"{name} ({case})")
+            if name in GRAYSCALE_ONLY_IN_QUANTUS:
+                gray_times = gray_times or pass_times(gray[0], tuple(gray[1].shape[1:]), device)
+                gx, gy, attributions = case_attributions(case, gray[0], gray[1], gray[2], gray[3], device)
+                if not len(gx):
+                    skipped(name, case)
+                    continue
+                result = verify_metric(name, gray[0], gx, gy, attributions, device, gray_times, params[name], seed)
+                result.note = f"1-channel model: {GRAYSCALE_ONLY_IN_QUANTUS[name]}"
+            else:
+                cx, cy, attributions = case_attributions(case, model, x, y, a, device)
+                if not len(cx):
+                    skipped(name, case)
+                    continue
+                if metrics.get(name).needs_explain_func:
+                    plugin = explainers.get(VERIFY_EXPLAINER)
+                    attributions = explain_tensor(
+                        plugin, plugin.resolve({}), model, torch.as_tensor(cx), torch.as_tensor(cy), device
+                    ).cpu().numpy()  # fmt: skip
+                result = verify_metric(name, model, cx, cy, attributions, device, times, params[name], seed)
+            result.case = case
+            result.tie_share = float(tie_shares(attributions)["tie_share"].mean())
+            results.append(result)
     return results, times

@@ -15,6 +15,9 @@ def verify_metrics_command(
     image_size: int = typer.Option(64, "--image-size", help="Input height and width."),
     images: int = typer.Option(8, "--images", help="How many random images each metric scores."),
     metric: list[str] = typer.Option([], "--metric", help="Only these engine metrics (repeat); default: all."),
+    case: list[str] = typer.Option(
+        [], "--case", help="Attributions (repeat): random | gradcam | flat_background; default: all."
+    ),
     format: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Run every torch-engine metric and its Quantus 0.6 reference on the same random model, inputs, explanations
@@ -24,6 +27,10 @@ def verify_metrics_command(
     exceeds 1e-4.
 
     IROF and ROAD are compared on a 1-channel copy of the model: Quantus 0.6 fails on them with RGB inputs.
+
+    The metrics that order features are also compared on tied attributions: Grad-CAM maps (a coarse map upsampled)
+    and input x gradient on images with a flat background (every background pixel 0). Tied values have no order of
+    their own, so the engine replays the order Quantus's argsort gave them (recorded during Quantus's run).
 
     Example: xbench verify-metrics --device cpu --seed 0 --model resnet18 --format json
     """
@@ -41,11 +48,18 @@ def verify_metrics_command(
             f"{', '.join(unknown)} is not an engine metric; choose from {', '.join(engine_metrics.names())}",
             field="--metric",
         )
+    from xbench.verify import ATTRIBUTION_CASES
+
+    unknown_cases = [name for name in case if name not in ATTRIBUTION_CASES]
+    if unknown_cases:
+        choices = ", ".join(ATTRIBUTION_CASES)
+        raise XbenchInputError(f"unknown case(s) {', '.join(unknown_cases)}; choose from {choices}", field="--case")
     resolved = resolve_device(device)
     results, times = verify_all(
-        model, image_size, images, seed, resolved, names=metric or None, progress=lambda name: log(f"verifying {name}")
-    )
-    failed = [r.metric for r in results if not r.max_abs_diff <= 1e-4]
+        model, image_size, images, seed, resolved, names=metric or None, progress=lambda name: log(f"verifying {name}"),
+        cases=case or None,
+    )  # fmt: skip
+    failed = [f"{r.metric} ({r.case})" for r in results if not r.max_abs_diff <= 1e-4]
     if format == "json":
         typer.echo(json.dumps({
             "model": model, "image_size": image_size, "images": images, "seed": seed, "device": str(resolved),
@@ -56,12 +70,13 @@ def verify_metrics_command(
         table = Table(title=f"torch engine vs Quantus 0.6: {model} @ {image_size}px, {images} images, {resolved} "
                             f"(best batch {times.batch_size}: {times.forward * 1e3:.2f} ms forward, "
                             f"{times.backward * 1e3:.2f} ms backward per image)")  # fmt: skip
-        for column in ("metric", "max |diff|", "engine s", "quantus s", "floor s", "engine/floor", "speed-up",
-                       "passes fwd/bwd", "note"):  # fmt: skip
-            table.add_column(column, justify="left" if column in ("metric", "note") else "right")
+        for column in ("metric", "attributions", "tie share", "max |diff|", "engine s", "quantus s", "floor s",
+                       "engine/floor", "speed-up", "passes fwd/bwd", "note"):  # fmt: skip
+            table.add_column(column, justify="left" if column in ("metric", "attributions", "note") else "right")
         for r in results:
             table.add_row(
-                r.metric, f"{r.max_abs_diff:.1e}", f"{r.engine_seconds:.3f}", f"{r.quantus_seconds:.3f}",
+                r.metric, r.case, f"{r.tie_share:.2f}", f"{r.max_abs_diff:.1e}", f"{r.engine_seconds:.3f}",
+                f"{r.quantus_seconds:.3f}",
                 f"{r.floor_seconds:.3f}", f"{r.floor_ratio:.2f}x", f"{r.speedup:.1f}x",
                 f"{r.forward_passes}/{r.backward_passes}", r.note,
             )  # fmt: skip

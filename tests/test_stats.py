@@ -1,0 +1,100 @@
+"""The statistics on hand-made cases whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import permutation_test
+
+from xbench.stats import (
+    compare_paired,
+    hierarchical_bootstrap,
+    holm,
+    paired_permutation_p,
+    suite_stats,
+)
+
+
+def test_holm_matches_the_hand_computed_adjustment() -> None:
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> raised to the running max 0.06
+    assert holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+
+
+def test_the_hierarchical_bootstrap_resamples_seeds_as_well_as_images() -> None:
+    """Seed A's differences are all 1, seed B's all 3: images add no spread, seeds do: means 1, 2 or 3 with chance
+    1/4, 1/2, 1/4, so the 95 % interval is [1, 3], where a bootstrap over pooled images would give about [1.9, 2.1]."""
+    draws = hierarchical_bootstrap([np.ones(50), np.full(50, 3.0)], resamples=4000)
+    assert set(np.unique(draws)) == {1.0, 2.0, 3.0}
+    assert np.mean(draws == 2.0) == pytest.approx(0.5, abs=0.03)
+    assert np.percentile(draws, [2.5, 97.5]) == pytest.approx([1.0, 3.0])
+
+
+def test_the_permutation_p_is_scipys_sign_flip_test_when_seeds_are_equal_in_size() -> None:
+    rng = np.random.default_rng(3)
+    differences = [rng.normal(0.2, 1, 30), rng.normal(0.2, 1, 30)]
+    pooled = np.concatenate(differences)
+    expected = permutation_test(
+        (pooled,), np.mean, permutation_type="samples", n_resamples=9999, rng=np.random.default_rng(0)
+    ).pvalue
+    assert paired_permutation_p(differences) == pytest.approx(expected, abs=0.01)
+
+
+def test_a_constant_map_is_left_out_of_both_sides_of_its_image() -> None:
+    reference = {0: np.array([1.0, 2.0, 3.0, 4.0])}
+    variant = {0: np.array([2.0, np.nan, 4.0, 5.0])}  # image 1's map was constant at this CR
+    figures = compare_paired(reference, variant)
+    assert figures["n_images"] == 3 and figures["n_excluded"] == 1
+    assert figures["reference_mean"] == pytest.approx(8 / 3) and figures["mean_diff"] == pytest.approx(1.0)
+
+
+def _records(effects: dict[tuple[str, float], float], seeds: list[int], images: int = 40):
+    """A suite of one model: explainer 'e', metric 'm' (higher is better) and accuracy; per-image scores are noise
+    plus, for a (metric, CR), a planted shift. Seeds add their own offset to every CR alike."""
+    rng = np.random.default_rng(11)
+    records, per_image = [], {}
+    truth = rng.normal(0, 1, images)
+    for seed in seeds:
+        offset = rng.normal(0, 0.3)
+        for rate in (1.0, 2.0, 4.0, 8.0):
+            run_id = f"s{seed}-cr{rate}"
+            pruned = rate != 1
+            records.append({
+                "run_id": run_id, "model": "net", "explainer": "e", "seed": seed, "compression_rate": rate,
+                "pruning_method": "magnitude" if pruned else "none", "pruning_scope": "conv" if pruned else "none",
+                "pruning_granularity": "layerwise" if pruned else "none",
+                "pruning_schedule": "iterative" if pruned else "none", "metric_directions": {"m": "higher"},
+                "m": 0.0,
+            })  # fmt: skip
+            metric = truth + offset + rng.normal(0, 0.5, images) + effects.get(("m", rate), 0.0)
+            correct = (rng.random(images) < 0.9 - effects.get(("accuracy", rate), 0.0)).astype(float)
+            per_image[run_id] = {"m": metric, "correct": correct}
+            records[-1]["m"] = float(metric.mean())
+    return records, per_image
+
+
+def test_a_planted_effect_is_found_and_null_effects_are_not_after_correction() -> None:
+    records, per_image = _records({("m", 8.0): -1.0}, seeds=[0, 1, 2])
+    stats = suite_stats(records, per_image)
+    by_rate = {(c.metric, c.compression_rate): c for c in stats.comparisons}
+    assert set(by_rate) == {(m, r) for m in ("m", "accuracy") for r in (2.0, 4.0, 8.0)}
+    planted = by_rate[("m", 8.0)]
+    assert planted.significant and planted.better is False and planted.ci_high < 0 < planted.p_holm < 0.05
+    assert planted.mean_diff == pytest.approx(-1.0, abs=0.15) and planted.n_seeds == 3 and planted.n_images == 120
+    assert not any(c.significant for key, c in by_rate.items() if key != ("m", 8.0))
+    assert all(c.p_holm >= c.p for c in stats.comparisons)
+
+
+def test_one_seed_is_flagged_as_a_test_within_one_trained_model() -> None:
+    records, per_image = _records({("m", 2.0): 1.0}, seeds=[5])
+    stats = suite_stats(records, per_image)
+    assert stats.single_seed and all(c.within_one_model for c in stats.comparisons)
+    assert {(c.metric, c.compression_rate) for c in stats.comparisons if c.significant} == {("m", 2.0)}
+
+
+def test_reliability_is_the_seed_to_seed_rank_agreement_of_a_metric() -> None:
+    records, per_image = _records({("m", 2.0): 3.0, ("m", 4.0): 2.0, ("m", 8.0): 1.0}, seeds=[0, 1])
+    by_metric = {r.metric: r for r in suite_stats(records, per_image).reliability}
+    assert by_metric["m"].seed_tau == pytest.approx(1.0) and by_metric["m"].seed_pairs == 1
+    assert by_metric["m"].comparisons == 3 and by_metric["m"].significant_share == pytest.approx(1.0)
