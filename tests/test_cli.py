@@ -83,6 +83,19 @@ def test_run_logs_a_parent_and_one_child_per_cell(smoke_run: Path) -> None:
     assert pruned and all(r.data.metrics["sparsity_scope"] == pytest.approx(0.75, abs=0.005) for r in pruned)
 
 
+def test_the_mlflow_ui_opens_on_training_runs_with_their_datasets(smoke_run: Path) -> None:
+    """MLflow 3 shows its GenAI overview for an experiment unless it is tagged as model development; each cell run
+    carries its training and eval data as dataset inputs (the UI's Dataset column)."""
+    s = store(smoke_run)
+    experiment = s.client.get_experiment(s.experiment_id("smoke"))
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    cell = next(r for r in active_runs(smoke_run) if r.data.tags.get("xbench.role") == "cell")
+    inputs = {d.dataset.name: d for d in cell.inputs.dataset_inputs}
+    assert set(inputs) == {"shapes-48px-train", "shapes-48px-eval"}
+    assert {d.tags[0].value for d in inputs.values()} == {"training", "evaluation"}
+    assert all(len(d.dataset.digest) >= 16 for d in inputs.values())
+
+
 def test_rerunning_a_finished_suite_is_a_no_op(smoke_run: Path) -> None:
     before = len(active_runs(smoke_run))
     result = xbench("run", "suite", "smoke", "--cache-dir", str(smoke_run / "cache"), cwd=smoke_run, check=True)
@@ -244,7 +257,9 @@ def _finished_cells(database: Path) -> int:
 
 def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     suite_file = tmp_path / "resume.yaml"
-    suite_file.write_text(yaml.safe_dump(_smoke_with(name="resume", pruning__0__compression_rates=[1, 2, 4, 8])))
+    suite_file.write_text(
+        yaml.safe_dump(_smoke_with(name="resume", seeds=[0], pruning__0__compression_rates=[1, 2, 4, 8]))
+    )
     total = len(plan(load_suite(str(suite_file))[0], "cpu"))
     command = [
         sys.executable,
@@ -277,8 +292,36 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the resumed run continued the same parent
 
 
+@pytest.mark.slow
+def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Path) -> None:
+    """The second run waits for the first (a file lock beside the database), then finds its cells finished."""
+    suite_file = tmp_path / "twice.yaml"
+    suite_file.write_text(yaml.safe_dump(_smoke_with(name="twice", seeds=[0])))
+    total = len(plan(load_suite(str(suite_file))[0], "cpu"))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xbench", "run", "suite", str(suite_file), "--cache-dir", str(tmp_path / f"c{i}")],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert sum("waiting for it to finish" in err for _, err in outputs) == 1
+    assert sum("nothing to do" in out + err for out, err in outputs) == 1
+    s = store(tmp_path)
+    cells = [r for r in s.client.search_runs([s.experiment_id("twice")], max_results=1000)
+             if r.data.tags.get("xbench.role") == "cell"]  # fmt: skip
+    keys = [r.data.tags["xbench.cell_key"] for r in cells]
+    assert len(keys) == len(set(keys)) == total and all(r.info.status == "FINISHED" for r in cells)
+
+
 @pytest.mark.parametrize(
-    "command", [["run", "suite"], ["list"], ["export"], ["leaderboard", "build"], ["check"], ["profile"], ["ui"]]
+    "command",
+    [["run", "suite"], ["list"], ["export"], ["stats"], ["leaderboard", "build"], ["check"], ["profile"], ["ui"]],
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
     result = xbench(*command, "--help", cwd=tmp_path, check=True)

@@ -66,3 +66,26 @@ def test_a_metric_that_fails_on_a_cell_is_a_nan_with_the_error_not_a_crash(tmp_p
     assert math.isfinite(outcome.metrics["sparseness"])
     assert math.isnan(outcome.metrics["top_k_intersection"])
     assert outcome.tags["xbench.missing.top_k_intersection_error"]
+
+
+def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path, capsys) -> None:
+    """A cached model cut to 100 bytes (a full disk, a bad copy) made the next run crash with a Rust traceback that
+    named no file; now the file is named, removed and recomputed, and the cell gives the same figures."""
+    cells = tiny_suite(48)
+    cache = Cache(tmp_path / "cache")
+    first = CellExecutor(cache, torch.device("cpu")).run(cells[1], tmp_path)
+    damaged = sorted((tmp_path / "cache" / "models").glob("*.safetensors")) + sorted(
+        (tmp_path / "cache" / "pruned").glob("*.safetensors")
+    )
+    assert len(damaged) == 2
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[:100])
+    explanation = next((tmp_path / "cache" / "explanations").glob("*.npy"))
+    explanation.write_bytes(b"not an array")
+    again = CellExecutor(cache, torch.device("cpu")).run(cells[1], tmp_path)
+    logged = capsys.readouterr()
+    for path in [*damaged, explanation]:
+        assert f"damaged cache file {path}" in logged.out + logged.err
+        assert path.exists() and path.stat().st_size > 100  # written again
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    assert again.metrics["sparseness"] == pytest.approx(first.metrics["sparseness"])

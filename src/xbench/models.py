@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from xbench.cache import Cache, content_key
+from xbench.cache import Cache, content_key, library_versions
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.progress import track
@@ -162,7 +162,13 @@ def accuracy(model: nn.Module, data: ImageData, device: torch.device) -> float:
 
 def trained_model_key(config: ModelConfig, data: ImageData, seed: int) -> str:
     return content_key(
-        {"model": config.model_dump(), "data": data.fingerprint, "seed": seed, "version": TRAINING_VERSION}
+        {
+            "model": config.model_dump(),
+            "data": data.fingerprint,
+            "seed": seed,
+            "version": TRAINING_VERSION,
+            "libraries": library_versions(),
+        }
     )
 
 
@@ -175,8 +181,12 @@ def trained_model(
     torch.manual_seed(seed)
     if weights.exists():
         model = timm_model(config.name, data.num_classes, data.image_size, **config.options)
-        load_model(model, str(weights), device="cpu")
-        return model.to(device).eval(), key
+        loaded = cache.read(
+            weights, lambda path: load_model(model, str(path), device="cpu"), weights.with_suffix(".json")
+        )
+        if loaded is not None:
+            return model.to(device).eval(), key
+    torch.manual_seed(seed)  # again: a damaged cached file above consumed random draws building its model
     model = create_model(config, data.num_classes, data.image_size)
     started = time.perf_counter()
     losses = fit(model, data, FitOptions.for_training(config.train), seed, device, f"train {config.name}")

@@ -14,6 +14,7 @@ from xbench.errors import XbenchInputError
 from xbench.explainers import explainers
 from xbench.metrics import engine_for, metrics
 from xbench.models import check_model_name, check_model_options, timm_model
+from xbench.plugins import load_plugins
 from xbench.pruning import prunability_error, pruners
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
@@ -39,6 +40,7 @@ class Cell(_Frozen):
     """Everything that determines one result. Plain data: JSON round-trips, hashable by `cell_key`."""
 
     suite: str
+    plugins: tuple[str, ...]  # imported before the cell runs, wherever it runs
     seed: int
     data_seed: int
     tie_draws: int
@@ -138,6 +140,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
 
     CR 1 is the unpruned model: it is one cell per model and explainer, shared by every pruning configuration.
     """
+    load_plugins(suite.plugins)
     dataset = _check_name(datasets, suite.dataset.name, "dataset.name")
     for index, model in enumerate(suite.models):
         check_model_name(model.name, f"models[{index}].name")
@@ -192,6 +195,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                 cells.append(
                     Cell(
                         suite=suite.name,
+                        plugins=tuple(suite.plugins),
                         seed=seed,
                         data_seed=suite.data_seed,
                         tie_draws=suite.tie_draws,

@@ -16,11 +16,11 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from xbench.cache import Cache, content_key
+from xbench.cache import Cache, content_key, library_versions
+from xbench.plugins import plugin_digest
 from xbench.suite import Suite
 
 MEMO_VERSION = "1"
-_LIBRARIES = ("torch", "timm", "quantus", "captum", "grad-cam", "zennit", "torch-pruning", "numpy", "pydantic")
 
 
 def _source_digest() -> str:
@@ -47,8 +47,9 @@ def memo_key(suite: Suite, device: str) -> str:
             "device": device,
             "host": platform.node(),
             "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "libraries": {name: _version(name) for name in _LIBRARIES},
+            "libraries": {**library_versions(), "pydantic": _version("pydantic")},
             "source": _source_digest(),
+            "plugins": plugin_digest(suite.plugins),
         }
     )
 

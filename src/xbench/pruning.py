@@ -22,7 +22,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn.utils import prune
 
-from xbench.cache import Cache, content_key
+from xbench.cache import Cache, content_key, library_versions
 from xbench.data import ImageData
 from xbench.models import FitOptions, fit, timm_model
 from xbench.registry import Registry
@@ -247,6 +247,7 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
             "batch_size": finetune_options(config, train).batch_size,
             "version": pruner.version,
             "format": PRUNED_CACHE_FORMAT,
+            "libraries": library_versions(),
         }
     )
 
@@ -424,11 +425,18 @@ def rebuild(
     return model
 
 
-def _load_variant(model_name: str, data: ImageData, weights: Path, options: dict[str, Any]) -> nn.Module:
-    structure = json.loads(weights.with_suffix(".json").read_text())
-    model = rebuild(model_name, data.num_classes, structure, data.image_size, **options)
-    load_model(model, str(weights), device="cpu")
-    return model
+def _load_variant(
+    model_name: str, data: ImageData, weights: Path, options: dict[str, Any], cache: Cache
+) -> nn.Module | None:
+    """A cached pruned variant, or None when it is absent or damaged (then removed, to be computed again)."""
+
+    def read(path: Path) -> nn.Module:
+        structure = json.loads(path.with_suffix(".json").read_text())
+        model = rebuild(model_name, data.num_classes, structure, data.image_size, **options)
+        load_model(model, str(path), device="cpu")
+        return model
+
+    return cache.read(weights, read, weights.with_suffix(".json"))
 
 
 def pruned_model(
@@ -452,10 +460,15 @@ def pruned_model(
     pruner = pruners.get(config.method)
     steps = schedule_steps(compression_rate, config.schedule)
     paths = [cache.path("pruned", pruned_model_key(base_key, config, step, train), ".safetensors") for step in steps]
-    done = max((index for index, path in enumerate(paths) if path.exists()), default=-1)
-    current = (
-        _load_variant(model_name, data, paths[done], model_options or {}) if done >= 0 else copy.deepcopy(base).cpu()
-    )
+    # Resume from the furthest step in the cache that loads; a damaged one is removed and computed again.
+    done, current = -1, None
+    for index in reversed(range(len(paths))):
+        current = _load_variant(model_name, data, paths[index], model_options or {}, cache)
+        if current is not None:
+            done = index
+            break
+    if current is None:
+        current = copy.deepcopy(base).cpu()
     base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)

@@ -21,7 +21,7 @@ from torch import nn
 
 from xbench import __version__, planmemo
 from xbench.attributions import tie_shares
-from xbench.cache import Cache, content_key
+from xbench.cache import Cache, content_key, library_versions
 from xbench.data import ImageData, load_dataset
 from xbench.engine import PassCounter, prepare_metric
 from xbench.errors import XbenchInputError
@@ -30,6 +30,7 @@ from xbench.metrics import Scored, engine_for, metrics, random_ties, score
 from xbench.models import predict, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
 from xbench.plan import Cell, plan, plan_key, unsupported_pairs
+from xbench.plugins import load_plugins
 from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.suite import ComponentSpec, PruningConfig, Suite
@@ -122,13 +123,15 @@ class CellExecutor:
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
         """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
         plugin = explainers.get(cell.explainer.name)
-        key = content_key([variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version])
+        key = content_key([variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version,
+                           library_versions()])  # fmt: skip
         path = self.cache.path("explanations", key, ".npy")
         meta = self.cache.path("explanations", key, ".json")
-        if path.exists() and meta.exists():
-            cost = json.loads(meta.read_text())
-            if "forward_passes" in cost:
-                return np.load(path), cost
+        cost = self.cache.read(meta, lambda p: json.loads(p.read_text()), path)
+        if cost is not None and "forward_passes" in cost:
+            attributions = self.cache.read(path, lambda p: np.load(p, allow_pickle=False), meta)
+            if attributions is not None and attributions.shape[0] == len(data.eval_y):
+                return attributions, cost
         torch.manual_seed(cell.seed)
         started = time.perf_counter()
         with PassCounter(variant.model) as counter:
@@ -151,6 +154,7 @@ class CellExecutor:
         )  # fmt: skip
 
     def run(self, cell: Cell, workdir: Path) -> CellOutcome:
+        load_plugins(cell.plugins)  # a no-op where the plan was made; on another process or machine, it registers them
         data = self.data(cell)
         variant = self.variant(cell, data)
         attributions, cost = self.explanations(cell, variant, data)
@@ -233,7 +237,19 @@ class CellExecutor:
                 "xbench.model_key": variant.key,
             },
             artifacts=_write_artifacts(cell, data, attributions, per_image, workdir),
+            datasets=_datasets(cell, data),
         )
+
+
+def _datasets(cell: Cell, data: ImageData) -> tuple[dict[str, str], ...]:
+    """The cell's training and eval data as MLflow dataset inputs (the UI's Dataset column), digested by content."""
+    source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
+    name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
+    return tuple(
+        {"name": f"{name}-{split}", "digest": data.fingerprint[:36], "source_type": "xbench", "source": source,
+         "context": context}
+        for split, context in (("train", "training"), ("eval", "evaluation"))
+    )  # fmt: skip
 
 
 def _cell_params(cell: Cell) -> dict[str, Any]:
@@ -410,6 +426,16 @@ def run_suite(
     for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
         log(f"left out {model_name} x {explainer_name}: {reason}")
     store = Store(tracking_uri)
+    # One writer per suite and SQLite store: a second `xbench run` of the suite waits here, then finds the cells the
+    # first one finished, so no cell is run or logged twice and no run is discarded while it is being written.
+    with store.exclusive(suite.name):
+        return _run_cells(suite, suite_path, cells, store, cache, resolved, on_cell, started)
+
+
+def _run_cells(
+    suite: Suite, suite_path: Path | None, cells: list[Cell], store: Store, cache: Cache, resolved: torch.device,
+    on_cell: Callable[[Cell, CellOutcome], None] | None, started: float,
+) -> RunSummary:  # fmt: skip
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None
     done = store.finished_cells(experiment_id)

@@ -99,6 +99,11 @@ class PerfConfig(_Strict):
 
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules to import before planning, whose registrations add datasets, pruners, explainers or "
+        "metrics (e.g. my_package.my_explainers); see xbench.plugins.",
+    )
     seed: int = Field(0, ge=0, description="One training seed (shorthand for seeds: [seed]).")
     seeds: list[int] | None = Field(
         None,

@@ -5,12 +5,13 @@ Reads (`load_results`) are used by export, leaderboard and check, so this module
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ DEFAULT_DB = "xbench.db"
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = "xbench.role", "xbench.cell_key", "xbench.plan_key", "xbench.suite"
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
+# MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -53,6 +56,8 @@ class CellOutcome:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifacts: list[Path]
+    # MLflow dataset inputs: name, digest (of the data), source_type, source (what produced it), context
+    datasets: tuple[dict[str, str], ...] = ()
 
 
 class Store:
@@ -65,6 +70,43 @@ class Store:
         self.uri = resolve_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
 
+    @contextlib.contextmanager
+    def exclusive(self, suite: str) -> Iterator[None]:
+        """Hold the suite's write lock on a SQLite store (a file lock beside the database) while a run writes.
+
+        SQLite has one writer at a time, and two runs of one suite would both compute the cells neither had logged
+        yet. The second run waits, saying for whom, and continues once the first is done. A tracking server is shared
+        by design and takes no lock here.
+        """
+        parsed = urlparse(self.uri)
+        if parsed.scheme != "sqlite":
+            yield
+            return
+        import fcntl
+
+        database = Path(self.uri.removeprefix("sqlite:///"))
+        lock_path = database.resolve().parent / f".{database.name}.{suite}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                from xbench.progress import log
+
+                log(f"another xbench run of suite {suite} ({holder}) is writing to {database}; waiting for it to "
+                    "finish (for parallel runs use an MLflow tracking server: --tracking-uri http://...)")  # fmt: skip
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _artifact_location(self, suite: str) -> str | None:
         """SQLite stores keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
         parsed = urlparse(self.uri)
@@ -74,13 +116,20 @@ class Store:
         return (database.resolve().parent / "xbench-artifacts" / suite).as_uri()
 
     def experiment_id(self, suite: str, create: bool = False) -> str | None:
+        """The suite's experiment; `create` makes it (or marks an older one) as a model-development experiment, so the
+        MLflow UI opens on its runs."""
         experiment = self.client.get_experiment_by_name(experiment_name(suite))
         if experiment is not None:
+            if create and experiment.tags.get("mlflow.experimentKind") is None:
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         if not create:
             return None
         return self.client.create_experiment(
-            experiment_name(suite), artifact_location=self._artifact_location(suite), tags={SUITE_TAG: suite}
+            experiment_name(suite),
+            artifact_location=self._artifact_location(suite),
+            tags={SUITE_TAG: suite, **EXPERIMENT_KIND},
         )
 
     def _search(self, experiment_id: str, filter_string: str) -> list[Any]:
@@ -150,6 +199,14 @@ class Store:
             self.client.log_batch(run_id, tags=chunk)
         for chunk in _chunks(metrics, 1000):
             self.client.log_batch(run_id, metrics=chunk)
+        if outcome.datasets:
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            self.client.log_inputs(run_id, datasets=[
+                DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
+                             tags=[InputTag("mlflow.data.context", d["context"])])
+                for d in outcome.datasets
+            ])  # fmt: skip
         for path in outcome.artifacts:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")

@@ -44,6 +44,9 @@ def list_command(
 
 
 def _registry(kind: str):
+    from xbench.plugins import load_plugins
+
+    load_plugins()  # installed plug-ins (the xbench.plugins entry points) are listed with the built-in ones
     if kind == "datasets":
         from xbench.data import datasets
 
