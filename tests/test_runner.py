@@ -6,6 +6,7 @@ import torch
 
 from xbench.cache import Cache
 from xbench.plan import Cell, plan
+from xbench.results import CellResult
 from xbench.runner import CellExecutor
 from xbench.suite import parse_suite
 
@@ -29,25 +30,30 @@ def tiny_suite(image_size: int) -> list[Cell]:
 
 def test_a_cell_shipped_as_json_runs_and_reports_every_figure(tmp_path: Path) -> None:
     cell = Cell.from_json(tiny_suite(48)[1].to_json())  # as a remote worker would receive it
-    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
-    assert outcome.params["compression_rate"] == 2 and outcome.params["pruning_method"] == "magnitude"
-    assert outcome.metrics["sparsity_scope"] == pytest.approx(0.5, abs=0.005)
-    assert math.isfinite(outcome.metrics["sparseness"])
-    assert outcome.tags["xbench.cell_key"] == cell.cell_key
-    assert {p.name for p in outcome.artifacts} == {
-        "cell.json", "scores.csv", "heatmaps.png", "gallery_overlay.png", "gallery_occlusion.png",
-    }  # fmt: skip
-    assert outcome.metrics["explain_forward_passes_per_image"] == 1  # gradcam: one forward, one backward per image
-    assert outcome.metrics["explain_backward_passes_per_image"] == 1
-    assert outcome.tags["xbench.engine.sparseness"] == "quantus"
+    executor = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu"))
+    result = executor.execute(cell)
+    assert CellResult.model_validate_json(result.model_dump_json()) == result  # plain, typed, serialisable
+    assert result.cell == cell and result.cell_key == cell.cell_key
+    assert result.figures["sparsity_scope"] == pytest.approx(0.5, abs=0.005)
+    assert math.isfinite(result.metrics["sparseness"].mean) and len(result.metrics["sparseness"].per_image) == 4
+    assert len(result.correct) == 4 and result.figures["accuracy"] == sum(result.correct) / 4
+    assert result.figures["explain_forward_passes_per_image"] == 1  # gradcam: one forward, one backward per image
+    assert result.figures["explain_backward_passes_per_image"] == 1
+    assert result.metrics["sparseness"].engine == "quantus"
+    attributions = executor.artifacts.get(result.artifact("gallery_attributions"))  # raw arrays, not pictures
+    assert (
+        attributions.shape == (4, 1, 48, 48)
+        and executor.artifacts.get(result.artifact("gallery_images")).dtype == "uint8"
+    )
+    assert "xbench.git_sha" in result.environment and "torch_version" in result.environment
 
 
 def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_path: Path) -> None:
     # At 32 px the last stage of test_resnet is 1x1, so every Grad-CAM map is constant.
     cell = tiny_suite(32)[0]
-    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(cell, tmp_path)
-    assert math.isnan(outcome.metrics["sparseness"]) and outcome.metrics["sparseness_nan_count"] == 4
-    assert "every attribution map is constant" in outcome.tags["xbench.missing.sparseness"]
+    result = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(cell)
+    assert math.isnan(result.metrics["sparseness"].mean) and result.metrics["sparseness"].per_image == (None,) * 4
+    assert "every attribution map is constant" in result.metrics["sparseness"].missing
 
 
 def test_a_metric_that_fails_on_a_cell_is_a_nan_with_the_error_not_a_crash(tmp_path: Path) -> None:
@@ -62,10 +68,10 @@ def test_a_metric_that_fails_on_a_cell_is_a_nan_with_the_error_not_a_crash(tmp_p
             "perf": {"batch_sizes": [2], "warmup": 0, "repeats": 2},
         }
     )
-    outcome = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run(plan(suite, "cpu")[0], tmp_path)
-    assert math.isfinite(outcome.metrics["sparseness"])
-    assert math.isnan(outcome.metrics["top_k_intersection"])
-    assert outcome.tags["xbench.missing.top_k_intersection_error"]
+    result = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(plan(suite, "cpu")[0])
+    assert math.isfinite(result.metrics["sparseness"].mean)
+    assert math.isnan(result.metrics["top_k_intersection"].mean)
+    assert result.metrics["top_k_intersection"].missing  # the error, as the reason
 
 
 def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path, capsys) -> None:
@@ -73,7 +79,7 @@ def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path
     named no file; now the file is named, removed and recomputed, and the cell gives the same figures."""
     cells = tiny_suite(48)
     cache = Cache(tmp_path / "cache")
-    first = CellExecutor(cache, torch.device("cpu")).run(cells[1], tmp_path)
+    first = CellExecutor(cache, torch.device("cpu")).execute(cells[1])
     damaged = sorted((tmp_path / "cache" / "models").glob("*.safetensors")) + sorted(
         (tmp_path / "cache" / "pruned").glob("*.safetensors")
     )
@@ -82,10 +88,10 @@ def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path
         path.write_bytes(path.read_bytes()[:100])
     explanation = next((tmp_path / "cache" / "explanations").glob("*.npy"))
     explanation.write_bytes(b"not an array")
-    again = CellExecutor(cache, torch.device("cpu")).run(cells[1], tmp_path)
+    again = CellExecutor(cache, torch.device("cpu")).execute(cells[1])
     logged = capsys.readouterr()
     for path in [*damaged, explanation]:
         assert f"damaged cache file {path}" in logged.out + logged.err
         assert path.exists() and path.stat().st_size > 100  # written again
-    assert again.metrics["accuracy"] == first.metrics["accuracy"]
-    assert again.metrics["sparseness"] == pytest.approx(first.metrics["sparseness"])
+    assert again.figures["accuracy"] == first.figures["accuracy"]
+    assert again.metrics["sparseness"].mean == pytest.approx(first.metrics["sparseness"].mean)

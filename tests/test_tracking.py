@@ -1,9 +1,12 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tests.test_runner import tiny_suite
 from xbench.errors import XbenchInputError
-from xbench.tracking import CellOutcome, Store, resolve_tracking_uri
+from xbench.results import ArtifactStore, CellResult, MetricResult
+from xbench.tracking import Store, resolve_tracking_uri
 
 
 def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -14,30 +17,56 @@ def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert resolve_tracking_uri("sqlite:///from-cli.db") == "sqlite:///from-cli.db"
 
 
-def _outcome(tmp_path: Path, key: str) -> CellOutcome:
-    artifact = tmp_path / "note.txt"
-    artifact.write_text("hello")
-    return CellOutcome(
-        params={"model": "m", "pruning_method": "none", "compression_rate": 1, "explainer": "saliency"},
-        metrics={"accuracy": 0.9, "sparseness": 0.4, "latency_ms_p50_bs1": 1.0, "throughput_bs8": 100.0},
-        tags={"xbench.cell_key": key, "xbench.metrics": "sparseness", "xbench.direction.sparseness": "higher"},
-        artifacts=[artifact],
-    )
+def _result(artifacts: ArtifactStore) -> CellResult:
+    cell = tiny_suite(32)[0]
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    attributions = np.random.default_rng(0).random((2, 1, 32, 32)).astype(np.float32)
+    return CellResult(
+        cell=cell, cell_key=cell.cell_key, model_key="m1", data_digest="d" * 40,
+        figures={"accuracy": 0.5, "latency_ms_p50_bs1": 1.0, "throughput_bs8": 100.0, "flops_dense": 2e6},
+        correct=(True, False, True, False), labels=(0, 1, 2, 3), class_names=("a", "b", "c", "d"),
+        metrics={"sparseness": MetricResult(
+            name="sparseness", higher_is_better=True, engine="quantus", version="1", per_image=(0.2, None, 0.4, 0.6),
+            seconds=0.1)},
+        artifacts=(artifacts.put("gallery_images", images), artifacts.put("gallery_attributions", attributions)),
+        environment={"xbench.device": "cpu (test)"},
+    )  # fmt: skip
 
 
-def test_cells_are_logged_nested_and_read_back_as_records(tmp_path: Path) -> None:
+def test_a_cell_result_is_written_and_read_back_whole(tmp_path: Path) -> None:
+    """MLflow is a sink and a source of CellResults: what is read back equals what was logged."""
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    result = _result(artifacts)
     experiment = store.experiment_id("demo", create=True)
     parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"})
-    run_id = store.log_cell(experiment, parent, "cell a", _outcome(tmp_path, "a"))
-    assert store.finished_cells(experiment) == {"a": run_id}
+    run_id = store.log_result(experiment, parent, result, artifacts)
+    assert store.finished_cells(experiment) == {result.cell_key: run_id}
     run = store.client.get_run(run_id)
-    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.metrics["sparseness"] == pytest.approx(0.4)
     assert (tmp_path / "xbench-artifacts" / "demo").is_dir()  # artifacts beside the SQLite file
+    [(_, loaded)] = store.load_cell_results("demo")
+    assert loaded == result
     [record] = store.load_results("demo")
-    assert record["cell_key"] == "a" and record["sparseness"] == 0.4
-    assert record["latency_ms_p50"] == 1.0 and record["throughput"] == 100.0
+    assert record["cell_key"] == result.cell_key and record["sparseness"] == pytest.approx(0.4)
+    assert record["latency_ms_p50"] == 1.0 and record["throughput"] == 100.0 and record["flops"] == 2e6
     assert record["metric_directions"] == {"sparseness": "higher"}
+    scores = store.per_image_scores([record])[run_id]
+    assert np.isnan(scores["sparseness"][1]) and scores["correct"].tolist() == [1, 0, 1, 0]
+    arrays = store.arrays(run_id, ("gallery_images", "gallery_attributions"))
+    assert np.array_equal(arrays["gallery_attributions"], artifacts.get(result.artifact("gallery_attributions")))
+    logged = {a.path for a in store.client.list_artifacts(run_id)}
+    assert {"result.json", "scores.csv", "heatmaps.png", "gallery_overlay.png", "gallery_occlusion.png"} <= logged
+
+
+def test_the_artifact_store_is_content_addressed_and_names_a_damaged_file(tmp_path: Path) -> None:
+    artifacts = ArtifactStore(tmp_path)
+    first = artifacts.put("x", np.arange(6).reshape(2, 3))
+    assert artifacts.put("y", np.arange(6).reshape(2, 3)).digest == first.digest  # same bytes, same file
+    assert artifacts.get(first).tolist() == [[0, 1, 2], [3, 4, 5]]
+    artifacts.path(first).write_bytes(artifacts.path(first).read_bytes()[:40])
+    with pytest.raises(ValueError, match=str(artifacts.path(first))):
+        artifacts.get(first)
 
 
 def test_unfinished_cells_are_discarded_and_the_parent_resumed(tmp_path: Path) -> None:

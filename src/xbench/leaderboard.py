@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -64,21 +63,18 @@ class SuiteResults:
 
 
 def load_suite(store: Any, suite: str) -> SuiteResults:
-    """Records, per-image scores and gallery images of `suite` from a `tracking.Store`."""
-    records = store.load_results(suite)
-    results = SuiteResults(suite, records, store.per_image_scores(records))
+    """Records, per-image scores and gallery pictures of `suite` from a `tracking.Store`: all from the cell results;
+    the pictures are drawn here from their raw arrays."""
+    from xbench import drawing
     from xbench.progress import track
 
-    with tempfile.TemporaryDirectory(prefix="xbench-leaderboard-") as workdir:
-        for index, record in enumerate(track(records, f"reading {suite}'s gallery from the store")):
-            destination = Path(workdir) / str(index)
-            destination.mkdir()
-            images = {}
-            for name in GALLERY_KINDS:
-                path = store.artifact(record["run_id"], name, destination)
-                if path is not None:
-                    images[name] = path.read_bytes()
-            results.gallery[record["run_id"]] = images
+    records = store.load_results(suite)
+    results = SuiteResults(suite, records, store.per_image_scores(records))
+    for record in track(records, f"drawing {suite}'s gallery"):
+        arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
+        if len(arrays) == 2:
+            images = arrays["gallery_images"].astype(np.float64) / 255
+            results.gallery[record["run_id"]] = drawing.gallery_strips(images, arrays["gallery_attributions"])
     return results
 
 

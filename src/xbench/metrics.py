@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,12 @@ class Metric:
     batch_level: bool = False
 
     @property
+    def orders_features(self) -> bool:
+        """Whether Quantus ranks features by attribution for this metric (its module argsorts them), so ties in the
+        attributions decide part of the score and the metric takes a `ties` policy."""
+        return _argsorts(self.quantus_class)
+
+    @property
     def per_image(self) -> bool:
         """False for metrics that give one value per batch (it is logged, but has no per-image spread)."""
         return not self.batch_level
@@ -55,6 +63,34 @@ class Metric:
 
 
 metrics: Registry[Metric] = Registry("metric")
+TIE_POLICIES = ("random", "index")
+
+
+@functools.cache
+def _argsorts(quantus_class: type) -> bool:
+    import inspect
+    import sys
+
+    module = sys.modules[quantus_class.evaluate_batch.__module__]
+    return "np.argsort(" in inspect.getsource(module)
+
+
+class _TieBreakingNumpy:
+    """Stands in for `numpy` inside one Quantus metric module, so that its argsorts order tied values by a policy:
+    `random` (a seeded random key per element; no position favoured) or `index` (a stable sort: index order)."""
+
+    def __init__(self, ties: str, seed: int, tie_draw: int) -> None:
+        self.ties, self.rng = ties, np.random.default_rng([seed, tie_draw, 0x7469])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def argsort(self, a: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
+        values = np.asarray(a)
+        if self.ties == "index":
+            return np.argsort(values, axis=axis, kind="stable")
+        keys = self.rng.random(values.shape)
+        return np.lexsort((keys, values), axis=axis)  # by value, ties by the random key
 
 
 def snake_case(name: str) -> str:
@@ -213,9 +249,11 @@ def random_ties(metric: Metric, params: dict[str, Any], engine: str) -> bool:
     """Whether the metric orders features and breaks their ties at random here (so tie draws can differ)."""
     from xbench.engine import engine_metrics
 
-    if engine_for(metric, engine) != "torch" or "ties" not in engine_metrics.get(metric.name).parameters():
-        return False
-    return params.get("ties", "random") == "random"
+    if engine_for(metric, engine) == "torch":
+        ordering = "ties" in engine_metrics.get(metric.name).parameters()
+    else:
+        ordering = metric.orders_features
+    return ordering and params.get("ties", "random") == "random"
 
 
 def engine_for(metric: Metric, requested: str) -> str:
@@ -272,7 +310,8 @@ def score(
     else:
         with PassCounter(model) as counter:
             raw = _quantus_scores(metric, params, model, x[scorable], y[scorable], attributions[scorable],
-                                  None if masks is None else masks[scorable], device, seed, explain_func)  # fmt: skip
+                                  None if masks is None else masks[scorable], device, seed, explain_func,
+                                  tie_draw)  # fmt: skip
     result.forward_passes, result.backward_passes = counter.forward, counter.backward
     raw = np.asarray(raw, dtype=np.float64)
     if metric.batch_level:
@@ -285,23 +324,36 @@ def score(
 def _quantus_scores(
     metric: Metric, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, attributions: np.ndarray,
     masks: np.ndarray | None, device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None,
+    tie_draw: int = 0,
 ) -> np.ndarray:  # fmt: skip
+    """Quantus's per-image result; for a metric that ranks features, its argsorts break ties by the `ties` policy."""
     quantus_class = quantus_class_for(metric)
+    params = dict(params)
+    ties = params.pop("ties", "random") if metric.orders_features else None
+    if ties is not None and ties not in TIE_POLICIES:
+        raise XbenchInputError(f"ties must be one of {', '.join(TIE_POLICIES)}, got {ties!r}", field="metrics")
     try:
         instance = quantus_class(**params, return_aggregate=False, disable_warnings=True, display_progressbar=False)
     except TypeError as exc:
         raise XbenchInputError(f"bad parameters for metric {metric.name!r}: {exc}") from None
     np.random.seed(seed)  # Quantus draws its perturbations from NumPy's global generator.
+    module = sys.modules[quantus_class.evaluate_batch.__module__]
+    original = module.np
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = instance(
-            model=model,
-            x_batch=x,
-            y_batch=y,
-            a_batch=attributions,
-            s_batch=masks,
-            device=str(device),
-            batch_size=max(256, len(x)),
-            explain_func=explain_func,
-        )
+        if ties is not None:
+            module.np = _TieBreakingNumpy(ties, seed, tie_draw)
+        try:
+            result = instance(
+                model=model,
+                x_batch=x,
+                y_batch=y,
+                a_batch=attributions,
+                s_batch=masks,
+                device=str(device),
+                batch_size=max(256, len(x)),
+                explain_func=explain_func,
+            )
+        finally:
+            module.np = original
     return np.asarray(result, dtype=np.float64)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from xbench.cache import content_key
+from xbench.cells import Cell, PruningVariant
 from xbench.data import datasets
 from xbench.engine import engine_metrics
 from xbench.errors import XbenchInputError
@@ -17,63 +16,9 @@ from xbench.models import check_model_name, check_model_options, timm_model
 from xbench.plugins import load_plugins
 from xbench.pruning import prunability_error, pruners
 from xbench.registry import UnknownNameError
-from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig, Suite
+from xbench.suite import ComponentSpec, Suite
 
 PLAN_VERSION = "2"  # 2: cells carry data_seed and tie_draws; each seed of a suite is its own cell
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PruningVariant(_Frozen):
-    """One pruning configuration without its list of rates; the cell's compression_rate completes it."""
-
-    method: str
-    scope: str
-    granularity: str
-    schedule: str
-    finetune: FinetuneConfig
-
-
-class Cell(_Frozen):
-    """Everything that determines one result. Plain data: JSON round-trips, hashable by `cell_key`."""
-
-    suite: str
-    plugins: tuple[str, ...]  # imported before the cell runs, wherever it runs
-    seed: int
-    data_seed: int
-    tie_draws: int
-    device: str
-    dataset: DatasetConfig
-    model: ModelConfig
-    pruning: PruningVariant | None
-    compression_rate: float
-    explainer: ComponentSpec
-    metrics: tuple[ComponentSpec, ...]
-    engine: str
-    perf: PerfConfig
-    versions: dict[str, str]
-
-    @property
-    def cell_key(self) -> str:
-        """Stable hash of what the cell computes (the suite's name is not part of it)."""
-        return content_key(self.model_dump(mode="json", exclude={"suite"}))
-
-    @property
-    def label(self) -> str:
-        pruning = "dense" if self.pruning is None else f"{self.pruning.method} CR {self.compression_rate:g}"
-        return f"{self.model.name} | {pruning} | {self.explainer.name} | seed {self.seed}"
-
-    def __hash__(self) -> int:
-        return hash(self.cell_key)
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str) -> Cell:
-        return cls.model_validate_json(text)
 
 
 def _check_name(registry: Any, name: str, field: str) -> Any:
@@ -99,6 +44,8 @@ def _resolve_metric(spec: ComponentSpec, index: int, image_size: int, has_masks:
         accepted = engine_metrics.get(spec.name).parameters()
     else:
         accepted = set(inspect.signature(metric.quantus_class.__init__).parameters) - {"self", "kwargs"}
+        if metric.orders_features:
+            accepted.add("ties")
     unknown = sorted(set(spec.params) - accepted)
     if unknown:
         raise XbenchInputError(

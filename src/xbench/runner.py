@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,18 +31,11 @@ from xbench.plan import Cell, plan, plan_key, unsupported_pairs
 from xbench.plugins import load_plugins
 from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
+from xbench.results import ArtifactStore, CellResult, MetricResult
 from xbench.suite import ComponentSpec, PruningConfig, Suite
-from xbench.tracking import (
-    DIRECTION_PREFIX,
-    ENGINE_PREFIX,
-    METRICS_TAG,
-    MISSING_PREFIX,
-    VERSION_PREFIX,
-    CellOutcome,
-    Store,
-)
+from xbench.tracking import Store
 
-HEATMAP_IMAGES = 8
+GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -70,6 +61,7 @@ class CellExecutor:
 
     def __init__(self, cache: Cache, device: torch.device) -> None:
         self.cache, self.device = cache, device
+        self.artifacts = ArtifactStore(cache.root / "artifacts")
         self._data: tuple[str, ImageData] | None = None
         self._base: _Variant | None = None
         self._variant: _Variant | None = None
@@ -153,7 +145,9 @@ class CellExecutor:
             explain_tensor_func=explain_again, tie_draw=tie_draw,
         )  # fmt: skip
 
-    def run(self, cell: Cell, workdir: Path) -> CellOutcome:
+    def execute(self, cell: Cell) -> CellResult:
+        """The cell's typed result: figures, per-image scores of every metric and references to raw arrays (the
+        gallery images and their attributions) in the content-addressed artifact store. Draws nothing."""
         load_plugins(cell.plugins)  # a no-op where the plan was made; on another process or machine, it registers them
         data = self.data(cell)
         variant = self.variant(cell, data)
@@ -164,8 +158,6 @@ class CellExecutor:
         figures.values["explain_seconds_per_image"] = cost["seconds"] / images
         figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
         figures.values["explain_backward_passes_per_image"] = cost["backward_passes"] / images
-        per_image: dict[str, np.ndarray] = {"correct": variant.correct.astype(np.float64)}
-        engines: dict[str, str] = {}
         shares = tie_shares(attributions)
         constant = bool(shares["constant"].all())
         figures.values["attribution_tie_share"] = float(shares["tie_share"].mean())
@@ -179,13 +171,15 @@ class CellExecutor:
                 plugin, cell.explainer.params, variant.model, inputs, targets, self.device, batch_size=len(inputs)
             )
 
+        results: dict[str, MetricResult] = {}
         for spec in cell.metrics:
             metric = metrics.get(spec.name)
-            engines[spec.name] = engine_for(metric, cell.engine)
-            if engines[spec.name] == "torch":
+            engine = engine_for(metric, cell.engine)
+            if engine == "torch":
                 prepare_metric(spec.name, self.device)
             draws = cell.tie_draws if random_ties(metric, spec.params, cell.engine) else 1
             started = time.perf_counter()
+            tie_std, passes, missing = None, (0, 0), None
             try:
                 scored = [self._score(cell, spec, variant, data, attributions, explain_func, explain_again, draw)
                           for draw in range(draws)]  # fmt: skip
@@ -193,174 +187,61 @@ class CellExecutor:
                 # decide the cell's score.
                 scores = np.mean([s.scores for s in scored], axis=0)
                 if draws > 1:
-                    cell_means = [float(np.nanmean(s.scores)) if np.isfinite(s.scores).any() else math.nan
-                                  for s in scored]  # fmt: skip
-                    figures.values[f"{spec.name}_tie_std"] = float(np.std(cell_means))
+                    tie_std = float(np.std([np.nanmean(s.scores) if np.isfinite(s.scores).any() else math.nan
+                                            for s in scored]))  # fmt: skip
                 passes = (sum(s.forward_passes for s in scored), sum(s.backward_passes for s in scored))
-                figures.values[f"metric_forward_passes_per_image.{spec.name}"] = passes[0] / images
-                figures.values[f"metric_backward_passes_per_image.{spec.name}"] = passes[1] / images
             except XbenchInputError:
                 raise
             except Exception as exc:  # a metric that fails on this cell is a NaN with its reason, not a lost suite
                 scores = np.full(images, np.nan)
-                figures.missing[f"{spec.name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
-            seconds = time.perf_counter() - started
-            figures.values[f"score_seconds.{spec.name}"] = seconds
-            figures.values[f"score_seconds_per_image.{spec.name}"] = seconds / images
-            if metric.per_image:
-                per_image[spec.name] = scores
-            valid = scores[np.isfinite(scores)]
-            figures.values[f"{spec.name}_nan_count"] = float(len(scores) - len(valid))
-            figures.values[spec.name] = float(valid.mean()) if len(valid) else math.nan
-            figures.values[f"{spec.name}_std"] = float(valid.std()) if len(valid) and metric.per_image else math.nan
-            if not len(valid) and f"{spec.name}_error" not in figures.missing:
-                figures.missing[spec.name] = (
+                missing = f"{type(exc).__name__}: {exc}"[:500]
+            if missing is None and not np.isfinite(scores).any():
+                missing = (
                     "every attribution map is constant, so there is nothing to order or localise "
                     "(e.g. a CAM upsampled from a 1x1 feature map)"
                     if constant
                     else "the metric gave NaN for every image"
                 )
-        figures.values["score_seconds"] = sum(v for k, v in figures.values.items() if k.startswith("score_seconds."))
-        return CellOutcome(
-            params=_cell_params(cell),
-            metrics=figures.values,
-            tags={
-                **{
-                    f"{DIRECTION_PREFIX}{s.name}": "higher" if metrics.get(s.name).higher_is_better else "lower"
-                    for s in cell.metrics
-                },
-                **{f"{MISSING_PREFIX}{k}": v for k, v in figures.missing.items()},
-                **{f"{ENGINE_PREFIX}{name}": engine for name, engine in engines.items()},
-                **{f"{VERSION_PREFIX}{s.name}": metrics.get(s.name).version for s in cell.metrics},
-                METRICS_TAG: ",".join(s.name for s in cell.metrics),
-                "xbench.cell_key": cell.cell_key,
-                "xbench.model_key": variant.key,
-            },
-            artifacts=_write_artifacts(cell, data, attributions, per_image, workdir),
-            datasets=_datasets(cell, data),
+            results[spec.name] = MetricResult(
+                name=spec.name, higher_is_better=metric.higher_is_better, engine=engine, version=metric.version,
+                per_image=tuple(float(v) if math.isfinite(v) else None for v in scores), tie_std=tie_std,
+                seconds=time.perf_counter() - started, forward_passes_per_image=passes[0] / images,
+                backward_passes_per_image=passes[1] / images, missing=missing, batch_level=metric.batch_level,
+            )  # fmt: skip
+        count = min(GALLERY_IMAGES, images)
+        pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
+        return CellResult(
+            cell=cell,
+            cell_key=cell.cell_key,
+            model_key=variant.key,
+            data_digest=data.fingerprint,
+            figures=figures.values,
+            missing=figures.missing,
+            correct=tuple(bool(c) for c in variant.correct),
+            labels=tuple(int(label) for label in data.eval_y),
+            class_names=tuple(data.class_names),
+            metrics=results,
+            artifacts=(
+                self.artifacts.put("gallery_images", (pictures * 255).round().astype(np.uint8)),
+                self.artifacts.put("gallery_attributions", attributions[:count].astype(np.float32)),
+            ),
+            environment=self.environment(),
         )
 
+    def environment(self) -> dict[str, str]:
+        """Where the cell ran: versions, git sha and device (every cell run carries them)."""
+        import quantus
+        import timm
 
-def _datasets(cell: Cell, data: ImageData) -> tuple[dict[str, str], ...]:
-    """The cell's training and eval data as MLflow dataset inputs (the UI's Dataset column), digested by content."""
-    source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
-    name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
-    return tuple(
-        {"name": f"{name}-{split}", "digest": data.fingerprint[:36], "source_type": "xbench", "source": source,
-         "context": context}
-        for split, context in (("train", "training"), ("eval", "evaluation"))
-    )  # fmt: skip
-
-
-def _cell_params(cell: Cell) -> dict[str, Any]:
-    pruning = cell.pruning
-    params: dict[str, Any] = {
-        "model": cell.model.name,
-        "pretrained": cell.model.pretrained,
-        "train_epochs": cell.model.train.epochs,
-        "train_lr": cell.model.train.lr,
-        "train_batch_size": cell.model.train.batch_size,
-        "pruning_method": pruning.method if pruning else "none",
-        "pruning_scope": pruning.scope if pruning else "none",
-        "pruning_granularity": pruning.granularity if pruning else "none",
-        "pruning_schedule": pruning.schedule if pruning else "none",
-        "finetune_epochs": pruning.finetune.epochs if pruning else 0,
-        "finetune_lr": pruning.finetune.lr if pruning else 0,
-        "compression_rate": cell.compression_rate,
-        "explainer": cell.explainer.name,
-        "dataset": cell.dataset.name,
-        "image_size": cell.dataset.image_size,
-        "train_size": cell.dataset.train_size,
-        "eval_size": cell.dataset.eval_size,
-        "seed": cell.seed,
-        "data_seed": cell.data_seed,
-        "tie_draws": cell.tie_draws,
-        "device": cell.device,
-        "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
-        "perf_warmup": cell.perf.warmup,
-        "perf_repeats": cell.perf.repeats,
-        "perf_precision": cell.perf.precision,
-        "perf_channels_last": cell.perf.channels_last,
-        "perf_compile": cell.perf.compile,
-        "metric_engine": cell.engine,
-    }
-    params.update({f"model.{k}": v for k, v in cell.model.options.items()})
-    params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
-    for spec in cell.metrics:
-        params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
-    return params
-
-
-def _write_artifacts(
-    cell: Cell, data: ImageData, attributions: np.ndarray, per_image: dict[str, np.ndarray], workdir: Path
-) -> list[Path]:
-    cell_json = workdir / "cell.json"
-    cell_json.write_text(json.dumps(cell.model_dump(mode="json"), indent=2))
-    scores_csv = workdir / "scores.csv"
-    with scores_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label", *per_image])
-        for index in range(len(attributions)):
-            writer.writerow([index, int(data.eval_y[index]), *(f"{per_image[m][index]:.6g}" for m in per_image)])
-    heatmaps = workdir / "heatmaps.png"
-    save_heatmap_grid(data, attributions, cell.label, heatmaps)
-    overlay, occlusion = workdir / "gallery_overlay.png", workdir / "gallery_occlusion.png"
-    save_gallery_strips(data, attributions, overlay, occlusion)
-    return [cell_json, scores_csv, heatmaps, overlay, occlusion]
-
-
-def save_heatmap_grid(data: ImageData, attributions: np.ndarray, title: str, path: Path) -> None:
-    """The first eval images (top) and their attributions as jet overlays (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    count = min(HEATMAP_IMAGES, len(attributions))
-    images = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy()
-    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
-    for column in range(count):
-        heat = attributions[column, 0]
-        span = float(heat.max() - heat.min())
-        heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
-        axes[0, column].imshow(images[column])
-        axes[0, column].set_title(data.class_names[int(data.eval_y[column])], fontsize=8)
-        axes[1, column].imshow(images[column])
-        axes[1, column].imshow(heat, cmap="jet", alpha=0.5)
-        for row in (0, 1):
-            axes[row, column].axis("off")
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-
-
-GALLERY_IMAGES = 4
-OCCLUSION_TOP_FRACTION = 0.10
-
-
-def _scaled(heat: np.ndarray) -> np.ndarray:
-    span = float(heat.max() - heat.min())
-    return (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
-
-
-def save_gallery_strips(data: ImageData, attributions: np.ndarray, overlay_path: Path, occlusion_path: Path) -> None:
-    """The leaderboard gallery's two views of the first eval images, as the seed paper showed them to people:
-    a jet heatmap over the image, and the image with everything but its top-10 % most relevant pixels greyed out."""
-    import matplotlib
-
-    count = min(GALLERY_IMAGES, len(attributions))
-    images = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
-    jet = matplotlib.colormaps["jet"]
-    overlays, occlusions = [], []
-    for index in range(count):
-        heat = _scaled(attributions[index, 0])
-        overlays.append(0.5 * images[index] + 0.5 * jet(heat)[..., :3])
-        threshold = np.quantile(attributions[index, 0], 1 - OCCLUSION_TOP_FRACTION)
-        keep = (attributions[index, 0] >= threshold)[..., None] if heat.any() else np.zeros_like(heat[..., None])
-        occlusions.append(np.where(keep, images[index], 0.5))
-    for strips, path in ((overlays, overlay_path), (occlusions, occlusion_path)):
-        matplotlib.image.imsave(path, np.concatenate(strips, axis=1).clip(0, 1))
+        return {
+            "xbench.version": __version__,
+            "xbench.git_sha": _git_sha(),
+            "xbench.device": device_name(self.device),
+            "torch_version": torch.__version__,
+            "timm_version": timm.__version__,
+            "quantus_version": quantus.__version__,
+            "python_version": platform.python_version(),
+        }
 
 
 def _git_sha() -> str:
@@ -372,21 +253,14 @@ def _git_sha() -> str:
         return "unknown"
 
 
-def environment_tags(suite: Suite, device: torch.device, suite_path: Path | None) -> dict[str, str]:
-    import quantus
-    import timm
+def flat_figures(result: CellResult) -> dict[str, float]:
+    """The result's figures with each metric's mean beside them (the end-of-run table)."""
+    return {**result.figures, **{name: metric.mean for name, metric in result.metrics.items()}}
 
-    return {
-        "xbench.suite": suite.name,
-        "xbench.version": __version__,
-        "xbench.git_sha": _git_sha(),
-        "xbench.device": device_name(device),
-        "xbench.suite_file": str(suite_path) if suite_path else "",
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-        "quantus_version": quantus.__version__,
-        "python_version": platform.python_version(),
-    }
+
+def run_tags(suite: Suite, suite_path: Path | None) -> dict[str, str]:
+    """What a run of the suite adds to every cell it logs."""
+    return {"xbench.suite": suite.name, "xbench.suite_file": str(suite_path) if suite_path else ""}
 
 
 @dataclass
@@ -411,7 +285,7 @@ def run_suite(
     tracking_uri: str | None = None,
     cache_dir: Path | None = None,
     device: str | None = None,
-    on_cell: Callable[[Cell, CellOutcome], None] | None = None,
+    on_cell: Callable[[Cell, CellResult], None] | None = None,
 ) -> RunSummary:
     """Plan, skip the cells already finished in the store, run the rest and log each one as it finishes.
 
@@ -434,7 +308,7 @@ def run_suite(
 
 def _run_cells(
     suite: Suite, suite_path: Path | None, cells: list[Cell], store: Store, cache: Cache, resolved: torch.device,
-    on_cell: Callable[[Cell, CellOutcome], None] | None, started: float,
+    on_cell: Callable[[Cell, CellResult], None] | None, started: float,
 ) -> RunSummary:  # fmt: skip
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None
@@ -447,20 +321,18 @@ def _run_cells(
     discarded = store.discard_unfinished_cells(experiment_id)
     if discarded:
         log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
-    tags = environment_tags(suite, resolved, suite_path)
+    executor = CellExecutor(cache, resolved)
+    tags = {**run_tags(suite, suite_path), **executor.environment()}
     parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
     summary.parent_run_id = parent
-    executor = CellExecutor(cache, resolved)
     status = "FAILED"
     try:
         for cell in track(todo, f"suite {suite.name}", transient=False, describe=lambda c: c.label):
-            with tempfile.TemporaryDirectory(prefix="xbench-cell-") as workdir:
-                outcome = executor.run(cell, Path(workdir))
-                outcome.tags.update(tags)
-                store.log_cell(experiment_id, parent, cell.label, outcome)
-            summary.completed.append((cell, outcome.metrics))
+            result = executor.execute(cell)
+            store.log_result(experiment_id, parent, result, executor.artifacts, run_tags(suite, suite_path))
+            summary.completed.append((cell, flat_figures(result)))
             if on_cell is not None:
-                on_cell(cell, outcome)
+                on_cell(cell, result)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -7,7 +7,7 @@ gets a 95 % hierarchical bootstrap interval (seeds resampled, then images within
 permutation test (scipy.stats.permutation_test) gives p, Holm's correction runs over all comparisons of the suite
 (statsmodels), and a difference is significant only when the corrected p is below 0.05 and the interval excludes 0.
 
-Reads records (`tracking.to_record`) and per-image scores (`scores.csv`, with a `correct` column for accuracy) only:
+Reads records (`results.to_record`) and per-image scores (`results.per_image_scores`, with `correct` for accuracy):
 no torch, no MLflow.
 """
 

@@ -6,23 +6,28 @@ Reads (`load_results`) are used by export, leaderboard and check, so this module
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import math
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
+
+from xbench.cells import Cell
 from xbench.errors import XbenchInputError
+from xbench.results import ArtifactStore, CellResult, per_image_scores, to_record
 
 DEFAULT_DB = "xbench.db"
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = "xbench.role", "xbench.cell_key", "xbench.plan_key", "xbench.suite"
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
+RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
 # MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -48,18 +53,6 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy.*")
 
 
-@dataclass(frozen=True)
-class CellOutcome:
-    """What one finished cell logs: everything is already computed, so logging is one short burst."""
-
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    artifacts: list[Path]
-    # MLflow dataset inputs: name, digest (of the data), source_type, source (what produced it), context
-    datasets: tuple[dict[str, str], ...] = ()
-
-
 class Store:
     """An MLflow tracking store (SQLite file by default, or any tracking server URI)."""
 
@@ -69,6 +62,7 @@ class Store:
 
         self.uri = resolve_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+        self._results: dict[str, CellResult] = {}  # run_id -> result, as load_results read them
 
     @contextlib.contextmanager
     def exclusive(self, suite: str) -> Iterator[None]:
@@ -182,33 +176,39 @@ class Store:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.set_terminated(run_id, status=status)
 
-    def log_cell(self, experiment_id: str, parent_id: str, run_name: str, outcome: CellOutcome) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+    def log_result(
+        self, experiment_id: str, parent_id: str, result: CellResult, artifacts: ArtifactStore,
+        extra_tags: dict[str, str] | None = None,
+    ) -> str:  # fmt: skip
+        """Write one cell result as a finished child run: params, metrics and tags for the UI, `result.json` (the
+        result itself, what `load_cell_results` reads back), its raw arrays, and pictures drawn from them."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+        cell = result.cell
         run = self.client.create_run(
-            experiment_id, run_name=run_name, tags={"mlflow.parentRunId": parent_id, ROLE_TAG: "cell"}
+            experiment_id, run_name=cell.label, tags={"mlflow.parentRunId": parent_id, ROLE_TAG: "cell"}
         )
         run_id = run.info.run_id
         now = int(time.time() * 1000)
-        params = [Param(k, str(v)) for k, v in outcome.params.items()]
-        metrics = [Metric(k, float(v), now, 0) for k, v in outcome.metrics.items()]
-        tags = [RunTag(k, str(v)) for k, v in outcome.tags.items()]
+        params = [Param(k, str(v)) for k, v in cell_params(cell).items()]
+        metrics = [Metric(k, float(v), now, 0) for k, v in result_metrics(result).items()]
+        tags = [RunTag(k, str(v)) for k, v in {**result_tags(result), **(extra_tags or {})}.items()]
         for chunk in _chunks(params, 100):
             self.client.log_batch(run_id, params=chunk)
         for chunk in _chunks(tags, 100):
             self.client.log_batch(run_id, tags=chunk)
         for chunk in _chunks(metrics, 1000):
             self.client.log_batch(run_id, metrics=chunk)
-        if outcome.datasets:
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-
-            self.client.log_inputs(run_id, datasets=[
-                DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
-                             tags=[InputTag("mlflow.data.context", d["context"])])
-                for d in outcome.datasets
-            ])  # fmt: skip
-        for path in outcome.artifacts:
-            self.client.log_artifact(run_id, str(path))
+        source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
+        name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
+        self.client.log_inputs(run_id, datasets=[
+            DatasetInput(Dataset(f"{name}-{split}", result.data_digest[:36], "xbench", source),
+                         tags=[InputTag("mlflow.data.context", context)])
+            for split, context in (("train", "training"), ("eval", "evaluation"))
+        ])  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="xbench-log-") as workdir:
+            for path in _result_files(result, artifacts, Path(workdir)):
+                self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
@@ -222,18 +222,10 @@ class Store:
             return None
 
     def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """run_id -> {metric or 'correct': per-image scores} from each cell run's scores.csv (absent ones skipped)."""
-        import tempfile
-
-        scores: dict[str, dict[str, Any]] = {}
-        with tempfile.TemporaryDirectory(prefix="xbench-scores-") as workdir:
-            for index, record in enumerate(records):
-                destination = Path(workdir) / str(index)
-                destination.mkdir()
-                path = self.artifact(record["run_id"], "scores.csv", destination)
-                if path is not None:
-                    scores[record["run_id"]] = read_scores(path)
-        return scores
+        """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
+        return {
+            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
+        }
 
     def suites(self) -> list[str]:
         from mlflow.entities import ViewType
@@ -244,21 +236,125 @@ class Store:
             if SUITE_TAG in e.tags
         )
 
-    def load_results(self, suite: str) -> list[dict[str, Any]]:
-        """One flat record per cell: its newest finished run. Raises XbenchInputError if the suite has no results."""
+    def load_cell_results(self, suite: str) -> list[tuple[Any, CellResult]]:
+        """(MLflow run, CellResult) of every cell of `suite`: its newest finished run, read back from `result.json`.
+        Raises XbenchInputError if the suite has no results."""
         experiment_id = self.experiment_id(suite)
         if experiment_id is None:
             known = ", ".join(self.suites()) or "none"
             raise XbenchInputError(f"no results for suite {suite!r} in {self.uri} (suites with results: {known})")
-        records: dict[str, dict[str, Any]] = {}
+        runs: dict[str, Any] = {}
         for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'"):
-            key = run.data.tags[CELL_KEY_TAG]
-            if key not in records:
-                records[key] = to_record(suite, run)
-        return sorted(
-            records.values(),
-            key=lambda r: (r["model"], r["pruning_method"], r["compression_rate"], r["explainer"], r["seed"]),
-        )
+            runs.setdefault(run.data.tags[CELL_KEY_TAG], run)
+        loaded = []
+        with tempfile.TemporaryDirectory(prefix="xbench-results-") as workdir:
+            for index, run in enumerate(runs.values()):
+                destination = Path(workdir) / str(index)
+                destination.mkdir()
+                path = self.artifact(run.info.run_id, RESULT_FILE, destination)
+                if path is None:
+                    raise XbenchInputError(
+                        f"cell run {run.info.run_id} of suite {suite!r} has no {RESULT_FILE}: it was logged by an "
+                        "older xbench; run the suite again into a new store"
+                    )
+                loaded.append((run, CellResult.model_validate_json(path.read_text())))
+        return sorted(loaded, key=lambda pair: _order(pair[1]))
+
+    def load_results(self, suite: str) -> list[dict[str, Any]]:
+        """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
+        `per_image_scores` and `arrays`."""
+        records = []
+        for run, result in self.load_cell_results(suite):
+            provenance = {key: run.data.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
+            record = to_record(result, suite, run.info.run_id, run.info.start_time, provenance)
+            self._results[run.info.run_id] = result
+            records.append(record)
+        return records
+
+    def arrays(self, run_id: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """The named raw arrays of a loaded cell run (e.g. gallery_images, gallery_attributions), from its artifacts."""
+        import numpy as np
+
+        found = {}
+        with tempfile.TemporaryDirectory(prefix="xbench-arrays-") as workdir:
+            for name in names:
+                path = self.artifact(run_id, f"{name}.npy", Path(workdir))
+                if path is not None:
+                    found[name] = np.load(path, allow_pickle=False)
+        return found
+
+
+def _order(result: CellResult) -> tuple[Any, ...]:
+    cell = result.cell
+    return (cell.model.name, cell.pruning.method if cell.pruning else "none", cell.compression_rate,
+            cell.explainer.name, cell.seed)  # fmt: skip
+
+
+def result_metrics(result: CellResult) -> dict[str, float]:
+    """The MLflow metrics of a result: its figures, and per metric the mean, spread, NaN count, cost."""
+    values = dict(result.figures)
+    for name, metric in result.metrics.items():
+        scores = metric.scores
+        values[name] = metric.mean
+        values[f"{name}_std"] = metric.std
+        values[f"{name}_nan_count"] = float((~np.isfinite(scores)).sum())
+        if metric.tie_std is not None:
+            values[f"{name}_tie_std"] = metric.tie_std
+        values[f"score_seconds.{name}"] = metric.seconds
+        values[f"score_seconds_per_image.{name}"] = metric.seconds / max(1, len(scores))
+        values[f"metric_forward_passes_per_image.{name}"] = metric.forward_passes_per_image
+        values[f"metric_backward_passes_per_image.{name}"] = metric.backward_passes_per_image
+    values["score_seconds"] = sum(metric.seconds for metric in result.metrics.values())
+    return values
+
+
+def result_tags(result: CellResult) -> dict[str, str]:
+    missing = {**result.missing, **{n: m.missing for n, m in result.metrics.items() if m.missing}}
+    return {
+        **{f"{DIRECTION_PREFIX}{n}": "higher" if m.higher_is_better else "lower" for n, m in result.metrics.items()},
+        **{f"{MISSING_PREFIX}{k}": v for k, v in missing.items()},
+        **{f"{ENGINE_PREFIX}{n}": m.engine for n, m in result.metrics.items()},
+        **{f"{VERSION_PREFIX}{n}": m.version for n, m in result.metrics.items()},
+        METRICS_TAG: ",".join(result.metrics),
+        CELL_KEY_TAG: result.cell_key,
+        "xbench.model_key": result.model_key,
+        "xbench.result_version": str(result.version),
+        **result.environment,
+    }
+
+
+def _result_files(result: CellResult, artifacts: ArtifactStore, workdir: Path) -> list[Path]:
+    """result.json, the raw arrays, scores.csv and pictures drawn from the arrays (for people in the MLflow UI)."""
+    import csv
+
+    from xbench import drawing
+
+    files = [workdir / RESULT_FILE]
+    files[0].write_text(result.model_dump_json(indent=1))
+    arrays = {}
+    for ref in result.artifacts:
+        arrays[ref.name] = artifacts.get(ref)
+        path = workdir / f"{ref.name}.npy"
+        np.save(path, arrays[ref.name], allow_pickle=False)
+        files.append(path)
+    scores = per_image_scores(result)
+    path = workdir / "scores.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", *scores])
+        for index, label in enumerate(result.labels):
+            writer.writerow([index, label, *(f"{values[index]:.6g}" for values in scores.values())])
+    files.append(path)
+    if {"gallery_images", "gallery_attributions"} <= set(arrays):
+        images = arrays["gallery_images"].astype(np.float64) / 255
+        attributions = arrays["gallery_attributions"]
+        titles = [result.class_names[label] for label in result.labels[: len(images)]]
+        pictures = {"heatmaps.png": drawing.heatmap_grid(images, attributions, titles, result.cell.label),
+                    **drawing.gallery_strips(images, attributions)}  # fmt: skip
+        for name, data in pictures.items():
+            (workdir / name).write_bytes(data)
+            files.append(workdir / name)
+    return files
 
 
 # What a leaderboard says about where a result came from; every cell run carries these tags.
@@ -274,18 +370,6 @@ PROVENANCE_TAGS = {
 }
 
 
-def read_scores(path: Path) -> dict[str, Any]:
-    """scores.csv (image, label, one column per metric and `correct`) as column -> per-image float64 array."""
-    import csv
-
-    import numpy as np
-
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("image", "label")]
-    return {c: np.array([float(row[c]) if row[c] not in ("", "nan") else np.nan for row in rows]) for c in columns}
-
-
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -295,53 +379,41 @@ def _batch_sizes(metrics: dict[str, float], prefix: str) -> list[int]:
     return sorted(int(k.removeprefix(prefix)) for k in metrics if k.startswith(prefix))
 
 
-def to_record(suite: str, run: Any) -> dict[str, Any]:
-    """The flat export record of a cell run (keys documented in the README)."""
-    params, tags = run.data.params, run.data.tags
-    # NaN (a metric that could score no image) becomes None, so exports are valid JSON.
-    metrics = {k: (None if math.isnan(v) else v) for k, v in run.data.metrics.items()}
-    metric_names = [m for m in tags.get(METRICS_TAG, "").split(",") if m]
-    # Latency is reported at the smallest batch size measured, throughput at the largest.
-    smallest = next(iter(_batch_sizes(metrics, "latency_ms_p50_bs")), None)
-    largest = next(iter(reversed(_batch_sizes(metrics, "throughput_bs"))), None)
-    record: dict[str, Any] = {
-        "suite": suite,
-        "cell_key": tags[CELL_KEY_TAG],
-        "run_id": run.info.run_id,
-        "model": params.get("model"),
-        "pruning_method": params.get("pruning_method"),
-        "pruning_scope": params.get("pruning_scope"),
-        "pruning_granularity": params.get("pruning_granularity"),
-        "pruning_schedule": params.get("pruning_schedule"),
-        "compression_rate": float(params.get("compression_rate", 1)),
-        "explainer": params.get("explainer"),
-        "seed": int(params.get("seed", 0)),
-        "data_seed": int(params.get("data_seed", 0)),
-        "device": tags.get("xbench.device"),
-        "start_time": run.info.start_time,
-        "accuracy": metrics.get("accuracy"),
-        "sparsity": metrics.get("sparsity"),
-        "sparsity_scope": metrics.get("sparsity_scope"),
-        "compression_rate_model": metrics.get("compression_rate_model"),
-        "compression_rate_scope": metrics.get("compression_rate_scope"),
-        "params": metrics.get("params"),
-        "params_nonzero": metrics.get("params_nonzero"),
-        "flops": metrics.get("flops_dense"),
-        "flops_effective": metrics.get("flops_effective"),
-        "theoretical_speedup": metrics.get("theoretical_speedup"),
-        "latency_ms_p50": metrics.get(f"latency_ms_p50_bs{smallest}") if smallest else None,
-        "latency_batch_size": smallest,
-        "throughput": metrics.get(f"throughput_bs{largest}") if largest else None,
-        "throughput_batch_size": largest,
-        "measured_speedup": metrics.get(f"measured_speedup_bs{largest}") if largest else None,
-        "attribution_tie_share": metrics.get("attribution_tie_share"),
-        "attribution_min_share": metrics.get("attribution_min_share"),
-        "attribution_constant_count": metrics.get("attribution_constant_count"),
+def cell_params(cell: Cell) -> dict[str, Any]:
+    """The MLflow params of a cell: what it is, readable in the UI's columns."""
+    pruning = cell.pruning
+    params: dict[str, Any] = {
+        "model": cell.model.name,
+        "pretrained": cell.model.pretrained,
+        "train_epochs": cell.model.train.epochs,
+        "train_lr": cell.model.train.lr,
+        "train_batch_size": cell.model.train.batch_size,
+        "pruning_method": pruning.method if pruning else "none",
+        "pruning_scope": pruning.scope if pruning else "none",
+        "pruning_granularity": pruning.granularity if pruning else "none",
+        "pruning_schedule": pruning.schedule if pruning else "none",
+        "finetune_epochs": pruning.finetune.epochs if pruning else 0,
+        "finetune_lr": pruning.finetune.lr if pruning else 0,
+        "compression_rate": cell.compression_rate,
+        "explainer": cell.explainer.name,
+        "dataset": cell.dataset.name,
+        "image_size": cell.dataset.image_size,
+        "train_size": cell.dataset.train_size,
+        "eval_size": cell.dataset.eval_size,
+        "seed": cell.seed,
+        "data_seed": cell.data_seed,
+        "tie_draws": cell.tie_draws,
+        "device": cell.device,
+        "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
+        "perf_warmup": cell.perf.warmup,
+        "perf_repeats": cell.perf.repeats,
+        "perf_precision": cell.perf.precision,
+        "perf_channels_last": cell.perf.channels_last,
+        "perf_compile": cell.perf.compile,
+        "metric_engine": cell.engine,
     }
-    for name in metric_names:
-        record[name] = metrics.get(name)
-        record[f"{name}_std"] = metrics.get(f"{name}_std")
-        record[f"{name}_tie_std"] = metrics.get(f"{name}_tie_std")
-    record["metric_directions"] = {name: tags.get(f"{DIRECTION_PREFIX}{name}", "higher") for name in metric_names}
-    record["provenance"] = {key: tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
-    return record
+    params.update({f"model.{k}": v for k, v in cell.model.options.items()})
+    params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
+    for spec in cell.metrics:
+        params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
+    return params

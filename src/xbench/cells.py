@@ -1,0 +1,65 @@
+"""Cells: frozen, JSON-round-tripping specs of one result (a model variant x explainer x metrics, for one seed).
+
+Plain data with no heavy imports, so a result store, a worker or the leaderboard can read them without torch.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from xbench.cache import content_key
+from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PruningVariant(_Frozen):
+    """One pruning configuration without its list of rates; the cell's compression_rate completes it."""
+
+    method: str
+    scope: str
+    granularity: str
+    schedule: str
+    finetune: FinetuneConfig
+
+
+class Cell(_Frozen):
+    """Everything that determines one result. Plain data: JSON round-trips, hashable by `cell_key`."""
+
+    suite: str
+    plugins: tuple[str, ...]  # imported before the cell runs, wherever it runs
+    seed: int
+    data_seed: int
+    tie_draws: int
+    device: str
+    dataset: DatasetConfig
+    model: ModelConfig
+    pruning: PruningVariant | None
+    compression_rate: float
+    explainer: ComponentSpec
+    metrics: tuple[ComponentSpec, ...]
+    engine: str
+    perf: PerfConfig
+    versions: dict[str, str]
+
+    @property
+    def cell_key(self) -> str:
+        """Stable hash of what the cell computes (the suite's name is not part of it)."""
+        return content_key(self.model_dump(mode="json", exclude={"suite"}))
+
+    @property
+    def label(self) -> str:
+        pruning = "dense" if self.pruning is None else f"{self.pruning.method} CR {self.compression_rate:g}"
+        return f"{self.model.name} | {pruning} | {self.explainer.name} | seed {self.seed}"
+
+    def __hash__(self) -> int:
+        return hash(self.cell_key)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Cell:
+        return cls.model_validate_json(text)
