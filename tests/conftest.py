@@ -36,6 +36,20 @@ def tiny_model(small_data: ImageData) -> torch.nn.Module:
     return timm.create_model("test_resnet", num_classes=small_data.num_classes).eval()
 
 
+class QuadrantModel(torch.nn.Module):
+    """Two-class logits from the mean of one quadrant of the image: a model that looks only there."""
+
+    def __init__(self, corner: str) -> None:
+        super().__init__()
+        self.corner = corner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        region = x[..., :half, :half] if self.corner == "top_left" else x[..., half:, half:]
+        score = 20 * region.mean(dim=(1, 2, 3))
+        return torch.stack([score, -score], dim=1)
+
+
 def xbench(
     *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False
 ) -> subprocess.CompletedProcess:

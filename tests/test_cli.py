@@ -78,7 +78,7 @@ def test_run_logs_a_parent_and_one_child_per_cell(smoke_run: Path) -> None:
             "quantus_version",
         } <= set(run.data.tags)
         artifacts = {a.path for a in store(smoke_run).client.list_artifacts(run.info.run_id)}
-        assert {"heatmaps.png", "scores.csv", "cell.json"} <= artifacts
+        assert {"heatmaps.png", "scores.csv", "result.json", "gallery_attributions.npy"} <= artifacts
     pruned = [r for r in children if r.data.params["pruning_method"] == "magnitude"]
     assert pruned and all(r.data.metrics["sparsity_scope"] == pytest.approx(0.75, abs=0.005) for r in pruned)
 
@@ -196,6 +196,29 @@ def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(s
     assert result.returncode == 1
     assert "regressed" in result.stderr and "sparseness" in result.stderr and cell["label"][:12] in result.stderr
     assert xbench("check", "--baseline", str(tmp_path / "missing.json"), cwd=smoke_run).returncode == 2
+
+
+@pytest.mark.slow
+def test_a_rerun_with_the_same_seeds_passes_a_baseline_whose_tolerances_come_from_them(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    """The gate does not flake: smoke run again from scratch (new store, new cache) with the same two seeds passes the
+    baseline written from the first run, with tolerances of 3 seed spreads; a regression beyond them fails."""
+    baseline = tmp_path / "baseline.json"
+    xbench("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
+    assert json.loads(baseline.read_text())["tolerances"] == {}  # every tolerance from the seed spread
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    xbench("run", "suite", str(SMOKE), "--cache-dir", str(rerun / "cache"), "--no-progress", cwd=rerun, check=True)
+    assert xbench("check", "--baseline", str(baseline), cwd=rerun).returncode == 0
+    data = json.loads(baseline.read_text())
+    cell = next(c for c in data["cells"].values() if c.get("seed_spread", {}).get("pixel_flipping"))
+    value = cell["values"]["pixel_flipping"]
+    # beyond 3 spreads and the floor (a quarter of the default rule), whichever is larger; lower is better
+    cell["values"]["pixel_flipping"] = value - (4 * cell["seed_spread"]["pixel_flipping"] + 0.01 + 0.025 * abs(value))
+    baseline.write_text(json.dumps(data))
+    result = xbench("check", "--baseline", str(baseline), cwd=rerun)
+    assert result.returncode == 1 and "pixel_flipping" in result.stderr
 
 
 def _smoke_with(**changes: object) -> dict:

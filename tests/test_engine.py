@@ -8,6 +8,7 @@ import pytest
 import quantus
 import torch
 
+from tests.conftest import QuadrantModel
 from xbench.engine import EngineContext, PassCounter, descending_order, engine_metrics, ranked, run_metric
 from xbench.errors import XbenchInputError
 from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
@@ -64,20 +65,6 @@ def test_random_ties_favour_no_position_and_index_ties_the_top_left() -> None:
     assert sorted(ranked(values, "random", context)[0, [1, 3]].tolist()) == [2, 3]
 
 
-class _Quadrant(torch.nn.Module):
-    """Two-class logits from the mean of one quadrant of the image: the model looks only there."""
-
-    def __init__(self, corner: str) -> None:
-        super().__init__()
-        self.corner = corner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        region = x[..., :half, :half] if self.corner == "top_left" else x[..., half:, half:]
-        score = 20 * region.mean(dim=(1, 2, 3))
-        return torch.stack([score, -score], dim=1)
-
-
 def test_pixel_flipping_with_random_ties_treats_both_corners_alike() -> None:
     """A map with no information (all tied but one pixel in the centre) scored for a model that looks at the top-left
     and one that looks at the bottom-right: `index` flips the top-left first and so calls the first model's map far
@@ -89,7 +76,7 @@ def test_pixel_flipping_with_random_ties_treats_both_corners_alike() -> None:
     params = {"features_in_step": 16, "return_auc_per_sample": True, "perturb_baseline": 0.0}
 
     def auc(corner: str, ties: str) -> float:
-        context = EngineContext(_Quadrant(corner), CPU, seed=0)
+        context = EngineContext(QuadrantModel(corner), CPU, seed=0)
         return run_metric("pixel_flipping", {**params, "ties": ties}, context, x.numpy(), y.numpy(), a.numpy()).mean()
 
     assert auc("bottom_right", "index") - auc("top_left", "index") > 3.0

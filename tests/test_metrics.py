@@ -3,6 +3,7 @@ import pytest
 import quantus
 import torch
 
+from tests.conftest import QuadrantModel
 from xbench.data import ImageData
 from xbench.engine import engine_metrics
 from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
@@ -130,20 +131,6 @@ def test_scores_match_quantus_called_directly(tiny_model: torch.nn.Module, small
     np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-6)
 
 
-class _Quadrant(torch.nn.Module):
-    """Two-class logits from the mean of one quadrant of the image: the model looks only there."""
-
-    def __init__(self, corner: str) -> None:
-        super().__init__()
-        self.corner = corner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        region = x[..., :half, :half] if self.corner == "top_left" else x[..., half:, half:]
-        score = 20 * region.mean(dim=(1, 2, 3))
-        return torch.stack([score, -score], dim=1)
-
-
 def test_the_quantus_engine_breaks_ties_by_the_same_policies() -> None:
     """Quantus's own argsort favours no documented order; under `index` the top-left goes first, under `random` an
     uninformative map (all tied but the centre) scores a top-left and a bottom-right model alike."""
@@ -156,7 +143,7 @@ def test_the_quantus_engine_breaks_ties_by_the_same_policies() -> None:
 
     def auc(corner: str, ties: str) -> float:
         params = {"features_in_step": 16, "perturb_baseline": 0.0, "return_auc_per_sample": True, "ties": ties}
-        scored = score(metric, params, _Quadrant(corner), x, y, a, None, torch.device("cpu"), 0, engine="quantus")
+        scored = score(metric, params, QuadrantModel(corner), x, y, a, None, torch.device("cpu"), 0, engine="quantus")
         return float(scored.scores.mean())
 
     assert auc("bottom_right", "index") - auc("top_left", "index") > 3.0

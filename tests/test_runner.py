@@ -95,3 +95,22 @@ def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path
         assert path.exists() and path.stat().st_size > 100  # written again
     assert again.figures["accuracy"] == first.figures["accuracy"]
     assert again.metrics["sparseness"].mean == pytest.approx(first.metrics["sparseness"].mean)
+
+
+def test_tie_draws_score_an_ordering_metric_under_several_tie_orders_and_log_their_spread(tmp_path: Path) -> None:
+    suite = parse_suite(
+        {
+            "name": "ties",
+            "tie_draws": 3,
+            "dataset": {"image_size": 48, "train_size": 32, "eval_size": 4},
+            "models": [{"name": "test_resnet", "train": {"epochs": 1, "batch_size": 16}}],
+            "explainers": ["gradcam"],  # tied maps: a coarse CAM upsampled
+            "metrics": [{"name": "pixel_flipping", "features_in_step": 768}, "sparseness"],
+            "perf": {"batch_sizes": [2], "warmup": 0, "repeats": 2},
+        }
+    )
+    result = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(plan(suite, "cpu")[0])
+    flipping = result.metrics["pixel_flipping"]
+    assert flipping.tie_std is not None and flipping.tie_std >= 0  # an ordering metric, scored 3 times
+    assert result.metrics["sparseness"].tie_std is None  # no order of features, nothing to draw
+    assert result.figures["attribution_tie_share"] > 0.5

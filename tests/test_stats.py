@@ -31,14 +31,20 @@ def test_the_hierarchical_bootstrap_resamples_seeds_as_well_as_images() -> None:
     assert np.percentile(draws, [2.5, 97.5]) == pytest.approx([1.0, 3.0])
 
 
-def test_the_permutation_p_is_scipys_sign_flip_test_when_seeds_are_equal_in_size() -> None:
+def test_the_sign_flip_p_is_scipys_permutation_test_and_its_normal_limit() -> None:
     rng = np.random.default_rng(3)
-    differences = [rng.normal(0.2, 1, 30), rng.normal(0.2, 1, 30)]
-    pooled = np.concatenate(differences)
+    small = [rng.normal(0.5, 1, 10), rng.normal(0.5, 1, 10)]  # 20 pairs: Monte Carlo permutations
     expected = permutation_test(
-        (pooled,), np.mean, permutation_type="samples", n_resamples=9999, rng=np.random.default_rng(0)
+        (np.concatenate(small),), np.mean, permutation_type="samples", n_resamples=9999, rng=np.random.default_rng(0)
     ).pvalue
-    assert paired_permutation_p(differences) == pytest.approx(expected, abs=0.01)
+    assert paired_permutation_p(small) == pytest.approx(expected, abs=0.01)
+    large = [rng.normal(0.2, 1, 40), rng.normal(0.2, 1, 40)]  # 80 pairs: the normal limit
+    expected = permutation_test(
+        (np.concatenate(large),), np.mean, permutation_type="samples", n_resamples=99999, rng=np.random.default_rng(0)
+    ).pvalue
+    assert paired_permutation_p(large) == pytest.approx(expected, abs=0.01)
+    # far below any Monte Carlo floor (2 / 10000), where Holm needs it
+    assert paired_permutation_p([np.full(60, 1.0) + rng.normal(0, 0.1, 60)]) < 1e-12
 
 
 def test_a_constant_map_is_left_out_of_both_sides_of_its_image() -> None:

@@ -62,10 +62,21 @@ def test_malformed_yaml_and_missing_suite_are_input_errors(tmp_path: Path) -> No
 def test_quick_suite_matches_the_documented_shape() -> None:
     data = yaml.safe_load((ROOT / "suites" / "quick.yaml").read_text())
     suite = parse_suite(data)
-    assert len(suite.models) == 2
+    assert [m.name for m in suite.models] == ["resnet10t"] and suite.replicate_seeds == [0, 1, 2]
     assert suite.pruning[0].compression_rates == [1, 2, 4, 8, 32]
+    assert suite.explainers[0].params == {"target_layer": "layer2"}  # an 8x8 Grad-CAM at 64 px (README)
     assert [e.name for e in suite.explainers] == ["gradcam", "saliency", "integrated_gradients"]
     assert len(suite.metrics) == 5
+
+
+def test_seed_and_seeds_are_exclusive_and_seeds_distinct() -> None:
+    base = {"name": "s", "models": [{"name": "test_resnet"}], "explainers": ["saliency"]}
+    assert parse_suite(base).replicate_seeds == [0]
+    assert parse_suite({**base, "seed": 4}).replicate_seeds == [4]
+    with pytest.raises(XbenchInputError, match="seeds: give seed"):
+        parse_suite({**base, "seed": 1, "seeds": [1, 2]})
+    with pytest.raises(XbenchInputError, match=r"seeds\[1\]: seed 3 is listed twice"):
+        parse_suite({**base, "seeds": [3, 3]})
 
 
 def test_json_schema_is_exported() -> None:

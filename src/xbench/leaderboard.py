@@ -221,7 +221,9 @@ def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
     def arrow(metric: str) -> str:
         return "↑" if metric == ACCURACY or results.higher_is_better(metric) else "↓"
 
-    rows = [_effect_row(c, arrow(c.metric)) for c in stats.comparisons]
+    ordered = sorted(stats.comparisons, key=lambda c: (c.model, c.pruning_method, c.explainer is None,
+                                                       c.explainer or "", c.metric, c.compression_rate))  # fmt: skip
+    rows = [_effect_row(c, arrow(c.metric)) for c in ordered]
     return {
         "significant": [r for r in rows if r["significant"]],
         "all": rows,

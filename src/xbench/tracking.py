@@ -61,36 +61,44 @@ class Store:
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_tracking_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        # Opening a new SQLite store creates its schema; two processes doing it at once collide, so one at a time.
+        with self._database_lock("open", wait_message=None):
+            self.client = MlflowClient(tracking_uri=self.uri)
         self._results: dict[str, CellResult] = {}  # run_id -> result, as load_results read them
 
-    @contextlib.contextmanager
-    def exclusive(self, suite: str) -> Iterator[None]:
+    def exclusive(self, suite: str) -> contextlib.AbstractContextManager[None]:
         """Hold the suite's write lock on a SQLite store (a file lock beside the database) while a run writes.
 
         SQLite has one writer at a time, and two runs of one suite would both compute the cells neither had logged
         yet. The second run waits, saying for whom, and continues once the first is done. A tracking server is shared
         by design and takes no lock here.
         """
-        parsed = urlparse(self.uri)
-        if parsed.scheme != "sqlite":
+        return self._database_lock(
+            f"suite-{suite}",
+            wait_message=f"another xbench run of suite {suite} ({{holder}}) is writing to this store; waiting for it "
+            "to finish (for parallel runs use an MLflow tracking server: --tracking-uri http://...)",
+        )
+
+    @contextlib.contextmanager
+    def _database_lock(self, purpose: str, wait_message: str | None) -> Iterator[None]:
+        """An exclusive flock on `.<database>.<purpose>.lock` beside a SQLite database (nothing for other stores)."""
+        if urlparse(self.uri).scheme != "sqlite":
             yield
             return
         import fcntl
 
         database = Path(self.uri.removeprefix("sqlite:///"))
-        lock_path = database.resolve().parent / f".{database.name}.{suite}.lock"
+        lock_path = database.resolve().parent / f".{database.name}.{purpose}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with lock_path.open("a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                from xbench.progress import log
+                if wait_message is not None:
+                    from xbench.progress import log
 
-                log(f"another xbench run of suite {suite} ({holder}) is writing to {database}; waiting for it to "
-                    "finish (for parallel runs use an MLflow tracking server: --tracking-uri http://...)")  # fmt: skip
+                    log(wait_message.format(holder=handle.read().strip() or "another process"))
                 fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             handle.truncate()
