@@ -118,7 +118,9 @@ def test_constant_attributions_score_nan_instead_of_crashing(
 
 
 def test_scores_match_quantus_called_directly(tiny_model: torch.nn.Module, small_data: ImageData) -> None:
-    attributions = np.random.default_rng(1).random((8, 1, 32, 32)).astype(np.float32)
+    # One value per channel and float64: no two features tie, so the tie policy xbench adds cannot change the order
+    # (a 1-channel map broadcast to RGB ties each pixel's three channels, which Quantus alone orders arbitrarily).
+    attributions = np.random.default_rng(1).random((8, 3, 32, 32))
     ours = _score("pixel_flipping", tiny_model, small_data, attributions, engine="quantus")
     metric = metrics.get("pixel_flipping")
     reference = quantus.PixelFlipping(**metric.defaults(32), disable_warnings=True)(
