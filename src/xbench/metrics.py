@@ -63,7 +63,6 @@ class Metric:
 
 
 metrics: Registry[Metric] = Registry("metric")
-TIE_POLICIES = ("random", "index")
 
 
 @functools.cache
@@ -329,6 +328,8 @@ def _quantus_scores(
     """Quantus's per-image result; for a metric that ranks features, its argsorts break ties by the `ties` policy."""
     quantus_class = quantus_class_for(metric)
     params = dict(params)
+    from xbench.engine import TIE_POLICIES  # one list of policies for both engines
+
     ties = params.pop("ties", "random") if metric.orders_features else None
     if ties is not None and ties not in TIE_POLICIES:
         raise XbenchInputError(f"ties must be one of {', '.join(TIE_POLICIES)}, got {ties!r}", field="metrics")

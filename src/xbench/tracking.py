@@ -383,10 +383,6 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-def _batch_sizes(metrics: dict[str, float], prefix: str) -> list[int]:
-    return sorted(int(k.removeprefix(prefix)) for k in metrics if k.startswith(prefix))
-
-
 def cell_params(cell: Cell) -> dict[str, Any]:
     """The MLflow params of a cell: what it is, readable in the UI's columns."""
     pruning = cell.pruning
