@@ -13,6 +13,7 @@ from xbench.stats import (
     hierarchical_bootstrap,
     holm,
     paired_permutation_p,
+    seed_and_image_p,
     suite_stats,
 )
 
@@ -104,3 +105,26 @@ def test_reliability_is_the_seed_to_seed_rank_agreement_of_a_metric() -> None:
     by_metric = {r.metric: r for r in suite_stats(records, per_image).reliability}
     assert by_metric["m"].seed_tau == pytest.approx(1.0) and by_metric["m"].seed_pairs == 1
     assert by_metric["m"].comparisons == 3 and by_metric["m"].significant_share == pytest.approx(1.0)
+
+
+def test_min_f_prime_matches_clarks_formula_on_a_hand_computed_case() -> None:
+    from scipy.stats import f
+
+    differences = np.array([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]])  # 2 seeds x 3 images
+    # by seed: means 2, 3 -> t = 2.5 / (0.7071 / sqrt 2) = 5, F1 = 25 (df 1); by image: means 1.5, 2.5, 3.5 ->
+    # t = 2.5 / (1 / sqrt 3), F2 = 18.75 (df 2); min F' = 25 * 18.75 / 43.75, df = 43.75^2 / (25^2 / 2 + 18.75^2 / 1)
+    expected = f.sf(25 * 18.75 / 43.75, 1, 43.75**2 / (25**2 / 2 + 18.75**2))
+    assert seed_and_image_p(differences) == pytest.approx(expected, rel=1e-12)
+    assert seed_and_image_p(np.zeros((3, 5))) == 1.0
+
+
+def test_a_difference_only_some_training_runs_show_is_not_significant() -> None:
+    """Seeds that disagree: one model got much worse, the other two barely moved or improved. Over 3 x 64 (seed,
+    image) pairs a sign-flip test treating the models as fixed calls it significant; the seed-aware test does not."""
+    rng = np.random.default_rng(3)
+    seed_effects = [0.3, -0.1, 0.05]
+    differences = np.stack([effect + rng.normal(0, 0.1, 64) for effect in seed_effects])
+    assert paired_permutation_p(list(differences)) < 1e-6
+    assert seed_and_image_p(differences) > 0.3
+    consistent = np.stack([0.1 + rng.normal(0, 0.1, 64) for _ in seed_effects])  # every run moved the same way
+    assert seed_and_image_p(consistent) < 1e-3

@@ -5,7 +5,9 @@ Plain data with no heavy imports, so a result store, a worker or the leaderboard
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from xbench.cache import content_key
 from xbench.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig
@@ -23,6 +25,22 @@ class PruningVariant(_Frozen):
     granularity: str
     schedule: str
     finetune: FinetuneConfig
+
+
+class VariantRef(_Frozen):
+    """One variant of a model: its seed, pruning and compression rate."""
+
+    seed: int
+    pruning: PruningVariant | None
+    compression_rate: float
+
+
+class SelectionSpec(_Frozen):
+    """How the cell's eval images are chosen: `correct_under_all` over `group`, every variant of the cell's model."""
+
+    method: str
+    per_class: int | None
+    group: tuple[VariantRef, ...]
 
 
 class Cell(_Frozen):
@@ -43,6 +61,14 @@ class Cell(_Frozen):
     engine: str
     perf: PerfConfig
     versions: dict[str, str]
+    eval_selection: SelectionSpec | None = None  # None: the data set's eval images (left out of the key while unset)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_selection(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("eval_selection") is None:
+            data.pop("eval_selection", None)
+        return data
 
     @property
     def cell_key(self) -> str:

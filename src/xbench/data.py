@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from xbench.errors import XbenchInputError
 from xbench.registry import Registry
-from xbench.suite import DatasetConfig
+from xbench.suite import Augmentation, DatasetConfig, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class ImageData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     fingerprint: str
+    # Real image folders stream their training images (train_x is then empty; train_y holds the labels).
+    train_stream: StreamedImages | None = None
+    stream_eval_transform: Callable[[Any], torch.Tensor] | None = None
+    loader_workers: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -37,6 +43,35 @@ class ImageData:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
+
+    def eval_subset(self, indices: np.ndarray) -> ImageData:
+        """The same data with only the eval images at `indices` (a selection); training data untouched."""
+        chosen = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:8]
+        return dataclasses.replace(
+            self, eval_x=self.eval_x[chosen], eval_y=self.eval_y[chosen],
+            eval_masks=None if self.eval_masks is None else self.eval_masks[np.asarray(indices, dtype=np.int64)],
+            fingerprint=f"{self.fingerprint}-{digest}",
+        )  # fmt: skip
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train_y)
+
+    def train_examples(self, indices: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training images and labels at `indices`, without augmentation when streamed (for pruning criteria and
+        validation): a few at a time, never the whole set."""
+        if self.train_stream is None:
+            return self.train_x[indices], self.train_y[indices]
+        positions = range(self.train_count)[indices] if isinstance(indices, slice) else indices.tolist()
+        plain = self.train_stream.with_transform(self.eval_transform)
+        items = [plain[int(i)] for i in positions]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+    @property
+    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
+        assert self.train_stream is not None and self.stream_eval_transform is not None
+        return self.stream_eval_transform
 
     @classmethod
     def from_arrays(
@@ -81,15 +116,16 @@ class Dataset:
     load: DatasetLoader
     has_masks: bool
     description: str
+    real_images: bool = False  # transformed by the model's timm data config (`dataset.preprocessing` when unset)
 
 
 datasets: Registry[Dataset] = Registry("dataset")
 
 
-def dataset(name: str, has_masks: bool) -> Callable[[DatasetLoader], DatasetLoader]:
+def dataset(name: str, has_masks: bool, real_images: bool = False) -> Callable[[DatasetLoader], DatasetLoader]:
     def decorator(load: DatasetLoader) -> DatasetLoader:
         doc = (load.__doc__ or "").strip().splitlines()
-        datasets.register(name)(Dataset(name, load, has_masks, doc[0] if doc else ""))
+        datasets.register(name)(Dataset(name, load, has_masks, doc[0] if doc else "", real_images))
         return load
 
     return decorator
@@ -215,36 +251,129 @@ def shapes(config: DatasetConfig, seed: int) -> ImageData:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Real images: any ImageFolder tree, and Imagenette (downloaded with torchvision's checksums).
+# Real images: any ImageFolder tree, and Imagenette (downloaded with torchvision's checksums). Training images stream
+# from their files through a DataLoader (only the eval images are held in memory), transformed by timm's data config
+# (resize, interpolation, centre crop, mean/std) with the suite's augmentation.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FOLDER_VERSION = "2"
+DEFAULT_LOADER_WORKERS = 2
 
 
-def _folder_split(
-    dataset: object, limit: int, image_size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.transforms import functional as tf
+class StreamedImages(torch.utils.data.Dataset):
+    """(path, label) samples read from disk when asked for, through `transform`: memory does not grow with them."""
 
-    indices = rng.permutation(len(dataset))[:limit]  # type: ignore[arg-type]
-    images = np.empty((len(indices), 3, image_size, image_size), dtype=np.float32)
-    labels = np.empty(len(indices), dtype=np.int64)
-    for row, index in enumerate(indices):
-        image, label = dataset[int(index)]  # type: ignore[index]
-        image = tf.center_crop(tf.resize(image.convert("RGB"), image_size), [image_size, image_size])
-        images[row] = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        labels[row] = label
-    return images, labels
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            return self.transform(image.convert("RGB")), label
+
+    def with_transform(self, transform: Callable[[Any], torch.Tensor]) -> StreamedImages:
+        return StreamedImages(self.samples, transform)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([label for _, label in self.samples], dtype=torch.int64)
 
 
-def _from_folders(train: object, evaluation: object, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:
+def folder_transforms(config: DatasetConfig) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
+    """(training, eval) transforms from timm's data config: the eval one resizes to image_size / crop_pct with the
+    configured interpolation, centre-crops and normalises; training adds the suite's flips and rotation first."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision import transforms
+
+    preprocessing = config.preprocessing or Preprocessing()
+    data_config = resolve_data_config({
+        "input_size": (3, config.image_size, config.image_size), "interpolation": preprocessing.interpolation,
+        "mean": preprocessing.mean, "std": preprocessing.std, "crop_pct": preprocessing.crop_pct,
+    })  # fmt: skip
+    evaluation = create_transform(**data_config, is_training=False)
+    augment = config.augment or Augmentation()
+    steps: list[Any] = []
+    if augment.hflip:
+        steps.append(transforms.RandomHorizontalFlip(augment.hflip))
+    if augment.vflip:
+        steps.append(transforms.RandomVerticalFlip(augment.vflip))
+    if augment.rotation:
+        steps.append(transforms.RandomRotation(augment.rotation))
+    return transforms.Compose([*steps, evaluation]), evaluation
+
+
+def _mask_transform(config: DatasetConfig) -> Callable[[Any], torch.Tensor]:
+    """The eval transform's geometry (resize, centre crop) with nearest-neighbour sampling, for masks."""
+    from torchvision import transforms
+
+    preprocessing = config.preprocessing or Preprocessing()
+    resized = int(config.image_size / preprocessing.crop_pct)
+    nearest = transforms.InterpolationMode.NEAREST
+    return transforms.Compose([transforms.Resize(resized, interpolation=nearest),
+                               transforms.CenterCrop(config.image_size), transforms.PILToTensor()])  # fmt: skip
+
+
+def _eval_masks(samples: list[tuple[str, int]], config: DatasetConfig) -> np.ndarray:
+    """(N, 1, H, W) bool masks from `config.masks`/<class folder>/<image stem>.png (nonzero = object): the mask folder
+    mirrors the eval split's tree."""
+    from PIL import Image
+
+    folder = Path(config.masks or "").expanduser()
+    if not folder.is_dir():
+        raise XbenchInputError(f"{folder} is not a folder", field="dataset.masks")
+    transform = _mask_transform(config)
+    masks = np.empty((len(samples), 1, config.image_size, config.image_size), dtype=bool)
+    for row, (path, _) in enumerate(samples):
+        mask_path = folder / Path(path).parent.name / f"{Path(path).stem}.png"
+        if not mask_path.exists():
+            raise XbenchInputError(
+                f"no mask {mask_path} for eval image {path} (masks mirror the eval split: <class>/<image stem>.png)",
+                field="dataset.masks",
+            )
+        with Image.open(mask_path) as image:
+            masks[row] = transform(image.convert("L")).numpy() > 0
+    return masks
+
+
+def _from_folders(train: Any, evaluation: Any, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:
+    """Training images streamed, eval images in memory, both through timm's transforms of `config`."""
+    train_transform, eval_transform = folder_transforms(config)
     rng = np.random.default_rng(seed)
-    train_split = _folder_split(train, config.train_size, config.image_size, rng)
-    eval_split = _folder_split(evaluation, config.eval_size, config.image_size, np.random.default_rng([seed, 1]))
-    return ImageData.from_arrays(
-        train_split, eval_split, None, tuple(classes), IMAGENET_MEAN, IMAGENET_STD,
-        fingerprint(config, seed, "folder-1"),
-    )  # fmt: skip
+    train_all, eval_all = _samples(train), _samples(evaluation)
+    train_indices = rng.permutation(len(train_all))[: config.train_size]
+    eval_indices = np.random.default_rng([seed, 1]).permutation(len(eval_all))[: config.eval_size]
+    train_samples = [(str(train_all[i][0]), int(train_all[i][1])) for i in train_indices]
+    eval_samples = [(str(eval_all[i][0]), int(eval_all[i][1])) for i in eval_indices]
+    streamed = StreamedImages(train_samples, train_transform)
+    eval_images = StreamedImages(eval_samples, eval_transform)
+    eval_x = torch.stack([eval_images[i][0] for i in range(len(eval_images))])
+    masks = _eval_masks(eval_samples, config) if config.masks else None
+    preprocessing = config.preprocessing or Preprocessing()
+    return ImageData(
+        train_x=torch.empty(0, 3, config.image_size, config.image_size),
+        train_y=streamed.labels,
+        eval_x=eval_x,
+        eval_y=eval_images.labels,
+        eval_masks=masks,
+        class_names=tuple(classes),
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+        fingerprint=fingerprint(config, seed, FOLDER_VERSION),
+        train_stream=streamed,
+        stream_eval_transform=eval_transform,
+        loader_workers=DEFAULT_LOADER_WORKERS if config.loader_workers is None else config.loader_workers,
+    )
+
+
+def _samples(folder: Any) -> list[tuple[str, int]]:
+    """(path, label) of a torchvision folder dataset (ImageFolder's `samples`, Imagenette's `_samples`)."""
+    return list(folder.samples if hasattr(folder, "samples") else folder._samples)
 
 
 def _require_path(config: DatasetConfig) -> Path:
@@ -253,9 +382,10 @@ def _require_path(config: DatasetConfig) -> Path:
     return Path(config.path).expanduser()
 
 
-@dataset("imagefolder", has_masks=False)
+@dataset("imagefolder", has_masks=False, real_images=True)
 def imagefolder(config: DatasetConfig, seed: int) -> ImageData:
-    """`path/train/<class>/*.jpg` and `path/val/<class>/*.jpg` (torchvision ImageFolder layout); no masks."""
+    """`path/train/<class>/*.jpg` and `path/val/<class>/*.jpg` (torchvision ImageFolder layout); masks from
+    `dataset.masks`."""
     from torchvision.datasets import ImageFolder
 
     root = _require_path(config)
@@ -267,14 +397,70 @@ def imagefolder(config: DatasetConfig, seed: int) -> ImageData:
     return _from_folders(train, evaluation, train.classes, config, seed)
 
 
-@dataset("imagenette", has_masks=False)
+IMAGENETTE_VARIANTS = {"full": ("full", "imagenette2"), "320": ("320px", "imagenette2-320"),
+                       "160": ("160px", "imagenette2-160")}  # fmt: skip
+
+
+@dataset("imagenette", has_masks=False, real_images=True)
 def imagenette(config: DatasetConfig, seed: int) -> ImageData:
-    """Imagenette (160 px), downloaded into `path` with torchvision's checksums unless already there."""
+    """Imagenette (`variant`: full, 320 or 160 px), downloaded into `path` with torchvision's checksums unless there."""
     from torchvision.datasets import Imagenette
 
     root = _require_path(config)
-    already_there = (root / "imagenette2-160").is_dir()
-    train = Imagenette(str(root), split="train", size="160px", download=not already_there)
-    evaluation = Imagenette(str(root), split="val", size="160px", download=False)
+    size, folder = IMAGENETTE_VARIANTS[config.variant or "160"]
+    already_there = (root / folder).is_dir()
+    train = Imagenette(str(root), split="train", size=size, download=not already_there)
+    evaluation = Imagenette(str(root), split="val", size=size, download=False)
     classes = [names[0] for names in train.classes]
     return _from_folders(train, evaluation, classes, config, seed)
+
+
+def write_image_folder(root: Path, train_count: int, eval_count: int, image_size: int, seed: int = 0) -> Path:
+    """Write `shapes` images as an ImageFolder tree of JPEGs (`root/train/<class>/`, `root/val/<class>/`) with
+    ground-truth masks as PNGs mirroring the eval split (`root/masks/<class>/<stem>.png`): real files for the real
+    image path, offline (tests, `paper-tiny`, the memory benchmark). Rendered in chunks, so memory stays flat."""
+    from PIL import Image
+
+    for split, count, stream in (("train", train_count, 0), ("val", eval_count, 1)):
+        rng = np.random.default_rng([seed, stream])
+        for start in range(0, count, 256):
+            images, labels, masks = render_shapes(min(256, count - start), image_size, rng)
+            for offset, (image, label, mask) in enumerate(zip(images, labels, masks, strict=True)):
+                name = f"{split}-{start + offset:06d}"
+                folder = root / split / SHAPE_CLASSES[label]
+                folder.mkdir(parents=True, exist_ok=True)
+                pixels = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}.jpg", quality=90)
+                if split == "val":
+                    (root / "masks" / SHAPE_CLASSES[label]).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(mask[0].astype(np.uint8) * 255).save(
+                        root / "masks" / SHAPE_CLASSES[label] / f"{name}.png"
+                    )
+    return root
+
+
+@dataset("shapes_files", has_masks=True, real_images=True)
+def shapes_files(config: DatasetConfig, seed: int) -> ImageData:
+    """`shapes` written as JPEG files with PNG masks and read back like any image folder (streamed, timm transforms):
+    the real-image path, offline. Written once under `path` (default: the cache), at 1.25 × image_size."""
+    import fcntl
+    import os
+
+    from torchvision.datasets import ImageFolder
+
+    from xbench.cache import content_key
+
+    size = round(config.image_size * 1.25)
+    identity = content_key([config.train_size, config.eval_size, size, seed, SHAPES_VERSION])
+    cache = Path(os.environ.get("XBENCH_CACHE_DIR", Path.home() / ".cache" / "xbench"))
+    root = Path(config.path).expanduser() if config.path else cache / "datasets" / f"shapes-{identity}"
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a") as lock:  # workers of one run may all load it first: one writes, the rest wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".complete").exists():
+            write_image_folder(root, config.train_size, config.eval_size, size, seed)
+            (root / ".complete").touch()
+    masks = config.masks or str(root / "masks")
+    folder_config = config.model_copy(update={"masks": masks})
+    train, evaluation = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
+    return _from_folders(train, evaluation, train.classes, folder_config, seed)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xbench import __version__
+from xbench.references import Reference, load_reference, replication_rows
 from xbench.stats import (
     ACCURACY,
     METHOD,
@@ -47,6 +48,7 @@ class SuiteResults:
     records: list[dict[str, Any]]
     per_image: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     gallery: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    reference: Reference | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -69,7 +71,9 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
     from xbench.progress import track
 
     records = store.load_results(suite)
-    results = SuiteResults(suite, records, store.per_image_scores(records))
+    reference = store.reference(suite)
+    results = SuiteResults(suite, records, store.per_image_scores(records),
+                           reference=load_reference(reference) if reference else None)  # fmt: skip
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
         if len(arrays) == 2:
@@ -437,6 +441,17 @@ def gallery_view(results: SuiteResults, summaries: list[CellSummary]) -> list[di
     return blocks
 
 
+def replication_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str, Any] | None:
+    """The suite beside its published reference: per CR the reference, our mean and 95 % interval, the difference."""
+    if results.reference is None:
+        return None
+    rows = replication_rows(results.reference, summaries)
+    for row in rows:
+        row["text"] = {key: readable(row[key]) for key in ("reference", "ours", "low", "high")}
+        row["text"]["difference"] = f"{row['difference']:+.2f}"
+    return {"reference": results.reference, "rows": rows, "inside": sum(r["inside"] for r in rows)}
+
+
 def provenance_view(results: SuiteResults) -> list[tuple[str, str]]:
     keys = dict.fromkeys(k for r in results.records for k in (r.get("provenance") or {}))
     rows = [(key, ", ".join(sorted({str((r.get("provenance") or {}).get(key, "")) for r in results.records})))
@@ -494,6 +509,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float = DEFAULT_MAX_ACC
             agreement=agreement_view(results, summaries, stats),
             gallery=gallery_view(results, summaries),
             provenance=provenance_view(results),
+            replication=replication_view(results, summaries),
             chart_frame={
                 "width": WIDTH,
                 "height": HEIGHT,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from safetensors.torch import load_model, save_model
@@ -17,7 +19,7 @@ from xbench.cache import Cache, content_key, library_versions
 from xbench.data import ImageData
 from xbench.errors import XbenchInputError
 from xbench.progress import track
-from xbench.suite import ModelConfig, TrainConfig
+from xbench.suite import ModelConfig, Preprocessing, TrainConfig
 
 TRAINING_VERSION = "2"
 
@@ -82,7 +84,11 @@ class FitOptions:
 
     @classmethod
     def for_training(cls, train: TrainConfig) -> FitOptions:
-        return cls(train.epochs, train.lr, train.batch_size, train.weight_decay, train.lr_schedule)
+        return cls(
+            train.epochs, train.lr, train.batch_size, train.weight_decay, train.lr_schedule,
+            optimizer=train.optimizer or "adamw", patience=train.early_stop_patience,
+            validation_fraction=train.validation_fraction or 0.1,
+        )  # fmt: skip
 
 
 def _optimizer(model: nn.Module, options: FitOptions) -> torch.optim.Optimizer:
@@ -98,7 +104,7 @@ def fit(
 ) -> list[float]:
     """Cross-entropy with horizontal flips; returns the mean training loss of each epoch run."""
     generator = torch.Generator().manual_seed(seed)
-    count = len(data.train_y)
+    count = data.train_count
     held_out = round(options.validation_fraction * count) if options.patience is not None else 0
     # Draw the split only when it is used, so training without early stopping sees the same batches as before.
     order = torch.randperm(count, generator=generator) if held_out else torch.arange(count)
@@ -118,25 +124,21 @@ def fit(
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     stale_epochs, step = 0, 0
     for epoch in range(epochs):
-        shuffled = training[torch.randperm(len(training), generator=generator)]
-        batches = [shuffled[i : i + options.batch_size] for i in range(0, len(shuffled), options.batch_size)]
+        batches = _epoch_batches(data, training, options.batch_size, generator)
         total, seen = 0.0, 0
-        for batch in track(batches, f"{description} epoch {epoch + 1}/{epochs}"):
+        for x, y in track(batches, f"{description} epoch {epoch + 1}/{epochs}", total=steps_per_epoch):
             if step == total_steps:
                 break
-            x, y = data.train_x[batch], data.train_y[batch]
-            flip = torch.rand(len(batch), generator=generator) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
-            total, seen, step = total + loss.item() * len(batch), seen + len(batch), step + 1
+            total, seen, step = total + loss.item() * len(y), seen + len(y), step + 1
         losses.append(total / max(seen, 1))
         if held_out:
-            score = (predict(model, data.train_x[validation], device) == data.train_y[validation]).float().mean()
+            score = _validation_accuracy(model, data, validation, device)
             model.train()
             if best is None or float(score) > best[0]:
                 best, stale_epochs = (float(score), {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
@@ -150,6 +152,49 @@ def fit(
     return losses
 
 
+def _epoch_batches(
+    data: ImageData, training: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled (x, y) batches. In memory: indexed, with random horizontal flips. Streamed: a DataLoader
+    over the image files with worker processes, augmented by the dataset's transform; its order comes from the same
+    seeded generator."""
+    if data.train_stream is None:
+        shuffled = training[torch.randperm(len(training), generator=generator)]
+        for start in range(0, len(shuffled), batch_size):
+            batch = shuffled[start : start + batch_size]
+            x, y = data.train_x[batch], data.train_y[batch]
+            flip = torch.rand(len(batch), generator=generator) < 0.5
+            yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), y
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    loader = DataLoader(
+        Subset(data.train_stream, training.tolist()), batch_size=batch_size, shuffle=True,
+        generator=torch.Generator().manual_seed(seed), num_workers=data.loader_workers,
+        worker_init_fn=_seed_loader_worker, persistent_workers=False,
+    )  # fmt: skip
+    yield from loader
+
+
+def _seed_loader_worker(worker_id: int) -> None:
+    """Each DataLoader worker's augmentation draws from torch's per-worker seed (derived from the loader's generator),
+    and so do the libraries torchvision's transforms call."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _validation_accuracy(model: nn.Module, data: ImageData, validation: torch.Tensor, device: torch.device) -> float:
+    correct = 0
+    for start in range(0, len(validation), 256):  # a streamed set is read in chunks, never whole
+        x, y = data.train_examples(validation[start : start + 256])
+        correct += int((predict(model, x, device) == y).sum())
+    return correct / max(len(validation), 1)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 128) -> torch.Tensor:
     model.to(device).eval()
@@ -158,6 +203,21 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
 
 def accuracy(model: nn.Module, data: ImageData, device: torch.device) -> float:
     return (predict(model, data.eval_x, device) == data.eval_y).float().mean().item()
+
+
+def model_preprocessing(config: ModelConfig) -> Preprocessing:
+    """The model's own data config from timm (mean, std, interpolation, crop): what its pretrained weights expect.
+    ViTs use 0.5/0.5, torchvision's CNNs ImageNet's mean and std; an unknown name gets ImageNet's."""
+    from timm.models import get_pretrained_cfg
+
+    pretrained = get_pretrained_cfg(config.name)
+    if pretrained is None:
+        return Preprocessing()
+    interpolation = pretrained.interpolation if pretrained.interpolation in ("bilinear", "bicubic") else "bilinear"
+    return Preprocessing(
+        mean=tuple(pretrained.mean), std=tuple(pretrained.std), interpolation=interpolation,
+        crop_pct=pretrained.crop_pct or 0.875,
+    )  # fmt: skip
 
 
 def trained_model_key(config: ModelConfig, data: ImageData, seed: int) -> str:

@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from xbench.cache import content_key
-from xbench.cells import Cell, PruningVariant
+from xbench.cells import Cell, PruningVariant, SelectionSpec, VariantRef
 from xbench.data import datasets
 from xbench.engine import engine_metrics
 from xbench.errors import XbenchInputError
@@ -15,6 +15,7 @@ from xbench.metrics import engine_for, metrics
 from xbench.models import check_model_name, check_model_options, timm_model
 from xbench.plugins import load_plugins
 from xbench.pruning import prunability_error, pruners
+from xbench.references import load_reference
 from xbench.registry import UnknownNameError
 from xbench.suite import ComponentSpec, Suite
 
@@ -101,6 +102,8 @@ def plan(suite: Suite, device: str) -> list[Cell]:
             )  # fmt: skip
             if message:
                 raise XbenchInputError(message, field=f"pruning[{index}].method")
+    if suite.reference is not None:
+        load_reference(suite.reference)
     _check_unique(suite.explainers, "explainers")
     _check_unique(suite.metrics, "metrics")
     resolved_explainers = [
@@ -111,8 +114,9 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         for i, spec in enumerate(suite.explainers)
     ]
     skipped = unsupported_pairs(suite)
+    has_masks = dataset.has_masks or suite.dataset.masks is not None
     resolved_metrics = tuple(
-        _resolve_metric(spec, i, suite.dataset.image_size, dataset.has_masks, suite.engine)
+        _resolve_metric(spec, i, suite.dataset.image_size, has_masks, suite.engine)
         for i, spec in enumerate(suite.metrics)
     )
 
@@ -121,6 +125,15 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         variant = PruningVariant(**config.model_dump(exclude={"compression_rates"}))
         variants += [(variant, float(rate)) for rate in dict.fromkeys(config.compression_rates) if rate != 1]
 
+    selections = {}
+    if suite.eval_selection.method == "correct_under_all":
+        group = tuple(
+            VariantRef(seed=seed, pruning=variant, compression_rate=rate)
+            for seed in suite.replicate_seeds
+            for variant, rate in variants
+        )
+        selection = SelectionSpec(method="correct_under_all", per_class=suite.eval_selection.per_class, group=group)
+        selections = {model.name: selection for model in suite.models}
     cells = []
     # Seed-major, then model and variant: the executor keeps one trained model and one variant in memory at a time.
     for seed, model in ((seed, model) for seed in suite.replicate_seeds for model in suite.models):
@@ -156,6 +169,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                         engine=suite.engine,
                         perf=suite.perf,
                         versions=versions,
+                        eval_selection=selections.get(model.name),
                     )
                 )
     return cells

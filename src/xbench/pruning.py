@@ -24,6 +24,7 @@ from torch.nn.utils import prune
 
 from xbench.cache import Cache, content_key, library_versions
 from xbench.data import ImageData
+from xbench.graph import schedule_steps
 from xbench.models import FitOptions, fit, timm_model
 from xbench.registry import Registry
 from xbench.suite import PruningConfig, TrainConfig
@@ -201,14 +202,6 @@ def _lowest_removed(score: torch.Tensor, count: int) -> torch.Tensor:
     return mask
 
 
-def schedule_steps(compression_rate: float, schedule: str) -> list[float]:
-    """The CRs a model passes through: [CR] oneshot; 2, 4, 8, ... then CR when iterative."""
-    if schedule == "oneshot" or compression_rate <= 2:
-        return [compression_rate]
-    steps = [2.0**k for k in range(1, math.ceil(math.log2(compression_rate)))]
-    return [s for s in steps if s < compression_rate] + [compression_rate]
-
-
 def prune_step(
     model: nn.Module, pruner: Pruner, config: PruningConfig, compression_rate: float, seed: int
 ) -> list[tuple[nn.Module, str]]:
@@ -281,15 +274,16 @@ def _remove_channels(
     # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
     # embedding) is right, so its warning about them is only noise.
     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+    example_inputs = data.train_examples(slice(0, 2))[0].to(device)
     channel_pruner = tp.pruner.BasePruner(
-        model, data.train_x[:2].to(device), importance=pruner.channel_importance(), pruning_ratio=ratio,
+        model, example_inputs, importance=pruner.channel_importance(), pruning_ratio=ratio,
         global_pruning=config.granularity == "global", max_pruning_ratio=0.95, ignored_layers=ignored,
         num_heads={m.qkv: m.num_heads for m in attentions}, prune_head_dims=True, prune_num_heads=False,
     )  # fmt: skip
     if pruner.needs_gradients:
         model.zero_grad()
-        batch = slice(0, 64)
-        loss = nn.functional.cross_entropy(model(data.train_x[batch].to(device)), data.train_y[batch].to(device))
+        x, y = data.train_examples(slice(0, 64))
+        loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
         loss.backward()
     channel_pruner.step()
     model.zero_grad(set_to_none=True)

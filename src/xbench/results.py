@@ -76,11 +76,19 @@ class CellResult(_Frozen):
     figures: dict[str, float] = Field(description="accuracy, size, FLOPs, latency, explanation cost (README table)")
     missing: dict[str, str] = Field(default_factory=dict, description="figures that could not be measured, and why")
     correct: tuple[bool, ...] = Field(description="per eval image: whether the variant classifies it correctly")
-    labels: tuple[int, ...]
+    labels: tuple[int, ...] = Field(description="per eval image: its class")
+    eval_indices: tuple[int, ...] | None = Field(
+        None, description="the eval images the metrics scored, by index (an eval selection); None: all of them"
+    )
     class_names: tuple[str, ...]
     metrics: dict[str, MetricResult]
     artifacts: tuple[ArtifactRef, ...] = ()
     environment: dict[str, str] = Field(default_factory=dict, description="versions, git sha, device")
+
+    @property
+    def scored_images(self) -> list[int]:
+        """Indices of the eval images each metric's per-image scores (and the gallery) belong to."""
+        return list(self.eval_indices) if self.eval_indices is not None else list(range(len(self.labels)))
 
     def artifact(self, name: str) -> ArtifactRef | None:
         return next((a for a in self.artifacts if a.name == name), None)
@@ -173,6 +181,9 @@ def to_record(result: CellResult, suite: str, run_id: str = "", start_time: int 
         "attribution_min_share": _plain(figures.get("attribution_min_share")),
         "attribution_constant_count": _plain(figures.get("attribution_constant_count")),
     }
+    for name in ("eval_candidates", "eval_qualified", "eval_selected"):  # an eval selection's counts
+        if name in figures:
+            record[name] = int(figures[name])
     for name, metric in result.metrics.items():
         record[name] = _plain(metric.mean)
         record[f"{name}_std"] = _plain(metric.std)

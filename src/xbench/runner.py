@@ -1,4 +1,5 @@
-"""Runner: executes cells (local, in plan order) and logs each finished cell to MLflow; resumes after a crash."""
+"""Runner: plans a suite, hands its task graph to a backend (local or Ray) and logs each finished cell to MLflow;
+resumes after a crash."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 import subprocess
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from xbench import __version__, planmemo
+from xbench import __version__, backends, planmemo
 from xbench.attributions import tie_shares
+from xbench.backends import BackendOptions
 from xbench.cache import Cache, content_key, library_versions
-from xbench.data import ImageData, load_dataset
+from xbench.data import ImageData, datasets, load_dataset
 from xbench.engine import PassCounter, prepare_metric
 from xbench.errors import XbenchInputError
 from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
+from xbench.graph import Node, build_graph
 from xbench.metrics import Scored, engine_for, metrics, random_ties, score
-from xbench.models import predict, trained_model, trained_model_key
+from xbench.models import model_preprocessing, predict, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
 from xbench.plan import Cell, plan, plan_key, unsupported_pairs
 from xbench.plugins import load_plugins
@@ -33,8 +37,9 @@ from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.results import ArtifactStore, CellResult, MetricResult
 from xbench.suite import ComponentSpec, PruningConfig, Suite
-from xbench.tracking import Store
+from xbench.tracking import REFERENCE_TAG, Store
 
+VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
 GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
 
 
@@ -63,22 +68,34 @@ class CellExecutor:
         self.cache, self.device = cache, device
         self.artifacts = ArtifactStore(cache.root / "artifacts")
         self._data: tuple[str, ImageData] | None = None
-        self._base: _Variant | None = None
-        self._variant: _Variant | None = None
+        # The last few variants, measured: on Ray one worker gets the cells of several seeds interleaved, and
+        # measuring a variant again would cost time and give it a second set of speed figures.
+        self._variants: OrderedDict[str, _Variant] = OrderedDict()
 
     def data(self, cell: Cell) -> ImageData:
-        key = content_key([cell.dataset.model_dump(), cell.data_seed])
+        """The cell's data set; real images are transformed by the model's timm data config unless the suite sets
+        `dataset.preprocessing`."""
+        config = cell.dataset
+        if config.preprocessing is None and datasets.get(config.name).real_images:
+            config = config.model_copy(update={"preprocessing": model_preprocessing(cell.model)})
+        key = content_key([config.model_dump(), cell.data_seed])
         if self._data is None or self._data[0] != key:
-            self._data = (key, load_dataset(cell.dataset, cell.data_seed))
+            self._data = (key, load_dataset(config, cell.data_seed))
         return self._data[1]
 
     def base(self, cell: Cell, data: ImageData) -> _Variant:
         """The trained, unpruned model and its figures, the reference for every variant's speed-up."""
         key = trained_model_key(cell.model, data, cell.seed)
-        if self._base is None or self._base.key != key:
+        if key not in self._variants:
             model = trained_model(cell.model, data, cell.seed, self.cache, self.device)[0]
-            self._base = self._measured(key, model, cell, data, "conv", reference=None)
-        return self._base
+            self._keep(self._measured(key, model, cell, data, "conv", reference=None))
+        self._variants.move_to_end(key)
+        return self._variants[key]
+
+    def _keep(self, variant: _Variant) -> None:
+        self._variants[variant.key] = variant
+        while len(self._variants) > VARIANTS_IN_MEMORY:
+            self._variants.popitem(last=False)
 
     def variant(self, cell: Cell, data: ImageData) -> _Variant:
         base = self.base(cell, data)
@@ -86,13 +103,14 @@ class CellExecutor:
             return base
         config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
         key = pruned_model_key(base.key, config, cell.compression_rate, cell.model.train)
-        if self._variant is None or self._variant.key != key:
+        if key not in self._variants:
             model = pruned_model(
                 base.model, base.key, cell.model.name, config, cell.compression_rate, data, cell.model.train,
                 cell.seed, self.cache, self.device, cell.model.options,
             )  # fmt: skip
-            self._variant = self._measured(key, model, cell, data, config.scope, reference=base)
-        return self._variant
+            self._keep(self._measured(key, model, cell, data, config.scope, reference=base))
+        self._variants.move_to_end(key)
+        return self._variants[key]
 
     def _measured(
         self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
@@ -149,11 +167,18 @@ class CellExecutor:
         """The cell's typed result: figures, per-image scores of every metric and references to raw arrays (the
         gallery images and their attributions) in the content-addressed artifact store. Draws nothing."""
         load_plugins(cell.plugins)  # a no-op where the plan was made; on another process or machine, it registers them
-        data = self.data(cell)
-        variant = self.variant(cell, data)
+        pool = self.data(cell)
+        variant = self.variant(cell, pool)  # accuracy and cost on every eval image
+        data, figures = pool, Figures(dict(variant.figures.values), dict(variant.figures.missing))
+        selected: dict[str, Any] = {}
+        if cell.eval_selection is not None:  # explanations and metrics on the selected images only
+            selected = self.selection(cell, pool)
+            data = pool.eval_subset(np.asarray(selected["indices"], dtype=np.int64))
+            figures.values.update({"eval_candidates": float(selected["candidates"]),
+                                   "eval_qualified": float(selected["qualified"]),
+                                   "eval_selected": float(len(selected["indices"]))})  # fmt: skip
         attributions, cost = self.explanations(cell, variant, data)
         images = len(attributions)
-        figures = Figures(dict(variant.figures.values), dict(variant.figures.missing))
         figures.values["explain_seconds"] = cost["seconds"]
         figures.values["explain_seconds_per_image"] = cost["seconds"] / images
         figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
@@ -218,7 +243,8 @@ class CellExecutor:
             figures=figures.values,
             missing=figures.missing,
             correct=tuple(bool(c) for c in variant.correct),
-            labels=tuple(int(label) for label in data.eval_y),
+            labels=tuple(int(label) for label in pool.eval_y),
+            eval_indices=tuple(selected["indices"]) if cell.eval_selection is not None else None,
             class_names=tuple(data.class_names),
             metrics=results,
             artifacts=(
@@ -227,6 +253,67 @@ class CellExecutor:
             ),
             environment=self.environment(),
         )
+
+    def run_node(self, node: Node) -> str:
+        """Compute one node of the task graph. Train and prune nodes leave their weights in the cache and return their
+        model key; a cell node returns its `CellResult` as JSON."""
+        cell = node.cell
+        load_plugins(cell.plugins)
+        if node.kind == "cell":
+            return self.execute(cell).model_dump_json()
+        data = self.data(cell)
+        if node.kind == "select":
+            return json.dumps(self.selection(cell, data))
+        return self.weights(cell, data)[1]
+
+    def weights(self, cell: Cell, data: ImageData) -> tuple[nn.Module, str]:
+        """The cell's model variant (trained, then pruned along its chain), from the cache when it is there, and its
+        key; not measured."""
+        base, base_key = trained_model(cell.model, data, cell.seed, self.cache, self.device)
+        if cell.pruning is None:
+            return base, base_key
+        config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
+        model = pruned_model(
+            base, base_key, cell.model.name, config, cell.compression_rate, data, cell.model.train, cell.seed,
+            self.cache, self.device, cell.model.options,
+        )  # fmt: skip
+        return model, pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
+
+    def selection(self, cell: Cell, data: ImageData) -> dict[str, Any]:
+        """`correct_under_all`: the eval images every variant of the cell's model classifies correctly, balanced per
+        class (the first `per_class` of each class in a `data_seed` order). Computed once, kept in the cache, the same
+        for every cell of the model: {"indices", "qualified", "candidates", "per_class"}."""
+        spec = cell.eval_selection
+        assert spec is not None
+        key = content_key([spec.model_dump(mode="json"), cell.model.model_dump(mode="json"), data.fingerprint,
+                           cell.data_seed, library_versions()])  # fmt: skip
+        path = self.cache.path("selections", key, ".json")
+        cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:
+            return cached
+        correct = np.ones(len(data.eval_y), dtype=bool)
+        for member in spec.group:
+            variant = cell.model_copy(update=member.model_dump() | {"pruning": member.pruning})
+            model = self.weights(variant, data)[0]
+            correct &= (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
+        order = np.random.default_rng([cell.data_seed, 2]).permutation(len(correct))
+        labels = data.eval_y.numpy()
+        chosen: list[int] = []
+        per_class: dict[str, int] = {}
+        for label, name in enumerate(data.class_names):
+            qualified = [int(i) for i in order if correct[i] and labels[i] == label]
+            taken = qualified[: spec.per_class] if spec.per_class else qualified
+            chosen += taken
+            per_class[name] = len(taken)
+        result = {"indices": sorted(chosen), "qualified": int(correct.sum()), "candidates": len(correct),
+                  "per_class": per_class}  # fmt: skip
+        if not chosen:
+            raise XbenchInputError(
+                f"no eval image of {cell.model.name} is classified correctly by all {len(spec.group)} variants",
+                field="eval_selection",
+            )
+        self.cache.write_json(path, result)
+        return result
 
     def environment(self) -> dict[str, str]:
         """Where the cell ran: versions, git sha and device (every cell run carries them)."""
@@ -286,32 +373,47 @@ def run_suite(
     cache_dir: Path | None = None,
     device: str | None = None,
     on_cell: Callable[[Cell, CellResult], None] | None = None,
+    backend: BackendOptions | None = None,
+    cluster: backends.RayCluster | None = None,
 ) -> RunSummary:
-    """Plan, skip the cells already finished in the store, run the rest and log each one as it finishes.
+    """Plan, skip the cells already finished in the store, run the rest on `backend` (local by default; ray on
+    `cluster`, started here if not given, shut down at the end) and log each one as it finishes.
 
     Everything that can be wrong with the input is checked before the store or cache is touched.
     """
     started = time.perf_counter()
     _quiet_third_party_progress()
+    options = (backend or BackendOptions()).validated()
     resolved = resolve_device(device if device is not None else suite.device)
-    cells = plan(suite, resolved.type)
-    cache = Cache(cache_dir)
-    planmemo.remember(cache, suite, device if device is not None else suite.device, [c.cell_key for c in cells])
-    for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
-        log(f"left out {model_name} x {explainer_name}: {reason}")
-    store = Store(tracking_uri)
-    # One writer per suite and SQLite store: a second `xbench run` of the suite waits here, then finds the cells the
-    # first one finished, so no cell is run or logged twice and no run is discarded while it is being written.
-    with store.exclusive(suite.name):
-        return _run_cells(suite, suite_path, cells, store, cache, resolved, on_cell, started)
+    # Ray starts (and its workers import torch) while this process plans and opens the store; the CLI starts it
+    # even before importing this module.
+    if options.name == "ray" and cluster is None:
+        cluster = backends.RayCluster(options, resolved.type).start()
+    try:
+        cells = plan(suite, resolved.type)
+        cache = Cache(cache_dir)
+        planmemo.remember(cache, suite, device if device is not None else suite.device, [c.cell_key for c in cells])
+        for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
+            log(f"left out {model_name} x {explainer_name}: {reason}")
+        store = Store(tracking_uri)
+        # One writer per suite and SQLite store: a second `xbench run` of the suite waits here, then finds the cells
+        # the first one finished, so no cell is run or logged twice and no run is discarded while it is being written.
+        with store.exclusive(suite.name):
+            return _run_cells(suite, suite_path, cells, store, cache, resolved, on_cell, started, options, cluster)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def _run_cells(
     suite: Suite, suite_path: Path | None, cells: list[Cell], store: Store, cache: Cache, resolved: torch.device,
-    on_cell: Callable[[Cell, CellResult], None] | None, started: float,
+    on_cell: Callable[[Cell, CellResult], None] | None, started: float, options: BackendOptions,
+    cluster: backends.RayCluster | None,
 ) -> RunSummary:  # fmt: skip
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None
+    if suite.reference is not None:  # the leaderboard shows the suite beside it
+        store.client.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
     done = store.finished_cells(experiment_id)
     todo = [cell for cell in cells if cell.cell_key not in done]
     summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo))
@@ -321,23 +423,34 @@ def _run_cells(
     discarded = store.discard_unfinished_cells(experiment_id)
     if discarded:
         log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
-    executor = CellExecutor(cache, resolved)
-    tags = {**run_tags(suite, suite_path), **executor.environment()}
+    graph = build_graph(todo)
+    if options.name != "local":
+        counts = graph.counts()
+        log(f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
+            f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
+    artifacts = ArtifactStore(cache.root / "artifacts")
+    environment = CellExecutor(cache, resolved).environment()
+    tags = {**run_tags(suite, suite_path), **environment, "xbench.backend": options.name}
     parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
     summary.parent_run_id = parent
     status = "FAILED"
+    finished = backends.results(graph, options, cache.root, resolved.type, cluster)
     try:
-        for cell in track(todo, f"suite {suite.name}", transient=False, describe=lambda c: c.label):
-            result = executor.execute(cell)
-            store.log_result(experiment_id, parent, result, executor.artifacts, run_tags(suite, suite_path))
-            summary.completed.append((cell, flat_figures(result)))
+        for result in track(finished, f"suite {suite.name}", total=len(todo), transient=False,
+                            describe=lambda r: r.cell.label):  # fmt: skip
+            if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
+                continue
+            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path))
+            done[result.cell_key] = parent
+            summary.completed.append((result.cell, flat_figures(result)))
             if on_cell is not None:
-                on_cell(cell, result)
+                on_cell(result.cell, result)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        finished.close()
         summary.seconds = time.perf_counter() - started
         store.close_parent(
             parent,

@@ -3,10 +3,11 @@ intervals, effect sizes and Holm-corrected p-values; and how far each metric can
 
 The method, in one sentence (the leaderboard prints `METHOD`): for each model × pruning × explainer × metric and each
 CR ≠ 1, the per-image difference to CR 1 is taken within each seed on the images both maps could score; its mean
-gets a 95 % hierarchical bootstrap interval (seeds resampled, then images within each seed), a paired sign-flip
-test gives p (scipy: Monte Carlo permutations below 30 pairs, the test's normal limit above), Holm's correction runs
-over all comparisons of the suite
-(statsmodels), and a difference is significant only when the corrected p is below 0.05 and the interval excludes 0.
+gets a 95 % hierarchical bootstrap interval (seeds resampled, then images within each seed); p comes from a test
+that treats both training seeds and images as random (Clark's min F', scipy's F distribution), or, with one seed, from
+a paired sign-flip test across images (scipy: Monte Carlo permutations below 30 pairs, the test's normal limit
+above); Holm's correction runs over all comparisons of the suite (statsmodels), and a difference is significant only
+when the corrected p is below 0.05 and the interval excludes 0.
 
 Reads records (`results.to_record`) and per-image scores (`results.per_image_scores`, with `correct` for accuracy):
 no torch, no MLflow.
@@ -29,9 +30,9 @@ ACCURACY = "accuracy"
 METHOD = (
     "Each CR is compared with CR 1 of the same model, seed and images (images a constant map cannot score are left "
     "out of both sides); the mean difference has a 95 % hierarchical bootstrap interval (seeds, then images within "
-    f"seed; {BOOTSTRAP_RESAMPLES} resamples), p comes from a paired sign-flip test, Holm's correction runs "
-    "over every comparison of the suite, and a difference counts only when the corrected p < 0.05 and the interval "
-    "excludes 0."
+    f"seed; {BOOTSTRAP_RESAMPLES} resamples), p treats both training seeds and images as random (Clark's min F'; "
+    "with one seed, a paired sign-flip test across images), Holm's correction runs over every comparison of the "
+    "suite, and a difference counts only when the corrected p < 0.05 and the interval excludes 0."
 )
 PRUNING_FIELDS = ("pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule")
 
@@ -162,6 +163,45 @@ def paired_permutation_p(differences: list[np.ndarray], resamples: int = PERMUTA
     return float(result.pvalue)
 
 
+def seed_and_image_p(differences: np.ndarray) -> float:
+    """Two-sided p of a mean paired difference that generalises over training seeds and over images: Clark's (1973)
+    min F', the quasi-F test for crossed random factors, with p from `scipy.stats.f`.
+
+    `differences` is (seeds, images) with NaN where an image could not be scored. F1 tests the seeds' means (its
+    error is the seed-to-seed spread, df = seeds - 1), F2 the images' means over seeds (df = images - 1);
+    min F' = F1·F2 / (F1 + F2) with denominator df (F1 + F2)² / (F1²/df2 + F2²/df1). It is never larger than either,
+    so a difference is significant only when it holds across training runs *and* across images: three seeds that
+    agree in sign with little spread can be enough, one seed that disagrees is not. (A sign-flip test over every
+    (seed, image) pair treats 3 × 64 pairs as independent and called seed-to-seed noise significant: with a second
+    set of seeds one such effect reversed.)
+    """
+    from scipy.stats import f
+
+    seed_means = np.array([np.nanmean(row) for row in differences if np.isfinite(row).sum() >= 1])
+    scorable = np.isfinite(differences).any(axis=0)
+    image_means = np.nanmean(differences[:, scorable], axis=0)
+    if len(seed_means) < 2 or len(image_means) < 2:
+        return math.nan
+    mean = float(np.mean(seed_means))
+    if mean == 0:
+        return 1.0
+
+    def f_statistic(means: np.ndarray) -> float:
+        spread = float(np.std(means, ddof=1))
+        return math.inf if spread == 0 else (float(np.mean(means)) / (spread / math.sqrt(len(means)))) ** 2
+
+    f1, f2 = f_statistic(seed_means), f_statistic(image_means)
+    df1, df2 = len(seed_means) - 1, len(image_means) - 1
+    if math.isinf(f1) and math.isinf(f2):
+        return 0.0
+    if math.isinf(f1) or math.isinf(f2):  # the limits of min F' and its df as one F grows without bound
+        statistic, denominator_df = (f2, df2) if math.isinf(f1) else (f1, df1)
+    else:
+        statistic = f1 * f2 / (f1 + f2)
+        denominator_df = (f1 + f2) ** 2 / (f1**2 / df2 + f2**2 / df1)
+    return float(f.sf(statistic, 1, denominator_df))
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm-adjusted p-values (statsmodels' multipletests); NaNs stay NaN and are not counted."""
     from statsmodels.stats.multitest import multipletests
@@ -179,13 +219,14 @@ def compare_paired(
     reference: dict[int, np.ndarray], variant: dict[int, np.ndarray], seed: int = 0
 ) -> dict[str, float | int]:
     """The figures of one comparison from per-seed per-image scores of both sides (same images, same order)."""
-    differences, excluded, reference_values, variant_values = [], 0, [], []
+    differences, excluded, reference_values, variant_values, rows = [], 0, [], [], []
     for replicate in sorted(set(reference) & set(variant)):
         before, after = reference[replicate], variant[replicate]
         usable = np.isfinite(before) & np.isfinite(after)
         excluded += int((~usable).sum())
         if usable.sum() >= 2:
             differences.append(after[usable] - before[usable])
+            rows.append(np.where(usable, after - before, np.nan))
             reference_values.append(before[usable].mean())
             variant_values.append(after[usable].mean())
     figures: dict[str, float | int] = {"n_seeds": len(differences), "n_excluded": excluded}
@@ -205,8 +246,14 @@ def compare_paired(
         "ci_low": float(low),
         "ci_high": float(high),
         "effect_size": mean / spread if spread > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean)),
-        "p": paired_permutation_p(differences, seed=seed),
+        "p": paired_permutation_p(differences, seed=seed) if len(differences) == 1 else seed_and_image_p(_matrix(rows)),
     }
+
+
+def _matrix(rows: list[np.ndarray]) -> np.ndarray:
+    """(seeds, images), NaN-padded should seeds ever have different eval sets (they share one: `data_seed`)."""
+    width = max(len(row) for row in rows)
+    return np.stack([np.pad(row, (0, width - len(row)), constant_values=np.nan) for row in rows])
 
 
 # ----------------------------------------------------------------------------------------------------- suite level

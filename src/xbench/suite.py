@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from xbench.errors import XbenchInputError
 
@@ -18,20 +18,71 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Preprocessing(_Strict):
+    """How real images become tensors (timm's data config). Default: the suite's first model's pretrained config."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    crop_pct: float = Field(0.875, gt=0, le=1, description="Resize to image_size / crop_pct, then centre-crop.")
+
+
+class Augmentation(_Strict):
+    """Training augmentation of real images (the seed paper: flips both ways and rotations up to 10 degrees)."""
+
+    hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    rotation: float = Field(0.0, ge=0, le=180, description="Random rotation up to this many degrees either way.")
+
+
+_OPTIONAL_DATASET_FIELDS = ("variant", "masks", "preprocessing", "augment", "loader_workers")
+
+
 class DatasetConfig(_Strict):
     name: str = "shapes"
     image_size: int = Field(64, ge=16, le=1024)
     train_size: int = Field(2000, ge=1)
     eval_size: int = Field(64, ge=1)
     path: str | None = Field(None, description="Root folder for imagefolder/imagenette (train/ and val/ inside).")
+    variant: Literal["full", "320", "160"] | None = Field(
+        None, description="imagenette: full-size, 320 px or 160 px (default) images."
+    )
+    masks: str | None = Field(
+        None,
+        description="Ground-truth masks mirroring the eval split: <class>/<image stem>.png, nonzero = object.",
+    )
+    preprocessing: Preprocessing | None = None
+    augment: Augmentation | None = None
+    loader_workers: int | None = Field(None, ge=0, description="DataLoader worker processes for training (default 2).")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset(handler(self), _OPTIONAL_DATASET_FIELDS)
+
+
+def _drop_unset(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Leave fields added after suites were first keyed out of the serialisation while unset, so every existing cell
+    key, data fingerprint and cached model stays what it was."""
+    return {k: v for k, v in data.items() if k not in names or v is not None}
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(3, ge=0)
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    epochs: int = Field(3, ge=0, description="Epochs; with early_stop_patience, the most epochs.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
+    optimizer: Literal["adamw", "sgd"] | None = Field(None, description="Default adamw; sgd: momentum 0.9, Nesterov.")
+    early_stop_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a gain in validation accuracy (best kept)."
+    )
+    validation_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Training images held out for early stopping (default 0.1)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset(handler(self), ("optimizer", "early_stop_patience", "validation_fraction"))
 
 
 class ModelConfig(_Strict):
@@ -97,6 +148,16 @@ class PerfConfig(_Strict):
     compile: bool = Field(False, description="Time torch.compile(model); compilation happens during warm-up.")
 
 
+class EvalSelection(_Strict):
+    """Which eval images are explained and scored. `random`: the data set's eval images. `correct_under_all` (the seed
+    paper's protocol): of those, the ones every compared variant of a model (every CR, pruning config and seed)
+    classifies correctly, `per_class` from each class (balanced; all that qualify when unset), chosen once every
+    variant exists and the same for all of them. Accuracy is still measured on all eval images."""
+
+    method: Literal["random", "correct_under_all"] = "random"
+    per_class: int | None = Field(None, ge=1)
+
+
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     plugins: list[str] = Field(
@@ -127,6 +188,10 @@ class Suite(_Strict):
     # instead of refusing the suite; the plan lists what it left out.
     skip_unsupported: bool = False
     perf: PerfConfig = PerfConfig()
+    eval_selection: EvalSelection = EvalSelection()
+    reference: str | None = Field(
+        None, description="Published results to compare with: a name in leaderboard/references/ or a JSON file."
+    )
 
     @model_validator(mode="after")
     def _seeds_distinct(self) -> Suite:

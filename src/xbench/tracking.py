@@ -25,6 +25,7 @@ from xbench.results import ArtifactStore, CellResult, per_image_scores, to_recor
 
 DEFAULT_DB = "xbench.db"
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = "xbench.role", "xbench.cell_key", "xbench.plan_key", "xbench.suite"
+REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
@@ -235,6 +236,11 @@ class Store:
             r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
         }
 
+    def reference(self, suite: str) -> str | None:
+        """The reference a suite's runs named (`reference:` in the suite), if any."""
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        return None if experiment is None else experiment.tags.get(REFERENCE_TAG)
+
     def suites(self) -> list[str]:
         from mlflow.entities import ViewType
 
@@ -346,17 +352,19 @@ def _result_files(result: CellResult, artifacts: ArtifactStore, workdir: Path) -
         np.save(path, arrays[ref.name], allow_pickle=False)
         files.append(path)
     scores = per_image_scores(result)
+    correct = scores.pop("correct")
     path = workdir / "scores.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", "label", *scores])
-        for index, label in enumerate(result.labels):
-            writer.writerow([index, label, *(f"{values[index]:.6g}" for values in scores.values())])
+        writer.writerow(["image", "label", *scores, "correct"])
+        for position, index in enumerate(result.scored_images):
+            values = (f"{values[position]:.6g}" for values in scores.values())
+            writer.writerow([index, result.labels[index], *values, f"{correct[index]:g}"])
     files.append(path)
     if {"gallery_images", "gallery_attributions"} <= set(arrays):
         images = arrays["gallery_images"].astype(np.float64) / 255
         attributions = arrays["gallery_attributions"]
-        titles = [result.class_names[label] for label in result.labels[: len(images)]]
+        titles = [result.class_names[result.labels[index]] for index in result.scored_images[: len(images)]]
         pictures = {"heatmaps.png": drawing.heatmap_grid(images, attributions, titles, result.cell.label),
                     **drawing.gallery_strips(images, attributions)}  # fmt: skip
         for name, data in pictures.items():

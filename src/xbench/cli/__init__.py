@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from xbench import __version__
-from xbench.cli import check, export, leaderboard, listing, profile, run, stats, ui, verify
+from xbench.cli import check, export, leaderboard, listing, profile, run, server, stats, ui, verify
 from xbench.errors import XbenchInputError
 from xbench.progress import console
 
@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(run.app, name="run")
 app.add_typer(leaderboard.app, name="leaderboard")
+app.add_typer(server.app, name="server")
 app.command("list")(listing.list_command)
 app.command("export")(export.export_command)
 app.command("stats")(stats.stats_command)

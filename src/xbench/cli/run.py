@@ -29,20 +29,55 @@ def run_suite_command(
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the suite's device)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars on stderr."),
+    backend: str = typer.Option(
+        "local", "--backend", help="local (in this process) | ray (each training, pruning step and cell a Ray task)"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: an existing cluster (auto | HOST:PORT); default: start a local one"
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="ray: tasks at once in the local cluster. Default: one per core (/ --threads)"
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch threads per worker (ray) or for this process (local). Ray default: cores/workers"
+    ),
+    gpus_per_task: float | None = typer.Option(
+        None, "--gpus-per-task", help="ray: GPUs each task reserves (fractions share a GPU). Default: 1 on CUDA, else 0"
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the plan and check data, weights and masks are reachable; run nothing, write "
+        "nothing. Exit 2 naming what is missing.",
+    ),
 ) -> None:
     """Run every cell of a suite (model x pruning x compression rate x explainer) and log it to MLflow.
 
     Cells already finished in the store are skipped, so an interrupted run continues where it stopped and a finished
     suite re-runs in seconds.
 
-    Example: xbench run suite quick --device cpu
+    Every finished cell is logged once, whatever fails: a killed Ray worker's task is retried, and a killed run
+    resumes when started again.
+
+    Examples: xbench run suite quick --device cpu
+              xbench run suite smoke --backend ray --workers 2 --tracking-uri http://127.0.0.1:5000
     """
+    from xbench.backends import BackendOptions, RayCluster
     from xbench.errors import XbenchInputError
     from xbench.suite import load_suite
 
     suite, path = load_suite(name_or_path)
+    options = BackendOptions(backend, address, workers, threads, gpus_per_task).validated()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
+    if dry_run:
+        from xbench.dryrun import dry_run as describe
+
+        report = describe(suite, "cpu" if (device or suite.device) == "auto" else (device or suite.device))
+        typer.echo("\n".join(report.lines))
+        if report.problems:
+            raise XbenchInputError("cannot run it from here:\n  " + "\n  ".join(report.problems))
+        return
     from xbench.cache import Cache
     from xbench.planmemo import finished_without_planning
 
@@ -53,10 +88,12 @@ def run_suite_command(
             f"({time.time() - COMMAND_STARTED:.1f} s since the command started)"
         )
         return
+    # Started before the heavy imports below, so Ray's start-up overlaps them.
+    cluster = RayCluster(options, device or suite.device).start() if options.name == "ray" else None
     from xbench.runner import run_suite
 
     with progress_bars(progress):
-        summary = run_suite(suite, path, tracking_uri, cache_dir, device)
+        summary = run_suite(suite, path, tracking_uri, cache_dir, device, backend=options, cluster=cluster)
     if not summary.completed:
         console.print(
             f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "

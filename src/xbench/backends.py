@@ -1,0 +1,220 @@
+"""Backends execute a suite's task graph and yield each cell's `CellResult` as it finishes; the driver logs it.
+
+- `local` (the default): the cells one after another in this process, keeping the last model variant in memory.
+- `ray`: every node of the graph (train, prune step, cell) is a Ray task with declared resources (CPU threads, GPUs),
+  depending on the nodes it needs. Heavy state (weights, explanations, raw arrays) goes through the cache directory,
+  which every worker must be able to read and write (one machine: any local path; several: a shared file system).
+  Ray retries a task whose worker process died (`max_retries`); a task that raised is not retried (it would raise
+  again) and is reported once the rest has finished. Only complete results reach the driver, which logs each once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xbench.errors import XbenchInputError
+from xbench.graph import Node, TaskGraph
+from xbench.results import CellResult
+
+BACKENDS = ("local", "ray")
+TASK_RETRIES = 3  # a task whose worker was killed (OOM, pre-emption, SIGKILL) runs again up to this many times
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to run: `workers` and `threads` (torch threads per worker) size a local Ray cluster; `address` names an
+    existing one (`auto`, or HOST:PORT); `gpus_per_task` is Ray's `num_gpus` of every task (default: 1 on CUDA)."""
+
+    name: str = "local"
+    address: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    gpus_per_task: float | None = None
+
+    def validated(self) -> BackendOptions:
+        if self.name not in BACKENDS:
+            raise XbenchInputError(f"must be one of {', '.join(BACKENDS)}, got {self.name!r}", field="--backend")
+        for field, value in (("--workers", self.workers), ("--threads", self.threads)):
+            if value is not None and value < 1:
+                raise XbenchInputError(f"must be at least 1, got {value}", field=field)
+        if self.gpus_per_task is not None and self.gpus_per_task < 0:
+            raise XbenchInputError(f"must be 0 or more, got {self.gpus_per_task}", field="--gpus-per-task")
+        if self.name == "local" and (self.address or self.workers or self.gpus_per_task is not None):
+            raise XbenchInputError("--address, --workers and --gpus-per-task need --backend ray", field="--backend")
+        if self.address and self.workers:
+            raise XbenchInputError(
+                "--workers sizes the local Ray cluster xbench starts; an existing cluster (--address) has its own "
+                "workers", field="--workers",
+            )  # fmt: skip
+        return self
+
+    def sizes(self) -> tuple[int, int]:
+        """(workers, threads per worker): by default one worker per core, one thread each."""
+        cores = os.cpu_count() or 1
+        workers = self.workers or max(1, cores // (self.threads or 1))
+        return workers, self.threads or max(1, cores // workers)
+
+
+def results(
+    graph: TaskGraph, options: BackendOptions, cache_root: Path, device: str, cluster: RayCluster | None = None
+) -> Iterator[CellResult]:
+    """Every cell node's result, in the order they finish. The ray backend runs on `cluster` (started by the caller,
+    who shuts it down)."""
+    if options.name == "ray":
+        assert cluster is not None
+        yield from _ray_results(graph, cluster, cache_root, device)
+        return
+    import torch
+
+    from xbench.cache import Cache
+    from xbench.runner import CellExecutor
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    executor = CellExecutor(Cache(cache_root), torch.device(device))
+    for node in graph.cell_nodes:  # plan order: each variant's cells together, so its model stays in memory
+        yield executor.execute(node.cell)
+
+
+# --------------------------------------------------------------------------------------------------------- Ray
+
+
+@functools.cache
+def _worker_executor(cache_root: str, device: str) -> Any:
+    """One executor per worker process, created at its first task: later tasks reuse its data and model variants."""
+    import torch
+
+    from xbench.cache import Cache
+    from xbench.runner import CellExecutor
+
+    return CellExecutor(Cache(Path(cache_root)), torch.device(device))
+
+
+def run_node(node_json: str, cache_root: str, device: str, threads: int, *dependencies: str) -> str:
+    """A Ray task: one node of the graph on a worker. `dependencies` are the outputs of the nodes it waits for (Ray
+    passes them in once they exist). Returns a train or prune node's model key, or a cell's result as JSON."""
+    import torch
+
+    torch.set_num_threads(threads)  # the worker's share of the machine, so N workers on N cores do not oversubscribe
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    return _worker_executor(cache_root, device).run_node(Node.model_validate_json(node_json))
+
+
+class RayCluster:
+    """The Ray cluster a run uses: started (or joined) in a background thread as soon as the run begins, so that
+    Ray's start-up and the workers' imports of torch and the explainers overlap the driver's own planning."""
+
+    def __init__(self, options: BackendOptions, device: str) -> None:
+        """`device` as requested (auto | cpu | cuda): with auto, torch is asked in the starting thread."""
+        self.options, self.device = options, device
+        self.workers, self.threads = options.sizes()
+        self.gpus = options.gpus_per_task if options.gpus_per_task is not None else 0.0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._started_here = False
+        self._warming: list[Any] = []
+        self._connected, self._stop = threading.Event(), threading.Event()
+
+    def start(self) -> RayCluster:
+        self._thread = threading.Thread(target=self._connect, name="xbench-ray-start", daemon=True)
+        self._thread.start()
+        return self
+
+    def _connect(self) -> None:
+        try:
+            import ray
+
+            # ray.init from this thread cannot install its SIGTERM handler, and says so; the driver's own handling
+            # (the run is marked KILLED, the rerun resumes) does not need it.
+            logging.getLogger("ray._private.worker").addFilter(
+                lambda record: not record.getMessage().startswith("SIGTERM handler is not set")
+            )
+            if self.options.gpus_per_task is None and self.device != "cpu":
+                import torch
+
+                self.gpus = 1.0 if torch.cuda.is_available() else 0.0
+            if not ray.is_initialized():
+                self._started_here = True
+                if self.options.address:
+                    ray.init(address=self.options.address, logging_level="WARNING")
+                else:
+                    # `workers` task slots; the workers inherit this environment (plug-ins on PYTHONPATH).
+                    ray.init(
+                        num_cpus=self.workers * self.threads, include_dashboard=False, logging_level="WARNING",
+                        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.getcwd(), *_python_path()])}},
+                    )  # fmt: skip
+            warm = ray.remote(warm_worker).options(num_cpus=self.threads, num_gpus=self.gpus)
+            self._warming = [warm.remote() for _ in range(self.workers)]
+        except BaseException as exc:  # re-raised in the driver's thread by `ready`
+            self._error = exc
+        finally:
+            self._connected.set()
+        # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG is per thread on Linux): this
+        # thread lives until the run is over.
+        self._stop.wait()
+
+    def ready(self) -> None:
+        self._connected.wait()
+        if self._error is not None:
+            raise self._error
+
+    def shutdown(self) -> None:
+        self._connected.wait()
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def warm_worker() -> int:
+    """A first task per worker: import what every node needs while the driver is still planning."""
+    import xbench.runner  # noqa: F401  (torch, timm, the explainers and metrics)
+
+    return os.getpid()
+
+
+def _ray_results(graph: TaskGraph, cluster: RayCluster, cache_root: Path, device: str) -> Iterator[CellResult]:
+    import ray
+
+    cluster.ready()
+    task = ray.remote(run_node)
+    resources = {
+        "num_cpus": cluster.threads, "num_gpus": cluster.gpus, "max_retries": TASK_RETRIES, "retry_exceptions": False,
+    }  # fmt: skip
+    refs: dict[str, Any] = {}
+    for node in graph.nodes.values():  # topological order: a node's dependencies have their refs already
+        dependencies = [refs[d] for d in node.depends_on]
+        refs[node.id] = task.options(name=node.label, **resources).remote(
+            node.model_dump_json(), str(cache_root), device, cluster.threads, *dependencies
+        )
+    pending = {refs[node.id]: node for node in graph.cell_nodes}
+    failures: list[tuple[Node, BaseException]] = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        node = pending.pop(ready[0])
+        try:
+            text = ray.get(ready[0])
+        except ray.exceptions.RayError as exc:
+            failures.append((node, exc))
+            continue
+        yield CellResult.model_validate_json(text)
+    if failures:
+        node, exc = failures[0]
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, XbenchInputError):
+            raise cause
+        raise RuntimeError(f"{len(failures)} cell(s) failed on Ray; first: {node.label}: {exc}") from exc
+
+
+def _python_path() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -1,0 +1,227 @@
+"""Beyond one process, for real: a local Ray cluster with 2 workers, an `mlflow server` on PostgreSQL, worker and
+driver processes killed with SIGKILL mid-suite. Slow (they start servers and clusters), so out of the fast lane."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SMOKE, xbench
+from tests.services import mlflow_server, postgres, postgres_bin
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+BASELINE = ROOT / "leaderboard" / "baselines" / "smoke.json"
+# Figures that measure the machine (times, speeds) or name the run; everything else must match between backends.
+VOLATILE = re.compile(r"run_id|start_time|latency|seconds|speedup|throughput|memory|_ms_|backend|git_sha|device")
+
+STALL_PLUGIN = '''
+"""An explainer whose first call anywhere stalls until the test kills its worker process (SIGKILL)."""
+import os
+import time
+from pathlib import Path
+
+from xbench.explainers import explainer
+
+MARKS = Path(os.environ["XBENCH_TEST_MARKS"])
+
+
+@explainer("stall_once", "tests")
+def stall_once(model, x, targets, params):
+    """|x| summed over channels; the first call writes its pid and waits to be killed."""
+    pid_file = MARKS / "stalled.pid"
+    if not pid_file.exists():
+        pid_file.write_text(str(os.getpid()))
+        while not (MARKS / "release").exists():  # the test releases it only if the kill did not happen
+            time.sleep(0.1)
+    return x.abs().sum(dim=1, keepdim=True)
+'''
+
+
+def _small_suite(tmp_path: Path, name: str, **changes: Any) -> Path:
+    suite = yaml.safe_load(SMOKE.read_text())
+    suite.update(name=name, seeds=[0])
+    suite["dataset"].update(train_size=256)
+    suite["models"][0]["train"]["epochs"] = 2
+    suite.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _cell_runs(database: Path) -> list[tuple[str, str]]:
+    """(cell_key, status) of every cell run in a SQLite MLflow store, read with sqlite3 (not through xbench)."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "select k.value, r.status from runs r join tags role on role.run_uuid = r.run_uuid "
+            "and role.key = 'xbench.role' and role.value = 'cell' "
+            "join tags k on k.run_uuid = r.run_uuid and k.key = 'xbench.cell_key' where r.lifecycle_stage = 'active'"
+        ).fetchall()
+    return [(key, status) for key, status in rows]
+
+
+def _stable(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Records by cell key without the machine-dependent figures."""
+    return {record["cell_key"]: {k: v for k, v in record.items() if not VOLATILE.search(k)} for record in records}
+
+
+def _same(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    differences = []
+    for key in sorted(set(first) | set(second)):
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, float) and isinstance(b, float):
+            if not (math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))):
+                differences.append(f"{key}: {a} != {b}")
+        elif a != b:
+            differences.append(f"{key}: {a!r} != {b!r}")
+    return differences
+
+
+def _runs_by_cell(tracking_uri: str, suite: str) -> dict[str, dict[str, Any]]:
+    """What the MLflow UI shows of each cell run: params, metric names, artifact paths."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(f"xbench/{suite}")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'cell'")
+
+    def artifacts(run_id: str, path: str | None = None) -> list[str]:
+        found = []
+        for item in client.list_artifacts(run_id, path):
+            found += artifacts(run_id, item.path) if item.is_dir else [item.path]
+        return found
+
+    return {
+        run.data.tags["xbench.cell_key"]: {
+            "params": run.data.params,
+            "metrics": sorted(run.data.metrics),
+            "artifacts": sorted(artifacts(run.info.run_id)),
+            "inputs": sorted(d.dataset.name for d in run.inputs.dataset_inputs),
+        }
+        for run in runs
+    }
+
+
+def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_path: Path) -> None:
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed and this user cannot apt-get it (apt-get install postgresql)")
+    local_uri = f"sqlite:///{tmp_path / 'local.db'}"
+    xbench("run", "suite", str(SMOKE), "--threads", "1", "--tracking-uri", local_uri,
+           "--cache-dir", str(tmp_path / "local-cache"), cwd=tmp_path, check=True)  # fmt: skip
+    with postgres(tmp_path / "pg") as database, mlflow_server(database, tmp_path / "server") as server:
+        ray_run = xbench("run", "suite", str(SMOKE), "--backend", "ray", "--workers", "2", "--threads", "1",
+                         "--tracking-uri", server, "--cache-dir", str(tmp_path / "ray-cache"), cwd=tmp_path,
+                         check=True)  # fmt: skip
+        assert "suite smoke on ray: 2 trainings, 2 pruning steps, 8 cells" in ray_run.stderr
+        outputs: dict[str, dict[str, str]] = {}
+        for name, uri in (("local", local_uri), ("ray", server)):
+            outputs[name] = {
+                "export": xbench("export", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True).stdout,
+                "stats": xbench("stats", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True).stdout,
+                "check": xbench("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
+            }
+            site = tmp_path / f"site-{name}"
+            xbench("leaderboard", "build", "--suite", "smoke", "--tracking-uri", uri, "--out", str(site), cwd=tmp_path,
+                   check=True)  # fmt: skip
+            outputs[name]["leaderboard"] = (site / "suite-smoke.json").read_text()
+        ui = {name: _runs_by_cell(uri, "smoke") for name, uri in (("local", local_uri), ("ray", server))}
+
+    # The MLflow UI of the server shows the same cell runs, params, metrics and artifacts as the local store.
+    assert set(ui["ray"]) == set(ui["local"]) and len(ui["local"]) == 8
+    for key, local in ui["local"].items():
+        assert ui["ray"][key] == local, key
+    # export, stats, check and the leaderboard's data agree, but for figures that time the machine.
+    for output in ("export", "leaderboard"):
+        local, ray = _stable(json.loads(outputs["local"][output])), _stable(json.loads(outputs["ray"][output]))
+        assert set(local) == set(ray)
+        for key in local:
+            assert not _same(local[key], ray[key]), (output, key, _same(local[key], ray[key]))
+    assert json.loads(outputs["local"]["stats"])["comparisons"] == json.loads(outputs["ray"]["stats"])["comparisons"]
+    assert outputs["local"]["check"] == outputs["ray"]["check"]
+
+
+def test_a_killed_ray_worker_is_retried_and_every_cell_is_logged_once(tmp_path: Path) -> None:
+    (tmp_path / "stall_plugin.py").write_text(STALL_PLUGIN)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    suite = _small_suite(tmp_path, "killed-worker", plugins=["stall_plugin"], explainers=["gradcam", "stall_once"])
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks)}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--workers", "2",
+               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)  # fmt: skip
+    try:
+        pid_file = marks / "stalled.pid"
+        while not pid_file.exists() and driver.poll() is None:
+            time.sleep(0.2)
+        assert pid_file.exists(), driver.communicate()
+        worker = int(pid_file.read_text())
+        assert worker != driver.pid
+        os.kill(worker, signal.SIGKILL)  # the Ray worker process running the stalled cell, killed for real
+        stdout, stderr = driver.communicate()
+    finally:
+        (marks / "release").touch()
+        if driver.poll() is None:
+            driver.kill()
+        _kill_group(driver.pid)
+    assert driver.returncode == 0, stderr
+    runs = _cell_runs(tmp_path / "xbench.db")
+    keys = [key for key, _ in runs]
+    assert len(runs) == 4 and len(set(keys)) == 4, runs
+    assert {status for _, status in runs} == {"FINISHED"}
+    assert "4 cells run, 0 already done" in stdout
+
+
+def test_a_killed_ray_driver_resumes_on_rerun_and_logs_every_cell_once(tmp_path: Path) -> None:
+    suite = _small_suite(tmp_path, "killed-driver", explainers=["gradcam", "saliency"])
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--workers", "2",
+               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    database = tmp_path / "xbench.db"
+    try:
+        while driver.poll() is None:
+            if database.exists() and any(status == "FINISHED" for _, status in _safe_cell_runs(database)):
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the run finished before it could be killed"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        _kill_group(driver.pid)  # Ray's processes of the killed driver
+    logged_before = [key for key, status in _cell_runs(database) if status == "FINISHED"]
+    assert 1 <= len(logged_before) < 4
+    rerun = xbench("run", "suite", str(suite), "--backend", "ray", "--workers", "2", "--cache-dir",
+                   str(tmp_path / "cache"), cwd=tmp_path, check=True)  # fmt: skip
+    runs = _cell_runs(database)
+    assert len(runs) == 4 and len({key for key, _ in runs}) == 4, runs
+    assert {status for _, status in runs} == {"FINISHED"}
+    assert f"{4 - len(logged_before)} cells run, {len(logged_before)} already done" in rerun.stdout
+
+
+def _safe_cell_runs(database: Path) -> list[tuple[str, str]]:
+    try:
+        return _cell_runs(database)
+    except sqlite3.Error:  # the schema is still being created
+        return []
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

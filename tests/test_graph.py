@@ -1,0 +1,72 @@
+"""The task graph: what a suite computes once, and in which order; and the backend options' input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import xbench
+from xbench.backends import BackendOptions
+from xbench.errors import XbenchInputError
+from xbench.graph import Node, build_graph
+from xbench.plan import plan
+from xbench.suite import load_suite
+
+
+def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:
+    suite, _ = load_suite("quick")
+    graph = build_graph(plan(suite, "cpu"))
+    assert graph.counts() == {"train": 3, "prune": 15, "cell": 45}
+    assert graph.critical_path() == 7  # train -> CR 2 -> 4 -> 8 -> 16 -> 32 -> a cell
+    position = {node_id: index for index, node_id in enumerate(graph.nodes)}
+    for node in graph.nodes.values():
+        assert all(position[d] < position[node.id] for d in node.depends_on)  # topological order
+        if node.kind == "prune":
+            previous = graph.nodes[node.depends_on[0]]
+            if node.cell.compression_rate == 2:
+                assert previous.kind == "train" and previous.cell.seed == node.cell.seed
+            else:  # an iterative step prunes the previous step's model
+                assert previous.kind == "prune" and previous.cell.compression_rate == node.cell.compression_rate / 2
+    for node in graph.cell_nodes:
+        parent = graph.nodes[node.depends_on[0]]
+        assert parent.cell.seed == node.cell.seed
+        assert parent.kind == ("train" if node.cell.pruning is None else "prune")
+        assert parent.cell.compression_rate == node.cell.compression_rate
+    assert Node.model_validate_json(graph.cell_nodes[0].model_dump_json()) == graph.cell_nodes[0]
+
+
+def test_a_oneshot_variant_is_one_pruning_step_per_seed() -> None:
+    suite, _ = load_suite("smoke")
+    graph = build_graph(plan(suite, "cpu"))
+    assert graph.counts() == {"train": 2, "prune": 2, "cell": 8}
+    assert graph.critical_path() == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (BackendOptions(name="spark"), "--backend"),
+        (BackendOptions(name="local", workers=2), "--backend"),
+        (BackendOptions(name="ray", workers=0), "--workers"),
+        (BackendOptions(name="ray", address="auto", workers=2), "--workers"),
+        (BackendOptions(name="ray", gpus_per_task=-1), "--gpus-per-task"),
+    ],
+)
+def test_backend_options_name_the_wrong_field(options: BackendOptions, field: str) -> None:
+    with pytest.raises(XbenchInputError) as error:
+        options.validated()
+    assert error.value.field == field
+
+
+def test_a_wrong_backend_exits_2_naming_the_choices_and_writes_nothing(tmp_path: Path) -> None:
+    result = xbench("run", "suite", "smoke", "--backend", "spark", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--backend" in result.stdout + result.stderr and "local, ray" in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_sizes_give_each_core_one_worker_with_one_thread() -> None:
+    workers, threads = BackendOptions(name="ray").sizes()
+    assert threads == 1 and workers >= 1
+    assert BackendOptions(name="ray", workers=1, threads=2).sizes() == (1, 2)

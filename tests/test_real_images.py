@@ -1,0 +1,99 @@
+"""Real image files: an ImageFolder of JPEGs streamed through timm's data config, masks from PNG files, a pretrained-
+style model from a local weights file, end to end at 224 px. Offline: the images are generated here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from tests.conftest import xbench
+from xbench.data import SHAPE_CLASSES, load_dataset, write_image_folder
+from xbench.errors import XbenchInputError
+from xbench.models import FitOptions, fit, model_preprocessing
+from xbench.suite import DatasetConfig, ModelConfig, Preprocessing
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images"), train_count=48, eval_count=12, image_size=80)
+
+
+def _config(folder: Path, **changes: object) -> DatasetConfig:
+    fields = {"name": "imagefolder", "path": str(folder), "image_size": 64, "train_size": 40, "eval_size": 10}
+    return DatasetConfig(**{**fields, **changes})
+
+
+def test_training_images_stream_from_files_and_eval_images_are_in_memory(folder: Path) -> None:
+    data = load_dataset(_config(folder, masks=str(folder / "masks")), seed=0)
+    assert data.train_x.numel() == 0 and data.train_count == 40 and len(data.train_stream) == 40
+    assert data.eval_x.shape == (10, 3, 64, 64) and data.class_names == tuple(sorted(SHAPE_CLASSES))
+    x, y = data.train_stream[0]
+    assert x.shape == (3, 64, 64) and 0 <= y < len(SHAPE_CLASSES)
+    # masks follow the eval images through the same resize and centre crop: the object covers part of each image
+    assert data.eval_masks is not None and data.eval_masks.shape == (10, 1, 64, 64)
+    coverage = data.eval_masks.mean(axis=(1, 2, 3))
+    assert (coverage > 0.01).all() and (coverage < 0.9).all()
+    # the object is brighter/more saturated than the background on average: the mask lines up with the pixels
+    pictures = data.denormalise(data.eval_x)
+    inside = (pictures * torch.from_numpy(data.eval_masks)).sum() / data.eval_masks.sum()
+    assert inside > pictures.mean()
+
+
+def test_the_models_own_data_config_normalises_real_images(folder: Path) -> None:
+    vit = model_preprocessing(ModelConfig(name="vit_small_patch16_224"))
+    assert vit.mean == (0.5, 0.5, 0.5) and vit.interpolation == "bicubic"
+    assert model_preprocessing(ModelConfig(name="vgg16.tv_in1k")).mean == (0.485, 0.456, 0.406)
+    imagenet = load_dataset(_config(folder), seed=0)
+    half = load_dataset(_config(folder, preprocessing=Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3)), seed=0)
+    assert imagenet.fingerprint != half.fingerprint
+    assert torch.allclose(imagenet.denormalise(imagenet.eval_x), half.denormalise(half.eval_x), atol=1e-5)
+
+
+def test_streamed_training_learns_and_is_reproducible(folder: Path) -> None:
+    data = load_dataset(_config(folder, loader_workers=2), seed=0)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=data.num_classes)
+        losses = fit(model, data, FitOptions(epochs=2, lr=0.01, batch_size=8), seed=0, device=torch.device("cpu"),
+                     description="test")  # fmt: skip
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    assert torch.equal(weights[0], weights[1])  # same seed, same loader order and augmentation
+
+
+def test_a_missing_mask_is_named(folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(XbenchInputError) as error:
+        load_dataset(_config(folder, masks=str(tmp_path / "masks")), seed=0)
+    assert error.value.field == "dataset.masks" and ".png" in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_pretrained_style_run_at_224_px_offline_end_to_end(folder: Path, tmp_path: Path) -> None:
+    """A timm model from a local weights file, JPEGs streamed at 224 px, localisation scored on the PNG masks."""
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
+    suite = {
+        "name": "real-224", "seeds": [0], "device": "cpu",
+        "dataset": {"name": "imagefolder", "path": str(folder), "masks": str(folder / "masks"), "image_size": 224,
+                    "train_size": 32, "eval_size": 8, "augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 10}},
+        "models": [{"name": "test_resnet", "pretrained": str(weights), "train": {"epochs": 1, "batch_size": 16}}],
+        "pruning": [{"method": "magnitude", "compression_rates": [1, 2], "finetune": {"steps": 2}}],
+        "explainers": ["gradcam"],
+        "metrics": ["attribution_localisation", "sparseness"],
+        "perf": {"batch_sizes": [1], "warmup": 1, "repeats": 2},
+    }  # fmt: skip
+    path = tmp_path / "real-224.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    xbench("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True)
+    records = json.loads(xbench("export", "--suite", "real-224", cwd=tmp_path, check=True).stdout)
+    assert len(records) == 2
+    for record in records:
+        assert 0 < record["attribution_localisation"] <= 1 and 0 <= record["accuracy"] <= 1
