@@ -344,7 +344,17 @@ def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "command",
-    [["run", "suite"], ["list"], ["export"], ["stats"], ["leaderboard", "build"], ["check"], ["profile"], ["ui"]],
+    [
+        ["run", "suite"],
+        ["list"],
+        ["export"],
+        ["stats"],
+        ["leaderboard", "build"],
+        ["check"],
+        ["profile"],
+        ["ui"],
+        ["server", "start"],
+    ],
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
     result = xbench(*command, "--help", cwd=tmp_path, check=True)

@@ -59,8 +59,9 @@ def run_suite_command(
     Every finished cell is logged once, whatever fails: a killed Ray worker's task is retried, and a killed run
     resumes when started again.
 
-    Examples: xbench run suite quick --device cpu
-              xbench run suite smoke --backend ray --workers 2 --tracking-uri http://127.0.0.1:5000
+    Example: xbench run suite quick --device cpu
+
+    Example: xbench run suite smoke --backend ray --workers 2 --tracking-uri http://127.0.0.1:5000
     """
     from xbench.backends import BackendOptions, RayCluster
     from xbench.errors import XbenchInputError
