@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and git:
 #   make quickstart   - install into .venv, run the `quick` suite end to end, build the leaderboard
-#   make test         - install into .venv, run the whole test suite (what CI runs)
-#   make test-fast    - the developer's lane: everything but the slow end-to-end, Ray and PostgreSQL tests
+#   make test-all     - install into .venv, run the whole test suite (what CI runs: .ci/run)
+#   make test         - the developer's fast lane: everything but the slow end-to-end, Ray and PostgreSQL tests
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install quickstart test test-fast lint bench ui clean
+.PHONY: install quickstart test test-all lint bench ui clean
 
 install: $(STAMP)
 
@@ -24,10 +24,10 @@ quickstart: install
 	$(BIN)/xbench leaderboard build --suite quick
 	@echo "Results: ./xbench.db (browse: $(BIN)/xbench ui) - leaderboard: leaderboard/site/index.html"
 
-test: install
+test-all: install
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
