@@ -33,7 +33,7 @@ class ImageData:
     fingerprint: str
     # Real image folders stream their training images (train_x is then empty; train_y holds the labels).
     train_stream: StreamedImages | None = None
-    stream_eval_transform: Callable[[Any], torch.Tensor] | None = None
+    train_plain: StreamedImages | None = None  # the same files without augmentation (pruning criteria, validation)
     loader_workers: int = 0
 
     @property
@@ -64,14 +64,9 @@ class ImageData:
         if self.train_stream is None:
             return self.train_x[indices], self.train_y[indices]
         positions = range(self.train_count)[indices] if isinstance(indices, slice) else indices.tolist()
-        plain = self.train_stream.with_transform(self.eval_transform)
-        items = [plain[int(i)] for i in positions]
+        assert self.train_plain is not None
+        items = [self.train_plain[int(i)] for i in positions]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
-
-    @property
-    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
-        assert self.train_stream is not None and self.stream_eval_transform is not None
-        return self.stream_eval_transform
 
     @classmethod
     def from_arrays(
@@ -366,7 +361,7 @@ def _from_folders(train: Any, evaluation: Any, classes: list[str], config: Datas
         std=preprocessing.std,
         fingerprint=fingerprint(config, seed, FOLDER_VERSION),
         train_stream=streamed,
-        stream_eval_transform=eval_transform,
+        train_plain=streamed.with_transform(eval_transform),
         loader_workers=DEFAULT_LOADER_WORKERS if config.loader_workers is None else config.loader_workers,
     )
 
