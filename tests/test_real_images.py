@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -21,7 +22,7 @@ from xbench.suite import DatasetConfig, ModelConfig, Preprocessing
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_image_folder(tmp_path_factory.mktemp("images"), train_count=48, eval_count=12, image_size=80)
+    return write_image_folder(tmp_path_factory.mktemp("images"), train_count=48, eval_count=32, image_size=80)
 
 
 def _config(folder: Path, **changes: object) -> DatasetConfig:
@@ -75,18 +76,70 @@ def test_a_missing_mask_is_named(folder: Path, tmp_path: Path) -> None:
     assert error.value.field == "dataset.masks" and ".png" in str(error.value)
 
 
+def _voc_annotation(mask: np.ndarray, scale: int) -> str:
+    """A Pascal VOC annotation with the bounding box of `mask`, for an image `scale` times the mask's size."""
+    rows, cols = np.nonzero(mask)
+    height, width = mask.shape
+    return (
+        f"<annotation><size><width>{width * scale}</width><height>{height * scale}</height><depth>3</depth></size>"
+        f"<object><name>shape</name><bndbox><xmin>{cols.min() * scale}</xmin><ymin>{rows.min() * scale}</ymin>"
+        f"<xmax>{(cols.max() + 1) * scale - 1}</xmax><ymax>{(rows.max() + 1) * scale - 1}</ymax></bndbox></object>"
+        "</annotation>"
+    )
+
+
+def test_bounding_box_xml_becomes_box_masks(folder: Path, tmp_path: Path) -> None:
+    """VOC/ImageNet-style XML, flat (`<stem>.xml`) as ImageNet's val boxes are, annotated at twice the file's size:
+    each mask is the box around the object's PNG mask, so it covers the object and little more."""
+    from PIL import Image
+
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    for png in (folder / "masks").rglob("*.png"):
+        mask = np.asarray(Image.open(png).convert("L")) > 0
+        (boxes / f"{png.stem}.xml").write_text(_voc_annotation(mask, scale=2))
+    exact = load_dataset(_config(folder, masks=str(folder / "masks")), seed=0).eval_masks
+    boxed = load_dataset(_config(folder, masks=str(boxes)), seed=0).eval_masks
+    assert exact is not None and boxed is not None and boxed.shape == exact.shape
+    for exact_mask, box in zip(exact[:, 0], boxed[:, 0], strict=True):
+        rows, cols = np.nonzero(box)
+        # a filled rectangle, containing the object (up to a pixel of resampling at the edges)
+        assert box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert (exact_mask & ~box).sum() <= 0.02 * exact_mask.sum()
+        # ... and its edges are the object's extent, within the resampling's pixel or two
+        object_rows, object_cols = np.nonzero(exact_mask)
+        for found, expected in ((rows.min(), object_rows.min()), (rows.max(), object_rows.max()),
+                                (cols.min(), object_cols.min()), (cols.max(), object_cols.max())):  # fmt: skip
+            assert abs(int(found) - int(expected)) <= 2
+
+
+def test_a_damaged_box_annotation_is_named(folder: Path, tmp_path: Path) -> None:
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    for png in (folder / "masks").rglob("*.png"):
+        (boxes / f"{png.stem}.xml").write_text("<annotation><object><bndbox><xmin>3</xmin></bndbox>")
+    with pytest.raises(XbenchInputError) as error:
+        load_dataset(_config(folder, masks=str(boxes)), seed=0)
+    assert error.value.field == "dataset.masks" and ".xml" in str(error.value)
+
+
 @pytest.mark.slow
 def test_a_pretrained_style_run_at_224_px_offline_end_to_end(folder: Path, tmp_path: Path) -> None:
-    """A timm model from a local weights file, JPEGs streamed at 224 px, localisation scored on the PNG masks."""
+    """A timm model from a local weights file, JPEGs streamed at 224 px with the seed's augmentation, the eval images
+    chosen `correct_under_all` (every variant classifies them correctly), localisation scored on the PNG masks. The
+    path is what is tested: a tiny model trained on 48 images at 224 px stays near chance (3 of 32 images qualify)."""
     weights = tmp_path / "test_resnet.safetensors"
     save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
     suite = {
         "name": "real-224", "seeds": [0], "device": "cpu",
         "dataset": {"name": "imagefolder", "path": str(folder), "masks": str(folder / "masks"), "image_size": 224,
-                    "train_size": 32, "eval_size": 8, "augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 10}},
-        "models": [{"name": "test_resnet", "pretrained": str(weights), "train": {"epochs": 1, "batch_size": 16}}],
-        "pruning": [{"method": "magnitude", "compression_rates": [1, 2], "finetune": {"steps": 2}}],
+                    "train_size": 48, "eval_size": 32, "augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 10}},
+        "models": [{"name": "test_resnet", "pretrained": str(weights),
+                    "train": {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "lr": 0.01}}],
+        "pruning": [{"method": "magnitude", "scope": "conv", "granularity": "layerwise", "schedule": "iterative",
+                     "compression_rates": [1, 2], "finetune": {"steps": 2}}],
         "explainers": ["gradcam"],
+        "eval_selection": {"method": "correct_under_all", "per_class": 2},
         "metrics": ["attribution_localisation", "sparseness"],
         "perf": {"batch_sizes": [1], "warmup": 1, "repeats": 2},
     }  # fmt: skip
@@ -95,5 +148,9 @@ def test_a_pretrained_style_run_at_224_px_offline_end_to_end(folder: Path, tmp_p
     xbench("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True)
     records = json.loads(xbench("export", "--suite", "real-224", cwd=tmp_path, check=True).stdout)
     assert len(records) == 2
+    # one selection for both variants: the same count of images, chosen from all 32, at most 2 per class
+    assert {record["eval_selected"] for record in records} == {records[0]["eval_selected"]}
     for record in records:
+        assert record["eval_candidates"] == 32
+        assert 1 <= record["eval_selected"] <= min(record["eval_qualified"], 2 * len(SHAPE_CLASSES))
         assert 0 < record["attribution_localisation"] <= 1 and 0 <= record["accuracy"] <= 1

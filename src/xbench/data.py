@@ -315,8 +315,9 @@ def _mask_transform(config: DatasetConfig) -> Callable[[Any], torch.Tensor]:
 
 
 def _eval_masks(samples: list[tuple[str, int]], config: DatasetConfig) -> np.ndarray:
-    """(N, 1, H, W) bool masks from `config.masks`/<class folder>/<image stem>.png (nonzero = object): the mask folder
-    mirrors the eval split's tree."""
+    """(N, 1, H, W) bool masks for the eval images from `config.masks`, which mirrors the eval split's tree. Per image,
+    the first that exists of: `<class>/<stem>.png` (nonzero = object), `<class>/<stem>.xml` or `<stem>.xml` (Pascal VOC
+    / ImageNet bounding boxes, the union of every object's box)."""
     from PIL import Image
 
     folder = Path(config.masks or "").expanduser()
@@ -325,15 +326,58 @@ def _eval_masks(samples: list[tuple[str, int]], config: DatasetConfig) -> np.nda
     transform = _mask_transform(config)
     masks = np.empty((len(samples), 1, config.image_size, config.image_size), dtype=bool)
     for row, (path, _) in enumerate(samples):
-        mask_path = folder / Path(path).parent.name / f"{Path(path).stem}.png"
-        if not mask_path.exists():
+        image_path = Path(path)
+        candidates = [folder / image_path.parent.name / f"{image_path.stem}{suffix}" for suffix in (".png", ".xml")]
+        candidates.append(folder / f"{image_path.stem}.xml")
+        mask_path = next((candidate for candidate in candidates if candidate.exists()), None)
+        if mask_path is None:
             raise XbenchInputError(
-                f"no mask {mask_path} for eval image {path} (masks mirror the eval split: <class>/<image stem>.png)",
+                f"no mask for eval image {path}: looked for {', '.join(str(c) for c in candidates)} (masks mirror the "
+                "eval split: <class>/<image stem>.png, or bounding-box XML as <class>/<stem>.xml or <stem>.xml)",
                 field="dataset.masks",
             )
-        with Image.open(mask_path) as image:
-            masks[row] = transform(image.convert("L")).numpy() > 0
+        if mask_path.suffix == ".xml":
+            with Image.open(image_path) as picture:
+                mask = box_mask(mask_path, picture.size)
+        else:
+            with Image.open(mask_path) as picture:
+                mask = picture.convert("L")
+        masks[row] = transform(mask).numpy() > 0
     return masks
+
+
+def box_mask(xml_path: Path, image_size: tuple[int, int]) -> Any:
+    """A PIL mask (mode "L", 255 inside any object's box) of the image's size from a Pascal VOC / ImageNet annotation:
+    `<object><bndbox><xmin/><ymin/><xmax/><ymax/></bndbox></object>`, pixel coordinates, inclusive (VOC counts from 1;
+    a one-pixel shift is below what a 224 px localisation score resolves)."""
+    import xml.etree.ElementTree as ElementTree
+
+    from PIL import Image, ImageDraw
+
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+        boxes = [
+            tuple(float(box.findtext(name) or "nan") for name in ("xmin", "ymin", "xmax", "ymax"))
+            for box in root.iter("bndbox")
+        ]
+    except (ElementTree.ParseError, ValueError) as exc:
+        raise XbenchInputError(f"cannot read bounding boxes from {xml_path}: {exc}", field="dataset.masks") from exc
+    if not boxes or any(np.isnan(value) for box in boxes for value in box):
+        raise XbenchInputError(
+            f"{xml_path} has no complete <bndbox> (xmin, ymin, xmax, ymax)", field="dataset.masks"
+        )
+    # the annotation's <size> can differ from the file (a resized copy such as Imagenette 320): scale to the file
+    width, height = image_size
+    size = root.find("size")
+    scale_x = scale_y = 1.0
+    if size is not None and size.findtext("width") and size.findtext("height"):
+        scale_x = width / float(size.findtext("width") or width)
+        scale_y = height / float(size.findtext("height") or height)
+    mask = Image.new("L", image_size, 0)
+    draw = ImageDraw.Draw(mask)
+    for xmin, ymin, xmax, ymax in boxes:
+        draw.rectangle([xmin * scale_x, ymin * scale_y, xmax * scale_x, ymax * scale_y], fill=255)
+    return mask
 
 
 def _from_folders(train: Any, evaluation: Any, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:

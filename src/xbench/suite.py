@@ -49,7 +49,10 @@ class DatasetConfig(_Strict):
     )
     masks: str | None = Field(
         None,
-        description="Ground-truth masks mirroring the eval split: <class>/<image stem>.png, nonzero = object.",
+        description=(
+            "Ground-truth masks mirroring the eval split: <class>/<image stem>.png (nonzero = object), or Pascal VOC /"
+            " ImageNet bounding-box XML as <class>/<stem>.xml or <stem>.xml (boxes become box masks)."
+        ),
     )
     preprocessing: Preprocessing | None = None
     augment: Augmentation | None = None
