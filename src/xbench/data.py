@@ -363,9 +363,7 @@ def box_mask(xml_path: Path, image_size: tuple[int, int]) -> Any:
     except (ElementTree.ParseError, ValueError) as exc:
         raise XbenchInputError(f"cannot read bounding boxes from {xml_path}: {exc}", field="dataset.masks") from exc
     if not boxes or any(np.isnan(value) for box in boxes for value in box):
-        raise XbenchInputError(
-            f"{xml_path} has no complete <bndbox> (xmin, ymin, xmax, ymax)", field="dataset.masks"
-        )
+        raise XbenchInputError(f"{xml_path} has no complete <bndbox> (xmin, ymin, xmax, ymax)", field="dataset.masks")
     # the annotation's <size> can differ from the file (a resized copy such as Imagenette 320): scale to the file
     width, height = image_size
     size = root.find("size")
