@@ -76,6 +76,31 @@ def test_a_missing_mask_is_named(folder: Path, tmp_path: Path) -> None:
     assert error.value.field == "dataset.masks" and ".png" in str(error.value)
 
 
+def test_validation_images_come_from_the_eval_split_disjoint_from_the_eval_images(folder: Path) -> None:
+    """The seed's split of the official validation set: eval (test) images and early-stopping images, disjoint."""
+    data = load_dataset(_config(folder, eval_size=20, validation_size=12), seed=0)
+    assert data.validation is not None and len(data.validation) == 12
+    held_out = {path for path, _ in data.validation.samples}
+    assert held_out.isdisjoint(path for path, _ in data.train_stream.samples)  # type: ignore[union-attr]
+    plain = load_dataset(_config(folder, eval_size=20), seed=0)
+    assert torch.equal(plain.eval_x, data.eval_x)  # the eval images do not move when validation is added
+    for index in range(len(data.validation)):  # same transform as the eval images: equal tensors = the same file
+        image = data.validation[index][0]
+        assert not any(torch.equal(image, row) for row in data.eval_x)
+    # early stopping reads them: a model trained with patience stops on them, without touching the training split
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=data.num_classes)
+    options = FitOptions(epochs=3, lr=0.01, batch_size=8, patience=1, validation_fraction=0.5)
+    losses = fit(model, data, options, seed=0, device=torch.device("cpu"), description="test")
+    assert 1 <= len(losses) <= 3
+    with pytest.raises(XbenchInputError) as error:
+        load_dataset(_config(folder, eval_size=30, validation_size=12), seed=0)
+    assert error.value.field == "dataset.validation_size" and "32" in str(error.value)
+    with pytest.raises(XbenchInputError) as error:
+        load_dataset(DatasetConfig(name="shapes", train_size=8, eval_size=4, validation_size=4), seed=0)
+    assert error.value.field == "dataset.validation_size" and "imagefolder" in str(error.value)
+
+
 def _voc_annotation(mask: np.ndarray, scale: int) -> str:
     """A Pascal VOC annotation with the bounding box of `mask`, for an image `scale` times the mask's size."""
     rows, cols = np.nonzero(mask)

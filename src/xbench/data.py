@@ -34,6 +34,8 @@ class ImageData:
     # Real image folders stream their training images (train_x is then empty; train_y holds the labels).
     train_stream: StreamedImages | None = None
     train_plain: StreamedImages | None = None  # the same files without augmentation (pruning criteria, validation)
+    # Early stopping's images when they come from the eval split (`validation_size`), not from the training images.
+    validation: StreamedImages | None = None
     loader_workers: int = 0
 
     @property
@@ -127,7 +129,14 @@ def dataset(name: str, has_masks: bool, real_images: bool = False) -> Callable[[
 
 
 def load_dataset(config: DatasetConfig, seed: int) -> ImageData:
-    return datasets.get(config.name).load(config, seed)
+    data = datasets.get(config.name).load(config, seed)
+    if config.validation_size is not None and data.validation is None:
+        raise XbenchInputError(
+            f"dataset {config.name!r} has no held-out eval images for validation_size (image folders have: "
+            f"{', '.join(n for n in datasets.names() if datasets.get(n).real_images)})",
+            field="dataset.validation_size",
+        )
+    return data
 
 
 def fingerprint(config: DatasetConfig, seed: int, version: str) -> str:
@@ -384,9 +393,21 @@ def _from_folders(train: Any, evaluation: Any, classes: list[str], config: Datas
     rng = np.random.default_rng(seed)
     train_all, eval_all = _samples(train), _samples(evaluation)
     train_indices = rng.permutation(len(train_all))[: config.train_size]
-    eval_indices = np.random.default_rng([seed, 1]).permutation(len(eval_all))[: config.eval_size]
+    eval_order = np.random.default_rng([seed, 1]).permutation(len(eval_all))
+    eval_indices = eval_order[: config.eval_size]
     train_samples = [(str(train_all[i][0]), int(train_all[i][1])) for i in train_indices]
     eval_samples = [(str(eval_all[i][0]), int(eval_all[i][1])) for i in eval_indices]
+    validation = None
+    if config.validation_size is not None:
+        # the seed's split of the official validation set: test images and early-stopping images, disjoint
+        if config.eval_size + config.validation_size > len(eval_all):
+            raise XbenchInputError(
+                f"eval_size {config.eval_size} + validation_size {config.validation_size} is more than the eval"
+                f" split's {len(eval_all)} images",
+                field="dataset.validation_size",
+            )
+        held_out = eval_order[config.eval_size : config.eval_size + config.validation_size]
+        validation = StreamedImages([(str(eval_all[i][0]), int(eval_all[i][1])) for i in held_out], eval_transform)
     streamed = StreamedImages(train_samples, train_transform)
     eval_images = StreamedImages(eval_samples, eval_transform)
     eval_x = torch.stack([eval_images[i][0] for i in range(len(eval_images))])
@@ -404,6 +425,7 @@ def _from_folders(train: Any, evaluation: Any, classes: list[str], config: Datas
         fingerprint=fingerprint(config, seed, FOLDER_VERSION),
         train_stream=streamed,
         train_plain=streamed.with_transform(eval_transform),
+        validation=validation,
         loader_workers=DEFAULT_LOADER_WORKERS if config.loader_workers is None else config.loader_workers,
     )
 

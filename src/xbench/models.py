@@ -105,7 +105,10 @@ def fit(
     """Cross-entropy with horizontal flips; returns the mean training loss of each epoch run."""
     generator = torch.Generator().manual_seed(seed)
     count = data.train_count
-    held_out = round(options.validation_fraction * count) if options.patience is not None else 0
+    # Early stopping validates on the dataset's own held-out images (`validation_size`) when it has them, else on
+    # `validation_fraction` of the training images.
+    separate = options.patience is not None and data.validation is not None
+    held_out = round(options.validation_fraction * count) if options.patience is not None and not separate else 0
     # Draw the split only when it is used, so training without early stopping sees the same batches as before.
     order = torch.randperm(count, generator=generator) if held_out else torch.arange(count)
     validation, training = order[:held_out], order[held_out:]
@@ -137,8 +140,8 @@ def fit(
                 scheduler.step()
             total, seen, step = total + loss.item() * len(y), seen + len(y), step + 1
         losses.append(total / max(seen, 1))
-        if held_out:
-            score = _validation_accuracy(model, data, validation, device)
+        if held_out or separate:
+            score = _validation_accuracy(model, data, None if separate else validation, device)
             model.train()
             if best is None or float(score) > best[0]:
                 best, stale_epochs = (float(score), {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
@@ -187,12 +190,21 @@ def _seed_loader_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def _validation_accuracy(model: nn.Module, data: ImageData, validation: torch.Tensor, device: torch.device) -> float:
+def _validation_accuracy(
+    model: nn.Module, data: ImageData, validation: torch.Tensor | None, device: torch.device
+) -> float:
+    """Accuracy on the training images at `validation`, or on the dataset's held-out images when it is None."""
+    count = len(data.validation or ()) if validation is None else len(validation)
     correct = 0
-    for start in range(0, len(validation), 256):  # a streamed set is read in chunks, never whole
-        x, y = data.train_examples(validation[start : start + 256])
+    for start in range(0, count, 256):  # a streamed set is read in chunks, never whole
+        if validation is None:
+            assert data.validation is not None
+            items = [data.validation[i] for i in range(start, min(start + 256, count))]
+            x, y = torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+        else:
+            x, y = data.train_examples(validation[start : start + 256])
         correct += int((predict(model, x, device) == y).sum())
-    return correct / max(len(validation), 1)
+    return correct / max(count, 1)
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ class Augmentation(_Strict):
     rotation: float = Field(0.0, ge=0, le=180, description="Random rotation up to this many degrees either way.")
 
 
-_OPTIONAL_DATASET_FIELDS = ("variant", "masks", "preprocessing", "augment", "loader_workers")
+_OPTIONAL_DATASET_FIELDS = ("variant", "masks", "preprocessing", "augment", "loader_workers", "validation_size")
 
 
 class DatasetConfig(_Strict):
@@ -57,6 +57,13 @@ class DatasetConfig(_Strict):
     preprocessing: Preprocessing | None = None
     augment: Augmentation | None = None
     loader_workers: int | None = Field(None, ge=0, description="DataLoader worker processes for training (default 2).")
+    validation_size: int | None = Field(
+        None, ge=1,
+        description=(
+            "Image folders: images of the eval split, disjoint from the eval images, that early stopping validates on"
+            " (the seed paper's 1,125) instead of a fraction of the training images."
+        ),
+    )  # fmt: skip
 
     @model_serializer(mode="wrap")
     def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
