@@ -62,12 +62,14 @@ class Cell(_Frozen):
     perf: PerfConfig
     versions: dict[str, str]
     eval_selection: SelectionSpec | None = None  # None: the data set's eval images (left out of the key while unset)
+    gallery_images: int | None = None  # raw attributions kept; None: the default (left out of the key while unset)
 
     @model_serializer(mode="wrap")
-    def _without_unset_selection(self, handler: Any) -> dict[str, Any]:
+    def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if data.get("eval_selection") is None:
-            data.pop("eval_selection", None)
+        for name in ("eval_selection", "gallery_images"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
     @property

@@ -170,6 +170,7 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                         perf=suite.perf,
                         versions=versions,
                         eval_selection=selections.get(model.name),
+                        gallery_images=suite.gallery_images,
                     )
                 )
     return cells

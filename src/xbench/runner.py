@@ -233,7 +233,7 @@ class CellExecutor:
                 seconds=time.perf_counter() - started, forward_passes_per_image=passes[0] / images,
                 backward_passes_per_image=passes[1] / images, missing=missing, batch_level=metric.batch_level,
             )  # fmt: skip
-        count = min(GALLERY_IMAGES, images)
+        count = min(cell.gallery_images or GALLERY_IMAGES, images)
         pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
         return CellResult(
             cell=cell,

@@ -202,6 +202,11 @@ class Suite(_Strict):
     reference: str | None = Field(
         None, description="Published results to compare with: a name in leaderboard/references/ or a JSON file."
     )
+    gallery_images: int | None = Field(
+        None, ge=1, le=5000,
+        description="Eval images whose attributions each cell keeps as raw arrays (default 4): the leaderboard's"
+        " gallery, and the stimuli `xbench human export` can draw from.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _seeds_distinct(self) -> Suite:

@@ -29,6 +29,7 @@ REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a su
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
+HUMAN_ROLE, HUMAN_REPORT_FILE = "human-study", "human_study.json"  # a human study's run, and its report artifact
 # MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -284,6 +285,62 @@ class Store:
             self._results[run.info.run_id] = result
             records.append(record)
         return records
+
+    def log_human_study(self, suite: str, report: dict[str, Any], files: list[Path]) -> str:
+        """A human study's analysis as a finished run of the suite's experiment: params (design, pairs, counts),
+        metrics (preference and equal rates, p-values, alpha, metric agreement), `human_study.json` (the report, what
+        `human_studies` reads back) and `files` (manifest, answers, text report) as artifacts."""
+        from mlflow.entities import Metric, Param
+
+        experiment_id = self.experiment_id(suite)
+        if experiment_id is None:
+            raise XbenchInputError(f"no results for suite {suite!r} in {self.uri}", field="--suite")
+        name = f"human study: {report['design']} ({report['answers']} answers)"
+        run_id = self.client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: HUMAN_ROLE}).info.run_id
+        params = {"design": report["design"], "workers": report["workers"], "answers": report["answers"],
+                  "excluded_workers": len(report["excluded_workers"]),
+                  "min_check_accuracy": report["min_check_accuracy"]}  # fmt: skip
+        values: dict[str, float | None] = {"alpha": report["alpha"]}
+        if report["design"] == "pairwise":
+            params["pairs"] = ", ".join(f"{p['a']}:{p['b']}" for p in report["pairs"])
+            for p in report["pairs"]:
+                prefix = f"human.{p['a']} vs {p['b']}."
+                values |= {prefix + "prefer_a": p["a_rate"], prefix + "equal_rate": p["equal_rate"],
+                           prefix + "chi2_p": p["chi2_p"], prefix + "binom_p": p["binom_p"]}  # fmt: skip
+        else:
+            params["variants"] = ", ".join(v["variant"] for v in report["variants"])
+            values["human.chi2_p"] = report["chi2_p"]
+            values |= {f"human.{v['variant']}.accuracy": v["accuracy"] for v in report["variants"]}
+        values |= {f"agreement.{row['metric']}": row["agreement"] for row in report.get("agreement", [])}
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            params=[Param(k, str(v)) for k, v in params.items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None],
+        )
+        with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
+            report_file = Path(workdir) / HUMAN_REPORT_FILE
+            report_file.write_text(json.dumps(report, indent=1))
+            for path in [report_file, *files]:
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def human_studies(self, suite: str) -> list[dict[str, Any]]:
+        """The reports of every finished human study of `suite`, newest first."""
+        experiment_id = self.experiment_id(suite)
+        if experiment_id is None:
+            return []
+        reports = []
+        with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
+            runs = self._search(experiment_id, f"tags.`{ROLE_TAG}` = '{HUMAN_ROLE}' and attributes.status = 'FINISHED'")
+            for index, run in enumerate(runs):
+                destination = Path(workdir) / str(index)
+                destination.mkdir()
+                path = self.artifact(run.info.run_id, HUMAN_REPORT_FILE, destination)
+                if path is not None:
+                    reports.append({**json.loads(path.read_text()), "run_id": run.info.run_id})
+        return reports
 
     def arrays(self, run_id: str, names: tuple[str, ...]) -> dict[str, Any]:
         """The named raw arrays of a loaded cell run (e.g. gallery_images, gallery_attributions), from its artifacts."""

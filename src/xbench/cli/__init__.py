@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from xbench import __version__
-from xbench.cli import check, export, leaderboard, listing, profile, run, server, stats, ui, verify
+from xbench.cli import check, export, human, leaderboard, listing, profile, run, server, stats, ui, verify
 from xbench.errors import XbenchInputError
 from xbench.progress import console
 
@@ -28,6 +28,7 @@ app = typer.Typer(
 app.add_typer(run.app, name="run")
 app.add_typer(leaderboard.app, name="leaderboard")
 app.add_typer(server.app, name="server")
+app.add_typer(human.app, name="human")
 app.command("list")(listing.list_command)
 app.command("export")(export.export_command)
 app.command("stats")(stats.stats_command)

@@ -1,0 +1,458 @@
+"""Reading people's answers to an exported study (`xbench.humanstudy`) back, and scoring the metrics against them.
+
+Answers come from an MTurk batch results file (the platform's own columns: `WorkerId`, `HITId`, `Input.<variable>`,
+`Answer.<field>`; the stimulus is the file name in an `Input.` column) or from the offline study page's download
+(`worker, stimulus, answer, milliseconds`). The design comes from the manifest's columns.
+
+Statistics (scipy.stats and the `krippendorff` package):
+- pairwise: per pair of variants, the answers for each side and "equal"; a chi-squared goodness-of-fit test of the
+  preferences against no preference (as the seed paper did) and an exact binomial test, both over the answers that
+  chose a side ("equal" is reported as a rate);
+- identify: accuracy per variant ("don't know" counts as not naming the class) and a chi-squared test of independence
+  across variants;
+- Krippendorff's alpha (nominal) across workers per stimulus, with "equal" and "don't know" counted as answers, as the
+  seed counted them;
+- per worker: answers and attention-check accuracy; workers below a check accuracy can be excluded.
+
+Humans against metrics: per automated metric, on the same images and pairs, how often the metric prefers the variant
+most people preferred (with a bootstrap interval), and whether the variant rankings agree (Kendall tau).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xbench.errors import XbenchInputError
+from xbench.humanstudy import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS
+from xbench.results import CellResult
+
+DEFAULT_PAIRWISE_COLUMNS = {answer: f"Answer.{answer}{{k}}.on" for answer in PAIRWISE_ANSWERS}
+DEFAULT_CLASS_PREFIX = "Answer.class_"
+DEFAULT_DONT_KNOW_COLUMN = f"Answer.{DONT_KNOW}{{k}}.on"
+ALPHA_NOTE = 'Krippendorff\'s alpha (nominal) across workers per stimulus; "equal" and "don\'t know" count as answers.'
+
+
+@dataclass(frozen=True)
+class Manifest:
+    design: str
+    rows: dict[str, dict[str, str]]  # stimulus -> its manifest row
+
+    @property
+    def real(self) -> dict[str, dict[str, str]]:
+        """The stimuli that are tasks, not attention checks."""
+        return {name: row for name, row in self.rows.items() if not row.get("expected")}
+
+
+@dataclass(frozen=True)
+class Answer:
+    worker: str
+    stimulus: str
+    answer: str  # pairwise: left | right | equal; identify: a class name or dont_know
+    milliseconds: float | None
+
+
+def read_manifest(path: Path) -> Manifest:
+    if not path.is_file():
+        raise XbenchInputError(f"no manifest at {path}", field="--manifest")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        rows = {row["stimulus"]: row for row in reader} if "stimulus" in columns else {}
+    for design, needed in MANIFEST_COLUMNS.items():
+        if set(needed) - {"expected"} <= columns:
+            return Manifest(design, rows)
+    raise XbenchInputError(
+        f"{path} is not a study manifest: a pairwise one has columns {', '.join(MANIFEST_COLUMNS['pairwise'])}, an "
+        f"identify one {', '.join(MANIFEST_COLUMNS['identify'])}; it has {', '.join(sorted(columns))}",
+        field="--manifest",
+    )
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+def read_answers(
+    path: Path, manifest: Manifest, columns: Mapping[str, str] | None = None, class_prefix: str | None = None
+) -> tuple[list[Answer], int]:
+    """(answers, rows without a usable answer) from an MTurk batch results file or the study page's CSV.
+
+    `columns` maps answers to result columns (`{k}` is the position suffix of a HIT with several stimuli: "" or "_2"):
+    pairwise left/right/equal (boolean columns), identify `label` (one column holding the class name) or `dont_know`
+    (a boolean column, with one-hot class columns `class_prefix<class>`, optionally ending in MTurk's `.on`)."""
+    if not path.is_file():
+        raise XbenchInputError(f"no results file at {path}", field="RESULTS")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or ())
+        rows = list(reader)
+    if "WorkerId" in header:
+        return _mturk_answers(rows, header, manifest, dict(columns or {}), class_prefix or DEFAULT_CLASS_PREFIX, path)
+    if {"worker", "stimulus", "answer"} <= set(header):
+        answers = [
+            Answer(row["worker"], row["stimulus"], row["answer"], _number(row.get("milliseconds")))
+            for row in rows
+            if row["stimulus"] in manifest.rows and row["answer"]
+        ]
+        return answers, len(rows) - len(answers)
+    raise XbenchInputError(
+        f"{path} is neither an MTurk batch results file (WorkerId, Input.*, Answer.* columns) nor a study page's "
+        "answers (worker, stimulus, answer columns)",
+        field="RESULTS",
+    )
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _stimulus(value: str) -> str:
+    """A stimulus name from an input value: a file name or a URL ending in one."""
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _mturk_answers(
+    rows: list[dict[str, str]], header: list[str], manifest: Manifest, columns: dict[str, str], prefix: str,
+    path: Path,
+) -> tuple[list[Answer], int]:  # fmt: skip
+    inputs = [c for c in header if c.startswith("Input.") and any(_stimulus(r[c]) in manifest.rows for r in rows)]
+    if not inputs:
+        raise XbenchInputError(f"no Input.* column of {path} names the manifest's stimuli", field="RESULTS")
+    answers, unusable = [], 0
+    for row in rows:
+        seconds = _number(row.get("WorkTimeInSeconds"))
+        for column in inputs:
+            suffix = re.search(r"(_\d+)?$", column).group(0)  # type: ignore[union-attr]
+            stimulus = _stimulus(row[column])
+            if stimulus not in manifest.rows:
+                unusable += 1
+                continue
+            answer = _mturk_answer(row, header, manifest.design, columns, prefix, suffix, path)
+            if answer is None:
+                unusable += 1
+                continue
+            milliseconds = None if seconds is None else 1000 * seconds / len(inputs)
+            answers.append(Answer(row["WorkerId"], stimulus, answer, milliseconds))
+    return answers, unusable
+
+
+def _mturk_answer(
+    row: dict[str, str], header: list[str], design: str, columns: dict[str, str], prefix: str, suffix: str,
+    path: Path,
+) -> str | None:  # fmt: skip
+    """The one answer a row gives for the stimulus at position `suffix`, or None (none or several chosen)."""
+
+    def column(template: str, role: str) -> str:
+        name = template.replace("{k}", suffix)
+        if name not in header:
+            raise XbenchInputError(
+                f"{path} has no column {name!r} for {role} (map it with --answer {role}=COLUMN)", field="--answer"
+            )
+        return name
+
+    if design == "pairwise":
+        chosen = [a for a in PAIRWISE_ANSWERS if _true(row[column(columns.get(a, DEFAULT_PAIRWISE_COLUMNS[a]), a)])]
+        return chosen[0] if len(chosen) == 1 else None
+    if "label" in columns:
+        label = row[column(columns["label"], "label")].strip()
+        return label or None
+    chosen = []
+    for name in header:  # one-hot class columns: PREFIX<class>, MTurk's radio buttons add .on
+        for tail in (f"{suffix}.on", suffix):
+            if name.startswith(prefix) and name.endswith(tail) and len(name) > len(prefix) + len(tail):
+                if _true(row[name]):
+                    chosen.append(name[len(prefix) : len(name) - len(tail)] if tail else name[len(prefix) :])
+                break
+    dont_know = columns.get("dont_know", DEFAULT_DONT_KNOW_COLUMN).replace("{k}", suffix)
+    if dont_know in header and _true(row[dont_know]):
+        chosen.append(DONT_KNOW)
+    if not chosen and not any(name.startswith(prefix) for name in header):
+        raise XbenchInputError(
+            f"{path} has no one-hot class columns {prefix}<class> (set --answer-prefix, or --answer label=COLUMN)",
+            field="--answer-prefix",
+        )
+    return chosen[0] if len(chosen) == 1 else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def worker_table(answers: Sequence[Answer], manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """Per worker: answers, attention checks seen and passed, their accuracy and the median time per answer."""
+    table: dict[str, dict[str, Any]] = {}
+    for worker in sorted({a.worker for a in answers}):
+        own = [a for a in answers if a.worker == worker]
+        checks = [a for a in own if manifest.rows[a.stimulus].get("expected")]
+        passed = sum(a.answer == manifest.rows[a.stimulus]["expected"] for a in checks)
+        times = [a.milliseconds for a in own if a.milliseconds is not None]
+        table[worker] = {
+            "answers": len(own), "checks": len(checks), "checks_passed": passed,
+            "check_accuracy": passed / len(checks) if checks else None,
+            "median_seconds": float(np.median(times)) / 1000 if times else None,
+        }  # fmt: skip
+    return table
+
+
+def krippendorff_alpha(answers: Sequence[Answer], stimuli: Sequence[str]) -> float | None:
+    """Nominal alpha over a workers x stimuli table of answers (every answer value its own category); None when no
+    stimulus has two answers or everyone gave the same answer (alpha is undefined)."""
+    import krippendorff
+
+    workers = sorted({a.worker for a in answers})
+    values = sorted({a.answer for a in answers})
+    if not workers or len(values) < 2:
+        return None
+    table = np.full((len(workers), len(stimuli)), np.nan)
+    column = {name: index for index, name in enumerate(stimuli)}
+    for answer in answers:
+        if answer.stimulus in column:
+            table[workers.index(answer.worker), column[answer.stimulus]] = values.index(answer.answer)
+    if not ((~np.isnan(table)).sum(axis=0) >= 2).any():
+        return None
+    alpha = float(krippendorff.alpha(reliability_data=table, level_of_measurement="nominal"))
+    return alpha if math.isfinite(alpha) else None
+
+
+def _rate_key(label: str) -> tuple[float, str]:
+    match = re.fullmatch(r"CR ([0-9.eE+-]+)", label)
+    return (float(match.group(1)) if match else math.inf, label)
+
+
+def pair_key(left: str, right: str) -> tuple[str, str]:
+    """A pair of variant labels in a fixed order: the less compressed first."""
+    a, b = sorted((left, right), key=_rate_key)
+    return a, b
+
+
+def winner(answer: Answer, row: Mapping[str, str]) -> str:
+    """The variant a pairwise answer preferred, or "equal"."""
+    return row["left"] if answer.answer == "left" else row["right"] if answer.answer == "right" else "equal"
+
+
+def pairwise_stats(answers: Sequence[Answer], manifest: Manifest) -> list[dict[str, Any]]:
+    from scipy import stats
+
+    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for answer in answers:
+        row = manifest.real.get(answer.stimulus)
+        if row is not None:
+            counts[pair_key(row["left"], row["right"])][winner(answer, row)] += 1
+    pairs = []
+    for (a, b), count in sorted(counts.items(), key=lambda item: (_rate_key(item[0][0]), _rate_key(item[0][1]))):
+        a_count, b_count, equal = count[a], count[b], count["equal"]
+        sided = a_count + b_count
+        pairs.append({
+            "a": a, "b": b, "a_count": a_count, "b_count": b_count, "equal_count": equal,
+            "equal_rate": equal / (sided + equal) if sided + equal else None,
+            "a_rate": a_count / sided if sided else None,
+            "chi2_p": float(stats.chisquare([a_count, b_count]).pvalue) if sided else None,
+            "binom_p": float(stats.binomtest(a_count, sided, 0.5).pvalue) if sided else None,
+        })  # fmt: skip
+    return pairs
+
+
+def identify_stats(answers: Sequence[Answer], manifest: Manifest) -> tuple[list[dict[str, Any]], float | None]:
+    from scipy import stats
+
+    by_variant: dict[str, list[bool]] = defaultdict(list)
+    dont_know: Counter[str] = Counter()
+    for answer in answers:
+        row = manifest.real.get(answer.stimulus)
+        if row is not None:
+            by_variant[row["variant"]].append(answer.answer == row["class"])
+            dont_know[row["variant"]] += answer.answer == DONT_KNOW
+    variants = [
+        {"variant": name, "answers": len(hits), "correct": int(sum(hits)), "dont_know": dont_know[name],
+         "accuracy": sum(hits) / len(hits)}
+        for name, hits in sorted(by_variant.items(), key=lambda item: _rate_key(item[0]))
+    ]  # fmt: skip
+    table = np.array([[v["correct"], v["answers"] - v["correct"]] for v in variants])
+    chi2_p = None
+    if len(variants) >= 2 and (table.sum(axis=0) > 0).all():
+        chi2_p = float(stats.chi2_contingency(table).pvalue)
+    return variants, chi2_p
+
+
+def analyse(
+    answers: Sequence[Answer], manifest: Manifest, min_check_accuracy: float | None = None, unusable: int = 0
+) -> dict[str, Any]:
+    """The study's report (the `--format json` of `xbench human analyse`): design, workers, answers, alpha and the
+    design's statistics; workers whose attention-check accuracy is below `min_check_accuracy` are left out."""
+    workers = worker_table(answers, manifest)
+    excluded = sorted(
+        worker for worker, row in workers.items()
+        if min_check_accuracy is not None and row["check_accuracy"] is not None
+        and row["check_accuracy"] < min_check_accuracy
+    )  # fmt: skip
+    kept = [a for a in answers if a.worker not in excluded]
+    real = [a for a in kept if a.stimulus in manifest.real]
+    report: dict[str, Any] = {
+        "design": manifest.design,
+        "workers": len({a.worker for a in kept}),
+        "answers": len(real),
+        "attention_check_answers": len(kept) - len(real),
+        "unusable_rows": unusable,
+        "alpha": krippendorff_alpha(real, sorted(manifest.real)),
+        "alpha_note": ALPHA_NOTE,
+        "excluded_workers": excluded,
+        "min_check_accuracy": min_check_accuracy,
+        "per_worker": workers,
+    }
+    if manifest.design == "pairwise":
+        report["pairs"] = pairwise_stats(real, manifest)
+    else:
+        report["variants"], report["chi2_p"] = identify_stats(real, manifest)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Humans against metrics
+
+
+def metric_agreement(
+    answers: Sequence[Answer], manifest: Manifest, variants: Mapping[str, CellResult], seed: int = 0
+) -> list[dict[str, Any]]:
+    """Per metric of the cell results: on each pairwise stimulus with a human majority for one side, whether the
+    metric's per-image scores prefer the same variant (a tie in the scores counts as not agreeing), with a 95 %
+    percentile-bootstrap interval over stimuli; and Kendall tau between the variants' human win rates and their mean
+    scores. Ranked by agreement."""
+    from scipy import stats
+
+    if manifest.design != "pairwise":
+        return []
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    wins: Counter[str] = Counter()
+    losses: Counter[str] = Counter()
+    for answer in answers:
+        row = manifest.real.get(answer.stimulus)
+        if row is None:
+            continue
+        chosen = winner(answer, row)
+        votes[answer.stimulus][chosen] += 1
+        if chosen != "equal":
+            wins[chosen] += 1
+            losses[row["right"] if chosen == row["left"] else row["left"]] += 1
+    majorities = {}
+    for stimulus, count in votes.items():
+        row = manifest.real[stimulus]
+        left, right = count[row["left"]], count[row["right"]]
+        if left != right:
+            majorities[stimulus] = row["left"] if left > right else row["right"]
+    missing = {label for name in majorities for label in (manifest.real[name]["left"], manifest.real[name]["right"])}
+    missing -= set(variants)
+    if missing:
+        raise XbenchInputError(f"the suite's results have no variant {', '.join(sorted(missing))} of this study")
+    any_result = next(iter(variants.values()))
+    rows = []
+    for metric, first in any_result.metrics.items():
+        sign = 1.0 if first.higher_is_better else -1.0
+
+        def score(label: str, image_id: int, metric: str = metric, sign: float = sign) -> float | None:
+            result = variants[label]
+            value = result.metrics[metric].per_image[result.scored_images.index(image_id)]
+            return None if value is None or not math.isfinite(value) else sign * value
+
+        agree = []
+        for stimulus, preferred in majorities.items():
+            row = manifest.real[stimulus]
+            image_id = int(row["image_id"])
+            left, right = score(row["left"], image_id), score(row["right"], image_id)
+            if left is None or right is None:
+                continue
+            metric_choice = row["left"] if left > right else row["right"] if right > left else None
+            agree.append(float(metric_choice == preferred))
+        if not agree:
+            continue
+        values = np.asarray(agree)
+        low = high = float(values.mean())
+        if len(values) >= 2 and values.min() != values.max():
+            interval = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=2000,
+                                       random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+            low, high = float(interval.low), float(interval.high)
+        labels = sorted(set(wins) | set(losses), key=_rate_key)
+        human = [wins[v] / (wins[v] + losses[v]) for v in labels]
+        image_ids = sorted({int(manifest.real[s]["image_id"]) for s in majorities})
+        means = []
+        for label in labels:
+            scored = [score(label, image_id) for image_id in image_ids]
+            finite = [s for s in scored if s is not None]
+            means.append(float(np.mean(finite)) if finite else math.nan)
+        tau = None
+        if len(labels) >= 2 and all(math.isfinite(m) for m in means):
+            value = stats.kendalltau(human, means).statistic
+            tau = float(value) if math.isfinite(value) else None
+        rows.append({
+            "metric": metric, "higher_is_better": first.higher_is_better, "stimuli": len(agree),
+            "agreement": float(values.mean()), "ci_low": low, "ci_high": high,
+            "kendall_tau": tau, "variants": len(labels),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: -r["agreement"])
+
+
+def variants_of_study(description: Mapping[str, Any], cells: Sequence[tuple[Any, CellResult]]) -> dict[str, CellResult]:
+    """The cell results a study was exported from (its study.json names their MLflow runs), by variant label."""
+    by_run = {run.info.run_id: result for run, result in cells}
+    found = {label: by_run[run_id] for label, run_id in description.get("variants", {}).items() if run_id in by_run}
+    if len(found) < len(description.get("variants", {})):
+        raise XbenchInputError(
+            "the suite's store no longer has every cell run the study was exported from (study.json names them)"
+        )
+    return found
+
+
+def text_report(report: Mapping[str, Any]) -> str:
+    """The report as people read it."""
+    lines = [
+        f"design: {report['design']}; {report['workers']} workers, {report['answers']} answers "
+        f"(+{report['attention_check_answers']} attention checks, {report['unusable_rows']} unusable)",
+        "alpha: " + ("undefined (no stimulus has two answers)" if report["alpha"] is None else f"{report['alpha']:.3f}")
+        + f"  ({report['alpha_note']})",
+    ]  # fmt: skip
+    if report["excluded_workers"]:
+        lines.append(
+            f"excluded (attention checks below {report['min_check_accuracy']:.0%}): "
+            + ", ".join(report["excluded_workers"])
+        )
+    if report["design"] == "pairwise":
+        lines.append("pair           prefer a  prefer b  equal  equal rate  chi2 p    binom p")
+        for p in report["pairs"]:
+            lines.append(
+                f"{p['a']} vs {p['b']:<8} {p['a_count']:>8}  {p['b_count']:>8}  {p['equal_count']:>5}  "
+                f"{_fmt(p['equal_rate'])}       {_fmt(p['chi2_p'], '.2g')}  {_fmt(p['binom_p'], '.2g')}"
+            )
+    else:
+        for v in report["variants"]:
+            lines.append(f"{v['variant']:<10} accuracy {v['accuracy']:.3f} ({v['correct']}/{v['answers']})")
+        lines.append(f"chi2 test across variants: p = {_fmt(report['chi2_p'], '.2g')}")
+    if report.get("agreement"):
+        lines.append("metric agreement with the human majority (95 % bootstrap CI), Kendall tau of variant rankings:")
+        for row in report["agreement"]:
+            lines.append(
+                f"  {row['metric']:<28} {row['agreement']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] "
+                f"on {row['stimuli']} stimuli; tau {_fmt(row['kendall_tau'], '.2f')} over {row['variants']} variants"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def load_description(manifest_path: Path) -> dict[str, Any]:
+    """The export's study.json beside the manifest, or {} when there is none."""
+    path = manifest_path.parent / "study.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

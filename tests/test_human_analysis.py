@@ -1,0 +1,182 @@
+"""`xbench human analyse` on hand-made answer files with planted counts: counts, chi-squared and binomial p-values
+(against scipy on the same counts), Krippendorff's alpha (against a case computed by hand), attention checks, MTurk's
+own column format and the study page's CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from tests.conftest import xbench
+from xbench.errors import XbenchInputError
+from xbench.humananalysis import analyse, krippendorff_alpha, read_answers, read_manifest
+from xbench.humananalysis import Answer as HumanAnswer
+
+PAIRWISE = ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
+
+
+def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _pairwise_manifest(tmp_path: Path) -> Path:
+    """Four real stimuli of the pair CR 1 / CR 4 (CR 1 on the left in s1, s3; on the right in s2, s4), a CR 1 / CR 16
+    stimulus, and two attention checks (the explanation is on the left, then the right)."""
+    return _write(tmp_path / "manifest.csv", PAIRWISE, [
+        ["s1.png", 0, "circle", "CR 1", "CR 4", "heatmap", ""],
+        ["s2.png", 1, "square", "CR 4", "CR 1", "heatmap", ""],
+        ["s3.png", 2, "star", "CR 1", "CR 4", "heatmap", ""],
+        ["s4.png", 3, "ring", "CR 4", "CR 1", "heatmap", ""],
+        ["s5.png", 0, "circle", "CR 16", "CR 1", "heatmap", ""],
+        ["c1.png", 0, "circle", "CR 1", "check", "heatmap", "left"],
+        ["c2.png", 1, "square", "check", "CR 4", "heatmap", "right"],
+    ])  # fmt: skip
+
+
+def _mturk_rows(answers: list[tuple[str, str, str]]) -> tuple[list[str], list[list[object]]]:
+    """MTurk batch results (one stimulus per HIT): answers are (worker, stimulus, left|right|equal)."""
+    header = ["HITId", "AssignmentId", "WorkerId", "WorkTimeInSeconds", "Input.stimulus",
+              "Answer.equal.on", "Answer.left.on", "Answer.right.on"]  # fmt: skip
+    rows = []
+    for number, (worker, stimulus, answer) in enumerate(answers):
+        url = f"https://example.org/study/stimuli/{stimulus}"  # MTurk inputs are URLs; the file name is matched
+        flags = [str(answer == side).lower() for side in ("equal", "left", "right")]
+        rows.append([f"HIT{stimulus}", f"A{number}", worker, 12, url, *flags])
+    return header, rows
+
+
+def _planted(a: int, b: int, equal: int) -> list[tuple[str, str, str]]:
+    """`a` answers preferring CR 1, `b` preferring CR 4 and `equal` "equal", spread over s1..s4 and 10 workers, with
+    CR 1's side following each stimulus' manifest row."""
+    stimuli = ["s1.png", "s2.png", "s3.png", "s4.png"]
+    cr1_side = {"s1.png": "left", "s2.png": "right", "s3.png": "left", "s4.png": "right"}
+    other = {"left": "right", "right": "left"}
+    answers = []
+    for index, kind in enumerate(["a"] * a + ["b"] * b + ["equal"] * equal):
+        stimulus = stimuli[index % 4]
+        side = cr1_side[stimulus] if kind == "a" else other[cr1_side[stimulus]] if kind == "b" else "equal"
+        answers.append((f"W{index % 10}", stimulus, side))
+    return answers
+
+
+def test_planted_pairwise_counts_and_p_values_match_scipy(tmp_path: Path) -> None:
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    header, rows = _mturk_rows(_planted(30, 12, 8) + [("W0", "s5.png", "left"), ("W1", "s5.png", "right")])
+    answers, unusable = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
+    report = analyse(answers, manifest, unusable=unusable)
+    assert report["design"] == "pairwise" and report["answers"] == 52 and report["workers"] == 10
+    first, second = report["pairs"]
+    assert (first["a"], first["b"]) == ("CR 1", "CR 4") and (second["a"], second["b"]) == ("CR 1", "CR 16")
+    assert (first["a_count"], first["b_count"], first["equal_count"]) == (30, 12, 8)
+    assert first["equal_rate"] == pytest.approx(8 / 50)
+    assert first["chi2_p"] == pytest.approx(stats.chisquare([30, 12]).pvalue, rel=1e-12)
+    assert first["binom_p"] == pytest.approx(stats.binomtest(30, 42, 0.5).pvalue, rel=1e-12)
+    assert first["chi2_p"] < 0.01  # 30 against 12 is a clear preference
+    assert (second["a_count"], second["b_count"]) == (1, 1) and second["binom_p"] == pytest.approx(1.0)
+
+
+def test_alpha_matches_a_hand_computed_case() -> None:
+    """3 workers, 4 stimuli: s1 A A A, s2 A A B, s3 B B B, s4 A B (third missing). Coincidences: o_AA = 3 + 1 = 4,
+    o_AB = o_BA = 1 + 1 = 2, o_BB = 3; n_A = 6, n_B = 5, n = 11. D_o = 4/11, D_e = 2 * 6 * 5 / (11 * 10) = 6/11,
+    alpha = 1 - D_o / D_e = 1/3."""
+    table = {"s1": "AAA", "s2": "AAB", "s3": "BBB", "s4": "AB"}
+    answers = [
+        HumanAnswer(f"W{worker}", stimulus, value, None)
+        for stimulus, values in table.items()
+        for worker, value in enumerate(values)
+    ]
+    assert krippendorff_alpha(answers, ["s1", "s2", "s3", "s4"]) == pytest.approx(1 / 3, abs=1e-12)
+    # everyone agreeing on one answer leaves alpha undefined, not 1 or 0
+    same = [HumanAnswer(f"W{w}", s, "A", None) for w in range(3) for s in ("s1", "s2")]
+    assert krippendorff_alpha(same, ["s1", "s2"]) is None
+
+
+def test_attention_checks_score_workers_and_can_exclude_them(tmp_path: Path) -> None:
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    answers = _planted(12, 4, 0) + [
+        ("W0", "c1.png", "left"), ("W0", "c2.png", "right"),  # passes both
+        ("W1", "c1.png", "right"), ("W1", "c2.png", "left"),  # fails both
+    ]  # fmt: skip
+    header, rows = _mturk_rows(answers)
+    parsed, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
+    kept = analyse(parsed, manifest)
+    assert kept["per_worker"]["W0"]["check_accuracy"] == 1.0 and kept["per_worker"]["W1"]["check_accuracy"] == 0.0
+    assert kept["per_worker"]["W2"]["check_accuracy"] is None  # saw no check
+    assert kept["attention_check_answers"] == 4 and kept["answers"] == 16
+    strict = analyse(parsed, manifest, min_check_accuracy=0.5)
+    assert strict["excluded_workers"] == ["W1"]
+    w1 = sum(1 for worker, stimulus, _ in answers if worker == "W1" and stimulus.startswith("s"))
+    assert strict["answers"] == 16 - w1 and strict["workers"] == 9
+
+
+def test_several_stimuli_per_hit_and_custom_columns(tmp_path: Path) -> None:
+    """--per-task 2: inputs stimulus_1, stimulus_2 and answers suffixed _1, _2; --answer maps other column names."""
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    header = ["HITId", "WorkerId", "Input.stimulus_1", "Input.stimulus_2",
+              "Answer.a_1", "Answer.b_1", "Answer.same_1", "Answer.a_2", "Answer.b_2", "Answer.same_2"]  # fmt: skip
+    rows = [["H1", "W0", "s1.png", "s2.png", "true", "false", "false", "false", "true", "false"],
+            ["H1", "W1", "s1.png", "s2.png", "true", "false", "false", "false", "false", "true"]]  # fmt: skip
+    columns = {"left": "Answer.a{k}", "right": "Answer.b{k}", "equal": "Answer.same{k}"}
+    answers, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest, columns)
+    assert sorted((a.worker, a.stimulus, a.answer) for a in answers) == [
+        ("W0", "s1.png", "left"), ("W0", "s2.png", "right"), ("W1", "s1.png", "left"), ("W1", "s2.png", "equal")
+    ]  # fmt: skip
+    pair = analyse(answers, manifest)["pairs"][0]
+    assert (pair["a_count"], pair["b_count"], pair["equal_count"]) == (3, 0, 1)  # s2's right side is CR 1
+    with pytest.raises(XbenchInputError) as error:
+        read_answers(tmp_path / "results.csv", manifest)  # the default Answer.left_1.on is not there
+    assert error.value.field == "--answer" and "Answer.left_1.on" in str(error.value)
+
+
+def test_identify_accuracy_per_variant_chi2_and_one_hot_columns(tmp_path: Path) -> None:
+    manifest_path = _write(tmp_path / "manifest.csv", ["stimulus", "image_id", "class", "variant", "view", "expected"], [
+        ["i1.png", 0, "circle", "CR 1", "occlusion", ""],
+        ["i2.png", 0, "circle", "CR 32", "occlusion", ""],
+        ["k1.png", 0, "circle", "check", "original", "circle"],
+    ])  # fmt: skip
+    manifest = read_manifest(manifest_path)
+    classes = ["circle", "square"]
+    header = ["HITId", "WorkerId", "Input.stimulus"] + [f"Answer.class_{c}.on" for c in classes] + [
+        "Answer.dont_know.on"
+    ]
+
+    def row(worker: str, stimulus: str, answer: str) -> list[object]:
+        return ["H", worker, stimulus, *[str(answer == c).lower() for c in classes], str(answer == "dont_know").lower()]
+
+    planted = {"i1.png": ["circle"] * 18 + ["square"] * 2, "i2.png": ["circle"] * 8 + ["square"] * 7 + ["dont_know"] * 5}
+    rows = [row(f"W{n}", s, answer) for s, answers in planted.items() for n, answer in enumerate(answers)]
+    answers, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
+    report = analyse(answers, manifest)
+    by_variant = {v["variant"]: v for v in report["variants"]}
+    assert by_variant["CR 1"]["accuracy"] == pytest.approx(0.9) and by_variant["CR 32"]["accuracy"] == pytest.approx(0.4)
+    assert by_variant["CR 32"]["dont_know"] == 5
+    expected = stats.chi2_contingency([[18, 2], [8, 12]]).pvalue
+    assert report["chi2_p"] == pytest.approx(expected, rel=1e-12)
+    # one label column instead (--answer label=COL)
+    label_rows = [["H", f"W{n}", s, answer] for s, answers in planted.items() for n, answer in enumerate(answers)]
+    label_file = _write(tmp_path / "labels.csv", ["HITId", "WorkerId", "Input.stimulus", "Answer.label"], label_rows)
+    again, _ = read_answers(label_file, manifest, {"label": "Answer.label"})
+    assert analyse(again, manifest)["variants"] == report["variants"]
+
+
+def test_cli_reads_the_study_pages_csv_and_prints_the_documented_json(tmp_path: Path) -> None:
+    manifest = _pairwise_manifest(tmp_path)
+    rows = [[worker, stimulus, answer, 1500, "2026-12-02T10:00:00Z"] for worker, stimulus, answer in _planted(6, 2, 2)]
+    results = _write(tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds", "answered_at"], rows)
+    output = xbench("human", "analyse", str(results), "--manifest", str(manifest), "--format", "json", cwd=tmp_path, check=True)
+    report = json.loads(output.stdout)
+    assert {"design", "workers", "answers", "alpha", "pairs"} <= set(report)
+    pair = report["pairs"][0]
+    assert {"a", "b", "a_count", "b_count", "equal_count", "equal_rate", "chi2_p", "binom_p"} <= set(pair)
+    assert (pair["a_count"], pair["b_count"], pair["equal_count"]) == (6, 2, 2)
+    assert report["per_worker"]["W0"]["median_seconds"] == pytest.approx(1.5)
+    bad = xbench("human", "analyse", str(manifest), "--manifest", str(manifest), cwd=tmp_path)
+    assert bad.returncode == 2 and "neither an MTurk batch results file" in bad.stdout + bad.stderr
