@@ -13,8 +13,8 @@ from scipy import stats
 
 from tests.conftest import xbench
 from xbench.errors import XbenchInputError
-from xbench.humananalysis import analyse, krippendorff_alpha, read_answers, read_manifest
 from xbench.humananalysis import Answer as HumanAnswer
+from xbench.humananalysis import analyse, krippendorff_alpha, read_answers, read_manifest
 
 PAIRWISE = ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
 
@@ -69,7 +69,7 @@ def _planted(a: int, b: int, equal: int) -> list[tuple[str, str, str]]:
 
 def test_planted_pairwise_counts_and_p_values_match_scipy(tmp_path: Path) -> None:
     manifest = read_manifest(_pairwise_manifest(tmp_path))
-    header, rows = _mturk_rows(_planted(30, 12, 8) + [("W0", "s5.png", "left"), ("W1", "s5.png", "right")])
+    header, rows = _mturk_rows([*_planted(30, 12, 8), ("W0", "s5.png", "left"), ("W1", "s5.png", "right")])
     answers, unusable = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
     report = analyse(answers, manifest, unusable=unusable)
     assert report["design"] == "pairwise" and report["answers"] == 52 and report["workers"] == 10
@@ -101,7 +101,8 @@ def test_alpha_matches_a_hand_computed_case() -> None:
 
 def test_attention_checks_score_workers_and_can_exclude_them(tmp_path: Path) -> None:
     manifest = read_manifest(_pairwise_manifest(tmp_path))
-    answers = _planted(12, 4, 0) + [
+    answers = [
+        *_planted(12, 4, 0),
         ("W0", "c1.png", "left"), ("W0", "c2.png", "right"),  # passes both
         ("W1", "c1.png", "right"), ("W1", "c2.png", "left"),  # fails both
     ]  # fmt: skip
@@ -137,26 +138,32 @@ def test_several_stimuli_per_hit_and_custom_columns(tmp_path: Path) -> None:
 
 
 def test_identify_accuracy_per_variant_chi2_and_one_hot_columns(tmp_path: Path) -> None:
-    manifest_path = _write(tmp_path / "manifest.csv", ["stimulus", "image_id", "class", "variant", "view", "expected"], [
+    columns = ["stimulus", "image_id", "class", "variant", "view", "expected"]
+    manifest_path = _write(tmp_path / "manifest.csv", columns, [
         ["i1.png", 0, "circle", "CR 1", "occlusion", ""],
         ["i2.png", 0, "circle", "CR 32", "occlusion", ""],
         ["k1.png", 0, "circle", "check", "original", "circle"],
     ])  # fmt: skip
     manifest = read_manifest(manifest_path)
     classes = ["circle", "square"]
-    header = ["HITId", "WorkerId", "Input.stimulus"] + [f"Answer.class_{c}.on" for c in classes] + [
-        "Answer.dont_know.on"
-    ]
+    header = (
+        ["HITId", "WorkerId", "Input.stimulus"] + [f"Answer.class_{c}.on" for c in classes] + ["Answer.dont_know.on"]
+    )
 
     def row(worker: str, stimulus: str, answer: str) -> list[object]:
         return ["H", worker, stimulus, *[str(answer == c).lower() for c in classes], str(answer == "dont_know").lower()]
 
-    planted = {"i1.png": ["circle"] * 18 + ["square"] * 2, "i2.png": ["circle"] * 8 + ["square"] * 7 + ["dont_know"] * 5}
+    planted = {
+        "i1.png": ["circle"] * 18 + ["square"] * 2,
+        "i2.png": ["circle"] * 8 + ["square"] * 7 + ["dont_know"] * 5,
+    }
     rows = [row(f"W{n}", s, answer) for s, answers in planted.items() for n, answer in enumerate(answers)]
     answers, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
     report = analyse(answers, manifest)
     by_variant = {v["variant"]: v for v in report["variants"]}
-    assert by_variant["CR 1"]["accuracy"] == pytest.approx(0.9) and by_variant["CR 32"]["accuracy"] == pytest.approx(0.4)
+    assert by_variant["CR 1"]["accuracy"] == pytest.approx(0.9) and by_variant["CR 32"]["accuracy"] == pytest.approx(
+        0.4
+    )
     assert by_variant["CR 32"]["dont_know"] == 5
     expected = stats.chi2_contingency([[18, 2], [8, 12]]).pvalue
     assert report["chi2_p"] == pytest.approx(expected, rel=1e-12)
@@ -171,7 +178,9 @@ def test_cli_reads_the_study_pages_csv_and_prints_the_documented_json(tmp_path: 
     manifest = _pairwise_manifest(tmp_path)
     rows = [[worker, stimulus, answer, 1500, "2026-12-02T10:00:00Z"] for worker, stimulus, answer in _planted(6, 2, 2)]
     results = _write(tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds", "answered_at"], rows)
-    output = xbench("human", "analyse", str(results), "--manifest", str(manifest), "--format", "json", cwd=tmp_path, check=True)
+    output = xbench(
+        "human", "analyse", str(results), "--manifest", str(manifest), "--format", "json", cwd=tmp_path, check=True
+    )
     report = json.loads(output.stdout)
     assert {"design", "workers", "answers", "alpha", "pairs"} <= set(report)
     pair = report["pairs"][0]
