@@ -369,7 +369,9 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
             chunk += chunk[-1:] * (per_task - len(chunk))  # the last HIT repeats its last stimulus to stay full
             writer.writerow([prefix + name for name in chunk])
     environment = Environment(
-        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
         lstrip_blocks=True,
     )
     choices = answer_choices(study.design, study.class_names)
