@@ -7,7 +7,7 @@ Answers come from an MTurk batch results file (the platform's own columns: `Work
 Statistics (scipy.stats and the `krippendorff` package):
 - pairwise: per pair of variants, the answers for each side and "equal"; a chi-squared goodness-of-fit test of the
   preferences against no preference (as the seed paper did) and an exact binomial test, both over the answers that
-  chose a side ("equal" is reported as a rate);
+  chose a side ("equal" is reported as a rate), and the binomial p Holm-corrected over the study's pairs;
 - identify: accuracy per variant ("don't know" counts as not naming the class) and a chi-squared test of independence
   across variants;
 - Krippendorff's alpha (nominal) across workers per stimulus, with "equal" and "don't know" counted as answers, as the
@@ -35,6 +35,7 @@ import numpy as np
 from xbench.errors import XbenchInputError
 from xbench.humanstudy import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS
 from xbench.results import CellResult
+from xbench.stats import holm
 
 DEFAULT_PAIRWISE_COLUMNS = {answer: f"Answer.{answer}{{k}}.on" for answer in PAIRWISE_ANSWERS}
 DEFAULT_CLASS_PREFIX = "Answer.class_"
@@ -262,6 +263,10 @@ def pairwise_stats(answers: Sequence[Answer], manifest: Manifest) -> list[dict[s
             "chi2_p": float(stats.chisquare([a_count, b_count]).pvalue) if sided else None,
             "binom_p": float(stats.binomtest(a_count, sided, 0.5).pvalue) if sided else None,
         })  # fmt: skip
+    # Several pairs are several tests: Holm's correction over the binomial p-values is what "significant" reads.
+    corrected = holm([math.nan if p["binom_p"] is None else p["binom_p"] for p in pairs])
+    for pair, value in zip(pairs, corrected, strict=True):
+        pair["binom_p_holm"] = None if math.isnan(value) else float(value)
     return pairs
 
 
@@ -428,12 +433,14 @@ def text_report(report: Mapping[str, Any]) -> str:
             + ", ".join(report["excluded_workers"])
         )
     if report["design"] == "pairwise":
-        lines.append("pair           prefer a  prefer b  equal  equal rate  chi2 p    binom p")
+        lines.append(f"{'pair (a vs b)':<20} prefer a  prefer b  equal  equal rate  chi2 p    binom p   Holm p")
         for p in report["pairs"]:
             lines.append(
-                f"{p['a']} vs {p['b']:<8} {p['a_count']:>8}  {p['b_count']:>8}  {p['equal_count']:>5}  "
-                f"{_fmt(p['equal_rate'])}       {_fmt(p['chi2_p'], '.2g')}  {_fmt(p['binom_p'], '.2g')}"
+                f"{p['a'] + ' vs ' + p['b']:<20} {p['a_count']:>8}  {p['b_count']:>8}  {p['equal_count']:>5}  "
+                f"{_fmt(p['equal_rate']):>10}  {_fmt(p['chi2_p'], '.2g'):<8}  {_fmt(p['binom_p'], '.2g'):<8}  "
+                f"{_fmt(p['binom_p_holm'], '.2g')}"
             )
+        lines.append("(p-values over the answers that chose a side; significant: Holm p < 0.05)")
     else:
         for v in report["variants"]:
             lines.append(f"{v['variant']:<10} accuracy {v['accuracy']:.3f} ({v['correct']}/{v['answers']})")

@@ -49,6 +49,7 @@ class SuiteResults:
     per_image: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     gallery: dict[str, dict[str, bytes]] = field(default_factory=dict)
     reference: Reference | None = None
+    human: list[dict[str, Any]] = field(default_factory=list)  # human-study reports (`xbench human analyse --suite`)
 
     @property
     def metric_names(self) -> list[str]:
@@ -73,7 +74,8 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
     records = store.load_results(suite)
     reference = store.reference(suite)
     results = SuiteResults(suite, records, store.per_image_scores(records),
-                           reference=load_reference(reference) if reference else None)  # fmt: skip
+                           reference=load_reference(reference) if reference else None,
+                           human=store.human_studies(suite))  # fmt: skip
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
         if len(arrays) == 2:
@@ -452,6 +454,45 @@ def replication_view(results: SuiteResults, summaries: list[CellSummary]) -> dic
     return {"reference": results.reference, "rows": rows, "inside": sum(r["inside"] for r in rows)}
 
 
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def human_view(results: SuiteResults) -> list[dict[str, Any]]:
+    """Each human study of the suite (newest first): its answers' statistics, and the metrics ranked by how often
+    they prefer what most people preferred."""
+    studies = []
+    for report in results.human:
+        rows = []
+        if report["design"] == "pairwise":
+            for pair in report["pairs"]:
+                significant = pair.get("binom_p_holm") is not None and pair["binom_p_holm"] < 0.05
+                rows.append({
+                    "label": f"{pair['a']} vs {pair['b']}", "a": pair["a_count"], "b": pair["b_count"],
+                    "equal": pair["equal_count"], "equal_rate": readable(pair["equal_rate"]),
+                    "chi2_p": _p(pair["chi2_p"]), "binom_p": _p(pair["binom_p"]),
+                    "holm_p": _p(pair.get("binom_p_holm")),
+                    "verdict": (f"people prefer {pair['a'] if pair['a_count'] > pair['b_count'] else pair['b']}"
+                                if significant else "no detectable preference"),
+                })  # fmt: skip
+        else:
+            rows = [{"label": v["variant"], "answers": v["answers"], "accuracy": readable(v["accuracy"])}
+                    for v in report["variants"]]  # fmt: skip
+        agreement = [
+            {**row, "text": {"agreement": readable(row["agreement"]), "low": readable(row["ci_low"]),
+                             "high": readable(row["ci_high"]),
+                             "tau": "n/a" if row["kendall_tau"] is None else f"{row['kendall_tau']:+.2f}"}}
+            for row in report.get("agreement", [])
+        ]  # fmt: skip
+        studies.append({
+            "design": report["design"], "workers": report["workers"], "answers": report["answers"],
+            "alpha": "undefined" if report["alpha"] is None else f"{report['alpha']:.3f}",
+            "alpha_note": report.get("alpha_note", ""), "excluded": len(report.get("excluded_workers", [])),
+            "chi2_p": _p(report.get("chi2_p")), "rows": rows, "agreement": agreement, "run_id": report.get("run_id"),
+        })  # fmt: skip
+    return studies
+
+
 def provenance_view(results: SuiteResults) -> list[tuple[str, str]]:
     keys = dict.fromkeys(k for r in results.records for k in (r.get("provenance") or {}))
     rows = [(key, ", ".join(sorted({str((r.get("provenance") or {}).get(key, "")) for r in results.records})))
@@ -510,6 +551,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float = DEFAULT_MAX_ACC
             gallery=gallery_view(results, summaries),
             provenance=provenance_view(results),
             replication=replication_view(results, summaries),
+            human=human_view(results),
             chart_frame={
                 "width": WIDTH,
                 "height": HEIGHT,
