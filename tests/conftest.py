@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 
+from tests.browser import browser  # noqa: F401  (a fixture: headless Chromium for the page tests)
 from xbench.data import ImageData, load_dataset
 from xbench.suite import DatasetConfig
 
