@@ -354,6 +354,8 @@ def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Pa
         ["profile"],
         ["ui"],
         ["server", "start"],
+        ["human", "export"],
+        ["human", "analyse"],
     ],
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
