@@ -97,6 +97,9 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     run = client.get_run(report["run_id"])
     assert run.data.params["design"] == "pairwise" and run.data.params["pairs"] == "CR 1:CR 4"
     assert run.data.metrics["human.CR 1 vs CR 4.prefer_a"] == 1.0
+    again = json.loads(xbench("human", "analyse", str(combined), "--manifest", str(study / "manifest.csv"), "--suite",
+                              "smoke", "--format", "json", cwd=store, check=True).stdout)  # fmt: skip
+    assert again["run_id"] == report["run_id"]  # the same analysis is logged once
     artifacts = {a.path for a in client.list_artifacts(report["run_id"])}
     assert {"human_study.json", "manifest.csv", "answers.csv", "report.txt"} <= artifacts
     xbench("leaderboard", "build", "--suite", "smoke", "--out", "site", cwd=store, check=True)

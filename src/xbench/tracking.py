@@ -30,6 +30,7 @@ METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direct
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
 HUMAN_ROLE, HUMAN_REPORT_FILE = "human-study", "human_study.json"  # a human study's run, and its report artifact
+HUMAN_KEY_TAG = "xbench.human_key"  # hash of a study's report: the same analysis is logged once
 # MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -290,13 +291,23 @@ class Store:
         """A human study's analysis as a finished run of the suite's experiment: params (design, pairs, counts),
         metrics (preference and equal rates, p-values, alpha, metric agreement), `human_study.json` (the report, what
         `human_studies` reads back) and `files` (manifest, answers, text report) as artifacts."""
+        import hashlib
+
         from mlflow.entities import Metric, Param
 
         experiment_id = self.experiment_id(suite)
         if experiment_id is None:
             raise XbenchInputError(f"no results for suite {suite!r} in {self.uri}", field="--suite")
+        # The same answers analysed the same way are one study: a rerun finds its run instead of logging it twice.
+        key = hashlib.sha256(json.dumps(report, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        query = f"tags.`{ROLE_TAG}` = '{HUMAN_ROLE}' and tags.`{HUMAN_KEY_TAG}` = '{key}'"
+        for run in self._search(experiment_id, query):
+            if run.info.status == "FINISHED":
+                return str(run.info.run_id)
+            self.client.delete_run(run.info.run_id)  # a half-logged one from a crash
         name = f"human study: {report['design']} ({report['answers']} answers)"
-        run_id = self.client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: HUMAN_ROLE}).info.run_id
+        tags = {ROLE_TAG: HUMAN_ROLE, HUMAN_KEY_TAG: key}
+        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         params = {"design": report["design"], "workers": report["workers"], "answers": report["answers"],
                   "excluded_workers": len(report["excluded_workers"]),
                   "min_check_accuracy": report["min_check_accuracy"]}  # fmt: skip
