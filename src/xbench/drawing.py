@@ -36,10 +36,10 @@ def occlusion(image: np.ndarray, heat: np.ndarray, top_fraction: float = OCCLUSI
 
 
 def png(pixels: np.ndarray) -> bytes:
-    import matplotlib.image
+    from PIL import Image
 
     buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, pixels.clip(0, 1), format="png")
+    Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -55,24 +55,24 @@ def gallery_strips(images: np.ndarray, attributions: np.ndarray) -> dict[str, by
 
 
 def heatmap_grid(images: np.ndarray, attributions: np.ndarray, titles: list[str], title: str) -> bytes:
-    """The first images (top) and their attributions as jet overlays (bottom), as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The first images (top) and their attributions as jet overlays (bottom), each captioned, under a title, as one
+    PNG. Composed with PIL: a matplotlib figure of 16 axes took about 0.5 s of CPU per cell, on the driver that logs
+    every cell (it capped how far Ray workers scale)."""
+    from PIL import Image, ImageDraw
 
     count = min(HEATMAP_IMAGES, len(attributions))
-    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.6), squeeze=False)
+    cell, caption, header, gap = 112, 14, 18, 4
+    width = count * (cell + gap) + gap
+    canvas = Image.new("RGB", (width, header + 2 * (cell + caption) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 3), title, fill="black")
     for column in range(count):
-        axes[0, column].imshow(images[column])
-        axes[0, column].set_title(titles[column], fontsize=8)
-        axes[1, column].imshow(images[column])
-        axes[1, column].imshow(scaled(attributions[column, 0]), cmap="jet", alpha=0.5)
-        for row in (0, 1):
-            axes[row, column].axis("off")
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+        x = gap + column * (cell + gap)
+        draw.text((x, header), titles[column][:18], fill="black")
+        for row, pixels in enumerate((images[column], overlay(images[column], attributions[column, 0]))):
+            picture = Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8))
+            y = header + caption + row * (cell + caption)
+            canvas.paste(picture.resize((cell, cell), Image.Resampling.NEAREST), (x, y))
     buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=80, format="png")
-    plt.close(figure)
+    canvas.save(buffer, format="PNG", compress_level=1)  # fast; these pictures are small either way
     return buffer.getvalue()

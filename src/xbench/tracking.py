@@ -218,8 +218,8 @@ class Store:
             for split, context in (("train", "training"), ("eval", "evaluation"))
         ])  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="xbench-log-") as workdir:
-            for path in _result_files(result, artifacts, Path(workdir)):
-                self.client.log_artifact(run_id, str(path))
+            _result_files(result, artifacts, Path(workdir))
+            self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
 
