@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -177,7 +178,11 @@ class RayCluster:
 
 
 def warm_worker() -> int:
-    """A first task per worker: import what every node needs while the driver is still planning."""
+    """A first task per worker: import what every node needs while the driver is still planning. The worker gives way
+    to the driver (a lower CPU priority for the rest of its life): the driver's planning is what every task waits for,
+    and later its logging of each cell is short, while the workers' computing keeps every core busy anyway."""
+    with contextlib.suppress(OSError):
+        os.nice(5)
     import xbench.runner  # noqa: F401  (torch, timm, the explainers and metrics)
 
     return os.getpid()
