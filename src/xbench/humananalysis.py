@@ -362,6 +362,9 @@ def metric_agreement(
     if missing:
         raise XbenchInputError(f"the suite's results have no variant {', '.join(sorted(missing))} of this study")
     any_result = next(iter(variants.values()))
+    labels = sorted(set(wins) | set(losses), key=_rate_key)
+    human = [wins[v] / (wins[v] + losses[v]) for v in labels]
+    image_ids = sorted({int(manifest.real[s]["image_id"]) for s in majorities})
     rows = []
     for metric, first in any_result.metrics.items():
         sign = 1.0 if first.higher_is_better else -1.0
@@ -388,9 +391,6 @@ def metric_agreement(
             interval = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=2000,
                                        random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
             low, high = float(interval.low), float(interval.high)
-        labels = sorted(set(wins) | set(losses), key=_rate_key)
-        human = [wins[v] / (wins[v] + losses[v]) for v in labels]
-        image_ids = sorted({int(manifest.real[s]["image_id"]) for s in majorities})
         means = []
         for label in labels:
             scored = [score(label, image_id) for image_id in image_ids]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -318,14 +317,6 @@ def instructions(design: Design, class_names: Sequence[str], top_fraction: float
     )
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def answer_choices(design: Design, class_names: Sequence[str]) -> list[dict[str, str]]:
     """The buttons of a task: their value (what the answers CSV records) and their text."""
     if design == "pairwise":
@@ -344,7 +335,7 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
     (out / "mturk").mkdir(exist_ok=True)
     encoded: dict[str, str] = {}
     for stimulus in study.stimuli:
-        data = png_bytes(stimulus.pixels)
+        data = drawing.png(stimulus.pixels)
         (out / "stimuli" / stimulus.name).write_bytes(data)
         encoded[stimulus.name] = base64.b64encode(data).decode()
     manifest = out / "manifest.csv"
