@@ -1,7 +1,8 @@
 import pytest
 
+from xbench.cells import plan_key
 from xbench.errors import XbenchInputError
-from xbench.plan import Cell, plan, plan_key
+from xbench.plan import Cell, plan
 from xbench.suite import load_suite, parse_suite
 
 

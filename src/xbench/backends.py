@@ -137,20 +137,23 @@ class RayCluster:
             logging.getLogger("ray._private.worker").addFilter(
                 lambda record: not record.getMessage().startswith("SIGTERM handler is not set")
             )
-            if self.options.gpus_per_task is None and self.device != "cpu":
-                import torch
-
-                self.gpus = 1.0 if torch.cuda.is_available() else 0.0
             if not ray.is_initialized():
                 self._started_here = True
                 if self.options.address:
                     ray.init(address=self.options.address, logging_level="WARNING")
                 else:
-                    # `workers` task slots; the workers inherit this environment (plug-ins on PYTHONPATH).
+                    # A new cluster with `workers` task slots, even if one from `ray start` runs here (that one takes
+                    # --address). The workers inherit this process's environment (plug-ins on PYTHONPATH) and Ray
+                    # puts its working directory on their path. No runtime_env: the workers Ray starts with the
+                    # cluster have none, so one would make it start others before the first task.
                     ray.init(
-                        num_cpus=self.workers * self.threads, include_dashboard=False, logging_level="WARNING",
-                        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([os.getcwd(), *_python_path()])}},
+                        address="local", num_cpus=self.workers * self.threads, include_dashboard=False,
+                        logging_level="WARNING",
                     )  # fmt: skip
+            if self.options.gpus_per_task is None and self.device != "cpu":
+                # Where the tasks run decides (this process may be a laptop driving a GPU cluster): one GPU per task
+                # when the cluster has any.
+                self.gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
             warm = ray.remote(warm_worker).options(num_cpus=self.threads, num_gpus=self.gpus)
             self._warming = [warm.remote() for _ in range(self.workers)]
         except BaseException as exc:  # re-raised in the driver's thread by `ready`
@@ -158,20 +161,24 @@ class RayCluster:
         finally:
             self._connected.set()
         # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG is per thread on Linux): this
-        # thread lives until the run is over.
+        # thread lives until the run is over, and stops them itself.
         self._stop.wait()
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
 
     def ready(self) -> None:
         self._connected.wait()
         if self._error is not None:
             raise self._error
 
-    def shutdown(self) -> None:
-        self._connected.wait()
-        if self._started_here:
-            import ray
+    def task_options(self) -> dict[str, Any]:
+        """Every task's resources: the worker's threads and GPUs; retried when its worker process dies."""
+        return {"num_cpus": self.threads, "num_gpus": self.gpus, "max_retries": TASK_RETRIES, "retry_exceptions": False}
 
-            ray.shutdown()
+    def shutdown(self) -> None:
+        """Stop Ray (if this run started it) and wait until it has."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -188,38 +195,45 @@ def warm_worker() -> int:
     return os.getpid()
 
 
+def _raise_input_error(exc: BaseException) -> None:
+    """Raise the `XbenchInputError` a task raised on its worker, if that is what it was: the user gets the message
+    and exit code 2 as on the local backend."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, XbenchInputError):
+        raise cause
+
+
 def _ray_results(graph: TaskGraph, cluster: RayCluster, cache_root: Path, device: str) -> Iterator[CellResult]:
     import ray
 
     cluster.ready()
-    task = ray.remote(run_node)
-    resources = {
-        "num_cpus": cluster.threads, "num_gpus": cluster.gpus, "max_retries": TASK_RETRIES, "retry_exceptions": False,
-    }  # fmt: skip
-    refs: dict[str, Any] = {}
-    for node in graph.nodes.values():  # topological order: a node's dependencies have their refs already
-        dependencies = [refs[d] for d in node.depends_on]
-        refs[node.id] = task.options(name=node.label, **resources).remote(
-            node.model_dump_json(), str(cache_root), device, cluster.threads, *dependencies
-        )
-    pending = {refs[node.id]: node for node in graph.cell_nodes}
+    pending = _submit(graph, cluster, cache_root, device)
     failures: list[tuple[Node, BaseException]] = []
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        node = pending.pop(ready[0])
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        node = pending.pop(ref)
+        text: str | None = None
         try:
-            text = ray.get(ready[0])
+            text = ray.get(ref)
         except ray.exceptions.RayError as exc:
             failures.append((node, exc))
-            continue
-        yield CellResult.model_validate_json(text)
+        if text is not None:
+            yield CellResult.model_validate_json(text)
     if failures:
         node, exc = failures[0]
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, XbenchInputError):
-            raise cause
+        _raise_input_error(exc)
         raise RuntimeError(f"{len(failures)} cell(s) failed on Ray; first: {node.label}: {exc}") from exc
 
 
-def _python_path() -> list[str]:
-    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+def _submit(graph: TaskGraph, cluster: RayCluster, cache_root: Path, device: str) -> dict[Any, Node]:
+    """Every node as a Ray task depending on the tasks of the nodes it needs; the cell nodes' refs. The other refs
+    are dropped here: Ray keeps what a submitted task still needs."""
+    import ray
+
+    task = ray.remote(run_node)
+    refs: dict[str, Any] = {}
+    for node in graph.nodes.values():  # topological order: a node's dependencies have their refs already
+        refs[node.id] = task.options(name=node.label, **cluster.task_options()).remote(
+            node.model_dump_json(), str(cache_root), device, cluster.threads, *(refs[d] for d in node.depends_on)
+        )
+    return {refs[node.id]: node for node in graph.cell_nodes}

@@ -91,3 +91,18 @@ class Cell(_Frozen):
     @classmethod
     def from_json(cls, text: str) -> Cell:
         return cls.model_validate_json(text)
+
+
+class PlannedSuite(_Frozen):
+    """A suite's plan: the cells, the (model, explainer) pairs left out with their reasons, the device the cells
+    run on (cpu | cuda, `auto` resolved) and the versions and device every cell run carries as tags."""
+
+    cells: list[Cell]
+    left_out: list[tuple[str, str, str]]
+    device: str
+    environment: dict[str, str]
+
+
+def plan_key(cells: list[Cell]) -> str:
+    """The identity of a plan: its cells, in any order (a rerun of the same plan reopens the same parent run)."""
+    return content_key(sorted(cell.cell_key for cell in cells))

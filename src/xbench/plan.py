@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from xbench.cache import content_key
 from xbench.cells import Cell, PruningVariant, SelectionSpec, VariantRef
 from xbench.data import datasets
 from xbench.engine import engine_metrics
@@ -174,7 +173,3 @@ def plan(suite: Suite, device: str) -> list[Cell]:
                     )
                 )
     return cells
-
-
-def plan_key(cells: list[Cell]) -> str:
-    return content_key(sorted(cell.cell_key for cell in cells))

@@ -1,17 +1,16 @@
-"""Runner: plans a suite, hands its task graph to a backend (local or Ray) and logs each finished cell to MLflow;
-resumes after a crash."""
+"""Runner: computes cells where they run (in the driver's process on the local backend, on a worker on Ray): plans a
+suite there (`prepare`), trains and prunes its model variants, explains and scores them (`CellExecutor`). The driver
+side, which logs the results, is `xbench.driver`."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from xbench import __version__, backends, planmemo
+from xbench import __version__
 from xbench.attributions import tie_shares
-from xbench.backends import BackendOptions
 from xbench.cache import Cache, content_key, library_versions
+from xbench.cells import PlannedSuite
 from xbench.data import ImageData, datasets, load_dataset
 from xbench.engine import PassCounter, prepare_metric
 from xbench.errors import XbenchInputError
 from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
-from xbench.graph import Node, build_graph
+from xbench.graph import Node
 from xbench.metrics import Scored, engine_for, metrics, random_ties, score
 from xbench.models import model_preprocessing, predict, trained_model, trained_model_key
 from xbench.perf import Figures, device_name, measure
-from xbench.plan import Cell, plan, plan_key, unsupported_pairs
+from xbench.plan import Cell, plan, unsupported_pairs
 from xbench.plugins import load_plugins
-from xbench.progress import log, track
 from xbench.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.results import ArtifactStore, CellResult, MetricResult
 from xbench.suite import ComponentSpec, PruningConfig, Suite
-from xbench.tracking import REFERENCE_TAG, Store
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
 GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
@@ -251,7 +248,7 @@ class CellExecutor:
                 self.artifacts.put("gallery_images", (pictures * 255).round().astype(np.uint8)),
                 self.artifacts.put("gallery_attributions", attributions[:count].astype(np.float32)),
             ),
-            environment=self.environment(),
+            environment=run_environment(self.device),
         )
 
     def run_node(self, node: Node) -> str:
@@ -315,21 +312,6 @@ class CellExecutor:
         self.cache.write_json(path, result)
         return result
 
-    def environment(self) -> dict[str, str]:
-        """Where the cell ran: versions, git sha and device (every cell run carries them)."""
-        import quantus
-        import timm
-
-        return {
-            "xbench.version": __version__,
-            "xbench.git_sha": _git_sha(),
-            "xbench.device": device_name(self.device),
-            "torch_version": torch.__version__,
-            "timm_version": timm.__version__,
-            "quantus_version": quantus.__version__,
-            "python_version": platform.python_version(),
-        }
-
 
 def _git_sha() -> str:
     try:
@@ -340,126 +322,29 @@ def _git_sha() -> str:
         return "unknown"
 
 
-def flat_figures(result: CellResult) -> dict[str, float]:
-    """The result's figures with each metric's mean beside them (the end-of-run table)."""
-    return {**result.figures, **{name: metric.mean for name, metric in result.metrics.items()}}
+def run_environment(device: torch.device) -> dict[str, str]:
+    """Where the cells run: versions, git sha and device (every cell run carries them)."""
+    import quantus
+    import timm
+
+    return {
+        "xbench.version": __version__,
+        "xbench.git_sha": _git_sha(),
+        "xbench.device": device_name(device),
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "quantus_version": quantus.__version__,
+        "python_version": platform.python_version(),
+    }
 
 
-def run_tags(suite: Suite, suite_path: Path | None) -> dict[str, str]:
-    """What a run of the suite adds to every cell it logs."""
-    return {"xbench.suite": suite.name, "xbench.suite_file": str(suite_path) if suite_path else ""}
-
-
-@dataclass
-class RunSummary:
-    suite: str
-    tracking_uri: str
-    total_cells: int
-    skipped: int
-    completed: list[tuple[Cell, dict[str, float]]] = field(default_factory=list)
-    parent_run_id: str | None = None
-    seconds: float = 0.0
-
-
-def _quiet_third_party_progress() -> None:
-    """pytorch-grad-cam (Score-CAM) and Quantus print tqdm bars per batch; xbench's own bars say where a suite is."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-
-def run_suite(
-    suite: Suite,
-    suite_path: Path | None = None,
-    tracking_uri: str | None = None,
-    cache_dir: Path | None = None,
-    device: str | None = None,
-    on_cell: Callable[[Cell, CellResult], None] | None = None,
-    backend: BackendOptions | None = None,
-    cluster: backends.RayCluster | None = None,
-) -> RunSummary:
-    """Plan, skip the cells already finished in the store, run the rest on `backend` (local by default; ray on
-    `cluster`, started here if not given, shut down at the end) and log each one as it finishes.
-
-    Everything that can be wrong with the input is checked before the store or cache is touched.
-    """
-    started = time.perf_counter()
-    _quiet_third_party_progress()
-    options = (backend or BackendOptions()).validated()
-    resolved = resolve_device(device if device is not None else suite.device)
-    # Ray starts (and its workers import torch) while this process plans and opens the store; the CLI starts it
-    # even before importing this module.
-    if options.name == "ray" and cluster is None:
-        cluster = backends.RayCluster(options, resolved.type).start()
-    try:
-        cells = plan(suite, resolved.type)
-        cache = Cache(cache_dir)
-        planmemo.remember(cache, suite, device if device is not None else suite.device, [c.cell_key for c in cells])
-        for (model_name, explainer_name), reason in unsupported_pairs(suite).items() if suite.skip_unsupported else []:
-            log(f"left out {model_name} x {explainer_name}: {reason}")
-        store = Store(tracking_uri)
-        # One writer per suite and SQLite store: a second `xbench run` of the suite waits here, then finds the cells
-        # the first one finished, so no cell is run or logged twice and no run is discarded while it is being written.
-        with store.exclusive(suite.name):
-            return _run_cells(suite, suite_path, cells, store, cache, resolved, on_cell, started, options, cluster)
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-
-
-def _run_cells(
-    suite: Suite, suite_path: Path | None, cells: list[Cell], store: Store, cache: Cache, resolved: torch.device,
-    on_cell: Callable[[Cell, CellResult], None] | None, started: float, options: BackendOptions,
-    cluster: backends.RayCluster | None,
-) -> RunSummary:  # fmt: skip
-    experiment_id = store.experiment_id(suite.name, create=True)
-    assert experiment_id is not None
-    if suite.reference is not None:  # the leaderboard shows the suite beside it
-        store.client.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
-    done = store.finished_cells(experiment_id)
-    todo = [cell for cell in cells if cell.cell_key not in done]
-    summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo))
-    if not todo:
-        summary.seconds = time.perf_counter() - started
-        return summary
-    discarded = store.discard_unfinished_cells(experiment_id)
-    if discarded:
-        log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
-    graph = build_graph(todo)
-    if options.name != "local":
-        counts = graph.counts()
-        log(f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
-            f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
-    artifacts = ArtifactStore(cache.root / "artifacts")
-    environment = CellExecutor(cache, resolved).environment()
-    tags = {**run_tags(suite, suite_path), **environment, "xbench.backend": options.name}
-    parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
-    summary.parent_run_id = parent
-    status = "FAILED"
-    finished = backends.results(graph, options, cache.root, resolved.type, cluster)
-    try:
-        for result in track(finished, f"suite {suite.name}", total=len(todo), transient=False,
-                            describe=lambda r: r.cell.label):  # fmt: skip
-            if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
-                continue
-            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path))
-            done[result.cell_key] = parent
-            summary.completed.append((result.cell, flat_figures(result)))
-            if on_cell is not None:
-                on_cell(result.cell, result)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        finished.close()
-        summary.seconds = time.perf_counter() - started
-        store.close_parent(
-            parent,
-            {
-                "cells_total": len(cells),
-                "cells_run": len(summary.completed),
-                "cells_skipped": summary.skipped,
-                "seconds": summary.seconds,
-            },
-            status,
-        )
-    return summary
+def prepare(suite: Suite, requested_device: str) -> PlannedSuite:
+    """Plan `suite` where its cells will run (this process for the local backend, a worker on Ray): the device is
+    resolved and every name and parameter checked there, with the libraries the cells need already imported."""
+    resolved = resolve_device(requested_device)
+    cells = plan(suite, resolved.type)
+    left_out = unsupported_pairs(suite) if suite.skip_unsupported else {}
+    return PlannedSuite(
+        cells=cells, left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
+        device=resolved.type, environment=run_environment(resolved),
+    )  # fmt: skip

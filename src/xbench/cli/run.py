@@ -91,7 +91,7 @@ def run_suite_command(
         return
     # Started before the heavy imports below, so Ray's start-up overlaps them.
     cluster = RayCluster(options, device or suite.device).start() if options.name == "ray" else None
-    from xbench.runner import run_suite
+    from xbench.driver import run_suite
 
     with progress_bars(progress):
         summary = run_suite(suite, path, tracking_uri, cache_dir, device, backend=options, cluster=cluster)

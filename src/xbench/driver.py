@@ -1,0 +1,146 @@
+"""The driver: runs a suite from one process. It gets the plan (made where the cells run), skips the cells already
+finished in the store, hands the rest to a backend as a task graph and logs each `CellResult` to MLflow as it arrives;
+a run that crashed or was killed resumes when started again.
+
+On the local backend the driver is also where the cells run; on Ray it plans, submits the graph and logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xbench import backends, planmemo
+from xbench.backends import BackendOptions, RayCluster
+from xbench.cache import Cache
+from xbench.cells import Cell, PlannedSuite, plan_key
+from xbench.graph import build_graph
+from xbench.progress import log, track
+from xbench.results import ArtifactStore, CellResult
+from xbench.suite import Suite
+from xbench.tracking import REFERENCE_TAG, Store
+
+
+def flat_figures(result: CellResult) -> dict[str, float]:
+    """The result's figures with each metric's mean beside them (the end-of-run table)."""
+    return {**result.figures, **{name: metric.mean for name, metric in result.metrics.items()}}
+
+
+def run_tags(suite: Suite, suite_path: Path | None) -> dict[str, str]:
+    """What a run of the suite adds to every cell it logs."""
+    return {"xbench.suite": suite.name, "xbench.suite_file": str(suite_path) if suite_path else ""}
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    tracking_uri: str
+    total_cells: int
+    skipped: int
+    completed: list[tuple[Cell, dict[str, float]]] = field(default_factory=list)
+    parent_run_id: str | None = None
+    seconds: float = 0.0
+
+
+def run_suite(
+    suite: Suite,
+    suite_path: Path | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    on_cell: Callable[[Cell, CellResult], None] | None = None,
+    backend: BackendOptions | None = None,
+    cluster: RayCluster | None = None,
+) -> RunSummary:
+    """Plan, skip the cells already finished in the store, run the rest on `backend` (local by default; ray on
+    `cluster`, started here if not given, shut down at the end) and log each one as it finishes.
+
+    Everything that can be wrong with the input is checked before the store or cache is touched.
+    """
+    started = time.perf_counter()
+    # pytorch-grad-cam (Score-CAM) and Quantus print tqdm bars per batch; xbench's own bars say where a suite is.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    options = (backend or BackendOptions()).validated()
+    requested = device if device is not None else suite.device
+    # Ray starts (and its workers import torch) while this process opens the store; the CLI starts it even earlier.
+    if options.name == "ray" and cluster is None:
+        cluster = RayCluster(options, requested).start()
+    try:
+        from xbench.runner import prepare  # torch, timm, Quantus: planning checks every name and parameter with them
+
+        planned = prepare(suite, requested)
+        cache = Cache(cache_dir)
+        planmemo.remember(cache, suite, requested, [c.cell_key for c in planned.cells])
+        for model_name, explainer_name, reason in planned.left_out:
+            log(f"left out {model_name} x {explainer_name}: {reason}")
+        store = Store(tracking_uri)
+        # One writer per suite and SQLite store: a second `xbench run` of the suite waits here, then finds the cells
+        # the first one finished, so no cell is run or logged twice and no run is discarded while it is being written.
+        with store.exclusive(suite.name):
+            return _run_cells(suite, suite_path, planned, store, cache, on_cell, started, options, cluster)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+
+
+def _run_cells(
+    suite: Suite, suite_path: Path | None, planned: PlannedSuite, store: Store, cache: Cache,
+    on_cell: Callable[[Cell, CellResult], None] | None, started: float, options: BackendOptions,
+    cluster: RayCluster | None,
+) -> RunSummary:  # fmt: skip
+    cells = planned.cells
+    experiment_id = store.experiment_id(suite.name, create=True)
+    assert experiment_id is not None
+    if suite.reference is not None:  # the leaderboard shows the suite beside it
+        store.client.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
+    done = store.finished_cells(experiment_id)
+    todo = [cell for cell in cells if cell.cell_key not in done]
+    summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo))
+    if not todo:
+        summary.seconds = time.perf_counter() - started
+        return summary
+    discarded = store.discard_unfinished_cells(experiment_id)
+    if discarded:
+        log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
+    graph = build_graph(todo)
+    if options.name != "local":
+        counts = graph.counts()
+        log(f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
+            f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
+    artifacts = ArtifactStore(cache.root / "artifacts")
+    tags = {**run_tags(suite, suite_path), **planned.environment, "xbench.backend": options.name}
+    parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
+    summary.parent_run_id = parent
+    status = "FAILED"
+    finished = backends.results(graph, options, cache.root, planned.device, cluster)
+    try:
+        for result in track(finished, f"suite {suite.name}", total=len(todo), transient=False,
+                            describe=lambda r: r.cell.label):  # fmt: skip
+            if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
+                continue
+            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path))
+            done[result.cell_key] = parent
+            summary.completed.append((result.cell, flat_figures(result)))
+            if on_cell is not None:
+                on_cell(result.cell, result)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        finished.close()
+        summary.seconds = time.perf_counter() - started
+        store.close_parent(
+            parent,
+            {
+                "cells_total": len(cells),
+                "cells_run": len(summary.completed),
+                "cells_skipped": summary.skipped,
+                "seconds": summary.seconds,
+            },
+            status,
+        )
+    return summary
