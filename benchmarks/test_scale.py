@@ -38,10 +38,10 @@ SCALE = ROOT / "benchmarks" / "scale.yaml"
 LOCAL = ["--threads", "1"]
 RAY_1 = ["--backend", "ray", "--workers", "1", "--threads", "1"]
 RAY_2 = ["--backend", "ray", "--workers", "2", "--threads", "1"]
-RAY_PORT = 6391  # the running cluster's GCS port, away from Ray's default (6379)
-RAY_1_RUNNING = ["--backend", "ray", "--address", f"127.0.0.1:{RAY_PORT}", "--threads", "1"]
+RAY_1_RUNNING = ["--backend", "ray", "--address", "auto", "--threads", "1"]  # the cluster `ray start` started
 # This machine's speed drifts by tens of percent over minutes: configurations alternate, ratios are per round.
-SCALE_ROUNDS, SMOKE_ROUNDS = 3, 5
+# XBENCH_SCALE_ROUNDS: fewer rounds of the long part when time is short (the JSON records the rounds run).
+SCALE_ROUNDS, SMOKE_ROUNDS = int(os.environ.get("XBENCH_SCALE_ROUNDS", "3")), 5
 
 
 def _seconds(suite: Path, arguments: list[str]) -> tuple[float, float]:
@@ -52,7 +52,8 @@ def _seconds(suite: Path, arguments: list[str]) -> tuple[float, float]:
         command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--no-progress",
                    "--cache-dir", str(Path(workdir) / "cache"), *arguments]  # fmt: skip
         started = time.perf_counter()
-        subprocess.run(command, cwd=workdir, env=environment, check=True, capture_output=True)
+        finished = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True)
+        assert finished.returncode == 0, f"{' '.join(command)}:\n{finished.stderr[-3000:]}"
         wall = time.perf_counter() - started
         import mlflow
 
@@ -73,9 +74,8 @@ def _running_cluster(cpus: int) -> Iterator[None]:
     stop`, which stops every Ray process of this user on the machine: run the benchmark on a quiet machine."""
     ray = Path(sys.executable).with_name("ray")
     environment = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([str(ray), "start", "--head", f"--port={RAY_PORT}", f"--num-cpus={cpus}", "--num-gpus=0",
-                    "--include-dashboard=false", "--disable-usage-stats"], env=environment, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run([str(ray), "start", "--head", f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
+                    "--disable-usage-stats"], env=environment, check=True, capture_output=True)  # fmt: skip
     try:
         yield
     finally:

@@ -140,7 +140,10 @@ class RayCluster:
             if not ray.is_initialized():
                 self._started_here = True
                 if self.options.address:
-                    ray.init(address=self.options.address, logging_level="WARNING")
+                    try:
+                        ray.init(address=self.options.address, logging_level="WARNING")
+                    except ConnectionError as exc:
+                        raise XbenchInputError(f"no Ray cluster answers there: {exc}", field="--address") from None
                 else:
                     # A new cluster with `workers` task slots, even if one from `ray start` runs here (that one takes
                     # --address). The workers inherit this process's environment (plug-ins on PYTHONPATH) and Ray
