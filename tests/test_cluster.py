@@ -1,5 +1,6 @@
 """Beyond one process, for real: a local Ray cluster with 2 workers, an `mlflow server` on PostgreSQL, worker and
-driver processes killed with SIGKILL mid-suite. Slow (they start servers and clusters), so out of the fast lane."""
+driver processes killed with SIGKILL mid-suite, a token-protected cluster from `ray start --head` joined by address.
+Slow (they start servers and clusters), so out of the fast lane."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +230,59 @@ def _safe_cell_runs(database: Path) -> list[tuple[str, str]]:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _ray_head(workdir: Path, token: str) -> Iterator[str]:
+    """A one-CPU Ray head started by another process (`ray start --head --block`) with Ray's token authentication,
+    on 127.0.0.1; yields its address. Stopped at the end by signalling that process group only (not `ray stop`,
+    which would stop every Ray process of this user)."""
+    ray = Path(sys.executable).with_name("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={workdir}"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert head.stdout is not None
+        started = []
+        for line in head.stdout:  # ends when the head exits; no timeout (see tests.conftest.xbench)
+            started.append(line)
+            if "--block" in line:
+                break
+        assert head.poll() is None, "".join(started)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        head.wait()
+        _kill_group(head.pid)
+
+
+def test_ray_joins_a_cluster_started_elsewhere_with_its_token_and_names_a_wrong_one(tmp_path: Path) -> None:
+    suite = _small_suite(tmp_path, "joined", explainers=["saliency"])
+    ray_dir = Path(tempfile.mkdtemp(prefix="xbench-ray-"))  # short: Ray's socket paths are limited to 107 bytes
+    try:
+        with _ray_head(ray_dir, token="a1" * 16) as address:
+            run = ("run", "suite", str(suite), "--backend", "ray", "--address", address, "--cache-dir",
+                   str(tmp_path / "cache"))  # fmt: skip
+            home = {"HOME": str(tmp_path)}  # no ~/.ray/auth_token there
+            # A wrong token; none; the right one without RAY_AUTH_MODE=token (Ray then sends none to an explicit
+            # address): each refused, named, exit 2, nothing logged.
+            for auth in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "b2" * 16}, {"RAY_AUTH_MODE": "token"},
+                         {"RAY_AUTH_TOKEN": "a1" * 16}):  # fmt: skip
+                refused = xbench(*run, cwd=tmp_path, env={**home, **auth})
+                assert refused.returncode == 2, (auth, refused.stderr)
+                assert "error: --address:" in refused.stderr and "RAY_AUTH_MODE=token" in refused.stderr, refused.stderr
+            assert not (tmp_path / "xbench.db").exists() or not _cell_runs(tmp_path / "xbench.db")
+            right = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a1" * 16}
+            joined = xbench(*run, cwd=tmp_path, env={**home, **right}, check=True)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert "on ray" in joined.stderr
+    runs = _cell_runs(tmp_path / "xbench.db")
+    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}, runs

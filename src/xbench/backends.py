@@ -142,8 +142,8 @@ class RayCluster:
                 if self.options.address:
                     try:
                         ray.init(address=self.options.address, logging_level="WARNING")
-                    except ConnectionError as exc:
-                        raise XbenchInputError(f"no Ray cluster answers there: {exc}", field="--address") from None
+                    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:  # after ~20 s of retries
+                        raise _join_error(self.options.address, exc) from None
                 else:
                     # A new cluster with `workers` task slots, even if one from `ray start` runs here (that one takes
                     # --address). The workers inherit this process's environment (plug-ins on PYTHONPATH) and Ray
@@ -185,6 +185,24 @@ class RayCluster:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _join_error(address: str, exc: BaseException) -> XbenchInputError:
+    """Why `ray.init(address=...)` failed, for the user. Ray reports a refused token only in the text of the error its
+    connection attempts ended with (after about 20 s of retries), beneath a plain ConnectionError."""
+    from ray.exceptions import AuthenticationError
+
+    if isinstance(exc, AuthenticationError) or any(
+        word in str(exc.__cause__) for word in ("Unauthenticated", "InvalidAuthToken")
+    ):
+        return XbenchInputError(
+            f"the Ray cluster at {address} refused this process (Ray authenticates every connection with one token "
+            "for the whole cluster): set RAY_AUTH_MODE=token (Ray sends no token to an explicit address without it) "
+            "and give this process the head's token, from `ray get-auth-token` on the head, in RAY_AUTH_TOKEN or in "
+            "~/.ray/auth_token",
+            field="--address",
+        )
+    return XbenchInputError(f"no Ray cluster answers there: {exc}", field="--address")
 
 
 def warm_worker() -> int:

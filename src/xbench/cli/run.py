@@ -33,7 +33,10 @@ def run_suite_command(
         "local", "--backend", help="local (in this process) | ray (each training, pruning step and cell a Ray task)"
     ),
     address: str | None = typer.Option(
-        None, "--address", help="ray: an existing cluster (auto | HOST:PORT); default: start a local one"
+        None,
+        "--address",
+        help="ray: an existing cluster (auto | HOST:PORT; one with a token needs RAY_AUTH_MODE=token and the token in "
+        "RAY_AUTH_TOKEN or ~/.ray/auth_token); default: start a local one",
     ),
     workers: int | None = typer.Option(
         None, "--workers", help="ray: tasks at once in the local cluster. Default: one per core (/ --threads)"
