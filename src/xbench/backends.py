@@ -142,7 +142,7 @@ class RayCluster:
                 if self.options.address:
                     try:
                         ray.init(address=self.options.address, logging_level="WARNING")
-                    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:  # after ~20 s of retries
+                    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                         raise _join_error(self.options.address, exc) from None
                 else:
                     # A new cluster with `workers` task slots, even if one from `ray start` runs here (that one takes
