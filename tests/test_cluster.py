@@ -234,8 +234,9 @@ def _kill_group(pid: int) -> None:
 
 @contextlib.contextmanager
 def _ray_head(workdir: Path, token: str) -> Iterator[str]:
-    """A one-CPU Ray head started by another process (`ray start --head --block`) with Ray's token authentication,
-    on 127.0.0.1; yields its address. Stopped at the end by signalling that process group only (not `ray stop`,
+    """A one-CPU Ray head started by another process (`ray start --head --block`) with Ray's token authentication;
+    yields an address to join it by (127.0.0.1: Ray may still name the machine's own address in its messages).
+    Stopped at the end by signalling that process group only (not `ray stop`,
     which would stop every Ray process of this user)."""
     ray = Path(sys.executable).with_name("ray")
     with socket.socket() as probe:
