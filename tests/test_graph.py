@@ -11,7 +11,7 @@ from xbench.backends import BackendOptions
 from xbench.errors import XbenchInputError
 from xbench.graph import Node, build_graph
 from xbench.plan import plan
-from xbench.suite import load_suite
+from xbench.suite import load_suite, parse_suite
 
 
 def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:
@@ -34,6 +34,21 @@ def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:
         assert parent.kind == ("train" if node.cell.pruning is None else "prune")
         assert parent.cell.compression_rate == node.cell.compression_rate
     assert Node.model_validate_json(graph.cell_nodes[0].model_dump_json()) == graph.cell_nodes[0]
+
+
+def test_each_variant_a_cell_uses_is_measured_by_the_node_that_makes_it_and_no_other() -> None:
+    suite = parse_suite({
+        "name": "sparse-steps", "seeds": [0, 1],
+        "models": [{"name": "test_resnet"}],
+        "pruning": [{"method": "magnitude", "schedule": "iterative", "compression_rates": [1, 8]}],
+        "explainers": ["gradcam", "saliency"], "metrics": ["sparseness"],
+    })  # fmt: skip
+    graph = build_graph(plan(suite, "cpu"))
+    measured = {(n.kind, n.cell.seed, n.cell.compression_rate) for n in graph.nodes.values() if n.measures}
+    # CR 2 and 4 are steps on the way to 8 that no cell uses: not measured; the trained model is every variant's
+    # reference (and here a variant of its own)
+    assert measured == {(kind, seed, cr) for seed in (0, 1) for kind, cr in (("train", 1.0), ("prune", 8.0))}
+    assert not any(n.measures for n in graph.cell_nodes)
 
 
 def test_a_oneshot_variant_is_one_pruning_step_per_seed() -> None:

@@ -114,3 +114,35 @@ def test_tie_draws_score_an_ordering_metric_under_several_tie_orders_and_log_the
     assert flipping.tie_std is not None and flipping.tie_std >= 0  # an ordering metric, scored 3 times
     assert result.metrics["sparseness"].tie_std is None  # no order of features, nothing to draw
     assert result.figures["attribution_tie_share"] > 0.5
+
+
+def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path: Path, monkeypatch) -> None:
+    import xbench.runner
+
+    dense, pruned = tiny_suite(48)
+    measured: list[str] = []
+    measure = CellExecutor._measure
+
+    def counted(self: CellExecutor, key: str, *args, **kwargs):
+        measured.append(key)
+        return measure(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(xbench.runner.CellExecutor, "_measure", counted)
+    first = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(pruned)
+    assert len(measured) == 2  # the trained model (the pruned variant's reference), then the pruned variant
+    # another worker (a new executor on the same cache) measures nothing again and reports the same figures
+    other = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu"))
+    assert other.execute(pruned).figures == first.figures
+    base = other.execute(dense).figures
+    assert len(measured) == 2
+    assert base["latency_ms_p50_bs2"] == pytest.approx(
+        first.figures["latency_ms_p50_bs2"] * first.figures["measured_speedup_bs2"]
+    )  # the dense cell's speed is the one the pruned cell's speed-up was measured against
+    # timed with another number of torch threads, the speed is another figure: measured again
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(dense)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(measured) == 3

@@ -40,6 +40,9 @@ class Node(BaseModel):
     kind: NodeKind
     cell: Cell
     depends_on: tuple[str, ...] = ()
+    # A train or prune node whose model variant cells use (or is their reference): it measures the variant once, for
+    # all of them, so that the cells on other workers read its figures instead of measuring it again.
+    measures: bool = False
 
     @property
     def label(self) -> str:
@@ -125,4 +128,7 @@ def build_graph(cells: list[Cell]) -> TaskGraph:
                              depends_on=tuple(dict.fromkeys(members)))  # fmt: skip
             depends_on.append(graph.add(selection))
         graph.add(Node(id="cell:" + cell.cell_key, kind="cell", cell=cell, depends_on=tuple(depends_on)))
+    # Every trained model is some variant's reference; a prune step is measured when a cell uses its variant.
+    for node_id in {*variant_of.values(), *(i for i, n in graph.nodes.items() if n.kind == "train")}:
+        graph.nodes[node_id] = graph.nodes[node_id].model_copy(update={"measures": True})
     return graph

@@ -4,6 +4,7 @@ side, which logs the results, is `xbench.driver`."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -37,6 +38,7 @@ from xbench.results import ArtifactStore, CellResult, MetricResult
 from xbench.suite import ComponentSpec, PruningConfig, Suite
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
+FIGURES_VERSION = 1  # of what `_measure` computes: a change to it invalidates the measured figures in caches
 GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
 
 
@@ -112,7 +114,30 @@ class CellExecutor:
     def _measured(
         self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
     ) -> _Variant:
-        """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model)."""
+        """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model).
+
+        Measured once per variant and machine, then read from the cache: every cell of a variant reports the same
+        figures, whichever worker (or rerun) computes it, and a second worker does not measure it again. The key
+        holds what the figures depend on: the variant, its reference, the eval images, the perf settings, the
+        device's name and the torch threads that timed it, and the libraries' versions."""
+        identity = {
+            "variant": key, "scope": scope, "reference": reference.key if reference else None,
+            "eval": data.fingerprint, "perf": cell.perf.model_dump(mode="json"), "device": device_name(self.device),
+            "threads": torch.get_num_threads(), "libraries": library_versions(), "version": FIGURES_VERSION,
+        }  # fmt: skip
+        path = self.cache.path("figures", content_key(identity), ".json")
+        cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:
+            figures = Figures(cached["values"], cached["missing"])
+            return _Variant(key, model, figures, np.asarray(cached["correct"], dtype=bool))
+        variant = self._measure(key, model, cell, data, scope, reference)
+        self.cache.write_json(path, {"values": variant.figures.values, "missing": variant.figures.missing,
+                                     "correct": variant.correct.tolist(), "identity": identity})  # fmt: skip
+        return variant
+
+    def _measure(
+        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+    ) -> _Variant:
         report = sparsity_report(model, scope, original=reference.model if reference else None)
         correct = (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
         figures = Figures({"accuracy": float(correct.mean()), **report})
@@ -261,6 +286,8 @@ class CellExecutor:
         data = self.data(cell)
         if node.kind == "select":
             return json.dumps(self.selection(cell, data))
+        if node.measures:
+            return self.variant(cell, data).key
         return self.weights(cell, data)[1]
 
     def weights(self, cell: Cell, data: ImageData) -> tuple[nn.Module, str]:
@@ -313,6 +340,7 @@ class CellExecutor:
         return result
 
 
+@functools.cache  # once per process: every cell result carries it
 def _git_sha() -> str:
     try:
         return subprocess.run(
