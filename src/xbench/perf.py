@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_model
@@ -31,11 +33,23 @@ class Figures:
 
 
 def device_name(device: torch.device) -> str:
+    """The device that timed a figure: the GPU's name, or the CPU's model and torch's threads (part of the key of
+    cached speed figures, so timings from another kind of machine are never reused)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+@functools.cache
+def _cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what `platform` knows, often only the architecture)."""
     import platform
 
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _fused_attention_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: object,
