@@ -146,3 +146,26 @@ def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path:
     finally:
         torch.set_num_threads(threads)
     assert len(measured) == 3
+
+
+def test_the_task_that_makes_a_variant_measures_it_for_its_cells(tmp_path: Path, monkeypatch) -> None:
+    import xbench.runner
+    from xbench.graph import build_graph
+
+    measured: list[str] = []
+    measure = CellExecutor._measure
+
+    def counted(self: CellExecutor, key: str, *args, **kwargs):
+        measured.append(key)
+        return measure(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(xbench.runner.CellExecutor, "_measure", counted)
+    graph = build_graph(tiny_suite(48))
+    makers = [node for node in graph.nodes.values() if node.kind != "cell"]
+    assert [(node.kind, node.measures) for node in makers] == [("train", True), ("prune", True)]
+    for node in makers:  # as a Ray worker runs them
+        CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run_node(node)
+    assert len(measured) == 2
+    for node in graph.cell_nodes:  # on another worker
+        CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).run_node(node)
+    assert len(measured) == 2
