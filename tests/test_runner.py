@@ -116,18 +116,22 @@ def test_tie_draws_score_an_ordering_metric_under_several_tie_orders_and_log_the
     assert result.figures["attribution_tie_share"] > 0.5
 
 
-def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path: Path, monkeypatch) -> None:
-    import xbench.runner
-
-    dense, pruned = tiny_suite(48)
-    measured: list[str] = []
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the variants measured (not read from the cache) while a test runs, in order."""
+    keys: list[str] = []
     measure = CellExecutor._measure
 
     def counted(self: CellExecutor, key: str, *args, **kwargs):
-        measured.append(key)
+        keys.append(key)
         return measure(self, key, *args, **kwargs)
 
-    monkeypatch.setattr(xbench.runner.CellExecutor, "_measure", counted)
+    monkeypatch.setattr(CellExecutor, "_measure", counted)
+    return keys
+
+
+def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path: Path, measured: list[str]) -> None:
+    dense, pruned = tiny_suite(48)
     first = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(pruned)
     assert len(measured) == 2  # the trained model (the pruned variant's reference), then the pruned variant
     # another worker (a new executor on the same cache) measures nothing again and reports the same figures
@@ -148,18 +152,9 @@ def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path:
     assert len(measured) == 3
 
 
-def test_the_task_that_makes_a_variant_measures_it_for_its_cells(tmp_path: Path, monkeypatch) -> None:
-    import xbench.runner
+def test_the_task_that_makes_a_variant_measures_it_for_its_cells(tmp_path: Path, measured: list[str]) -> None:
     from xbench.graph import build_graph
 
-    measured: list[str] = []
-    measure = CellExecutor._measure
-
-    def counted(self: CellExecutor, key: str, *args, **kwargs):
-        measured.append(key)
-        return measure(self, key, *args, **kwargs)
-
-    monkeypatch.setattr(xbench.runner.CellExecutor, "_measure", counted)
     graph = build_graph(tiny_suite(48))
     makers = [node for node in graph.nodes.values() if node.kind != "cell"]
     assert [(node.kind, node.measures) for node in makers] == [("train", True), ("prune", True)]
