@@ -116,14 +116,14 @@ class CellExecutor:
     ) -> _Variant:
         """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model).
 
-        Measured once per variant and machine, then read from the cache: every cell of a variant reports the same
+        Measured once per variant and device, then read from the cache: every cell of a variant reports the same
         figures, whichever worker (or rerun) computes it, and a second worker does not measure it again. The key
         holds what the figures depend on: the variant, its reference, the eval images, the perf settings, the
-        device's name and the torch threads that timed it, and the libraries' versions."""
+        device that timed them (a GPU's name; a CPU's model and torch's thread count), and the libraries' versions."""
         identity = {
             "variant": key, "scope": scope, "reference": reference.key if reference else None,
             "eval": data.fingerprint, "perf": cell.perf.model_dump(mode="json"), "device": device_name(self.device),
-            "threads": torch.get_num_threads(), "libraries": library_versions(), "version": FIGURES_VERSION,
+            "libraries": library_versions(), "version": FIGURES_VERSION,
         }  # fmt: skip
         path = self.cache.path("figures", content_key(identity), ".json")
         cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
