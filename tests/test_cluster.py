@@ -78,6 +78,16 @@ def _cell_runs(database: Path) -> list[tuple[str, str]]:
     return [(key, status) for key, status in rows]
 
 
+def _suite_run_metrics(database: Path) -> dict[str, float]:
+    """The metrics of the (one) suite run in a SQLite MLflow store, read with sqlite3."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "select m.key, m.value from metrics m join tags role on role.run_uuid = m.run_uuid "
+            "and role.key = 'xbench.role' and role.value = 'suite'"
+        ).fetchall()
+    return dict(rows)
+
+
 def _stable(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Records by cell key without the machine-dependent figures."""
     return {record["cell_key"]: {k: v for k, v in record.items() if not VOLATILE.search(k)} for record in records}
@@ -127,6 +137,7 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
     local_uri = f"sqlite:///{tmp_path / 'local.db'}"
     xbench("run", "suite", str(SMOKE), "--threads", "1", "--tracking-uri", local_uri,
            "--cache-dir", str(tmp_path / "local-cache"), cwd=tmp_path, check=True)  # fmt: skip
+    assert "seconds_waiting_for_a_worker" not in _suite_run_metrics(tmp_path / "local.db")  # no cluster to wait for
     with postgres(tmp_path / "pg") as database, mlflow_server(database, tmp_path / "server") as server:
         ray_run = xbench("run", "suite", str(SMOKE), "--backend", "ray", "--workers", "2", "--threads", "1",
                          "--tracking-uri", server, "--cache-dir", str(tmp_path / "ray-cache"), cwd=tmp_path,
@@ -190,6 +201,9 @@ def test_a_killed_ray_worker_is_retried_and_every_cell_is_logged_once(tmp_path: 
     assert len(runs) == 4 and len(set(keys)) == 4, runs
     assert {status for _, status in runs} == {"FINISHED"}
     assert "4 cells run, 0 already done" in stdout
+    # The suite run says how much of its time only waited for a worker to start (Ray's start, the imports).
+    suite_run = _suite_run_metrics(tmp_path / "xbench.db")
+    assert 0 <= suite_run["seconds_waiting_for_a_worker"] < suite_run["seconds"], suite_run
 
 
 def test_a_killed_ray_driver_resumes_on_rerun_and_logs_every_cell_once(tmp_path: Path) -> None:

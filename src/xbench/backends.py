@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,9 @@ class RayCluster:
         self._started_here = False
         self._warming: list[Any] = []
         self._connected, self._stop = threading.Event(), threading.Event()
+        # When the first worker had imported torch and the rest and could take a task (time.time()): until then a
+        # run only waits for the cluster; the suite's parent run reports how long.
+        self.first_worker_ready_at: float | None = None
 
     def start(self) -> RayCluster:
         self._thread = threading.Thread(target=self._connect, name="xbench-ray-start", daemon=True)
@@ -163,6 +167,8 @@ class RayCluster:
             self._error = exc
         finally:
             self._connected.set()
+        if self._error is None:
+            self._note_first_worker_ready()
         # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG is per thread on Linux): this
         # thread lives until the run is over, and stops them itself.
         self._stop.wait()
@@ -170,6 +176,19 @@ class RayCluster:
             import ray
 
             ray.shutdown()
+
+    def _note_first_worker_ready(self) -> None:
+        """Wait (in this thread, never past the run's end) for the first warm-up task to finish and note the time."""
+        import ray
+
+        while self._warming and not self._stop.is_set():
+            try:
+                done, _ = ray.wait(self._warming, num_returns=1, timeout=0.5)
+            except Exception:  # a cluster going away: the figure is only missing, the run reports its own error
+                return
+            if done:
+                self.first_worker_ready_at = time.time()
+                return
 
     def ready(self) -> None:
         self._connected.wait()

@@ -112,6 +112,7 @@ def _run_cells(
             f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
     artifacts = ArtifactStore(cache.root / "artifacts")
     tags = {**run_tags(suite, suite_path), **planned.environment, "xbench.backend": options.name}
+    opened = time.time()
     parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
     summary.parent_run_id = parent
     status = "FAILED"
@@ -133,14 +134,15 @@ def _run_cells(
     finally:
         finished.close()
         summary.seconds = time.perf_counter() - started
-        store.close_parent(
-            parent,
-            {
-                "cells_total": len(cells),
-                "cells_run": len(summary.completed),
-                "cells_skipped": summary.skipped,
-                "seconds": summary.seconds,
-            },
-            status,
-        )
+        figures = {
+            "cells_total": len(cells),
+            "cells_run": len(summary.completed),
+            "cells_skipped": summary.skipped,
+            "seconds": summary.seconds,
+        }
+        if cluster is not None and cluster.first_worker_ready_at is not None:
+            # The part of this run's time that only waited for Ray to start a worker and the worker to import torch,
+            # timm, the explainers and metrics: a fixed cost per run, not per cell.
+            figures["seconds_waiting_for_a_worker"] = max(0.0, cluster.first_worker_ready_at - opened)
+        store.close_parent(parent, figures, status)
     return summary

@@ -204,12 +204,8 @@ class Store:
         params = [Param(k, str(v)) for k, v in cell_params(cell).items()]
         metrics = [Metric(k, float(v), now, 0) for k, v in result_metrics(result).items()]
         tags = [RunTag(k, str(v)) for k, v in {**result_tags(result), **(extra_tags or {})}.items()]
-        for chunk in _chunks(params, 100):
-            self.client.log_batch(run_id, params=chunk)
-        for chunk in _chunks(tags, 100):
-            self.client.log_batch(run_id, tags=chunk)
-        for chunk in _chunks(metrics, 1000):
-            self.client.log_batch(run_id, metrics=chunk)
+        for batch_params, batch_tags, batch_metrics in _batches(params, tags, metrics):
+            self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
         source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
         name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
         self.client.log_inputs(run_id, datasets=[
@@ -454,9 +450,16 @@ PROVENANCE_TAGS = {
 }
 
 
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _batches(params: list[Any], tags: list[Any], metrics: list[Any]) -> Iterable[tuple[list[Any], ...]]:
+    """(params, tags, metrics) in as few `log_batch` calls as MLflow takes (at most 100 params, 100 tags and 1000
+    entities in all per call): each call is a transaction, and a round trip to a tracking server."""
+    chunks = (_chunks(params, 100), _chunks(tags, 100), _chunks(metrics, 800))
+    for index in range(max(map(len, chunks))):
+        yield tuple(kind[index] if index < len(kind) else [] for kind in chunks)
 
 
 def cell_params(cell: Cell) -> dict[str, Any]:
