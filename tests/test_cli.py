@@ -181,7 +181,42 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
     for row in result["comparisons"]:
         assert row["n_seeds"] == 2 and row["p_holm"] >= row["p"]
         assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+        assert row["verdict"] in ("better", "worse", "equivalent", "undecided") and row["margin"] > 0
+        assert row["within_one_trained_model"] is False and row["fewer_seeds_than_suite"] is False
+    assert sum(result["verdicts"].values()) == len(result["comparisons"]) and "accuracy" in result["margins"]
     assert {r["metric"] for r in result["reliability"]} == {m.name for m in suite.metrics}
+    planned = xbench("stats", "--suite", "smoke", "--plan", cwd=smoke_run, check=True).stdout
+    assert "Seeds that would decide" in planned and "suite smoke: 2 seeds" in planned
+
+
+def test_run_seeds_parses_ranges_and_lists() -> None:
+    from xbench.cli.run import parse_seeds
+    from xbench.errors import XbenchInputError
+
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("0-2,7, 5") == [0, 1, 2, 5, 7]
+    for bad in ("4-2", "a", "-1", "1-"):
+        with pytest.raises(XbenchInputError) as error:
+            parse_seeds(bad)
+        assert error.value.field == "--seeds"
+
+
+@pytest.mark.slow
+def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path: Path) -> None:
+    one_seed = _smoke_with(seeds=[0])
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(one_seed))
+    cache = str(tmp_path / "cache")
+    xbench("run", "suite", "one.yaml", "--cache-dir", cache, cwd=tmp_path, check=True)
+    first = {r.info.run_id for r in active_runs(tmp_path)}
+    extended = xbench("run", "suite", "one.yaml", "--seeds", "0-1", "--cache-dir", cache, cwd=tmp_path, check=True)
+    cells = 4  # 2 compression rates x 2 explainers, per seed
+    assert "new: 1" in extended.stdout + extended.stderr
+    assert f"{cells} cells run, {cells} already done" in extended.stdout
+    runs = active_runs(tmp_path)
+    assert first <= {r.info.run_id for r in runs}  # seed 0's runs are the same runs
+    seeds = sorted(r.data.params["seed"] for r in runs if "seed" in r.data.params)
+    assert seeds.count("0") == seeds.count("1") == cells  # every cell once per seed, none twice
+    stats = json.loads(xbench("stats", "--suite", "smoke", cwd=tmp_path, check=True).stdout)
+    assert stats["seeds"] == [0, 1]
 
 
 def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from scipy import stats
 from tests.conftest import xbench
 from xbench.errors import XbenchInputError
 from xbench.humananalysis import Answer as HumanAnswer
-from xbench.humananalysis import analyse, krippendorff_alpha, read_answers, read_manifest
+from xbench.humananalysis import Manifest, analyse, krippendorff_alpha, read_answers, read_manifest
 
 PAIRWISE = ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
 
@@ -144,8 +144,9 @@ def test_identify_accuracy_per_variant_chi2_and_one_hot_columns(tmp_path: Path) 
         ["i2.png", 0, "circle", "CR 32", "occlusion", ""],
         ["k1.png", 0, "circle", "check", "original", "circle"],
     ])  # fmt: skip
-    manifest = read_manifest(manifest_path)
     classes = ["circle", "square"]
+    (tmp_path / "study.json").write_text(json.dumps({"classes": classes}))  # the export names the choices offered
+    manifest = read_manifest(manifest_path)
     header = (
         ["HITId", "WorkerId", "Input.stimulus"] + [f"Answer.class_{c}.on" for c in classes] + ["Answer.dont_know.on"]
     )
@@ -189,3 +190,70 @@ def test_cli_reads_the_study_pages_csv_and_prints_the_documented_json(tmp_path: 
     assert report["per_worker"]["W0"]["median_seconds"] == pytest.approx(1.5)
     bad = xbench("human", "analyse", str(manifest), "--manifest", str(manifest), cwd=tmp_path)
     assert bad.returncode == 2 and "neither an MTurk batch results file" in bad.stdout + bad.stderr
+
+
+def _identify_manifest(tmp_path: Path, images: int = 6) -> Manifest:
+    columns = ["stimulus", "image_id", "class", "variant", "view", "expected"]
+    rows = []
+    for image in range(images):
+        label = "fish" if image % 2 else "parachute"
+        rows += [[f"i{image}-1.png", image, label, "CR 1", "occlusion", ""],
+                 [f"i{image}-4.png", image, label, "CR 4", "occlusion", ""]]  # fmt: skip
+    return read_manifest(_write(tmp_path / "manifest.csv", columns, rows))
+
+
+def test_a_dont_know_column_sharing_the_class_prefix_is_counted_as_dont_know(tmp_path: Path) -> None:
+    """MTurk's one-hot layout `Answer.classes.0-fish`, `Answer.classes.1-parachute` and `Answer.classes.none`: the
+    don't-know column shares the class prefix. Its answers count (as not correct; the known-only accuracy beside)."""
+    manifest = _identify_manifest(tmp_path)
+    options = ["0-fish", "1-parachute", "none"]
+    header = ["HITId", "WorkerId", "Input.image_url", *[f"Answer.classes.{o}" for o in options]]
+    rows, planted = [], {"CR 1": ["right", "right", "right", "none"], "CR 4": ["right", "wrong", "none", "none"]}
+    for variant, answers in planted.items():
+        for worker, answer in enumerate(answers):
+            image = worker % 6
+            truth = manifest.rows[f"i{image}-1.png"]["class"]
+            chosen = (
+                "none" if answer == "none" else truth if answer == "right" else {"fish": "parachute"}.get(truth, "fish")
+            )
+            flags = ["true" if option.endswith(chosen) else "false" for option in options]
+            rows.append(["H", f"W{worker}", f"https://x/i{image}-{variant[3:]}.png", *flags])
+    path = _write(tmp_path / "results.csv", header, rows)
+    answers, unusable = read_answers(path, manifest, {"dont_know": "Answer.classes.none"}, "Answer.classes.")
+    assert unusable == 0 and len(answers) == 8 and sum(a.answer == "dont_know" for a in answers) == 3
+    again, _ = read_answers(path, manifest, class_prefix="Answer.classes.")  # no mapping: 'none' is still don't know
+    assert [a.answer for a in again] == [a.answer for a in answers]
+    report = analyse(answers, manifest, unusable=unusable)
+    by_variant = {v["variant"]: v for v in report["variants"]}
+    assert by_variant["CR 1"]["accuracy"] == pytest.approx(3 / 4) and by_variant["CR 1"]["known_accuracy"] == 1.0
+    assert by_variant["CR 4"]["accuracy"] == pytest.approx(1 / 4) and by_variant["CR 4"]["known_accuracy"] == 0.5
+    assert by_variant["CR 4"]["dont_know"] == 2 and report["answers"] == 8
+    (contrast,) = report["contrasts"]
+    assert (contrast["a"], contrast["b"]) == ("CR 1", "CR 4") and contrast["difference"] == pytest.approx(-0.5)
+    assert 0 <= contrast["p"] <= 1 and contrast["p_holm"] == contrast["p"]
+
+
+def test_an_answer_outside_the_mapping_is_an_input_error_naming_it(tmp_path: Path) -> None:
+    manifest = _pairwise_manifest(tmp_path)
+    rows = [["W0", "s1.png", "left", 900], ["W1", "s2.png", "Left", 900]]
+    results = _write(tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds"], rows)
+    bad = xbench("human", "analyse", str(results), "--manifest", str(manifest), cwd=tmp_path)
+    assert bad.returncode == 2
+    message = bad.stdout + bad.stderr
+    assert "row 3" in message and "'answer'" in message and "'Left'" in message and "left, right, equal" in message
+    identify = _identify_manifest(tmp_path / "identify" if (tmp_path / "identify").mkdir() is None else tmp_path)
+    label_rows = [["H", "W0", "i0-1.png", "parachute"], ["H", "W1", "i1-1.png", "dolphin"]]
+    labels = _write(tmp_path / "labels.csv", ["HITId", "WorkerId", "Input.stimulus", "Answer.label"], label_rows)
+    with pytest.raises(XbenchInputError, match=r"row 3, column 'Answer.label': answer 'dolphin' is not one of"):
+        read_answers(labels, identify, {"label": "Answer.label"})
+
+
+def test_pairwise_reports_a_headline_p_from_workers_and_images_beside_the_seed_papers_tests(tmp_path: Path) -> None:
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    header, rows = _mturk_rows(_planted(30, 12, 8))
+    answers, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
+    report = analyse(answers, manifest)
+    (pair,) = report["pairs"]
+    assert pair["preference"] == pytest.approx((30 - 12) / 50)
+    assert pair["ci_low"] < pair["preference"] < pair["ci_high"] and pair["df"] == 3  # 4 images, 10 workers
+    assert pair["p_holm"] == pair["p"] and "seed paper" in report["p_note"]

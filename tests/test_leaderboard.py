@@ -92,10 +92,11 @@ def test_site_has_every_section_and_is_self_contained(tmp_path: Path) -> None:
         assert f'id="{section}"' in page
     assert "sparseness ↑" in page and "pixel_flipping ↓" in page
     assert "compression rate (log scale)" in page and "<polyline" in page and 'class="band"' in page
-    assert "Pareto-optimal" in page and "hierarchical bootstrap" in page and "Holm" in page
-    assert 'class="text best"' in page and 'class="ci"' in page and "data:image/png;base64," in page
+    assert "Pareto-optimal" in page and "crossed-design t" in page and "Holm" in page
+    assert 'id="safe"' in page and "Safe compression" in page
+    assert 'verdict-better best' in page and 'class="ci"' in page and "data:image/png;base64," in page
     assert "4.93 M" in page and "179 MFLOPs" in page and "seed stability" in page
-    assert "no detectable difference" in page and "One seed." not in page
+    assert "undecided" in page and "equivalent (within the margin)" in page and "One seed." not in page
     assert "2.14.1" in page and "abc123" in page
     assert 'href="suite-demo.html"' in index.read_text()
     for text in (page, index.read_text()):
@@ -120,3 +121,26 @@ def test_every_string_from_the_store_is_escaped(tmp_path: Path) -> None:
         assert "<script>alert(1)</script>" not in page and "<img src=x" not in page
     page = (tmp_path / suite_filename("demo<b>")).read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "demo&lt;b&gt;" in page
+
+
+def test_the_page_links_cells_to_their_mlflow_runs_when_given_the_ui_address(tmp_path: Path) -> None:
+    results = study()
+    results.experiment_id = "7"
+    build([results], tmp_path, mlflow_url="http://127.0.0.1:5000")
+    page = (tmp_path / suite_filename("demo")).read_text()
+    links = re.findall(r'class="mlflow-run" href="([^"]+)"', page)
+    assert len(links) == len(results.records)  # one per cell run: every seed of every cell
+    assert "http://127.0.0.1:5000/#/experiments/7/runs/resnet18-1-saliency-0?workflowType=machine_learning" in links
+    assert 'class="mlflow-suite" href="http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"' in page
+    build([study()], tmp_path / "plain")  # without --mlflow-url: no links
+    assert "mlflow-run" not in (tmp_path / "plain" / suite_filename("demo")).read_text()
+
+
+def test_safe_compression_heads_the_page_with_its_evidence_one_click_away(tmp_path: Path) -> None:
+    build([study()], tmp_path, max_accuracy_drop=0.05)
+    page = (tmp_path / suite_filename("demo")).read_text()
+    safe = page[page.index('id="safe"') : page.index('id="effects"')]
+    assert "resnet18" in safe and "CR 4 ✗" in safe  # accuracy falls from 0.9 to 0.5 at CR 4
+    anchors = re.findall(r'href="#(cmp-[^"]+)"', safe)
+    assert anchors and all(f'id="{anchor}"' in page for anchor in anchors)  # each blocker links to its row
+    assert "undecided" in page or "equivalent" in page

@@ -7,6 +7,7 @@ On the local backend the driver is also where the cells run; on Ray it plans, su
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from xbench.graph import build_graph
 from xbench.progress import log, track
 from xbench.results import ArtifactStore, CellResult
 from xbench.suite import Suite
-from xbench.tracking import REFERENCE_TAG, Store
+from xbench.tracking import EQUIVALENCE_TAG, REFERENCE_TAG, Store
 
 
 def flat_figures(result: CellResult) -> dict[str, float]:
@@ -42,6 +43,7 @@ class RunSummary:
     skipped: int
     completed: list[tuple[Cell, dict[str, float]]] = field(default_factory=list)
     parent_run_id: str | None = None
+    experiment_id: str | None = None
     seconds: float = 0.0
 
 
@@ -96,9 +98,11 @@ def _run_cells(
     assert experiment_id is not None
     if suite.reference is not None:  # the leaderboard shows the suite beside it
         store.client.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
+    # `xbench stats` and the leaderboard read the margins from here (the store is what they see of a suite)
+    store.client.set_experiment_tag(experiment_id, EQUIVALENCE_TAG, json.dumps(suite.equivalence, sort_keys=True))
     done = store.finished_cells(experiment_id)
     todo = [cell for cell in cells if cell.cell_key not in done]
-    summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo))
+    summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo), experiment_id=experiment_id)
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary

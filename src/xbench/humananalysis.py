@@ -5,11 +5,14 @@ Answers come from an MTurk batch results file (the platform's own columns: `Work
 (`worker, stimulus, answer, milliseconds`). The design comes from the manifest's columns.
 
 Statistics (scipy.stats and the `krippendorff` package):
-- pairwise: per pair of variants, the answers for each side and "equal"; a chi-squared goodness-of-fit test of the
-  preferences against no preference (as the seed paper did) and an exact binomial test, both over the answers that
-  chose a side ("equal" is reported as a rate), and the binomial p Holm-corrected over the study's pairs;
-- identify: accuracy per variant ("don't know" counts as not naming the class) and a chi-squared test of independence
-  across variants;
+- pairwise: per pair of variants, the answers for each side and "equal"; the headline `p` (Holm-corrected over the
+  study's pairs as `p_holm`) tests the mean preference (+1 for a, -1 for b, 0 for "equal") with workers and images as
+  crossed random effects (`stats.clustered_mean`), so 600 answers of 20 workers count as what they are; the
+  chi-squared and binomial tests over the answers that chose a side stay beside it (`chi2_p`, `binom_p`), labelled
+  as the seed paper computed them: they treat every answer as independent;
+- identify: accuracy per variant ("don't know" counts as not naming the class, the seed paper's convention; the
+  accuracy over the answers that named a class beside it), each pair of variants' difference in accuracy with the same
+  crossed-effects `p` (Holm over the pairs), and the seed paper's chi-squared test of independence across variants;
 - Krippendorff's alpha (nominal) across workers per stimulus, with "equal" and "don't know" counted as answers, as the
   seed counted them;
 - per worker: answers and attention-check accuracy; workers below a check accuracy can be excluded.
@@ -21,12 +24,14 @@ most people preferred (with a bootstrap interval), and whether the variant ranki
 from __future__ import annotations
 
 import csv
+import functools
+import itertools
 import json
 import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,7 @@ import numpy as np
 from xbench.errors import XbenchInputError
 from xbench.humanstudy import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS
 from xbench.results import CellResult
-from xbench.stats import holm
+from xbench.stats import CrossedMean, clustered_mean, holm
 
 DEFAULT_PAIRWISE_COLUMNS = {answer: f"Answer.{answer}{{k}}.on" for answer in PAIRWISE_ANSWERS}
 DEFAULT_CLASS_PREFIX = "Answer.class_"
@@ -47,11 +52,18 @@ ALPHA_NOTE = 'Krippendorff\'s alpha (nominal) across workers per stimulus; "equa
 class Manifest:
     design: str
     rows: dict[str, dict[str, str]]  # stimulus -> its manifest row
+    options: frozenset[str] = frozenset()  # identify: the classes people could choose (the export's study.json)
 
-    @property
+    @functools.cached_property
     def real(self) -> dict[str, dict[str, str]]:
         """The stimuli that are tasks, not attention checks."""
         return {name: row for name, row in self.rows.items() if not row.get("expected")}
+
+    @functools.cached_property
+    def classes(self) -> set[str]:
+        """The class names an identify answer can give (the manifest's classes and its checks' expected answers)."""
+        names = {row["class"] for row in self.rows.values() if row.get("class")} | set(self.options)
+        return names | {row["expected"] for row in self.rows.values() if row.get("expected")} - {DONT_KNOW}
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,11 @@ def read_manifest(path: Path) -> Manifest:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
         rows = {row["stimulus"]: row for row in reader} if "stimulus" in columns else {}
+    description = load_description(path)
+    options = frozenset(str(name) for name in description.get("classes", []))
     for design, needed in MANIFEST_COLUMNS.items():
         if set(needed) - {"expected"} <= columns:
-            return Manifest(design, rows)
+            return Manifest(design, rows, options)
     raise XbenchInputError(
         f"{path} is not a study manifest: a pairwise one has columns {', '.join(MANIFEST_COLUMNS['pairwise'])}, an "
         f"identify one {', '.join(MANIFEST_COLUMNS['identify'])}; it has {', '.join(sorted(columns))}",
@@ -100,16 +114,51 @@ def read_answers(
     if "WorkerId" in header:
         return _mturk_answers(rows, header, manifest, dict(columns or {}), class_prefix or DEFAULT_CLASS_PREFIX, path)
     if {"worker", "stimulus", "answer"} <= set(header):
-        answers = [
-            Answer(row["worker"], row["stimulus"], row["answer"], _number(row.get("milliseconds")))
-            for row in rows
-            if row["stimulus"] in manifest.rows and row["answer"]
-        ]
+        answers = []
+        for number, row in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them, the header line 1
+            if row["stimulus"] in manifest.rows and row["answer"]:
+                value = _checked_answer(row["answer"], manifest, path, "answer", number)
+                answers.append(Answer(row["worker"], row["stimulus"], value, _number(row.get("milliseconds"))))
         return answers, len(rows) - len(answers)
     raise XbenchInputError(
         f"{path} is neither an MTurk batch results file (WorkerId, Input.*, Answer.* columns) nor a study page's "
         "answers (worker, stimulus, answer columns)",
         field="RESULTS",
+    )
+
+
+DONT_KNOW_NAMES = {"dont_know", "dontknow", "don't know", "dont know", "none", "unknown", "not_sure", "idk", "?"}
+
+
+def _is_dont_know(name: str) -> bool:
+    return re.sub(r"^\d+[-_.]", "", name.strip().lower()) in DONT_KNOW_NAMES
+
+
+def _class_name(name: str, classes: set[str]) -> str:
+    """A class as an answer column or value names it: MTurk layouts number them (`0-fish`, `3_church`)."""
+    if name in classes:
+        return name
+    stripped = re.sub(r"^\d+[-_.]", "", name)
+    return stripped if stripped in classes else name
+
+
+def _checked_answer(value: str, manifest: Manifest, path: Path, column: str, row: int) -> str:
+    """An answer in the design's vocabulary, or an input error naming the column, the row and the value (an
+    unknown value must not count as "equal" or as a wrong class)."""
+    value = value.strip()
+    if manifest.design == "pairwise":
+        if value in PAIRWISE_ANSWERS:
+            return value
+        allowed = ", ".join(PAIRWISE_ANSWERS)
+    else:
+        classes = manifest.classes
+        if value == DONT_KNOW or _is_dont_know(value):
+            return DONT_KNOW
+        if (name := _class_name(value, classes)) in classes:
+            return name
+        allowed = ", ".join(sorted(classes)) + f" or {DONT_KNOW}"
+    raise XbenchInputError(
+        f"{path}, row {row}, column {column!r}: answer {value!r} is not one of {allowed}", field="RESULTS"
     )
 
 
@@ -133,7 +182,7 @@ def _mturk_answers(
     if not inputs:
         raise XbenchInputError(f"no Input.* column of {path} names the manifest's stimuli", field="RESULTS")
     answers, unusable = [], 0
-    for row in rows:
+    for number, row in enumerate(rows, start=2):
         seconds = _number(row.get("WorkTimeInSeconds"))
         for column in inputs:
             suffix = re.search(r"(_\d+)?$", column).group(0)  # type: ignore[union-attr]
@@ -141,7 +190,7 @@ def _mturk_answers(
             if stimulus not in manifest.rows:
                 unusable += 1
                 continue
-            answer = _mturk_answer(row, header, manifest.design, columns, prefix, suffix, path)
+            answer = _mturk_answer(row, number, header, manifest, columns, prefix, suffix, path)
             if answer is None:
                 unusable += 1
                 continue
@@ -151,8 +200,8 @@ def _mturk_answers(
 
 
 def _mturk_answer(
-    row: dict[str, str], header: list[str], design: str, columns: dict[str, str], prefix: str, suffix: str,
-    path: Path,
+    row: dict[str, str], number: int, header: list[str], manifest: Manifest, columns: dict[str, str], prefix: str,
+    suffix: str, path: Path,
 ) -> str | None:  # fmt: skip
     """The one answer a row gives for the stimulus at position `suffix`, or None (none or several chosen)."""
 
@@ -164,20 +213,26 @@ def _mturk_answer(
             )
         return name
 
-    if design == "pairwise":
+    if manifest.design == "pairwise":
         chosen = [a for a in PAIRWISE_ANSWERS if _true(row[column(columns.get(a, DEFAULT_PAIRWISE_COLUMNS[a]), a)])]
         return chosen[0] if len(chosen) == 1 else None
     if "label" in columns:
-        label = row[column(columns["label"], "label")].strip()
-        return label or None
+        name = column(columns["label"], "label")
+        label = row[name].strip()
+        return _checked_answer(label, manifest, path, name, number) if label else None
+    dont_know = columns.get("dont_know", DEFAULT_DONT_KNOW_COLUMN).replace("{k}", suffix)
     chosen = []
     for name in header:  # one-hot class columns: PREFIX<class>, MTurk's radio buttons add .on
+        if name == dont_know or not name.startswith(prefix):
+            continue  # the don't-know column is never a class, whatever its name
         for tail in (f"{suffix}.on", suffix):
-            if name.startswith(prefix) and name.endswith(tail) and len(name) > len(prefix) + len(tail):
-                if _true(row[name]):
-                    chosen.append(name[len(prefix) : len(name) - len(tail)] if tail else name[len(prefix) :])
+            if name.endswith(tail) and len(name) > len(prefix) + len(tail):
+                part = name[len(prefix) : len(name) - len(tail)] if tail else name[len(prefix) :]
+                if not suffix and re.search(r"_\d+$", part) and _known(re.sub(r"_\d+$", "", part), manifest):
+                    break  # a later stimulus' column (`_2`) of a HIT with several
+                if _true(row[name]):  # the header offers this option; a numbered one (`0-fish`) names its class
+                    chosen.append(DONT_KNOW if _is_dont_know(part) else _class_name(part, manifest.classes))
                 break
-    dont_know = columns.get("dont_know", DEFAULT_DONT_KNOW_COLUMN).replace("{k}", suffix)
     if dont_know in header and _true(row[dont_know]):
         chosen.append(DONT_KNOW)
     if not chosen and not any(name.startswith(prefix) for name in header):
@@ -186,6 +241,10 @@ def _mturk_answer(
             field="--answer-prefix",
         )
     return chosen[0] if len(chosen) == 1 else None
+
+
+def _known(name: str, manifest: Manifest) -> bool:
+    return _is_dont_know(name) or _class_name(name, manifest.classes) in manifest.classes
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -244,52 +303,117 @@ def winner(answer: Answer, row: Mapping[str, str]) -> str:
     return row["left"] if answer.answer == "left" else row["right"] if answer.answer == "right" else "equal"
 
 
+PAIRWISE_P_NOTE = (
+    "p: the mean preference (+1 a, -1 b, 0 equal) against 0, workers and images crossed random effects (two-way "
+    "cluster-robust t), Holm over the pairs as p_holm; chi2_p and binom_p as the seed paper computed them, over the "
+    "answers that chose a side, each answer independent"
+)
+IDENTIFY_P_NOTE = (
+    "p: each pair of variants' accuracy difference against 0, workers and images crossed random effects (two-way "
+    "cluster-robust t), Holm over the pairs as p_holm; chi2_p as the seed paper computed it, each answer independent"
+)
+
+
+def _crowd_figures(estimate: CrossedMean) -> dict[str, Any]:
+    low, high = estimate.interval()
+    finite = math.isfinite(estimate.se)
+    return {
+        "ci_low": low if finite else None, "ci_high": high if finite else None,
+        "p": estimate.p if finite else None, "df": estimate.df if finite else None,
+        "workers_in_test": estimate.n_replicates, "images_in_test": estimate.n_images,
+    }  # fmt: skip
+
+
+def _corrected(rows: list[dict[str, Any]], key: str = "p") -> list[float | None]:
+    adjusted = holm([math.nan if row[key] is None else row[key] for row in rows])
+    return [None if math.isnan(value) else float(value) for value in adjusted]
+
+
 def pairwise_stats(answers: Sequence[Answer], manifest: Manifest) -> list[dict[str, Any]]:
     from scipy import stats
 
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    scored: dict[tuple[str, str], list[tuple[float, str, str]]] = defaultdict(list)  # (score, worker, image)
     for answer in answers:
         row = manifest.real.get(answer.stimulus)
         if row is not None:
-            counts[pair_key(row["left"], row["right"])][winner(answer, row)] += 1
+            pair = pair_key(row["left"], row["right"])
+            chosen = winner(answer, row)
+            counts[pair][chosen] += 1
+            score = 1.0 if chosen == pair[0] else -1.0 if chosen == pair[1] else 0.0
+            scored[pair].append((score, answer.worker, row.get("image_id") or answer.stimulus))
     pairs = []
     for (a, b), count in sorted(counts.items(), key=lambda item: (_rate_key(item[0][0]), _rate_key(item[0][1]))):
         a_count, b_count, equal = count[a], count[b], count["equal"]
         sided = a_count + b_count
+        scores, workers, images = zip(*scored[(a, b)], strict=True)
+        estimate = clustered_mean(np.asarray(scores), workers, images)
         pairs.append({
             "a": a, "b": b, "a_count": a_count, "b_count": b_count, "equal_count": equal,
             "equal_rate": equal / (sided + equal) if sided + equal else None,
             "a_rate": a_count / sided if sided else None,
+            "preference": estimate.mean, **_crowd_figures(estimate),
             "chi2_p": float(stats.chisquare([a_count, b_count]).pvalue) if sided else None,
             "binom_p": float(stats.binomtest(a_count, sided, 0.5).pvalue) if sided else None,
         })  # fmt: skip
-    # Several pairs are several tests: Holm's correction over the binomial p-values is what "significant" reads.
-    corrected = holm([math.nan if p["binom_p"] is None else p["binom_p"] for p in pairs])
-    for pair, value in zip(pairs, corrected, strict=True):
-        pair["binom_p_holm"] = None if math.isnan(value) else float(value)
+    # Several pairs are several tests: Holm's correction over the headline p is what "significant" reads.
+    for pair, value, binomial in zip(pairs, _corrected(pairs), _corrected(pairs, "binom_p"), strict=True):
+        pair["p_holm"] = value
+        pair["binom_p_holm"] = binomial
     return pairs
 
 
-def identify_stats(answers: Sequence[Answer], manifest: Manifest) -> tuple[list[dict[str, Any]], float | None]:
+def identify_stats(
+    answers: Sequence[Answer], manifest: Manifest
+) -> tuple[list[dict[str, Any]], float | None, list[dict[str, Any]]]:
+    """(per variant accuracy, the seed paper's chi-squared p across variants, per pair of variants the accuracy
+    difference with its crossed-effects p)."""
     from scipy import stats
 
-    by_variant: dict[str, list[bool]] = defaultdict(list)
+    by_variant: dict[str, list[tuple[float, str, str]]] = defaultdict(list)  # (correct, worker, image)
     dont_know: Counter[str] = Counter()
     for answer in answers:
         row = manifest.real.get(answer.stimulus)
         if row is not None:
-            by_variant[row["variant"]].append(answer.answer == row["class"])
+            correct = float(answer.answer == row["class"])
+            by_variant[row["variant"]].append((correct, answer.worker, row.get("image_id") or answer.stimulus))
             dont_know[row["variant"]] += answer.answer == DONT_KNOW
-    variants = [
-        {"variant": name, "answers": len(hits), "correct": int(sum(hits)), "dont_know": dont_know[name],
-         "accuracy": sum(hits) / len(hits)}
-        for name, hits in sorted(by_variant.items(), key=lambda item: _rate_key(item[0]))
-    ]  # fmt: skip
+    variants = []
+    for name, hits in sorted(by_variant.items(), key=lambda item: _rate_key(item[0])):
+        correct, known = int(sum(h[0] for h in hits)), len(hits) - dont_know[name]
+        variants.append({
+            "variant": name, "answers": len(hits), "correct": correct, "dont_know": dont_know[name],
+            "accuracy": correct / len(hits), "known_accuracy": correct / known if known else None,
+        })  # fmt: skip
     table = np.array([[v["correct"], v["answers"] - v["correct"]] for v in variants])
     chi2_p = None
     if len(variants) >= 2 and (table.sum(axis=0) > 0).all():
         chi2_p = float(stats.chi2_contingency(table).pvalue)
-    return variants, chi2_p
+    contrasts = []
+    for first, second in itertools.combinations([v["variant"] for v in variants], 2):
+        estimate = accuracy_difference(by_variant[second], by_variant[first])
+        contrasts.append({"a": first, "b": second, "difference": estimate.mean, **_crowd_figures(estimate)})
+    for contrast, value in zip(contrasts, _corrected(contrasts), strict=True):
+        contrast["p_holm"] = value
+    return variants, chi2_p, contrasts
+
+
+def accuracy_difference(
+    variant: Sequence[tuple[float, str, str]], reference: Sequence[tuple[float, str, str]]
+) -> CrossedMean:
+    """Accuracy of `variant` minus that of `reference` from (correct, worker, image) answers, with workers and images
+    crossed random effects: the two-way cluster-robust variance of the difference's influence scores (each answer's
+    deviation from its side's accuracy over its side's share of the answers), whatever the pattern of who saw what."""
+    both = [*variant, *reference]
+    if not variant or not reference:
+        return CrossedMean(math.nan, math.nan, math.nan, 0, 0, math.nan, math.nan, math.nan)
+    accuracy_variant = float(np.mean([c for c, _, _ in variant]))
+    accuracy_reference = float(np.mean([c for c, _, _ in reference]))
+    share_variant, share_reference = len(variant) / len(both), len(reference) / len(both)
+    influence = [(c - accuracy_variant) / share_variant for c, _, _ in variant]
+    influence += [-(c - accuracy_reference) / share_reference for c, _, _ in reference]
+    spread = clustered_mean(np.asarray(influence), [w for _, w, _ in both], [i for _, _, i in both])
+    return replace(spread, mean=accuracy_variant - accuracy_reference)
 
 
 def analyse(
@@ -319,8 +443,10 @@ def analyse(
     }
     if manifest.design == "pairwise":
         report["pairs"] = pairwise_stats(real, manifest)
+        report["p_note"] = PAIRWISE_P_NOTE
     else:
-        report["variants"], report["chi2_p"] = identify_stats(real, manifest)
+        report["variants"], report["chi2_p"], report["contrasts"] = identify_stats(real, manifest)
+        report["p_note"] = IDENTIFY_P_NOTE
     return report
 
 
@@ -433,18 +559,33 @@ def text_report(report: Mapping[str, Any]) -> str:
             + ", ".join(report["excluded_workers"])
         )
     if report["design"] == "pairwise":
-        lines.append(f"{'pair (a vs b)':<20} prefer a  prefer b  equal  equal rate  chi2 p    binom p   Holm p")
+        lines.append(
+            f"{'pair (a vs b)':<20} prefer a  prefer b  equal  preference [95 % CI]    p        Holm p    "
+            "chi2 p    binom p"
+        )
         for p in report["pairs"]:
+            interval = f"[{_fmt(p['ci_low'], '.2f')}, {_fmt(p['ci_high'], '.2f')}]"
             lines.append(
                 f"{p['a'] + ' vs ' + p['b']:<20} {p['a_count']:>8}  {p['b_count']:>8}  {p['equal_count']:>5}  "
-                f"{_fmt(p['equal_rate']):>10}  {_fmt(p['chi2_p'], '.2g'):<8}  {_fmt(p['binom_p'], '.2g'):<8}  "
-                f"{_fmt(p['binom_p_holm'], '.2g')}"
+                f"{p['preference']:>+10.3f} {interval:<13} {_fmt(p['p'], '.2g'):<8} {_fmt(p['p_holm'], '.2g'):<9} "
+                f"{_fmt(p['chi2_p'], '.2g'):<9} {_fmt(p['binom_p'], '.2g')}"
             )
-        lines.append("(p-values over the answers that chose a side; significant: Holm p < 0.05)")
+        lines.append(f"({report['p_note']}; significant: Holm p < 0.05)")
     else:
         for v in report["variants"]:
-            lines.append(f"{v['variant']:<10} accuracy {v['accuracy']:.3f} ({v['correct']}/{v['answers']})")
-        lines.append(f"chi2 test across variants: p = {_fmt(report['chi2_p'], '.2g')}")
+            lines.append(
+                f"{v['variant']:<10} accuracy {v['accuracy']:.3f} ({v['correct']}/{v['answers']}; "
+                f"{v['dont_know']} don't know; {_fmt(v['known_accuracy'])} of the answers naming a class)"
+            )
+        for c in report["contrasts"]:
+            lines.append(
+                f"{c['b'] + ' - ' + c['a']:<20} accuracy {c['difference']:+.3f} [{_fmt(c['ci_low'])}, "
+                f"{_fmt(c['ci_high'])}]  p {_fmt(c['p'], '.2g')}  Holm p {_fmt(c['p_holm'], '.2g')}"
+            )
+        lines.append(
+            f"chi2 test across variants (answers independent, as the seed paper): p = {_fmt(report['chi2_p'], '.2g')}"
+        )
+        lines.append(f"({report['p_note']})")
     if report.get("agreement"):
         lines.append("metric agreement with the human majority (95 % bootstrap CI), Kendall tau of variant rankings:")
         for row in report["agreement"]:

@@ -258,6 +258,7 @@ def build_study(
         "variants": {variant_label(rate): variants[rate].run_id for rate in used},
         "pairs": [[variant_label(a), variant_label(b)] for a, b in compared] if design == "pairwise" else [],
         "images": len(common), "stimuli": len(stimuli), "attention_checks": sum(1 for s in stimuli if s.expected),
+        "classes": list(class_names),  # the identify answers people can give; `human analyse` checks them
     }  # fmt: skip
     labelled = [(variant_label(a), variant_label(b)) for a, b in compared]
     return StudyExport(design, stimuli, [variants[rate] for rate in used], labelled, class_names, description)

@@ -20,19 +20,22 @@ from typing import Any
 import numpy as np
 
 from xbench import __version__
+from xbench.links import run_url, runs_url
 from xbench.references import Reference, load_reference, replication_rows
 from xbench.stats import (
     ACCURACY,
+    DEFAULT_ACCURACY_MARGIN,
     METHOD,
     CellSummary,
     Comparison,
     SuiteStats,
+    safe_compression,
     suite_stats,
     summarise_cells,
     sweet_spots,
 )
 
-DEFAULT_MAX_ACCURACY_DROP = 0.01  # "one point" of accuracy
+DEFAULT_MAX_ACCURACY_DROP = DEFAULT_ACCURACY_MARGIN  # "one point" of accuracy
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
            "#756bb1", "#636363", "#9c9ede"]  # fmt: skip
@@ -50,6 +53,8 @@ class SuiteResults:
     gallery: dict[str, dict[str, bytes]] = field(default_factory=dict)
     reference: Reference | None = None
     human: list[dict[str, Any]] = field(default_factory=list)  # human-study reports (`xbench human analyse --suite`)
+    equivalence: dict[str, float] = field(default_factory=dict)  # the suite's equivalence margins (`equivalence:`)
+    experiment_id: str | None = None  # the suite's MLflow experiment, for links into the MLflow UI
 
     @property
     def metric_names(self) -> list[str]:
@@ -75,7 +80,8 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
     reference = store.reference(suite)
     results = SuiteResults(suite, records, store.per_image_scores(records),
                            reference=load_reference(reference) if reference else None,
-                           human=store.human_studies(suite))  # fmt: skip
+                           human=store.human_studies(suite), equivalence=store.equivalence(suite),
+                           experiment_id=store.experiment_id(suite))  # fmt: skip
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
         if len(arrays) == 2:
@@ -174,7 +180,8 @@ def _cell_value(summary: CellSummary, key: str) -> Any:
     return summary.values.get(key)
 
 
-def cells_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str, Any]:
+def cells_view(results: SuiteResults, summaries: list[CellSummary], mlflow_url: str | None = None) -> dict[str, Any]:
+    """The cells table; with `mlflow_url` (the MLflow UI's address) each row links to its runs there, one per seed."""
     columns = _columns(results)
     best: dict[str, set[int]] = {}
     for column in columns:
@@ -206,20 +213,41 @@ def cells_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str,
                 "best": index in best.get(column.key, ()),
                 "column": column,
             })  # fmt: skip
-        rows.append(cells)
-    return {"columns": columns, "rows": rows}
+        runs = []
+        if mlflow_url and results.experiment_id:
+            runs = [{"seed": seed, "href": run_url(mlflow_url, results.experiment_id, run_id)}
+                    for seed, run_id in zip(summary.seeds, summary.run_ids, strict=True)]  # fmt: skip
+        rows.append({"cells": cells, "runs": runs})
+    return {"columns": columns, "rows": rows, "mlflow": bool(mlflow_url and results.experiment_id)}
+
+
+VERDICT_TEXT = {
+    "better": "better", "worse": "worse", "equivalent": "equivalent (within the margin)",
+    "undecided": "undecided",
+}  # fmt: skip
+
+
+def comparison_anchor(c: Comparison) -> str:
+    """A stable id of a comparison's row, so the safe-compression table can link to its evidence."""
+    parts = [c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule,
+             c.explainer or "accuracy", c.metric, f"{c.compression_rate:g}"]  # fmt: skip
+    return "cmp-" + "-".join("".join(ch if ch.isalnum() else "_" for ch in part) for part in parts)
 
 
 def _effect_row(c: Comparison, arrow: str) -> dict[str, Any]:
     pruning = f"{c.pruning_method} ({c.pruning_scope}, {c.pruning_granularity}, {c.pruning_schedule})"
-    verdict = "no detectable difference" if not c.significant else ("better" if c.better else "worse")
+    verdict = VERDICT_TEXT[c.verdict]
+    if c.verdict == "undecided" and c.seeds_needed:
+        verdict += f" (about {c.seeds_needed} seeds would decide it)"
     return {
+        "id": comparison_anchor(c),
         "model": c.model, "pruning": pruning, "explainer": c.explainer or "–", "metric": f"{c.metric} {arrow}",
         "rate": f"{c.compression_rate:g}", "reference": readable(c.reference_mean), "variant": readable(c.variant_mean),
         "diff": readable(c.mean_diff), "interval": f"[{c.ci_low:.3g}, {c.ci_high:.3g}]",
         "effect": readable(c.effect_size), "p": f"{c.p:.2g}", "p_holm": f"{c.p_holm:.2g}", "verdict": verdict,
+        "margin": f"±{c.margin:.3g}", "p_equivalent_holm": f"{c.p_equivalent_holm:.2g}", "state": c.verdict,
         "images": c.n_images, "excluded": c.n_excluded, "seeds": c.n_seeds, "significant": c.significant,
-        "better": c.better,
+        "better": c.better, "fewer_seeds": c.fewer_seeds_than_suite, "suite_seeds": c.suite_seeds,
     }  # fmt: skip
 
 
@@ -231,11 +259,39 @@ def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
                                                        c.explainer or "", c.metric, c.compression_rate))  # fmt: skip
     rows = [_effect_row(c, arrow(c.metric)) for c in ordered]
     return {
-        "significant": [r for r in rows if r["significant"]],
+        "decided": [r for r in rows if r["state"] in ("better", "worse")],
         "all": rows,
         "count": len(rows),
-        "undetected": sum(not r["significant"] for r in rows),
+        "verdicts": stats.verdicts,
+        "margins": stats.margins,
+        "fewer_seeds": sum(r["fewer_seeds"] for r in rows),
     }
+
+
+def safe_view(stats: SuiteStats) -> dict[str, Any]:
+    """The page's headline: per model × pruning × explainer, the largest CR at which accuracy and every metric are
+    equivalent to CR 1 or better, each CR's blocking comparisons one click away."""
+    rows = []
+    for safe in safe_compression(stats):
+        steps = []
+        for rate in safe.rates:
+            blockers = safe.blocking[rate]
+            steps.append({
+                "rate": f"{rate:g}", "safe": not blockers,
+                "blockers": [
+                    {"text": "accuracy: no comparison"} if c is None else
+                    {"text": f"{c.metric}: {VERDICT_TEXT[c.verdict]} (Δ {c.mean_diff:.3g}, margin ±{c.margin:.3g})",
+                     "href": "#" + comparison_anchor(c)}
+                    for c in blockers
+                ],
+            })  # fmt: skip
+        rows.append({
+            "model": safe.model, "explainer": safe.explainer,
+            "pruning": f"{safe.pruning_method} ({safe.pruning_scope}, {safe.pruning_granularity}, "
+                       f"{safe.pruning_schedule})",
+            "safe_rate": f"{safe.safe_rate:g}" if safe.found else "none", "found": safe.found, "steps": steps,
+        })  # fmt: skip
+    return {"rows": rows, "found": sum(r["found"] for r in rows)}
 
 
 def sweet_view(results: SuiteResults, stats: SuiteStats, max_accuracy_drop: float) -> dict[str, Any]:
@@ -466,18 +522,25 @@ def human_view(results: SuiteResults) -> list[dict[str, Any]]:
         rows = []
         if report["design"] == "pairwise":
             for pair in report["pairs"]:
-                significant = pair.get("binom_p_holm") is not None and pair["binom_p_holm"] < 0.05
+                holm_p = pair.get("p_holm")  # crossed workers and images; older reports had only the seed paper's
+                significant = holm_p is not None and holm_p < 0.05
                 rows.append({
                     "label": f"{pair['a']} vs {pair['b']}", "a": pair["a_count"], "b": pair["b_count"],
                     "equal": pair["equal_count"], "equal_rate": readable(pair["equal_rate"]),
-                    "chi2_p": _p(pair["chi2_p"]), "binom_p": _p(pair["binom_p"]),
-                    "holm_p": _p(pair.get("binom_p_holm")),
+                    "chi2_p": _p(pair["chi2_p"]), "binom_p": _p(pair["binom_p"]), "p": _p(pair.get("p")),
+                    "holm_p": _p(holm_p),
                     "verdict": (f"people prefer {pair['a'] if pair['a_count'] > pair['b_count'] else pair['b']}"
                                 if significant else "no detectable preference"),
                 })  # fmt: skip
         else:
-            rows = [{"label": v["variant"], "answers": v["answers"], "accuracy": readable(v["accuracy"])}
+            rows = [{"label": v["variant"], "answers": v["answers"], "accuracy": readable(v["accuracy"]),
+                     "dont_know": v.get("dont_know", 0), "known_accuracy": readable(v.get("known_accuracy"))}
                     for v in report["variants"]]  # fmt: skip
+        contrasts = [
+            {"label": f"{c['b']} - {c['a']}", "difference": readable(c["difference"]), "p": _p(c["p"]),
+             "holm_p": _p(c["p_holm"]), "interval": f"[{readable(c['ci_low'])}, {readable(c['ci_high'])}]"}
+            for c in report.get("contrasts", [])
+        ]  # fmt: skip
         agreement = [
             {**row, "text": {"agreement": readable(row["agreement"]), "low": readable(row["ci_low"]),
                              "high": readable(row["ci_high"]),
@@ -489,6 +552,7 @@ def human_view(results: SuiteResults) -> list[dict[str, Any]]:
             "alpha": "undefined" if report["alpha"] is None else f"{report['alpha']:.3f}",
             "alpha_note": report.get("alpha_note", ""), "excluded": len(report.get("excluded_workers", [])),
             "chi2_p": _p(report.get("chi2_p")), "rows": rows, "agreement": agreement, "run_id": report.get("run_id"),
+            "contrasts": contrasts, "p_note": report.get("p_note", ""),
         })  # fmt: skip
     return studies
 
@@ -525,8 +589,14 @@ def suite_filename(suite: str) -> str:
     return "suite-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in suite) + ".html"
 
 
-def suite_page(results: SuiteResults, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> str:
-    stats = suite_stats(results.records, results.per_image)
+def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, mlflow_url: str | None = None) -> str:
+    """A suite's page. The accuracy margin: `max_accuracy_drop` when given (the command line), else the suite's
+    `equivalence.accuracy`, else `DEFAULT_MAX_ACCURACY_DROP`. With `mlflow_url`, links into that MLflow UI."""
+    margins = dict(results.equivalence)
+    if max_accuracy_drop is not None:
+        margins[ACCURACY] = max_accuracy_drop
+    max_accuracy_drop = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
+    stats = suite_stats(results.records, results.per_image, margins)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
     return (
         _environment()
@@ -542,8 +612,10 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float = DEFAULT_MAX_ACC
             built=time.strftime("%Y-%m-%d %H:%M"),
             version=__version__,
             method=METHOD,
-            table=cells_view(results, summaries),
+            table=cells_view(results, summaries, mlflow_url),
+            mlflow_runs=runs_url(mlflow_url, results.experiment_id) if mlflow_url and results.experiment_id else None,
             effects=effects_view(results, stats),
+            safe=safe_view(stats),
             sweet=sweet_view(results, stats, max_accuracy_drop),
             curves=curves_view(results, summaries),
             pareto=pareto_view(results, summaries),
@@ -584,12 +656,14 @@ def index_page(suites: list[SuiteResults]) -> str:
     )
 
 
-def build(suites: list[SuiteResults], out: Path, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> Path:
+def build(
+    suites: list[SuiteResults], out: Path, max_accuracy_drop: float | None = None, mlflow_url: str | None = None
+) -> Path:
     """Write index.html, one page per suite and each suite's records as JSON; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
     for results in suites:
         page = suite_filename(results.name)
-        (out / page).write_text(suite_page(results, max_accuracy_drop))
+        (out / page).write_text(suite_page(results, max_accuracy_drop, mlflow_url))
         (out / page.replace(".html", ".json")).write_text(json.dumps(results.records, indent=1, default=str))
     index = out / "index.html"
     index.write_text(index_page(suites))

@@ -1,13 +1,16 @@
-"""Statistics of a suite: every pruned variant against its unpruned model, paired by seed and image, with confidence
-intervals, effect sizes and Holm-corrected p-values; and how far each metric can be trusted across seeds.
+"""Statistics of a suite: every pruned variant against its unpruned model, paired by seed and image, as a verdict
+(better, worse, equivalent within a margin, or undecided) with a confidence interval, p-values Holm-corrected over
+the suite, and the seeds it would take to decide what is still undecided; and how far each metric can be trusted.
 
 The method, in one sentence (the leaderboard prints `METHOD`): for each model × pruning × explainer × metric and each
-CR ≠ 1, the per-image difference to CR 1 is taken within each seed on the images both maps could score; its mean
-gets a 95 % hierarchical bootstrap interval (seeds resampled, then images within each seed); p comes from a test
-that treats both training seeds and images as random (Clark's min F', scipy's F distribution), or, with one seed, from
-a paired sign-flip test across images (scipy: Monte Carlo permutations below 30 pairs, the test's normal limit
-above); Holm's correction runs over all comparisons of the suite (statsmodels), and a difference is significant only
-when the corrected p is below 0.05 and the interval excludes 0.
+CR ≠ 1, the per-image difference to CR 1 is taken within each seed; the table of differences (seeds × images, both
+random: a crossed design) gives the mean, its standard error from the design's variance components (Clark's quasi-F
+decomposition) and one t distribution, from which the 95 % interval, the p of "no difference" and the two one-sided
+p of "equivalent within ±margin" all come, so they never disagree. See `crossed_mean` for the degrees of freedom, and
+`benchmarks/calibration.py` for the simulated error rates.
+
+Crowd answers are the same design with workers in place of seeds: `clustered_mean` gives their standard error with
+workers and images as crossed random effects.
 
 Reads records (`results.to_record`) and per-image scores (`results.per_image_scores`, with `correct` for accuracy):
 no torch, no MLflow.
@@ -18,23 +21,293 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
 ALPHA = 0.05
-BOOTSTRAP_RESAMPLES = 2000
-PERMUTATION_RESAMPLES = 9999
+POWER = 0.8  # of a planned run: the seeds that would decide a comparison this often
 ACCURACY = "accuracy"
+# Satterthwaite's df is computed with the seeds' variance at this lower quantile's upper confidence bound: with few
+# seeds the estimated df leans towards the image df exactly when the seeds' mean square is small by chance, which
+# made min F' reject 7 % of null comparisons with 3 seeds; the bound keeps the rate at or under 5 % (calibration.py).
+SEED_BOUND_QUANTILE = 0.15
+DEFAULT_MARGIN_SHARE = 0.2  # default equivalence margin of a metric: this share of its CR-1 SD across images
+DEFAULT_ACCURACY_MARGIN = 0.01  # "one point" of accuracy, the leaderboard's default allowed drop
+MAX_PLANNED_SEEDS = 200
 METHOD = (
-    "Each CR is compared with CR 1 of the same model, seed and images (images a constant map cannot score are left "
-    "out of both sides); the mean difference has a 95 % hierarchical bootstrap interval (seeds, then images within "
-    f"seed; {BOOTSTRAP_RESAMPLES} resamples), p treats both training seeds and images as random (Clark's min F'; "
-    "with one seed, a paired sign-flip test across images), Holm's correction runs over every comparison of the "
-    "suite, and a difference counts only when the corrected p < 0.05 and the interval excludes 0."
+    "Each CR is compared with CR 1 of the same model, seeds and images (an image a constant map cannot score in any "
+    "seed is left out of every seed, so the design stays crossed). Seeds and images are both random: the mean "
+    "difference's standard error comes from their variance components, with Satterthwaite's degrees of freedom "
+    "taken at an upper bound of the seed component, and one t distribution gives the 95 % interval, the p of a "
+    "difference and the p of equivalence (two one-sided tests against the metric's margin). Holm's correction runs "
+    "over the suite's comparisons, once for differences and once for equivalence. Verdict: equivalent when the "
+    "corrected equivalence p < 0.05; else better or worse when the corrected difference p < 0.05; else undecided. "
+    "With one seed the test is over images within one trained model."
 )
 PRUNING_FIELDS = ("pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule")
+Verdict = Literal["better", "worse", "equivalent", "undecided"]
+
+
+# ------------------------------------------------------------------------------------------------------ primitives
+
+
+def t_tail(statistic: float, df: float) -> float:
+    """P(T > statistic) for Student's t with `df` (scipy.special's stdtr: the distribution object's `sf` costs 50×
+    more, which the calibration's hundred thousand comparisons notice)."""
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -statistic))
+
+
+def t_quantile(probability: float, df: float) -> float:
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, probability))
+
+
+@dataclass(frozen=True)
+class CrossedMean:
+    """The mean of a replicates × images table, with its standard error, degrees of freedom and the variance
+    components they come from (replicate, image, residual; NaN where one replicate cannot tell them apart)."""
+
+    mean: float
+    se: float
+    df: float
+    n_replicates: int
+    n_images: int
+    replicate_var: float
+    image_var: float
+    residual_var: float
+
+    def interval(self, level: float = 1 - ALPHA) -> tuple[float, float]:
+        if not math.isfinite(self.se):
+            return math.nan, math.nan
+        half = 0.0 if self.se == 0 else t_quantile(0.5 + level / 2, self.df) * self.se
+        return self.mean - half, self.mean + half
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of a zero mean."""
+        if not math.isfinite(self.se):
+            return math.nan
+        if self.se == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return 2 * t_tail(abs(self.mean) / self.se, self.df)
+
+    def p_equivalent(self, margin: float) -> float:
+        """p of the two one-sided tests (TOST) that the mean lies within ±margin: the larger of the two one-sided p.
+        Below α exactly when the (1 - 2α) interval lies inside the margin."""
+        if not (math.isfinite(self.se) and math.isfinite(margin)) or margin <= 0:
+            return math.nan
+        if self.se == 0:
+            return 0.0 if abs(self.mean) < margin else 1.0
+        return t_tail((margin - abs(self.mean)) / self.se, self.df)
+
+
+def _se_and_df(
+    row_term: float, column_term: float, residual_term: float, rows: int, columns: int
+) -> tuple[float, float]:
+    """Standard error of a crossed table's mean from its three variance terms (each a mean square over the table's
+    size), and Satterthwaite's df with the row term at its upper confidence bound (`SEED_BOUND_QUANTILE`).
+
+    Var(mean) = σ²_row/R + σ²_col/C + σ²_e/(RC) is estimated without bias by row + column - residual term; it is
+    never below either of the first two in expectation, so it is held at least at their larger one (a negative
+    estimate is noise, not precision)."""
+    from scipy.special import gammaincinv
+
+    variance = max(row_term + column_term - residual_term, row_term, column_term)
+    bounded = row_term * (rows - 1) / (2 * float(gammaincinv((rows - 1) / 2, SEED_BOUND_QUANTILE)))  # χ² quantile
+    bounded_variance = max(bounded + column_term - residual_term, bounded, column_term)
+    spread = bounded**2 / (rows - 1) + column_term**2 / (columns - 1) + residual_term**2 / ((rows - 1) * (columns - 1))
+    df = bounded_variance**2 / spread if spread > 0 else math.inf
+    return math.sqrt(variance), max(df, rows - 1.0)
+
+
+def crossed_mean(table: np.ndarray) -> CrossedMean:
+    """The mean of a (replicates, images) table of finite values with replicates and images as crossed random
+    factors: d[s, i] = δ + a_s + b_i + e_si. With one replicate, a one-sample t over images (the inference is then
+    about that trained model only)."""
+    table = np.asarray(table, dtype=float)
+    replicates, images = table.shape
+    mean = float(table.mean()) if table.size else math.nan
+    if images < 2:
+        return CrossedMean(mean, math.nan, math.nan, replicates, images, math.nan, math.nan, math.nan)
+    if replicates == 1:
+        spread = float(table[0].var(ddof=1))
+        return CrossedMean(mean, math.sqrt(spread / images), images - 1.0, 1, images, math.nan, spread, math.nan)
+    row_means, column_means = table.mean(axis=1), table.mean(axis=0)
+    row_square = float(row_means.var(ddof=1))  # E = σ²_row + σ²_e / images
+    column_square = float(column_means.var(ddof=1))  # E = σ²_col + σ²_e / replicates
+    residuals = table - row_means[:, None] - column_means[None, :] + mean
+    residual_square = float((residuals**2).sum()) / ((replicates - 1) * (images - 1))  # E = σ²_e
+    se, df = _se_and_df(
+        row_square / replicates, column_square / images, residual_square / (replicates * images), replicates, images
+    )
+    return CrossedMean(
+        mean, se, df, replicates, images,
+        max(row_square - residual_square / images, 0.0), max(column_square - residual_square / replicates, 0.0),
+        residual_square,
+    )  # fmt: skip
+
+
+def planned_crossed_se(estimate: CrossedMean, replicates: int) -> tuple[float, float]:
+    """(standard error, df) the same test would have with `replicates` replicates and the same images, if the
+    variance components were those estimated."""
+    images = estimate.n_images
+    residual = estimate.residual_var
+    return _se_and_df(
+        (estimate.replicate_var + residual / images) / replicates,
+        (estimate.image_var + residual / replicates) / images,
+        residual / (replicates * images),
+        replicates,
+        images,
+    )
+
+
+def seeds_to_decide(estimate: CrossedMean, margin: float, tests: int = 1, power: float = POWER) -> int | None:
+    """The fewest seeds with which a comparison would be decided with probability `power`, if the true difference
+    were the one estimated now and the variance components those estimated: shown different (|δ| beyond what the
+    test can tell from 0) or shown equivalent (|δ| inside the margin), at α / `tests` (Bonferroni over the suite's
+    comparisons, the strictest step of Holm's). Optimistic for a large estimate (an effect that stood out is usually
+    overestimated). None when it cannot be planned (one seed: the seed variance is unknown) or `MAX_PLANNED_SEEDS`
+    would not do (the images' variance alone is too large for the margin)."""
+    from scipy.stats import norm
+
+    if estimate.n_replicates < 2 or not math.isfinite(margin) or margin <= 0 or not math.isfinite(estimate.mean):
+        return None
+    alpha = ALPHA / max(tests, 1)
+    delta = abs(estimate.mean)
+
+    def decided(seeds: int) -> bool:
+        se, df = planned_crossed_se(estimate, seeds)
+        if se == 0:
+            return True
+        different = norm.cdf(delta / se - t_quantile(1 - alpha / 2, df))
+        one_sided = t_quantile(1 - alpha, df)
+        equivalent = norm.cdf((margin - delta) / se - one_sided) + norm.cdf((margin + delta) / se - one_sided) - 1
+        return bool(max(different, equivalent) >= power)
+
+    # More seeds only shrink the standard error and the critical values, so the first seed count that decides is
+    # found by bisection.
+    if not decided(MAX_PLANNED_SEEDS):
+        return None
+    low, high = 1, MAX_PLANNED_SEEDS  # decided(high); low is below the first that decides
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if decided(middle) else (middle, high)
+    return high
+
+
+def clustered_mean(values: np.ndarray, workers: Sequence[str], images: Sequence[Any]) -> CrossedMean:
+    """The mean of answers scored as numbers, with workers and images as crossed random effects in any pattern of
+    who answered what: the two-way cluster-robust variance (Cameron, Gelbach & Miller 2011), V = V_worker + V_image
+    - V_answer, each with its small-sample factor G / (G - 1) and held at least at V_worker and V_image, and a t with
+    min(workers, images) - 1 df (their recommendation for few clusters). `values` may be influence scores of a
+    contrast (mean zero under the fit)."""
+    values = np.asarray(values, dtype=float)
+    count = len(values)
+    mean = float(values.mean()) if count else math.nan
+    worker_index = np.unique(np.asarray([str(w) for w in workers]), return_inverse=True)[1].reshape(-1)
+    image_index = np.unique(np.asarray([str(i) for i in images]), return_inverse=True)[1].reshape(-1)
+    n_workers = int(worker_index.max()) + 1 if count else 0
+    n_images = int(image_index.max()) + 1 if count else 0
+    if count < 2 or min(n_workers, n_images) < 2:
+        return CrossedMean(mean, math.nan, math.nan, n_workers, n_images, math.nan, math.nan, math.nan)
+    residuals = values - mean
+
+    def cluster_variance(index: np.ndarray, groups: int) -> float:
+        sums = np.bincount(index, weights=residuals, minlength=groups)
+        return groups / (groups - 1) * float((sums**2).sum()) / count**2
+
+    by_worker, by_image = cluster_variance(worker_index, n_workers), cluster_variance(image_index, n_images)
+    by_answer = count / (count - 1) * float((residuals**2).sum()) / count**2
+    # As in `_se_and_df`: the variance of the mean is at least each cluster term in expectation; held there, the
+    # difference of three noisy terms cannot make a contrast look precise where worker and image effects cancel
+    # (an identify study, each worker seeing each image in one variant, rejected 6-7 % of nulls without it).
+    variance = max(by_worker + by_image - by_answer, by_worker, by_image)
+    return CrossedMean(mean, math.sqrt(variance), min(n_workers, n_images) - 1.0, n_workers, n_images,
+                       by_worker, by_image, by_answer)  # fmt: skip
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values; NaNs stay NaN and are not counted.
+
+    Written out rather than taken from statsmodels' `multipletests` (which gives the same values, see the tests):
+    that one runs a full `gc.collect()` on every Holm call, 75 ms here and more with a large heap."""
+    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
+    adjusted = [math.nan] * len(p_values)
+    ordered = sorted(finite, key=lambda i: p_values[i])
+    running = 0.0
+    for rank, index in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def crossed_table(sides: Mapping[int, np.ndarray]) -> tuple[np.ndarray, int]:
+    """(seeds × images table of the images every seed scored, values left out) from per-seed per-image arrays.
+
+    An image that some seed could not score (NaN) is left out of every seed, so each seed scores the same images and
+    the design stays crossed; a seed with fewer than two images left is dropped."""
+    if not sides:
+        return np.empty((0, 0)), 0
+    rows = [np.asarray(sides[seed], dtype=float) for seed in sorted(sides)]
+    width = max(len(row) for row in rows)
+    padded = np.stack([np.pad(row, (0, width - len(row)), constant_values=np.nan) for row in rows])
+    total = int(sum(len(row) for row in rows))
+    kept_rows = padded[np.isfinite(padded).sum(axis=1) >= 2]
+    if len(kept_rows) == 0:
+        return np.empty((0, 0)), total
+    table = kept_rows[:, np.isfinite(kept_rows).all(axis=0)]
+    return table, total - table.size
+
+
+def compare_paired(
+    reference: Mapping[int, np.ndarray], variant: Mapping[int, np.ndarray], margin: float = math.nan
+) -> dict[str, float | int]:
+    """The figures of one comparison from per-seed per-image scores of both sides (same images, same order): the
+    mean difference (variant - reference) with its 95 % interval, p, Cohen's d_z, the equivalence p at `margin`,
+    the test's df and standard error, and the seed, image and residual SDs of the differences."""
+    seeds = sorted(set(reference) & set(variant))
+    differences = {
+        seed: np.asarray(variant[seed], dtype=float) - np.asarray(reference[seed], dtype=float) for seed in seeds
+    }
+    table, excluded = crossed_table(differences)
+    figures: dict[str, float | int] = {"n_seeds": table.shape[0], "n_images": table.size, "n_excluded": excluded}
+    if table.shape[0] == 0 or table.shape[1] < 2:
+        nan = math.nan
+        return {**figures, "reference_mean": nan, "variant_mean": nan, "mean_diff": nan, "ci_low": nan, "ci_high": nan,
+                "effect_size": nan, "p": nan, "p_equivalent": nan, "margin": margin, "df": nan, "se": nan,
+                "seed_sd": nan, "image_sd": nan, "residual_sd": nan}  # fmt: skip
+    kept = [seed for seed in seeds if np.isfinite(differences[seed]).sum() >= 2]
+    usable = np.isfinite(np.stack([differences[s] for s in kept])).all(axis=0)
+    estimate = crossed_mean(table)
+    low, high = estimate.interval()
+    spread = float(table.std(ddof=1)) if table.size > 1 else math.nan
+    mean = estimate.mean
+    return {
+        **figures,
+        "reference_mean": float(np.mean([np.asarray(reference[s], dtype=float)[usable].mean() for s in kept])),
+        "variant_mean": float(np.mean([np.asarray(variant[s], dtype=float)[usable].mean() for s in kept])),
+        "mean_diff": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "effect_size": mean / spread if spread > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean)),
+        "p": estimate.p,
+        "p_equivalent": estimate.p_equivalent(margin),
+        "margin": margin,
+        "df": estimate.df,
+        "se": estimate.se,
+        "seed_sd": math.sqrt(estimate.replicate_var) if math.isfinite(estimate.replicate_var) else math.nan,
+        "image_sd": math.sqrt(estimate.image_var) if math.isfinite(estimate.image_var) else math.nan,
+        "residual_sd": math.sqrt(estimate.residual_var) if math.isfinite(estimate.residual_var) else math.nan,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- suite level
 
 
 @dataclass(frozen=True)
@@ -50,9 +323,9 @@ class Comparison:
     metric: str
     compression_rate: float
     higher_is_better: bool
-    n_seeds: int
+    n_seeds: int  # seeds this comparison could use (both sides finished, at least two images scored)
     n_images: int  # (seed, image) pairs compared
-    n_excluded: int  # pairs left out because either side could not be scored (a constant map)
+    n_excluded: int  # pairs left out because some seed could not score the image (a constant map)
     reference_mean: float
     variant_mean: float
     mean_diff: float  # variant - reference
@@ -60,8 +333,19 @@ class Comparison:
     ci_high: float
     effect_size: float  # Cohen's d_z: mean difference / SD of the paired differences
     p: float
+    p_equivalent: float  # TOST at ±margin
+    margin: float  # equivalence margin, in the metric's units
+    df: float
+    se: float
+    seed_sd: float  # SD of the difference across seeds (variance component; NaN with one seed)
+    image_sd: float
+    residual_sd: float
+    suite_seeds: int = 0  # seeds in the suite
     p_holm: float = math.nan
+    p_equivalent_holm: float = math.nan
     significant: bool = False
+    verdict: Verdict = "undecided"
+    seeds_needed: int | None = None  # seeds that would decide it (undecided comparisons; `seeds_to_decide`)
 
     @property
     def better(self) -> bool | None:
@@ -71,11 +355,30 @@ class Comparison:
         return (self.mean_diff > 0) == self.higher_is_better
 
     @property
-    def within_one_model(self) -> bool:
+    def within_one_trained_model(self) -> bool:
+        """One seed: the test is over images of one trained model and says nothing about another training run."""
         return self.n_seeds == 1
 
+    @property
+    def fewer_seeds_than_suite(self) -> bool:
+        return self.n_seeds < self.suite_seeds
+
+    @property
+    def estimate(self) -> CrossedMean:
+        """The comparison's crossed-design estimate, for planning (variance components as estimated)."""
+
+        def square(sd: float) -> float:
+            return sd**2 if math.isfinite(sd) else math.nan
+
+        images = self.n_images // self.n_seeds if self.n_seeds else 0
+        return CrossedMean(self.mean_diff, self.se, self.df, self.n_seeds, images, square(self.seed_sd),
+                           square(self.image_sd), square(self.residual_sd))  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "better": self.better}
+        return {
+            **asdict(self), "better": self.better, "within_one_trained_model": self.within_one_trained_model,
+            "fewer_seeds_than_suite": self.fewer_seeds_than_suite,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,161 +405,18 @@ class SuiteStats:
     comparisons: list[Comparison]
     reliability: list[Reliability]
     seeds: list[int]
+    margins: dict[str, str]  # metric -> how its margin was set, as people read it
 
     @property
     def single_seed(self) -> bool:
         return len(self.seeds) < 2
 
-
-# ------------------------------------------------------------------------------------------------------ primitives
-
-
-def hierarchical_bootstrap(
-    differences: list[np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> np.ndarray:
-    """Bootstrap distribution of the mean over seeds of each seed's mean difference.
-
-    Two levels, as the data were made: seeds are resampled with replacement, then images within each drawn seed.
-    With one seed it is the ordinary bootstrap over images.
-    """
-    rng = np.random.default_rng(seed)
-    # Level 2 first: for every seed, `resamples` means of its images resampled.
-    per_seed = np.stack(
-        [values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1) for values in differences]
-    )  # (seeds, resamples)
-    if len(differences) == 1:
-        return per_seed[0]
-    drawn = rng.integers(0, len(differences), size=(resamples, len(differences)))  # level 1: seeds
-    return per_seed[drawn, np.arange(resamples)[:, None]].mean(axis=1)
-
-
-EXACT_BELOW = 30  # pairs; from here on the sign-flip distribution is normal to well within the p-values that matter
-
-
-def paired_permutation_p(differences: list[np.ndarray], resamples: int = PERMUTATION_RESAMPLES, seed: int = 0) -> float:
-    """Two-sided p of a paired sign-flip test of the mean over seeds of per-seed mean differences.
-
-    Each (seed, image) pair keeps its weight 1 / (seeds × images of its seed), so every seed counts equally. Under
-    the null each pair's sign is a fair coin, so the statistic T = Σ wᵢdᵢ has mean 0 and variance Σ (wᵢdᵢ)². Below
-    EXACT_BELOW pairs, p comes from `scipy.stats.permutation_test` (Monte Carlo over sign flips); from there on from
-    that normal limit (`scipy.stats.norm`), because a Monte Carlo p cannot go below 2 / (resamples + 1), and Holm
-    multiplies the smallest p by the number of comparisons (64 for `quick`): resampling would put a floor under
-    every corrected p.
-    """
-    from scipy.stats import norm, permutation_test
-
-    pooled = np.concatenate(differences)
-    if not np.any(pooled):
-        return 1.0
-    weights = np.concatenate([np.full(len(d), 1 / (len(differences) * len(d))) for d in differences])
-    if len(pooled) >= EXACT_BELOW:
-        weighted = weights * pooled
-        return float(2 * norm.sf(abs(weighted.sum()) / np.sqrt(np.sum(weighted**2))))
-
-    def statistic(values: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.sum(values * weights, axis=axis)
-
-    result = permutation_test(
-        (pooled,), statistic, permutation_type="samples", n_resamples=resamples, vectorized=True,
-        alternative="two-sided", rng=np.random.default_rng(seed),
-    )  # fmt: skip
-    return float(result.pvalue)
-
-
-def seed_and_image_p(differences: np.ndarray) -> float:
-    """Two-sided p of a mean paired difference that generalises over training seeds and over images: Clark's (1973)
-    min F', the quasi-F test for crossed random factors, with p from `scipy.stats.f`.
-
-    `differences` is (seeds, images) with NaN where an image could not be scored. F1 tests the seeds' means (its
-    error is the seed-to-seed spread, df = seeds - 1), F2 the images' means over seeds (df = images - 1);
-    min F' = F1·F2 / (F1 + F2) with denominator df (F1 + F2)² / (F1²/df2 + F2²/df1). It is never larger than either,
-    so a difference is significant only when it holds across training runs *and* across images: three seeds that
-    agree in sign with little spread can be enough, one seed that disagrees is not. (A sign-flip test over every
-    (seed, image) pair treats 3 × 64 pairs as independent and called seed-to-seed noise significant: with a second
-    set of seeds one such effect reversed.)
-    """
-    from scipy.stats import f
-
-    seed_means = np.array([np.nanmean(row) for row in differences if np.isfinite(row).sum() >= 1])
-    scorable = np.isfinite(differences).any(axis=0)
-    image_means = np.nanmean(differences[:, scorable], axis=0)
-    if len(seed_means) < 2 or len(image_means) < 2:
-        return math.nan
-    mean = float(np.mean(seed_means))
-    if mean == 0:
-        return 1.0
-
-    def f_statistic(means: np.ndarray) -> float:
-        spread = float(np.std(means, ddof=1))
-        return math.inf if spread == 0 else (float(np.mean(means)) / (spread / math.sqrt(len(means)))) ** 2
-
-    f1, f2 = f_statistic(seed_means), f_statistic(image_means)
-    df1, df2 = len(seed_means) - 1, len(image_means) - 1
-    if math.isinf(f1) and math.isinf(f2):
-        return 0.0
-    if math.isinf(f1) or math.isinf(f2):  # the limits of min F' and its df as one F grows without bound
-        statistic, denominator_df = (f2, df2) if math.isinf(f1) else (f1, df1)
-    else:
-        statistic = f1 * f2 / (f1 + f2)
-        denominator_df = (f1 + f2) ** 2 / (f1**2 / df2 + f2**2 / df1)
-    return float(f.sf(statistic, 1, denominator_df))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-adjusted p-values (statsmodels' multipletests); NaNs stay NaN and are not counted."""
-    from statsmodels.stats.multitest import multipletests
-
-    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
-    adjusted = [math.nan] * len(p_values)
-    if finite:
-        corrected = multipletests([p_values[i] for i in finite], method="holm")[1]
-        for index, value in zip(finite, corrected, strict=True):
-            adjusted[index] = float(value)
-    return adjusted
-
-
-def compare_paired(
-    reference: dict[int, np.ndarray], variant: dict[int, np.ndarray], seed: int = 0
-) -> dict[str, float | int]:
-    """The figures of one comparison from per-seed per-image scores of both sides (same images, same order)."""
-    differences, excluded, reference_values, variant_values, rows = [], 0, [], [], []
-    for replicate in sorted(set(reference) & set(variant)):
-        before, after = reference[replicate], variant[replicate]
-        usable = np.isfinite(before) & np.isfinite(after)
-        excluded += int((~usable).sum())
-        if usable.sum() >= 2:
-            differences.append(after[usable] - before[usable])
-            rows.append(np.where(usable, after - before, np.nan))
-            reference_values.append(before[usable].mean())
-            variant_values.append(after[usable].mean())
-    figures: dict[str, float | int] = {"n_seeds": len(differences), "n_excluded": excluded}
-    if not differences:
-        return {**figures, "n_images": 0, "reference_mean": math.nan, "variant_mean": math.nan, "mean_diff": math.nan,
-                "ci_low": math.nan, "ci_high": math.nan, "effect_size": math.nan, "p": math.nan}  # fmt: skip
-    pooled = np.concatenate(differences)
-    mean = float(np.mean([d.mean() for d in differences]))
-    low, high = np.percentile(hierarchical_bootstrap(differences, seed=seed), [2.5, 97.5])
-    spread = float(pooled.std(ddof=1)) if len(pooled) > 1 else math.nan
-    return {
-        **figures,
-        "n_images": len(pooled),
-        "reference_mean": float(np.mean(reference_values)),
-        "variant_mean": float(np.mean(variant_values)),
-        "mean_diff": mean,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "effect_size": mean / spread if spread > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean)),
-        "p": paired_permutation_p(differences, seed=seed) if len(differences) == 1 else seed_and_image_p(_matrix(rows)),
-    }
-
-
-def _matrix(rows: list[np.ndarray]) -> np.ndarray:
-    """(seeds, images), NaN-padded should seeds ever have different eval sets (they share one: `data_seed`)."""
-    width = max(len(row) for row in rows)
-    return np.stack([np.pad(row, (0, width - len(row)), constant_values=np.nan) for row in rows])
-
-
-# ----------------------------------------------------------------------------------------------------- suite level
+    @property
+    def verdicts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("better", "worse", "equivalent", "undecided"), 0)
+        for comparison in self.comparisons:
+            counts[comparison.verdict] += 1
+        return counts
 
 
 def _pruning(record: dict[str, Any]) -> tuple[str, ...]:
@@ -271,9 +431,38 @@ def _directions(records: list[dict[str, Any]]) -> dict[str, bool]:
     return directions
 
 
-def suite_stats(records: list[dict[str, Any]], per_image: dict[str, dict[str, np.ndarray]]) -> SuiteStats:
-    """Every comparison of a suite (each metric, and accuracy) with Holm's correction over all of them."""
+def default_margin(reference: Mapping[int, np.ndarray]) -> float:
+    """`DEFAULT_MARGIN_SHARE` of the reference's SD across images (mean over seeds): a difference smaller than a fifth
+    of how much images differ from one another at CR 1, i.e. below Cohen's 'small' effect."""
+    spreads = [
+        float(np.nanstd(np.asarray(v, dtype=float), ddof=1)) for v in reference.values() if np.isfinite(v).sum() > 1
+    ]
+    return DEFAULT_MARGIN_SHARE * float(np.mean(spreads)) if spreads else math.nan
+
+
+def verdict_of(p_holm: float, p_equivalent_holm: float, better: bool | None) -> Verdict:
+    """Equivalent when the equivalence test holds after correction (a difference, if any, is inside the margin);
+    otherwise better or worse when the difference test does; otherwise undecided."""
+    if math.isfinite(p_equivalent_holm) and p_equivalent_holm < ALPHA:
+        return "equivalent"
+    if math.isfinite(p_holm) and p_holm < ALPHA and better is not None:
+        return "better" if better else "worse"
+    return "undecided"
+
+
+def suite_stats(
+    records: list[dict[str, Any]],
+    per_image: dict[str, dict[str, np.ndarray]],
+    margins: Mapping[str, float] | None = None,
+) -> SuiteStats:
+    """Every comparison of a suite (each metric, and accuracy) with its verdict, Holm's correction over all of them
+    (differences and equivalence, each its own family) and, for the undecided, the seeds that would decide them.
+
+    `margins` are the suite's `equivalence:` (metric -> margin in its units); a metric without one gets
+    `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`."""
+    margins = dict(margins or {})
     directions = _directions(records)
+    suite_seeds = len({int(r.get("seed", 0)) for r in records})
     # scores[(model, explainer, pruning, CR)][metric][seed] = per-image scores
     scores: dict[tuple, dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
     accuracy: dict[tuple, dict[int, np.ndarray]] = defaultdict(dict)
@@ -294,22 +483,33 @@ def suite_stats(records: list[dict[str, Any]], per_image: dict[str, dict[str, np
         reference = scores.get((model, explainer, ("none",) * 4, 1.0), {})
         for metric, variant in by_metric.items():
             if metric in reference:
+                margin = margins.get(metric, default_margin(reference[metric]))
                 identity = _identity(model, explainer, pruning, rate, metric, directions[metric])
-                rows.append((identity, compare_paired(reference[metric], variant)))
+                rows.append((identity, compare_paired(reference[metric], variant, margin)))
+    accuracy_margin = margins.get(ACCURACY, DEFAULT_ACCURACY_MARGIN)
     for (model, pruning, rate), variant in sorted(accuracy.items(), key=lambda item: str(item[0])):
         reference = accuracy.get((model, ("none",) * 4, 1.0))
         if pruning[0] != "none" and reference:
-            rows.append((_identity(model, None, pruning, rate, ACCURACY, True), compare_paired(reference, variant)))
+            identity = _identity(model, None, pruning, rate, ACCURACY, True)
+            rows.append((identity, compare_paired(reference, variant, accuracy_margin)))
 
     adjusted = holm([float(figures["p"]) for _, figures in rows])
+    adjusted_equivalent = holm([float(figures["p_equivalent"]) for _, figures in rows])
     comparisons = []
-    for (identity, figures), p_holm in zip(rows, adjusted, strict=True):
-        significant = (
-            math.isfinite(p_holm) and p_holm < ALPHA and (figures["ci_low"] > 0 or figures["ci_high"] < 0)  # type: ignore[operator]
-        )
-        comparisons.append(Comparison(**identity, **figures, p_holm=p_holm, significant=significant))  # type: ignore[arg-type]
+    for (identity, figures), p_holm, p_equivalent_holm in zip(rows, adjusted, adjusted_equivalent, strict=True):
+        comparison = Comparison(
+            **identity, **figures, suite_seeds=suite_seeds, p_holm=p_holm,  # type: ignore[arg-type]
+            p_equivalent_holm=p_equivalent_holm, significant=math.isfinite(p_holm) and p_holm < ALPHA,
+        )  # fmt: skip
+        verdict = verdict_of(p_holm, p_equivalent_holm, comparison.better)
+        needed = seeds_to_decide(comparison.estimate, comparison.margin, len(rows)) if verdict == "undecided" else None
+        comparisons.append(replace(comparison, verdict=verdict, seeds_needed=needed))
     seeds = sorted({int(r.get("seed", 0)) for r in records})
-    return SuiteStats(comparisons, reliability(records, comparisons, directions), seeds)
+    described = {metric: f"±{value:g}" for metric, value in margins.items()}
+    for metric in directions:
+        described.setdefault(metric, f"±{DEFAULT_MARGIN_SHARE:g} × its SD across images at CR 1 (default)")
+    described.setdefault(ACCURACY, f"±{accuracy_margin:g} (default: the allowed accuracy drop)")
+    return SuiteStats(comparisons, reliability(records, comparisons, directions), seeds, described)
 
 
 def _identity(model: str, explainer: str | None, pruning: tuple[str, ...], rate: float, metric: str,
@@ -348,13 +548,62 @@ def reliability(
     return result
 
 
+# ------------------------------------------------------------------------------------------------ safe compression
+
+
+@dataclass(frozen=True)
+class SafeCompression:
+    """Per model × pruning config × explainer: the largest CR at which accuracy and every metric are equivalent to
+    CR 1 or better (none when no CR is), with the comparisons that decide it."""
+
+    model: str
+    pruning_method: str
+    pruning_scope: str
+    pruning_granularity: str
+    pruning_schedule: str
+    explainer: str
+    safe_rate: float | None
+    rates: tuple[float, ...]  # every CR of the group
+    blocking: dict[float, list[Comparison]]  # CR -> the comparisons that are not equivalent or better there
+
+    @property
+    def found(self) -> bool:
+        return self.safe_rate is not None
+
+
+def safe_compression(stats: SuiteStats) -> list[SafeCompression]:
+    accuracy = {
+        (c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule, c.compression_rate): c
+        for c in stats.comparisons
+        if c.metric == ACCURACY
+    }
+    groups: dict[tuple, dict[float, list[Comparison]]] = defaultdict(lambda: defaultdict(list))
+    for c in stats.comparisons:
+        if c.metric != ACCURACY and c.explainer is not None:
+            pruning = (c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule)
+            groups[(*pruning, c.explainer)][c.compression_rate].append(c)
+    result = []
+    for key, by_rate in sorted(groups.items(), key=lambda item: str(item[0])):
+        blocking: dict[float, list[Comparison]] = {}
+        for rate, comparisons in by_rate.items():
+            decided = [*comparisons]
+            if (found := accuracy.get((*key[:5], rate))) is not None:
+                decided.append(found)
+            else:  # no accuracy comparison: accuracy cannot be shown safe
+                decided.append(None)  # type: ignore[arg-type]
+            blocking[rate] = [c for c in decided if c is None or c.verdict not in ("equivalent", "better")]
+        safe = [rate for rate, blockers in blocking.items() if not blockers]
+        result.append(SafeCompression(*key, max(safe) if safe else None, tuple(sorted(by_rate)), blocking))
+    return result
+
+
 # ------------------------------------------------------------------------------------------- cells across seeds
 
 
 @dataclass(frozen=True)
 class CellSummary:
-    """One cell over its seeds: means of every figure, and 95 % intervals of accuracy and each metric (hierarchical
-    bootstrap: seeds, then images within seed; over images alone with one seed)."""
+    """One cell over its seeds: means of every figure, and 95 % intervals of accuracy and each metric (`crossed_mean`
+    of the seeds × images table: seeds and images random; over images alone with one seed)."""
 
     model: str
     pruning_method: str
@@ -398,12 +647,10 @@ def summarise_cells(
         intervals = {}
         for name in ["accuracy", *metrics]:
             column = "correct" if name == "accuracy" else name
-            samples = [per_image.get(r["run_id"], {}).get(column) for r in replicates]
-            usable = [s[np.isfinite(s)] for s in samples if s is not None]
-            usable = [s for s in usable if len(s) >= 2]
-            if usable:
-                low, high = np.percentile(hierarchical_bootstrap(usable), [2.5, 97.5])
-                intervals[name] = (float(low), float(high))
+            samples = {int(r.get("seed", 0)): per_image.get(r["run_id"], {}).get(column) for r in replicates}
+            table, _ = crossed_table({seed: values for seed, values in samples.items() if values is not None})
+            if table.size and table.shape[1] >= 2:
+                intervals[name] = crossed_mean(table).interval()
         summaries.append(
             CellSummary(
                 model,

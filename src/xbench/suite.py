@@ -202,6 +202,12 @@ class Suite(_Strict):
     reference: str | None = Field(
         None, description="Published results to compare with: a name in leaderboard/references/ or a JSON file."
     )
+    equivalence: dict[str, float] = Field(
+        default_factory=dict,
+        description="Equivalence margins, in each figure's own units ({accuracy: 0.01, sparseness: 0.02}): a "
+        "difference to CR 1 inside ±margin counts as no meaningful change. Default: accuracy the allowed accuracy "
+        "drop (0.01), a metric 0.2 × its SD across images at CR 1.",
+    )
     gallery_images: int | None = Field(
         None, ge=1, le=5000,
         description="Eval images whose attributions each cell keeps as raw arrays (default 4): the leaderboard's"
@@ -220,10 +226,26 @@ class Suite(_Strict):
                     raise _FieldError(f"seeds[{index}]", f"seed {seed} is listed twice")
         return self
 
+    @model_validator(mode="after")
+    def _margins_named(self) -> Suite:
+        allowed = ["accuracy", *(spec.name for spec in self.metrics)]
+        for name, margin in self.equivalence.items():
+            if name not in allowed:
+                raise _FieldError(f"equivalence.{name}", f"not a figure of this suite; allowed: {', '.join(allowed)}")
+            if not margin > 0:
+                raise _FieldError(f"equivalence.{name}", f"must be > 0 (a margin in the figure's units), got {margin}")
+        return self
+
     @property
     def replicate_seeds(self) -> list[int]:
         """The training seeds of the suite's replicates: `seeds`, or the one `seed`."""
         return list(self.seeds) if self.seeds is not None else [self.seed]
+
+
+def with_seeds(suite: Suite, seeds: list[int]) -> Suite:
+    """The suite with other training seeds (`xbench run suite --seeds`), validated as if written in its YAML."""
+    fields = suite.model_dump(exclude={"seed", "seeds"}, exclude_unset=False)
+    return Suite.model_validate({**fields, "seeds": seeds})
 
 
 class _FieldError(ValueError):

@@ -26,6 +26,7 @@ from xbench.results import ArtifactStore, CellResult, per_image_scores, to_recor
 DEFAULT_DB = "xbench.db"
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = "xbench.role", "xbench.cell_key", "xbench.plan_key", "xbench.suite"
 REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
+EQUIVALENCE_TAG = "xbench.equivalence"  # experiment tag: the suite's equivalence margins, as JSON
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
@@ -239,6 +240,18 @@ class Store:
         experiment = self.client.get_experiment_by_name(experiment_name(suite))
         return None if experiment is None else experiment.tags.get(REFERENCE_TAG)
 
+    def equivalence(self, suite: str) -> dict[str, float]:
+        """The equivalence margins a suite's last run named (`equivalence:` in the suite), if any."""
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        text = None if experiment is None else experiment.tags.get(EQUIVALENCE_TAG)
+        if not text:
+            return {}
+        try:
+            margins = json.loads(text)
+        except ValueError:
+            return {}
+        return {str(k): float(v) for k, v in margins.items()} if isinstance(margins, dict) else {}
+
     def suites(self) -> list[str]:
         from mlflow.entities import ViewType
 
@@ -313,11 +326,14 @@ class Store:
             for p in report["pairs"]:
                 prefix = f"human.{p['a']} vs {p['b']}."
                 values |= {prefix + "prefer_a": p["a_rate"], prefix + "equal_rate": p["equal_rate"],
-                           prefix + "chi2_p": p["chi2_p"], prefix + "binom_p": p["binom_p"]}  # fmt: skip
+                           prefix + "chi2_p": p["chi2_p"], prefix + "binom_p": p["binom_p"],
+                           prefix + "p": p["p"], prefix + "p_holm": p["p_holm"]}  # fmt: skip
         else:
             params["variants"] = ", ".join(v["variant"] for v in report["variants"])
             values["human.chi2_p"] = report["chi2_p"]
             values |= {f"human.{v['variant']}.accuracy": v["accuracy"] for v in report["variants"]}
+            for c in report.get("contrasts", []):
+                values |= {f"human.{c['b']} - {c['a']}.p": c["p"], f"human.{c['b']} - {c['a']}.p_holm": c["p_holm"]}
         values |= {f"agreement.{row['metric']}": row["agreement"] for row in report.get("agreement", [])}
         now = int(time.time() * 1000)
         self.client.log_batch(

@@ -14,28 +14,39 @@ def build_command(
     suite: list[str] | None = typer.Option(None, "--suite", help="Suite(s) to include (repeat); default: every suite."),
     out: Path = typer.Option(Path("leaderboard/site"), "--out", help="Output folder."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
-    max_accuracy_drop: float = typer.Option(
-        0.01,
+    max_accuracy_drop: float | None = typer.Option(
+        None,
         "--max-accuracy-drop",
-        help="Sweet spot: how far below the unpruned accuracy a variant may be (0.01 = 1 point).",
+        help="Accuracy's equivalence margin and the sweet spots' allowed drop (0.01 = 1 point). Default: the suite's "
+        "equivalence.accuracy, else 0.01.",
+    ),
+    mlflow_url: str | None = typer.Option(
+        None,
+        "--mlflow-url",
+        help="The MLflow UI's address (e.g. http://127.0.0.1:5000, as `xbench ui` serves it): each cell row links to "
+        "its runs there, and each suite page to its runs.",
     ),
 ) -> None:
     """Write a self-contained static site (opens from file:// or any static host; no CDN, no server): index.html
-    listing every suite, and per suite a page with the sortable, filterable table of cells (95 % bootstrap intervals,
-    best per model highlighted), each metric against compression rate, Pareto views, the sweet-spot report, Kendall
-    tau agreement between metrics, a gallery of heatmaps across compression rates, and provenance.
+    listing every suite, and per suite a page headed by safe compression (per model, pruning and explainer the largest
+    CR at which accuracy and every metric are equivalent to CR 1 or better), every comparison's verdict, the sweet-spot
+    report, the sortable, filterable table of cells (95 % intervals over seeds and images, best per model
+    highlighted), each metric against compression rate, Pareto views, Kendall tau agreement between metrics, a gallery
+    of heatmaps across compression rates, and provenance.
 
     Example: xbench leaderboard build --suite quick --out leaderboard/site
+
+    Example: xbench leaderboard build --suite quick --mlflow-url http://127.0.0.1:5000   (with `xbench ui` running)
     """
     from xbench.errors import XbenchInputError
     from xbench.leaderboard import build, load_suite
     from xbench.tracking import Store
 
-    if not 0 <= max_accuracy_drop <= 1:
+    if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be between 0 and 1, got {max_accuracy_drop}", field="--max-accuracy-drop")
     store = Store(tracking_uri)
     names = suite or store.suites()
     if not names:
         raise XbenchInputError(f"no suite results in {store.uri}; run `xbench run suite smoke` first")
-    index = build([load_suite(store, name) for name in names], out, max_accuracy_drop)
+    index = build([load_suite(store, name) for name in names], out, max_accuracy_drop, mlflow_url)
     typer.echo(f"wrote {index}")

@@ -16,6 +16,33 @@ app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
 SUMMARY_METRICS = 6  # columns in the end-of-run table; every metric is in MLflow
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-4,7' -> [0, 1, 2, 3, 4, 7]; an input error naming --seeds otherwise."""
+    from xbench.errors import XbenchInputError
+
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "-" in part:
+                first, last = (int(v) for v in part.split("-", 1))
+                if first > last:
+                    raise ValueError
+                seeds += range(first, last + 1)
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise XbenchInputError(
+                f"{part!r} is not a seed or a range FIRST-LAST of seeds >= 0 (e.g. 0-9 or 0,1,2)", field="--seeds"
+            ) from None
+    if any(seed < 0 for seed in seeds):
+        raise XbenchInputError(f"seeds must be >= 0, got {text!r}", field="--seeds")
+    return sorted(set(seeds))
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds)) or "none"
+
+
 @app.command("suite")
 def run_suite_command(
     name_or_path: str = typer.Argument(..., help="A suite name from suites/ (e.g. quick, smoke) or a YAML file."),
@@ -47,6 +74,12 @@ def run_suite_command(
     gpus_per_task: float | None = typer.Option(
         None, "--gpus-per-task", help="ray: GPUs each task reserves (fractions share a GPU). Default: 1 on CUDA, else 0"
     ),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="Training seeds to run instead of the suite's seeds: a range and/or list (0-9, 0,1,2, 0-4,7). Cells of "
+        "seeds already run are reused, so this extends a finished suite by the new seeds' cells only.",
+    ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -65,12 +98,26 @@ def run_suite_command(
     Example: xbench run suite quick --device cpu
 
     Example: xbench run suite smoke --backend ray --workers 2 --tracking-uri http://127.0.0.1:5000
+
+    Example: xbench run suite quick --seeds 0-4   (two more seeds for a 3-seed suite: only their cells run)
     """
     from xbench.backends import BackendOptions, RayCluster
     from xbench.errors import XbenchInputError
-    from xbench.suite import load_suite
+    from xbench.suite import load_suite, with_seeds
 
     suite, path = load_suite(name_or_path)
+    if seeds is not None:
+        before = suite.replicate_seeds
+        suite = with_seeds(suite, parse_seeds(seeds))
+        added = [seed for seed in suite.replicate_seeds if seed not in before]
+        dropped = [seed for seed in before if seed not in suite.replicate_seeds]
+        console.print(
+            f"suite {suite.name}: seeds {_seed_list(suite.replicate_seeds)} "
+            f"(--seeds; the suite has {_seed_list(before)}"
+            + (f"; new: {_seed_list(added)}" if added else "")
+            + (f"; left out: {_seed_list(dropped)}" if dropped else "")
+            + ")"
+        )
     options = BackendOptions(backend, address, workers, threads, gpus_per_task).validated()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
@@ -127,5 +174,17 @@ def run_suite_command(
     Console(width=max(console.width, 160)).print(table)  # stdout, so the table can be piped
     console.print(
         f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
-        f"browse them with: xbench ui"
+        + browse_hint(summary.suite, summary.tracking_uri, summary.experiment_id)
     )
+
+
+def browse_hint(suite: str, tracking_uri: str, experiment_id: str | None) -> str:
+    """How to look at a suite's runs: the link `xbench ui` prints (the server's own UI for a tracking server)."""
+    from xbench.links import runs_url, ui_base_url
+
+    if experiment_id is None:
+        return f"browse them with: xbench ui --suite {suite}"
+    link = runs_url(ui_base_url(tracking_uri), experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"browse them at {link}"
+    return f"browse them with: xbench ui --suite {suite} --open  ({link})"

@@ -1,4 +1,5 @@
-"""`xbench stats --suite NAME`: every pruned variant against CR 1 with CIs, effect sizes and Holm-corrected p-values."""
+"""`xbench stats --suite NAME`: every pruned variant against CR 1, as a verdict with its interval, p-values and margin;
+with `--plan`, the seeds that would decide what is still undecided."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import typer
 
 COLUMNS = (
     "model", "pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule", "explainer", "metric",
-    "compression_rate", "n_seeds", "n_images", "n_excluded", "reference_mean", "variant_mean", "mean_diff", "ci_low",
-    "ci_high", "effect_size", "p", "p_holm", "significant", "better",
+    "compression_rate", "verdict", "margin", "n_seeds", "suite_seeds", "within_one_trained_model",
+    "fewer_seeds_than_suite", "n_images", "n_excluded", "reference_mean", "variant_mean", "mean_diff", "ci_low",
+    "ci_high", "effect_size", "p", "p_holm", "p_equivalent", "p_equivalent_holm", "significant", "better", "df", "se",
+    "seed_sd", "image_sd", "residual_sd", "seeds_needed",
 )  # fmt: skip
 
 
@@ -27,23 +30,48 @@ def stats_command(
     format: str = typer.Option("json", "--format", help="json | csv"),
     output: Path | None = typer.Option(None, "-o", "--output", help="File to write; default: stdout."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    max_accuracy_drop: float | None = typer.Option(
+        None,
+        "--max-accuracy-drop",
+        help="Accuracy's equivalence margin (0.01 = 1 point). Default: the suite's equivalence.accuracy, else 0.01.",
+    ),
+    plan: bool = typer.Option(
+        False,
+        "--plan",
+        help="Print, for each undecided comparison, the seeds that would decide it with 80 % power (from the "
+        "estimated seed, image and residual variances), and the run command that adds them.",
+    ),
 ) -> None:
-    """The statistics the leaderboard shows, for scripts: one record per comparison (each metric and accuracy, each
-    CR against CR 1 of the same model, pruning config and explainer), plus per-metric reliability across seeds.
+    """Every comparison the leaderboard shows (each metric and accuracy, each CR against CR 1 of the same model,
+    pruning config and explainer) with its verdict: better, worse, equivalent (within ±margin: no meaningful change)
+    or undecided; plus per-metric reliability across seeds.
 
-    JSON: {"method", "seeds", "comparisons": [...], "reliability": [...]}. CSV: the comparisons only.
+    JSON: {"method", "seeds", "margins", "verdicts", "comparisons": [...], "reliability": [...]}. CSV: the comparisons.
 
     Example: xbench stats --suite quick --format csv -o quick-stats.csv
+
+    Example: xbench stats --suite quick --plan
     """
     from xbench.errors import XbenchInputError
-    from xbench.stats import METHOD, suite_stats
+    from xbench.stats import ACCURACY, METHOD, suite_stats
     from xbench.tracking import Store
 
     if format not in ("json", "csv"):
         raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")
+    if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
+        raise XbenchInputError(f"must be in (0, 1], got {max_accuracy_drop}", field="--max-accuracy-drop")
     store = Store(tracking_uri)
+    if store.experiment_id(suite) is None:
+        known = ", ".join(store.suites()) or "none"
+        raise XbenchInputError(f"no results of suite {suite!r} in {store.uri} (suites there: {known})", field="--suite")
     records = store.load_results(suite)
-    result = suite_stats(records, store.per_image_scores(records))
+    margins = store.equivalence(suite)
+    if max_accuracy_drop is not None:
+        margins[ACCURACY] = max_accuracy_drop
+    result = suite_stats(records, store.per_image_scores(records), margins)
+    if plan:
+        typer.echo(plan_text(suite, result))
+        return
     comparisons = [{k: _plain(c.to_dict()[k]) for k in COLUMNS} for c in result.comparisons]
     if format == "json":
         text = json.dumps(
@@ -52,6 +80,8 @@ def stats_command(
                 "method": METHOD,
                 "seeds": result.seeds,
                 "within_one_trained_model": result.single_seed,
+                "margins": result.margins,
+                "verdicts": result.verdicts,
                 "comparisons": comparisons,
                 "reliability": [{k: _plain(v) for k, v in r.to_dict().items()} for r in result.reliability],
             },
@@ -67,5 +97,56 @@ def stats_command(
         typer.echo(text)
     else:
         output.write_text(text)
-        significant = sum(c.significant for c in result.comparisons)
-        typer.echo(f"wrote {len(comparisons)} comparisons ({significant} significant) to {output}", err=True)
+        counts = ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items())
+        typer.echo(f"wrote {len(comparisons)} comparisons ({counts}) to {output}", err=True)
+
+
+def plan_text(suite: str, result: object) -> str:
+    """The `--plan` report: per undecided comparison the seeds that would decide it, then the command."""
+    from xbench.stats import MAX_PLANNED_SEEDS, POWER, SuiteStats
+
+    assert isinstance(result, SuiteStats)
+    undecided = [c for c in result.comparisons if c.verdict == "undecided"]
+    lines = [
+        f"suite {suite}: {len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}); "
+        + ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()),
+        f"Seeds that would decide each undecided comparison with {POWER:.0%} power (shown different, or equivalent "
+        f"within its margin), if the true difference and the seed, image and residual variances were those estimated "
+        f"now, at α = 0.05 / {len(result.comparisons)} comparisons (Bonferroni, Holm's strictest step), the images as "
+        "now. Optimistic for large differences (an effect that stands out is usually overestimated):",
+    ]
+    if not undecided:
+        lines.append("  none: every comparison is decided")
+        return "\n".join(lines)
+    width = max(len(_label(c)) for c in undecided)
+    planned = []
+    for c in sorted(undecided, key=lambda c: (c.seeds_needed is None, c.seeds_needed or 0, _label(c))):
+        if c.seeds_needed is not None:
+            planned.append(c.seeds_needed)
+            need = f"{c.seeds_needed} seeds"
+        elif c.n_seeds < 2:
+            need = "unknown: one seed gives no seed-to-seed variance (run 3 or more)"
+        else:
+            need = f"more than {MAX_PLANNED_SEEDS} seeds (too close to the margin, or the images vary too much for it)"
+        lines.append(f"  {_label(c):<{width}}  Δ {c.mean_diff:+.3g}, margin ±{c.margin:.3g}: {need}")
+    if planned:
+        target = sorted(planned)[len(planned) // 2]
+        seeds = list(result.seeds)
+        while len(seeds) < target:
+            seeds.append(max(seeds, default=-1) + 1)
+        contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+        spec = f"{seeds[0]}-{seeds[-1]}" if contiguous else ",".join(map(str, seeds))
+        lines.append(
+            f"{len(planned)} of {len(undecided)} can be decided with more seeds; half of them with {target} or fewer. "
+            f"To run {target} seeds (the cells already done are reused): xbench run suite {suite} --seeds {spec}"
+        )
+    return "\n".join(lines)
+
+
+def _label(c: object) -> str:
+    from xbench.stats import Comparison
+
+    assert isinstance(c, Comparison)
+    where = c.explainer or "accuracy"
+    metric = "" if c.metric == "accuracy" else f" {c.metric}"
+    return f"{c.model} {c.pruning_method} CR {c.compression_rate:g} {where}{metric}"
