@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 quickstart: install
 	$(BIN)/xbench run suite quick
 	$(BIN)/xbench leaderboard build --suite quick
-	@echo "Results: ./xbench.db (browse: $(BIN)/xbench ui) - leaderboard: leaderboard/site/index.html"
+	@echo "Results: ./xbench.db (browse: $(BIN)/xbench ui --suite quick --open) - leaderboard: leaderboard/site/index.html"
 
 test-all: install
 	$(BIN)/python -m pytest -q
@@ -38,7 +38,7 @@ bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results.json
 
 ui: install
-	$(BIN)/xbench ui
+	$(BIN)/xbench ui --suite quick
 
 clean:
 	rm -rf $(VENV) leaderboard/site .pytest_cache

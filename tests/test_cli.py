@@ -278,6 +278,11 @@ BAD_SUITES = {
         "pruning[0].compression_rates[0]: must be >= 1",
     ),
     "bad device": (_smoke_with(device="gpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
+    "margin of an unknown figure": (
+        _smoke_with(equivalence={"sparsenes": 0.1}),
+        "equivalence.sparsenes: not a figure of this suite; allowed: accuracy, faithfulness_correlation",
+    ),
+    "margin not positive": (_smoke_with(equivalence={"accuracy": 0}), "equivalence.accuracy: must be > 0"),
 }
 
 

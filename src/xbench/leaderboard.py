@@ -263,9 +263,18 @@ def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
         "all": rows,
         "count": len(rows),
         "verdicts": stats.verdicts,
-        "margins": stats.margins,
+        "margins": _margins_text(stats.margins),
         "fewer_seeds": sum(r["fewer_seeds"] for r in rows),
     }
+
+
+def _margins_text(margins: dict[str, str]) -> str:
+    """'accuracy ±0.01 (…); a, b and c ±0.2 × …': the figures that share a margin rule named together."""
+    by_rule: dict[str, list[str]] = defaultdict(list)
+    for figure, rule in margins.items():
+        by_rule[rule].append(figure)
+    parts = [f"{', '.join(figures)} {rule}" for rule, figures in by_rule.items()]
+    return "; ".join(parts)
 
 
 def safe_view(stats: SuiteStats) -> dict[str, Any]:

@@ -104,19 +104,38 @@ class ArtifactStore:
         return self.root / f"{ref.digest}.npy"
 
     def put(self, name: str, array: np.ndarray) -> ArtifactRef:
+        """Store the array under its digest. Safe when several processes store the same array at once (every cell on
+        the same data stores the same gallery): each writes its own temporary file and atomically replaces the
+        target with identical bytes. A target whose bytes no longer match its digest is replaced."""
         import io
+        import os
+        import tempfile
 
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
         data = buffer.getvalue()
         ref = ArtifactRef(name=name, digest=hashlib.sha256(data).hexdigest(), shape=array.shape, dtype=str(array.dtype))
         target = self.path(ref)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_suffix(".tmp")
-            temporary.write_bytes(data)
-            temporary.replace(target)
+        if self._intact(target, ref.digest):
+            return ref
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{ref.digest[:16]}-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.chmod(temporary, 0o644)  # mkstemp makes files private; the store is shared like the cache
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
         return ref
+
+    @staticmethod
+    def _intact(path: Path, digest: str) -> bool:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        except FileNotFoundError:
+            return False
 
     def get(self, ref: ArtifactRef) -> np.ndarray:
         """The array; a file whose bytes no longer match its digest is an error naming the file."""
