@@ -283,6 +283,7 @@ BAD_SUITES = {
         "equivalence.sparsenes: not a figure of this suite; allowed: accuracy, faithfulness_correlation",
     ),
     "margin not positive": (_smoke_with(equivalence={"accuracy": 0}), "equivalence.accuracy: must be > 0"),
+    "a suite named by dots": (_smoke_with(name=".."), "name: must contain a letter, digit"),
 }
 
 

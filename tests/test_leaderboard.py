@@ -144,3 +144,15 @@ def test_safe_compression_heads_the_page_with_its_evidence_one_click_away(tmp_pa
     anchors = re.findall(r'href="#(cmp-[^"]+)"', safe)
     assert anchors and all(f'id="{anchor}"' in page for anchor in anchors)  # each blocker links to its row
     assert "undecided" in page or "equivalent" in page
+
+
+def test_a_reference_file_that_does_not_match_the_schema_is_an_input_error_naming_it(tmp_path: Path) -> None:
+    from xbench.errors import XbenchInputError
+    from xbench.references import load_reference
+
+    bad = tmp_path / "mine.json"
+    bad.write_text('{"name": "mine", "title": "t", "figure": "accuracy", "label": "acc", "by_compression_rate": 3}')
+    with pytest.raises(XbenchInputError) as error:
+        load_reference(str(bad))
+    assert str(bad) in str(error.value) and "by_compression_rate" in str(error.value)
+    assert error.value.field == "reference"

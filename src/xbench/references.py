@@ -38,7 +38,15 @@ def load_reference(name_or_path: str, field: str = "reference") -> Reference:
     if not path.is_file():
         known = ", ".join(available()) or "none"
         raise XbenchInputError(f"no reference {name_or_path!r} (known: {known}, or a path to a JSON file)", field=field)
-    return Reference.model_validate_json(path.read_text())
+    from pydantic import ValidationError
+
+    try:
+        return Reference.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}" for error in exc.errors()
+        )
+        raise XbenchInputError(f"reference file {path} is not a valid reference: {problems}", field=field) from None
 
 
 def replication_rows(reference: Reference, summaries: list[Any]) -> list[dict[str, Any]]:

@@ -227,6 +227,12 @@ class Suite(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _name_is_a_name(self) -> Suite:
+        if set(self.name) == {"."}:  # `.` or `..` would put the suite's artifacts beside (or above) the database
+            raise _FieldError("name", f"must contain a letter, digit, '_' or '-', got {self.name!r}")
+        return self
+
+    @model_validator(mode="after")
     def _margins_named(self) -> Suite:
         allowed = ["accuracy", *(spec.name for spec in self.metrics)]
         for name, margin in self.equivalence.items():
