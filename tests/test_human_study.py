@@ -102,6 +102,14 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     assert again["run_id"] == report["run_id"]  # the same analysis is logged once
     artifacts = {a.path for a in client.list_artifacts(report["run_id"])}
     assert {"human_study.json", "manifest.csv", "answers.csv", "report.txt"} <= artifacts
+    # worker ids leave the machine only as keyed pseudonyms; the key stays beside the raw file, private
+    key_file = store / "answers.csv.pseudonym-key"
+    assert key_file.is_file() and key_file.stat().st_mode & 0o077 == 0
+    logged = Path(client.download_artifacts(report["run_id"], "answers.csv", str(store / "logged"))).read_text()
+    logged_report = json.loads(Path(client.download_artifacts(report["run_id"], "human_study.json",
+                                                              str(store / "logged"))).read_text())  # fmt: skip
+    assert "P1" not in logged and "P2" not in logged and "w-" in logged
+    assert all(worker.startswith("w-") for worker in logged_report["per_worker"])
     xbench("leaderboard", "build", "--suite", "smoke", "--out", "site", cwd=store, check=True)
     from selenium.webdriver.common.by import By
 

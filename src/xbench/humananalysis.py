@@ -28,6 +28,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -598,6 +599,57 @@ def text_report(report: Mapping[str, Any]) -> str:
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pseudonyms: what leaves this machine (MLflow) names workers by a keyed hash, never by their platform id
+
+
+def pseudonym_key(results: Path) -> bytes:
+    """The study's pseudonym key, kept beside the raw results file (`<file>.pseudonym-key`, readable by its owner
+    only) and made on first use: with it the owner can map a pseudonym back; without it nobody can."""
+    import secrets
+
+    path = results.with_name(results.name + ".pseudonym-key")
+    if not path.is_file():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def pseudonym(worker: str, key: bytes) -> str:
+    """HMAC-SHA256 of a worker id under the study's key: stable within a study, unlinkable without the key."""
+    import hashlib
+    import hmac
+
+    return "w-" + hmac.new(key, worker.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymised_report(report: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    out = dict(report)
+    out["per_worker"] = {pseudonym(w, key): row for w, row in report["per_worker"].items()}
+    out["excluded_workers"] = sorted(pseudonym(w, key) for w in report["excluded_workers"])
+    return out
+
+
+def pseudonymised_answers(results: Path, key: bytes, out: Path) -> Path:
+    """A copy of the results file with its worker column (MTurk's `WorkerId`, the study page's `worker`) replaced by
+    pseudonyms: the file that is logged instead of the raw one."""
+    with results.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or ())
+        rows = list(reader)
+    target = out / results.name
+    with target.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            for column in ("WorkerId", "worker"):
+                if row.get(column):
+                    row[column] = pseudonym(row[column], key)
+            writer.writerow(row)
+    return target
 
 
 def load_description(manifest_path: Path) -> dict[str, Any]:

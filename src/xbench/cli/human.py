@@ -117,6 +117,9 @@ def analyse_command(
         analyse,
         load_description,
         metric_agreement,
+        pseudonym_key,
+        pseudonymised_answers,
+        pseudonymised_report,
         read_answers,
         read_manifest,
         text_report,
@@ -149,9 +152,13 @@ def analyse_command(
         kept = [a for a in answers if a.worker not in report["excluded_workers"]]
         report["agreement"] = metric_agreement(kept, study, variants)
         report["suite"] = suite
+        # Worker ids leave this machine only as keyed pseudonyms; the key stays beside the raw results file.
+        key = pseudonym_key(results)
+        shared = pseudonymised_report(report, key)
         with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
             text_file = Path(workdir) / "report.txt"
-            text_file.write_text(text_report(report) + "\n")
-            run_id = store.log_human_study(suite, report, [manifest, results, text_file])
+            text_file.write_text(text_report(shared) + "\n")
+            answers_file = pseudonymised_answers(results, key, Path(workdir))
+            run_id = store.log_human_study(suite, shared, [manifest, answers_file, text_file])
         report["run_id"] = run_id
     typer.echo(json.dumps(report, indent=1) if format == "json" else text_report(report))
