@@ -55,7 +55,9 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
     study = tmp_path / "study"
     with (study / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
+    assert list(rows[0]) == ["stimulus", "image_id", "class", "left", "right", "view", "expected", "study"]
+    (study_id,) = {row["study"] for row in rows}
+    assert all(row["stimulus"].startswith(f"{study_id}-s") for row in rows)  # every name carries the study id
     with (study / "mturk" / "input.csv").open(newline="") as handle:
         batch = [row["stimulus"] for row in csv.DictReader(handle)]
     assert batch == [f"https://lab.example/s1/{row['stimulus']}" for row in rows]
@@ -73,3 +75,23 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
         output = result.stdout + result.stderr
         assert result.returncode == 2 and message in output and option in output
         assert not (tmp_path / "bad").exists()
+    # an export into a folder that holds one already is refused, unless --force
+    again = xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study),
+                   cwd=tmp_path)  # fmt: skip
+    assert (
+        again.returncode == 2 and "--out" in again.stdout + again.stderr and "not empty" in again.stdout + again.stderr
+    )
+    xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study), "--force",
+           cwd=tmp_path, check=True)  # fmt: skip
+    with (study / "manifest.csv").open(newline="") as handle:
+        new_rows = list(csv.DictReader(handle))
+    assert {row["study"] for row in new_rows} != {study_id}  # another draw, another study
+    assert sorted(p.name for p in (study / "stimuli").iterdir()) == sorted(row["stimulus"] for row in new_rows)
+    # answers to the first export, analysed against the second's manifest: an input error, not a silent mismatch
+    answers = tmp_path / "old-answers.csv"
+    answers.write_text(
+        "worker,stimulus,answer,milliseconds\n" + "".join(f"W1,{r['stimulus']},left,900\n" for r in rows)
+    )
+    mixed = xbench("human", "analyse", str(answers), "--manifest", str(study / "manifest.csv"), cwd=tmp_path)
+    output = mixed.stdout + mixed.stderr
+    assert mixed.returncode == 2 and study_id in output and "another export" in output

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from xbench.errors import XbenchInputError
-from xbench.humanstudy import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS
+from xbench.humanstudy import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS, STUDY_COLUMN
 from xbench.results import CellResult
 from xbench.stats import CrossedMean, clustered_mean, holm
 
@@ -54,6 +54,7 @@ class Manifest:
     design: str
     rows: dict[str, dict[str, str]]  # stimulus -> its manifest row
     options: frozenset[str] = frozenset()  # identify: the classes people could choose (the export's study.json)
+    study_id: str | None = None  # the export's id, which every stimulus name carries (None: an older export)
 
     @functools.cached_property
     def real(self) -> dict[str, dict[str, str]]:
@@ -84,9 +85,13 @@ def read_manifest(path: Path) -> Manifest:
         rows = {row["stimulus"]: row for row in reader} if "stimulus" in columns else {}
     description = load_description(path)
     options = frozenset(str(name) for name in description.get("classes", []))
+    ids = {row.get(STUDY_COLUMN) for row in rows.values()} - {None, ""}
+    if len(ids) > 1:
+        raise XbenchInputError(f"{path} mixes stimuli of studies {', '.join(sorted(ids))}", field="--manifest")
+    study_id = next(iter(ids), None) or description.get("study_id")
     for design, needed in MANIFEST_COLUMNS.items():
         if set(needed) - {"expected"} <= columns:
-            return Manifest(design, rows, options)
+            return Manifest(design, rows, options, study_id)
     raise XbenchInputError(
         f"{path} is not a study manifest: a pairwise one has columns {', '.join(MANIFEST_COLUMNS['pairwise'])}, an "
         f"identify one {', '.join(MANIFEST_COLUMNS['identify'])}; it has {', '.join(sorted(columns))}",
@@ -115,6 +120,7 @@ def read_answers(
     if "WorkerId" in header:
         return _mturk_answers(rows, header, manifest, dict(columns or {}), class_prefix or DEFAULT_CLASS_PREFIX, path)
     if {"worker", "stimulus", "answer"} <= set(header):
+        check_same_study({row["stimulus"] for row in rows if row.get("stimulus")}, manifest, path)
         answers = []
         for number, row in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them, the header line 1
             if row["stimulus"] in manifest.rows and row["answer"]:
@@ -163,6 +169,25 @@ def _checked_answer(value: str, manifest: Manifest, path: Path, column: str, row
     )
 
 
+STUDY_STIMULUS = re.compile(r"^(?:([0-9a-f]{8})-)?s\d{4}\.png$")
+
+
+def check_same_study(names: set[str], manifest: Manifest, path: Path) -> None:
+    """An input error when the answers name stimuli of another export than the manifest's (its study id differs,
+    or the answers are to an export that had none): positional names alone would match the wrong stimuli."""
+    foreign = set()
+    for name in names - set(manifest.rows):
+        match = STUDY_STIMULUS.match(name)
+        if match and match.group(1) != manifest.study_id:
+            foreign.add(match.group(1) or "an export without a study id")
+    if foreign:
+        raise XbenchInputError(
+            f"{path} answers stimuli of study {', '.join(sorted(foreign))}, but {manifest.study_id or 'this manifest'} "
+            "is another export: analyse answers with the manifest of the export people saw",
+            field="--manifest",
+        )
+
+
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -179,6 +204,8 @@ def _mturk_answers(
     rows: list[dict[str, str]], header: list[str], manifest: Manifest, columns: dict[str, str], prefix: str,
     path: Path,
 ) -> tuple[list[Answer], int]:  # fmt: skip
+    named = {_stimulus(row[c]) for c in header if c.startswith("Input.") for row in rows if row.get(c)}
+    check_same_study(named, manifest, path)
     inputs = [c for c in header if c.startswith("Input.") and any(_stimulus(r[c]) in manifest.rows for r in rows)]
     if not inputs:
         raise XbenchInputError(f"no Input.* column of {path} names the manifest's stimuli", field="RESULTS")

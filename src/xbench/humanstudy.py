@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ MANIFEST_COLUMNS: dict[str, tuple[str, ...]] = {
     "pairwise": ("stimulus", "image_id", "class", "left", "right", "view", "expected"),
     "identify": ("stimulus", "image_id", "class", "variant", "view", "expected"),
 }
+STUDY_COLUMN = "study"  # the manifest's column of the study id (a digest of what the study shows)
 STIMULUS_SIZE = 224  # small images are enlarged to this many pixels a side, so people can see them
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -249,8 +251,6 @@ def build_study(
     stimuli += attention_checks(stimuli, design, count, rng, galleries, common, class_names, result)
     order = rng.permutation(len(stimuli))
     stimuli = [stimuli[i] for i in order]
-    for number, stimulus in enumerate(stimuli, start=1):  # names in task order: they say nothing about the answer
-        stimulus.name = f"s{number:04d}.png"
     description = {
         "suite": suite, "design": design, "views": list(views), "top_fraction": top_fraction, "seed": seed,
         "model": result.cell.model.name, "explainer": result.cell.explainer.name, "model_seed": result.cell.seed,
@@ -260,6 +260,13 @@ def build_study(
         "images": len(common), "stimuli": len(stimuli), "attention_checks": sum(1 for s in stimuli if s.expected),
         "classes": list(class_names),  # the identify answers people can give; `human analyse` checks them
     }  # fmt: skip
+    # The study's id is a digest of what it shows; every stimulus name carries it, so answers to another export (even
+    # of the same suite) cannot be read against this manifest by accident.
+    shown = [(s.image_id, s.view, s.left, s.right, s.variant, s.expected) for s in stimuli]
+    study_id = hashlib.sha256(json.dumps([description, shown], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    description["study_id"] = study_id
+    for number, stimulus in enumerate(stimuli, start=1):  # names in task order: they say nothing about the answer
+        stimulus.name = f"{study_id}-s{number:04d}.png"
     labelled = [(variant_label(a), variant_label(b)) for a, b in compared]
     return StudyExport(design, stimuli, [variants[rate] for rate in used], labelled, class_names, description)
 
@@ -341,9 +348,10 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
         encoded[stimulus.name] = base64.b64encode(data).decode()
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS[study.design])
+        writer = csv.DictWriter(handle, fieldnames=[*MANIFEST_COLUMNS[study.design], STUDY_COLUMN])
         writer.writeheader()
-        writer.writerows(stimulus.row(study.design) for stimulus in study.stimuli)
+        study_id = study.description["study_id"]
+        writer.writerows(stimulus.row(study.design) | {STUDY_COLUMN: study_id} for stimulus in study.stimuli)
     text = instructions(study.design, study.class_names, study.description["top_fraction"])
     (out / "instructions.txt").write_text(text + "\n")
     (out / "study.json").write_text(json.dumps(study.description, indent=1) + "\n")

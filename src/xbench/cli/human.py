@@ -46,7 +46,8 @@ def export_command(
         None, "--base-url", help="Where the stimuli/ folder will be served from, for the MTurk input file."
     ),
     seed: int = typer.Option(0, "--seed", help="Draws sides, task order and attention checks."),
-    out: Path = typer.Option(Path("human-study"), "--out", help="Output folder."),
+    out: Path = typer.Option(Path("human-study"), "--out", help="Output folder (new or empty, unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out, replacing an earlier export."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
 ) -> None:
     """Draw a study's stimuli from a finished suite's kept attributions (its first `gallery_images` explained images
@@ -68,10 +69,20 @@ def export_command(
             raise XbenchInputError(f"must be heatmap or occlusion, got {item!r}", field="--view")
     if checks is not None and checks < 0:
         raise XbenchInputError(f"must be >= 0, got {checks}", field="--checks")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise XbenchInputError(
+            f"{out} is not empty (an earlier export's answers would be matched against this one's stimuli); "
+            "choose a new folder, or --force to replace it",
+            field="--out",
+        )
     study = build_study(
         Store(tracking_uri), suite, design, parse_pairs(pairs), views, images, top_fraction,  # type: ignore[arg-type]
         -1 if checks is None else checks, seed, model, explainer, model_seed, pruning,
     )  # fmt: skip
+    if force and (out / "stimuli").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "stimuli")  # the earlier export's stimuli; its other files are overwritten
     files = write_study(study, out, per_task, base_url)
     described = study.description
     typer.echo(
