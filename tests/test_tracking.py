@@ -1,10 +1,15 @@
+import os
+import socket
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from tests.test_runner import tiny_suite
 from xbench.errors import XbenchInputError
+from xbench.leases import Lease
 from xbench.results import ArtifactStore, CellResult, MetricResult
 from xbench.tracking import Store, resolve_tracking_uri
 
@@ -39,7 +44,7 @@ def test_a_cell_result_is_written_and_read_back_whole(tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path / "artifacts")
     result = _result(artifacts)
     experiment = store.experiment_id("demo", create=True)
-    parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"})
+    parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"}, Lease.mine())
     run_id = store.log_result(experiment, parent, result, artifacts)
     assert store.finished_cells(experiment) == {result.cell_key: run_id}
     run = store.client.get_run(run_id)
@@ -69,18 +74,52 @@ def test_the_artifact_store_is_content_addressed_and_names_a_damaged_file(tmp_pa
         artifacts.get(first)
 
 
-def test_unfinished_cells_are_discarded_and_the_parent_resumed(tmp_path: Path) -> None:
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def _cells(*keys: str) -> list[SimpleNamespace]:
+    return [SimpleNamespace(cell_key=key, label=f"cell {key}") for key in keys]
+
+
+def test_a_dead_runs_parent_and_claims_are_taken_over_and_a_live_runs_are_not(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     experiment = store.experiment_id("demo", create=True)
-    parent = store.open_parent(experiment, "plan-1", "demo run", {})
-    # A run killed mid-log: created, never terminated.
+    killed = Lease("killed", socket.gethostname(), _dead_pid())
+    parent = store.open_parent(experiment, "plan-1", "demo run", {}, killed)
     store.client.create_run(
         experiment, tags={"mlflow.parentRunId": parent, "xbench.role": "cell", "xbench.cell_key": "b"}
-    )
+    )  # fmt: skip  (a claim the kill left)
     assert store.finished_cells(experiment) == {}
-    assert store.discard_unfinished_cells(experiment) == 1
-    assert store.open_parent(experiment, "plan-1", "demo run", {}) == parent
-    assert store.open_parent(experiment, "plan-2", "other run", {}) != parent
+    me = Lease.mine()
+    assert store.open_parent(experiment, "plan-1", "demo run", {}, me) == parent  # resumed: its owner is dead
+    claims = store.claim_cells(experiment, parent, _cells("a", "b"))
+    assert claims.discarded == 1 and set(claims.mine) == {"a", "b"} and not claims.held_by_others
+    # a second run of the same plan while this one lives: its own parent, and the live claims are left alone
+    other = store.open_parent(experiment, "plan-1", "demo run", {}, Lease.mine())
+    assert other != parent
+    second = store.claim_cells(experiment, other, _cells("a", "b", "c"))
+    assert set(second.mine) == {"c"} and set(second.held_by_others) == {"a", "b"} and second.discarded == 0
+    assert f"pid {os.getpid()}" in second.held_by_others["a"]
+
+
+def test_of_two_claims_made_at_once_the_earlier_wins_for_both_runs(tmp_path: Path) -> None:
+    """Two live runs claimed cell x before either checked: each check keeps the earlier claim and withdraws the
+    later, so exactly one of them computes x."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    experiment = store.experiment_id("demo", create=True)
+    first = store.open_parent(experiment, "plan-1", "one", {}, Lease.mine())
+    second = store.open_parent(experiment, "plan-1", "two", {}, Lease.mine())
+    tags = {"xbench.role": "cell", "xbench.cell_key": "x"}
+    early = store.client.create_run(experiment, start_time=1000, tags={**tags, "mlflow.parentRunId": first})
+    late = store.client.create_run(experiment, start_time=2000, tags={**tags, "mlflow.parentRunId": second})
+    mine_late = {"x": late.info.run_id}
+    assert "x" in store.resolve_claims(experiment, mine_late) and mine_late == {}
+    mine_early = {"x": early.info.run_id}
+    assert store.resolve_claims(experiment, mine_early) == {} and mine_early == {"x": early.info.run_id}
+    assert store.client.get_run(late.info.run_id).info.lifecycle_stage == "deleted"
 
 
 def test_results_of_an_unknown_suite_are_an_input_error(tmp_path: Path) -> None:

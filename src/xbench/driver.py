@@ -19,6 +19,7 @@ from xbench.backends import BackendOptions, RayCluster
 from xbench.cache import Cache
 from xbench.cells import Cell, PlannedSuite, plan_key
 from xbench.graph import build_graph
+from xbench.leases import Heartbeat, Lease
 from xbench.progress import log, track
 from xbench.results import ArtifactStore, CellResult
 from xbench.suite import Suite
@@ -45,6 +46,7 @@ class RunSummary:
     parent_run_id: str | None = None
     experiment_id: str | None = None
     seconds: float = 0.0
+    held_by_others: int = 0  # cells another live run of the suite had claimed (they are its to log)
 
 
 def run_suite(
@@ -97,56 +99,84 @@ def _run_cells(
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None
     if suite.reference is not None:  # the leaderboard shows the suite beside it
-        store.client.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
+        store.set_experiment_tag(experiment_id, REFERENCE_TAG, suite.reference)
     # `xbench stats` and the leaderboard read the margins from here (the store is what they see of a suite)
-    store.client.set_experiment_tag(experiment_id, EQUIVALENCE_TAG, json.dumps(suite.equivalence, sort_keys=True))
+    store.set_experiment_tag(experiment_id, EQUIVALENCE_TAG, json.dumps(suite.equivalence, sort_keys=True))
     done = store.finished_cells(experiment_id)
     todo = [cell for cell in cells if cell.cell_key not in done]
     summary = RunSummary(suite.name, store.uri, len(cells), len(cells) - len(todo), experiment_id=experiment_id)
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
-    discarded = store.discard_unfinished_cells(experiment_id)
-    if discarded:
-        log(f"discarded {discarded} unfinished cell run(s) left by an interrupted run")
+    lease = Lease.mine()
+    tags = {**run_tags(suite, suite_path), **planned.environment, "xbench.backend": options.name}
+    opened = time.time()
+    parent = store.open_parent(
+        experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags, lease
+    )
+    summary.parent_run_id = parent
+    status = "FAILED"
+    claims = None
+    with Heartbeat(store.uri, parent):
+        try:
+            claims = store.claim_cells(experiment_id, parent, todo)
+            if claims.discarded:
+                log(f"discarded {claims.discarded} unfinished cell run(s) left by an interrupted run")
+            if claims.held_by_others:
+                holders = ", ".join(sorted(set(claims.held_by_others.values())))
+                log(f"{len(claims.held_by_others)} cell(s) are being run by another xbench run of this suite "
+                    f"({holders}); they will be in the store when it finishes")  # fmt: skip
+                summary.held_by_others = len(claims.held_by_others)
+            todo = [cell for cell in todo if cell.cell_key in claims.mine]
+            if todo:
+                _compute(suite, suite_path, todo, planned, store, cache, on_cell, options, cluster, experiment_id,
+                         parent, claims.mine, done, summary)  # fmt: skip
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if claims is not None:  # claims this run will not fill: withdrawn, so no one waits for them
+                store.withdraw([run_id for key, run_id in claims.mine.items() if key not in done])
+            summary.seconds = time.perf_counter() - started
+            figures = {
+                "cells_total": len(cells),
+                "cells_run": len(summary.completed),
+                "cells_skipped": summary.skipped,
+                "cells_held_by_other_runs": summary.held_by_others,
+                "seconds": summary.seconds,
+            }
+            if cluster is not None and cluster.first_worker_ready_at is not None:
+                # The part of this run's time that only waited for Ray to start a worker and the worker to import
+                # torch, timm, the explainers and metrics: a fixed cost per run, not per cell.
+                figures["seconds_waiting_for_a_worker"] = max(0.0, cluster.first_worker_ready_at - opened)
+            store.close_parent(parent, figures, status)
+    return summary
+
+
+def _compute(
+    suite: Suite, suite_path: Path | None, todo: list[Cell], planned: PlannedSuite, store: Store, cache: Cache,
+    on_cell: Callable[[Cell, CellResult], None] | None, options: BackendOptions, cluster: RayCluster | None,
+    experiment_id: str, parent: str, claims: dict[str, str], done: dict[str, str], summary: RunSummary,
+) -> None:  # fmt: skip
+    """Run the claimed cells on the backend and log each into its claim as it finishes."""
     graph = build_graph(todo)
     if options.name != "local":
         counts = graph.counts()
         log(f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
             f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
     artifacts = ArtifactStore(cache.root / "artifacts")
-    tags = {**run_tags(suite, suite_path), **planned.environment, "xbench.backend": options.name}
-    opened = time.time()
-    parent = store.open_parent(experiment_id, plan_key(cells), f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags)
-    summary.parent_run_id = parent
-    status = "FAILED"
     finished = backends.results(graph, options, cache.root, planned.device, cluster)
     try:
         for result in track(finished, f"suite {suite.name}", total=len(todo), transient=False,
                             describe=lambda r: r.cell.label):  # fmt: skip
             if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
                 continue
-            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path))
+            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path),
+                             claim=claims.get(result.cell_key))  # fmt: skip
             done[result.cell_key] = parent
             summary.completed.append((result.cell, flat_figures(result)))
             if on_cell is not None:
                 on_cell(result.cell, result)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
     finally:
         finished.close()
-        summary.seconds = time.perf_counter() - started
-        figures = {
-            "cells_total": len(cells),
-            "cells_run": len(summary.completed),
-            "cells_skipped": summary.skipped,
-            "seconds": summary.seconds,
-        }
-        if cluster is not None and cluster.first_worker_ready_at is not None:
-            # The part of this run's time that only waited for Ray to start a worker and the worker to import torch,
-            # timm, the explainers and metrics: a fixed cost per run, not per cell.
-            figures["seconds_waiting_for_a_worker"] = max(0.0, cluster.first_worker_ready_at - opened)
-        store.close_parent(parent, figures, status)
-    return summary

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from xbench import leases
 from xbench.cells import Cell
 from xbench.errors import XbenchInputError
 from xbench.results import ArtifactStore, CellResult, per_image_scores, to_record
@@ -128,15 +129,38 @@ class Store:
         if experiment is not None:
             if create and experiment.tags.get("mlflow.experimentKind") is None:
                 for key, value in EXPERIMENT_KIND.items():
-                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+                    self.set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         if not create:
             return None
-        return self.client.create_experiment(
-            experiment_name(suite),
-            artifact_location=self._artifact_location(suite),
-            tags={SUITE_TAG: suite, **EXPERIMENT_KIND},
-        )
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(
+                experiment_name(suite),
+                artifact_location=self._artifact_location(suite),
+                tags={SUITE_TAG: suite, **EXPERIMENT_KIND},
+            )
+        except MlflowException:  # another run of the suite created it a moment ago: use theirs
+            experiment = self.client.get_experiment_by_name(experiment_name(suite))
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set an experiment tag unless it already has this value. Two runs setting one tag at once can collide in
+        MLflow's insert (a unique-key error from PostgreSQL); the tag then holds a value, and if it is ours, done."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            if self.client.get_experiment(experiment_id).tags.get(key) == value:
+                return
+            try:
+                self.client.set_experiment_tag(experiment_id, key, value)
+                return
+            except MlflowException:
+                if attempt == 2:
+                    raise
 
     def _search(self, experiment_id: str, filter_string: str) -> list[Any]:
         runs, token = [], None
@@ -160,26 +184,86 @@ class Store:
             finished.setdefault(run.data.tags[CELL_KEY_TAG], run.info.run_id)
         return finished
 
-    def discard_unfinished_cells(self, experiment_id: str) -> int:
-        """Delete cell runs that a crash or kill left unfinished, so every cell appears exactly once."""
-        stale = [
-            run for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell'") if run.info.status != "FINISHED"
-        ]
-        for run in stale:
-            self.client.delete_run(run.info.run_id)
-        return len(stale)
+    def _unfinished_cells(self, experiment_id: str) -> list[Any]:
+        return self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell' and attributes.status != 'FINISHED'")
 
-    def open_parent(self, experiment_id: str, plan_key: str, run_name: str, tags: dict[str, str]) -> str:
-        """Continue the unfinished parent run of the same plan (a resumed run), or start a new one."""
-        for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"):
-            if run.info.status != "FINISHED":
+    def _parents(self, runs: list[Any]) -> dict[str, Any]:
+        """parent run id -> the parent run (None when it was deleted) of each run."""
+        parents: dict[str, Any] = {}
+        for run in runs:
+            parent_id = run.data.tags.get("mlflow.parentRunId", "")
+            if parent_id and parent_id not in parents:
+                try:
+                    parents[parent_id] = self.client.get_run(parent_id)
+                except Exception:  # deleted, or from another store: no lease holds it
+                    parents[parent_id] = None
+        return parents
+
+    def claim_cells(self, experiment_id: str, parent_id: str, cells: list[Any]) -> leases.Claims:
+        """Claim the cells this run will compute (`leases`): cells another live run has claimed are left to it, claims
+        of dead runs are discarded, and of two claims made at once the earlier wins."""
+        unfinished = self._unfinished_cells(experiment_id)
+        parents = self._parents(unfinished)
+        held: dict[str, str] = {}
+        discarded = 0
+        for run in unfinished:
+            parent = parents.get(run.data.tags.get("mlflow.parentRunId", ""))
+            if leases.is_live(parent) and parent.info.run_id != parent_id:
+                held.setdefault(run.data.tags.get(CELL_KEY_TAG, ""), leases.describe(parent))
+            else:  # a killed or crashed run's claim, or a half-logged cell: every cell appears once
+                self.client.delete_run(run.info.run_id)
+                discarded += 1
+        mine: dict[str, str] = {}
+        for cell in cells:
+            if cell.cell_key not in held:
+                run = self.client.create_run(experiment_id, run_name=cell.label, tags={
+                    "mlflow.parentRunId": parent_id, ROLE_TAG: "cell", CELL_KEY_TAG: cell.cell_key,
+                })  # fmt: skip
+                mine[cell.cell_key] = run.info.run_id
+        held |= self.resolve_claims(experiment_id, mine)
+        return leases.Claims(mine, held, discarded)
+
+    def resolve_claims(self, experiment_id: str, mine: dict[str, str]) -> dict[str, str]:
+        """Withdraw this run's claims (`mine`, cell key -> claim run, changed in place) that another live run made
+        earlier: two runs claiming at once both see the earlier claim here, so exactly one keeps each cell. Returns
+        cell key -> who holds it, for the cells withdrawn."""
+        unfinished = [r for r in self._unfinished_cells(experiment_id) if r.data.tags.get(CELL_KEY_TAG) in mine]
+        parents = self._parents(unfinished)
+        live = [r for r in unfinished if leases.is_live(parents.get(r.data.tags.get("mlflow.parentRunId", "")))]
+        held = {}
+        for key, winner in leases.winners(live).items():
+            if winner.info.run_id != mine.get(key):
+                self.client.delete_run(mine.pop(key))
+                held[key] = leases.describe(parents[winner.data.tags["mlflow.parentRunId"]])
+        return held
+
+    def withdraw(self, run_ids: list[str]) -> None:
+        """Delete claims this run will not fill (it failed or was interrupted), so no one waits for them."""
+        for run_id in run_ids:
+            try:
+                self.client.delete_run(run_id)
+            except Exception:  # already gone; the next run discards what is left anyway
+                continue
+
+    def open_parent(
+        self, experiment_id: str, plan_key: str, run_name: str, tags: dict[str, str], lease: leases.Lease
+    ) -> str:
+        """Continue the unfinished parent run of the same plan whose lease is dead (a resumed run), or start a new
+        one; a parent whose lease is live belongs to a run still going, and is never adopted."""
+        query = f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"
+        for run in self._search(experiment_id, query):
+            if run.info.status != "FINISHED" and not leases.is_live(run):
                 self.client.update_run(run.info.run_id, status="RUNNING")
                 self.client.set_tag(run.info.run_id, "xbench.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-                return run.info.run_id
+                for key, value in lease.tags().items():
+                    self.client.set_tag(run.info.run_id, key, value)
+                return str(run.info.run_id)
         run = self.client.create_run(
-            experiment_id, run_name=run_name, tags={**tags, ROLE_TAG: "suite", PLAN_KEY_TAG: plan_key}
+            experiment_id,
+            run_name=run_name,
+            tags={**tags, ROLE_TAG: "suite", PLAN_KEY_TAG: plan_key, **lease.tags()},
         )
-        return run.info.run_id
+        return str(run.info.run_id)
 
     def close_parent(self, run_id: str, metrics: dict[str, float], status: str = "FINISHED") -> None:
         from mlflow.entities import Metric
@@ -190,17 +274,19 @@ class Store:
 
     def log_result(
         self, experiment_id: str, parent_id: str, result: CellResult, artifacts: ArtifactStore,
-        extra_tags: dict[str, str] | None = None,
+        extra_tags: dict[str, str] | None = None, claim: str | None = None,
     ) -> str:  # fmt: skip
-        """Write one cell result as a finished child run: params, metrics and tags for the UI, `result.json` (the
-        result itself, what `load_cell_results` reads back), its raw arrays, and pictures drawn from them."""
+        """Write one cell result as a finished child run (into its `claim` run, when it has one): params, metrics and
+        tags for the UI, `result.json` (the result itself, what `load_cell_results` reads back), its raw arrays, and
+        pictures drawn from them."""
         from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
         cell = result.cell
-        run = self.client.create_run(
-            experiment_id, run_name=cell.label, tags={"mlflow.parentRunId": parent_id, ROLE_TAG: "cell"}
-        )
-        run_id = run.info.run_id
+        if claim is None:
+            claim = self.client.create_run(
+                experiment_id, run_name=cell.label, tags={"mlflow.parentRunId": parent_id, ROLE_TAG: "cell"}
+            ).info.run_id
+        run_id = claim
         now = int(time.time() * 1000)
         params = [Param(k, str(v)) for k, v in cell_params(cell).items()]
         metrics = [Metric(k, float(v), now, 0) for k, v in result_metrics(result).items()]

@@ -146,6 +146,12 @@ def run_suite_command(
     with progress_bars(progress):
         summary = run_suite(suite, path, tracking_uri, cache_dir, device, backend=options, cluster=cluster)
     if not summary.completed:
+        if summary.held_by_others:
+            console.print(
+                f"suite {suite.name}: {summary.held_by_others} cells are being run by another xbench run of this suite "
+                f"and {summary.skipped} are already in {summary.tracking_uri}; nothing left for this run"
+            )
+            return
         console.print(
             f"suite {suite.name}: all {summary.total_cells} cells already in {summary.tracking_uri}; "
             f"nothing to do ({time.time() - COMMAND_STARTED:.1f} s since the command started)"
@@ -154,6 +160,8 @@ def run_suite_command(
     metric_names = [spec.name for spec in suite.metrics][:SUMMARY_METRICS]
     more = len(suite.metrics) - len(metric_names)
     title = f"suite {suite.name}: {len(summary.completed)} cells run, {summary.skipped} already done"
+    if summary.held_by_others:
+        title += f", {summary.held_by_others} left to another run of the suite"
     if more:
         title += f" (first {len(metric_names)} metrics; {more} more in MLflow and `xbench export`)"
     table = Table(title=title)

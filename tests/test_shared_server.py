@@ -1,0 +1,56 @@
+"""Two `xbench run suite smoke` at once against one real `mlflow server`, backed by SQLite and by PostgreSQL: both exit
+0, every cell is logged exactly once, no claim is left behind, and each run closes only its own parent run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMOKE
+from tests.services import mlflow_server, postgres, postgres_bin
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def _two_runs_at_once(url: str, workdir: Path) -> None:
+    runs = []
+    for name in ("first", "second"):
+        log = (workdir / f"{name}.log").open("w")
+        command = [sys.executable, "-m", "xbench", "run", "suite", str(SMOKE), "--tracking-uri", url,
+                   "--cache-dir", str(workdir / f"{name}-cache"), "--threads", "1"]  # fmt: skip
+        runs.append((subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT), log, name))
+    for process, log, name in runs:
+        code = process.wait()
+        log.close()
+        assert code == 0, f"the {name} run exited {code}:\n{(workdir / f'{name}.log').read_text()[-3000:]}"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("xbench/smoke")
+    cells = client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'cell'", max_results=1000)
+    assert all(run.info.status == "FINISHED" for run in cells), [run.info.status for run in cells]
+    per_key = Counter(run.data.tags["xbench.cell_key"] for run in cells)
+    assert len(per_key) == 8 and set(per_key.values()) == {1}, per_key  # 2 CRs x 2 explainers x 2 seeds, once each
+    parents = client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'suite'")
+    assert all(run.info.status == "FINISHED" for run in parents)
+    owners = {run.data.tags["xbench.lease.owner"] for run in parents}
+    assert len(owners) == len(parents)  # no run adopted another's parent
+    logged_by = Counter(run.data.tags["mlflow.parentRunId"] for run in cells)
+    assert sum(logged_by.values()) == 8 and set(logged_by) <= {run.info.run_id for run in parents}
+
+
+def test_two_runs_of_one_suite_share_a_sqlite_backed_server(tmp_path: Path) -> None:
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server") as url:
+        _two_runs_at_once(url, tmp_path)
+
+
+def test_two_runs_of_one_suite_share_a_postgresql_backed_server(tmp_path: Path) -> None:
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed and this user cannot apt-get it (apt-get install postgresql)")
+    with postgres(tmp_path / "pg") as database, mlflow_server(database, tmp_path / "server") as url:
+        _two_runs_at_once(url, tmp_path)
