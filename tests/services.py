@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,14 +81,17 @@ def postgres(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(database_uri: str, workdir: Path) -> Iterator[str]:
+def mlflow_server(
+    database_uri: str, workdir: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`xbench server start` on the database, artifacts under `workdir`; yields http://127.0.0.1:PORT."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "mlflow-server.log").open("w")
     command = [sys.executable, "-m", "xbench", "server", "start", "--backend-store-uri", database_uri,
-               "--artifacts", str(workdir / "artifacts"), "--port", str(port), "--workers", "1"]  # fmt: skip
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+               "--artifacts", str(workdir / "artifacts"), "--port", str(port), "--workers", "1", *options]  # fmt: skip
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, **(env or {})})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_LIMIT_S
@@ -100,6 +104,9 @@ def mlflow_server(database_uri: str, workdir: Path) -> Iterator[str]:
                 with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
                     if response.status == 200:
                         break
+            except urllib.error.HTTPError as error:
+                if error.code == 401:  # up, and asking who we are (--auth)
+                    break
             except OSError:
                 pass
             if time.monotonic() > deadline:

@@ -410,3 +410,17 @@ def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
     assert "gradcam" in xbench("list", "explainers", cwd=tmp_path, check=True).stdout
     assert "resnet18" in xbench("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
     assert xbench("list", "nonsense", cwd=tmp_path).returncode == 2
+
+
+def test_a_server_for_other_machines_asks_for_auth_and_keeps_the_database_password_out_of_argv(tmp_path: Path) -> None:
+    from xbench.cli.server import password_out_of_uri
+
+    uri, environment = password_out_of_uri("postgresql://xbench:s3cret@db:5432/xbench")
+    assert uri == "postgresql://xbench@db:5432/xbench" and environment == {"PGPASSWORD": "s3cret"}
+    start = ["server", "start", "--backend-store-uri", "postgresql://xbench:s3cret@db:5432/xbench", "--print"]
+    open_server = xbench(*start, "--host", "0.0.0.0", cwd=tmp_path)
+    assert open_server.returncode == 2 and "--host" in open_server.stderr and "--auth" in open_server.stderr
+    anonymous = xbench(*start, "--host", "0.0.0.0", "--allow-anonymous", cwd=tmp_path, check=True)
+    assert "without authentication" in anonymous.stderr and "s3cret" not in anonymous.stdout
+    secured = xbench(*start, "--host", "0.0.0.0", "--auth", cwd=tmp_path, check=True)
+    assert "--app-name basic-auth" in secured.stdout and "s3cret" not in secured.stdout

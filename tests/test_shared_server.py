@@ -54,3 +54,35 @@ def test_two_runs_of_one_suite_share_a_postgresql_backed_server(tmp_path: Path) 
         pytest.skip("PostgreSQL is not installed and this user cannot apt-get it (apt-get install postgresql)")
     with postgres(tmp_path / "pg") as database, mlflow_server(database, tmp_path / "server") as url:
         _two_runs_at_once(url, tmp_path)
+
+
+def test_a_server_started_with_auth_refuses_anonymous_clients_and_logs_an_authenticated_run(tmp_path: Path) -> None:
+    import os
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import xbench
+
+    admin = {"XBENCH_SERVER_ADMIN": "lab-admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-secret-12345"}
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server", "--auth", env=admin) as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+        assert refused.value.code == 401
+        anonymous = xbench("run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"),
+                           cwd=tmp_path)  # fmt: skip
+        assert anonymous.returncode != 0
+        credentials = {"MLFLOW_TRACKING_USERNAME": "lab-admin", "MLFLOW_TRACKING_PASSWORD": "a-long-secret-12345"}
+        xbench("run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"),
+               cwd=tmp_path, env=credentials, check=True)  # fmt: skip
+        from mlflow.tracking import MlflowClient
+
+        os.environ.update(credentials)
+        try:
+            client = MlflowClient(tracking_uri=url)
+            experiment = client.get_experiment_by_name("xbench/smoke")
+            cells = client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'cell'")
+            assert len(cells) == 8 and all(run.info.status == "FINISHED" for run in cells)
+        finally:
+            for key in credentials:
+                os.environ.pop(key)
+    assert (tmp_path / "server" / "mlflow-basic-auth.ini").stat().st_mode & 0o077 == 0  # owner-only
