@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,23 +82,30 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
+def _answered(workers: int, images: int, worker_sd: float, image_sd: float, answered: float,
+              rng: np.random.Generator) -> Iterator[tuple[int, int, float]]:  # fmt: skip
+    """(worker, image, worker effect + image effect on the logit) for each answer given: random worker and image
+    effects, each worker answering each image with probability `answered`."""
+    worker_effects, image_effects = rng.normal(0, worker_sd, workers), rng.normal(0, image_sd, images)
+    for w in range(workers):
+        for i in range(images):
+            if rng.random() < answered:
+                yield w, i, float(worker_effects[w] + image_effects[i])
+
+
 def pairwise_study(workers: int, images: int, worker_sd: float, image_sd: float, answered: float, effect: float,
                    rng: np.random.Generator) -> dict:  # fmt: skip
     """One simulated pairwise study of the pair CR 1 / CR 4, analysed by `pairwise_stats`."""
     rows = {f"s{i}.png": {"stimulus": f"s{i}.png", "image_id": str(i), "left": "CR 1", "right": "CR 4", "expected": ""}
             for i in range(images)}  # fmt: skip
     manifest = Manifest("pairwise", rows)
-    worker_effects, image_effects = rng.normal(0, worker_sd, workers), rng.normal(0, image_sd, images)
     answers = []
-    for w in range(workers):
-        for i in range(images):
-            if rng.random() >= answered:
-                continue
-            if rng.random() < 0.2:
-                choice = "equal"
-            else:
-                choice = "left" if rng.random() < _sigmoid(effect + worker_effects[w] + image_effects[i]) else "right"
-            answers.append(Answer(f"W{w}", f"s{i}.png", choice, None))
+    for w, i, logit in _answered(workers, images, worker_sd, image_sd, answered, rng):
+        if rng.random() < 0.2:
+            choice = "equal"
+        else:
+            choice = "left" if rng.random() < _sigmoid(np.asarray(effect + logit)) else "right"
+        answers.append(Answer(f"W{w}", f"s{i}.png", choice, None))
     return pairwise_stats(answers, manifest)[0]
 
 
@@ -111,20 +119,15 @@ def identify_study(workers: int, images: int, worker_sd: float, image_sd: float,
             name = f"i{i}-{variant[3:]}.png"
             rows[name] = {"stimulus": name, "image_id": str(i), "class": "fish", "variant": variant, "expected": ""}
     manifest = Manifest("identify", rows)
-    worker_effects, image_effects = rng.normal(0, worker_sd, workers), rng.normal(0, image_sd, images)
     answers = []
-    for w in range(workers):
-        for i in range(images):
-            if rng.random() >= answered:
-                continue
-            pruned = rng.random() < 0.5
-            name = f"i{i}-{4 if pruned else 1}.png"
-            if rng.random() < 0.1:
-                answer = "dont_know"
-            else:
-                logit = 1 + worker_effects[w] + image_effects[i] + (effect if pruned else 0.0)
-                answer = "fish" if rng.random() < _sigmoid(logit) else "dog"
-            answers.append(Answer(f"W{w}", name, answer, None))
+    for w, i, logit in _answered(workers, images, worker_sd, image_sd, answered, rng):
+        pruned = rng.random() < 0.5
+        name = f"i{i}-{4 if pruned else 1}.png"
+        if rng.random() < 0.1:
+            answer = "dont_know"
+        else:
+            answer = "fish" if rng.random() < _sigmoid(np.asarray(1 + logit + (effect if pruned else 0.0))) else "dog"
+        answers.append(Answer(f"W{w}", name, answer, None))
     _, chi2_p, contrasts = identify_stats(answers, manifest)
     return {**contrasts[0], "chi2_p": chi2_p}
 
