@@ -38,7 +38,7 @@ bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results.json
 
 ui: install
-	$(BIN)/xbench ui --suite quick
+	$(BIN)/xbench ui
 
 clean:
 	rm -rf $(VENV) leaderboard/site .pytest_cache
