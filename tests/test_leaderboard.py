@@ -156,3 +156,11 @@ def test_a_reference_file_that_does_not_match_the_schema_is_an_input_error_namin
         load_reference(str(bad))
     assert str(bad) in str(error.value) and "by_compression_rate" in str(error.value)
     assert error.value.field == "reference"
+
+
+def test_a_comparison_with_fewer_seeds_than_the_suite_is_marked_on_the_page(tmp_path: Path) -> None:
+    results = study()
+    results.records = [r for r in results.records if not (r["seed"] == 2 and r["compression_rate"] == 4.0)]
+    build([results], tmp_path)
+    page = (tmp_path / suite_filename("demo")).read_text()
+    assert "use fewer seeds than the" in page and page.count("2 ⚠") >= 3  # saliency and gradcam metrics, accuracy
