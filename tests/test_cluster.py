@@ -247,7 +247,7 @@ def _kill_group(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def _ray_head(workdir: Path, token: str) -> Iterator[str]:
+def _ray_head(workdir: Path, token: str, gpus: int = 0) -> Iterator[str]:
     """A one-CPU Ray head started by another process (`ray start --head --block`) with Ray's token authentication;
     yields an address to join it by (127.0.0.1: Ray may still name the machine's own address in its messages).
     Stopped at the end by signalling that process group only (not `ray stop`,
@@ -259,7 +259,7 @@ def _ray_head(workdir: Path, token: str) -> Iterator[str]:
     environment = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
         [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={workdir}"],
+         f"--num-gpus={gpus}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={workdir}"],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -301,3 +301,38 @@ def test_ray_joins_a_cluster_started_elsewhere_with_its_token_and_names_a_wrong_
     assert "on ray" in joined.stderr
     runs = _cell_runs(tmp_path / "xbench.db")
     assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}, runs
+
+
+def test_a_worker_of_a_joined_cluster_decides_the_device_and_the_dry_run_memo_and_run_agree(tmp_path: Path) -> None:
+    """A cluster that declares a GPU (Ray takes --num-gpus on any machine) with a CPU-only torch: `auto` is decided by
+    a worker holding that GPU, not by the driver; the dry run says so with the plan key the run then logs, and a
+    rerun answers from the plan remembered for that cluster."""
+    suite = _small_suite(tmp_path, "declared-gpu", explainers=["saliency"], device="auto")
+    ray_dir = Path(tempfile.mkdtemp(prefix="xbench-ray-"))
+    environment = {"HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "c3" * 16}
+    try:
+        with _ray_head(ray_dir, token="c3" * 16, gpus=1) as address:
+            run = ("run", "suite", str(suite), "--backend", "ray", "--address", address, "--cache-dir",
+                   str(tmp_path / "cache"))  # fmt: skip
+            dry = xbench(*run, "--dry-run", cwd=tmp_path, env=environment, check=True)
+            device = re.search(r"device: (\w+) \((.*)\)", dry.stdout)
+            assert device is not None and device.group(1) == "cpu", dry.stdout
+            decided = device.group(2)
+            assert "decided by a Ray worker holding GPU 0" in decided and "CUDA not available" in decided
+            planned = re.search(r"plan key: (\w+)", dry.stdout)
+            assert planned is not None
+            joined = xbench(*run, cwd=tmp_path, env=environment, check=True)
+            assert "cells run on cpu: decided by a Ray worker holding GPU 0" in joined.stderr
+            again = xbench(*run, cwd=tmp_path, env=environment, check=True)
+            assert "nothing to do" in again.stdout + again.stderr  # the plan remembered for this cluster
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    with sqlite3.connect(tmp_path / "xbench.db") as connection:
+        tags = dict(connection.execute(
+            "select t.key, t.value from tags t join tags role on role.run_uuid = t.run_uuid "
+            "and role.key = 'xbench.role' and role.value = 'suite'"
+        ).fetchall())  # fmt: skip
+        devices = {value for (value,) in connection.execute("select value from params where key = 'device'")}
+    assert tags["xbench.plan_key"] == planned.group(1)
+    assert tags["xbench.device"].startswith("cpu, decided by a Ray worker holding GPU 0")
+    assert devices == {"cpu"}  # every cell's logged device is the worker's decision

@@ -195,6 +195,22 @@ class RayCluster:
         if self._error is not None:
             raise self._error
 
+    def device_for_cells(self, requested: str) -> tuple[str, str]:
+        """(device, how it was decided) for `requested` (auto | cpu | cuda), decided where the cells run: a task with
+        the cells' own resources asks its worker's torch. A laptop driving a GPU cluster so gets cuda, and a CPU-only
+        cluster cpu, whatever this process's torch sees."""
+        import ray
+
+        self.ready()
+        worker = ray.remote(device_on_worker).options(num_cpus=self.threads, num_gpus=self.gpus)
+        try:
+            answer = ray.get(worker.remote(requested))
+        except Exception as exc:
+            _raise_input_error(exc)
+            raise
+        gpus = f"holding GPU {', '.join(map(str, answer['gpu_ids']))}" if answer["gpu_ids"] else "holding no GPU"
+        return answer["device"], f"decided by a Ray worker {gpus} on {answer['node']} ({answer['torch']})"
+
     def task_options(self) -> dict[str, Any]:
         """Every task's resources: the worker's threads and GPUs; retried when its worker process dies."""
         return {"num_cpus": self.threads, "num_gpus": self.gpus, "max_retries": TASK_RETRIES, "retry_exceptions": False}
@@ -224,6 +240,19 @@ def _join_error(address: str, exc: BaseException) -> XbenchInputError:
     return XbenchInputError(f"no Ray cluster answers there: {exc}", field="--address")
 
 
+def decide_device(requested: str, options: BackendOptions, cluster: RayCluster | None) -> tuple[str, str | None]:
+    """(device the cells compute on, how it was decided where that was not this process), decided once, where the
+    cells run. `cpu` is cpu everywhere; this process and a local Ray cluster's workers share one torch; a cluster
+    joined with --address is asked through one of its workers (a CPU laptop may drive a GPU cluster)."""
+    if requested == "cpu":
+        return "cpu", None
+    if options.name == "ray" and options.address and cluster is not None:
+        return cluster.device_for_cells(requested)
+    from xbench.runner import device_here
+
+    return device_here(requested), None
+
+
 def warm_worker() -> int:
     """A first task per worker: import what every node needs while the driver is still planning. The worker gives way
     to the driver (a lower CPU priority for the rest of its life): the driver's planning is what every task waits for,
@@ -233,6 +262,20 @@ def warm_worker() -> int:
     import xbench.runner  # noqa: F401  (torch, timm, the explainers and metrics)
 
     return os.getpid()
+
+
+def device_on_worker(requested: str) -> dict[str, Any]:
+    """What device a task's worker would compute `requested` on, with its own torch and the GPUs Ray gave it."""
+    import ray
+    import torch
+
+    from xbench.runner import resolve_device
+
+    return {
+        "device": resolve_device(requested).type, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "node": ray.get_runtime_context().get_node_id()[:8],
+        "torch": f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}",
+    }  # fmt: skip
 
 
 def _raise_input_error(exc: BaseException) -> None:

@@ -75,9 +75,12 @@ def run_suite(
     try:
         from xbench.runner import prepare  # torch, timm, Quantus: planning checks every name and parameter with them
 
-        planned = prepare(suite, requested)
+        device_used, decided_elsewhere = backends.decide_device(requested, options, cluster)
+        if decided_elsewhere is not None:
+            log(f"cells run on {device_used}: {decided_elsewhere}")
+        planned = prepare(suite, device_used, decided_elsewhere)
         cache = Cache(cache_dir)
-        planmemo.remember(cache, suite, requested, [c.cell_key for c in planned.cells])
+        planmemo.remember(cache, suite, requested, [c.cell_key for c in planned.cells], options.address)
         for model_name, explainer_name, reason in planned.left_out:
             log(f"left out {model_name} x {explainer_name}: {reason}")
         store = Store(tracking_uri)

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xbench.cells import plan_key
 from xbench.graph import build_graph, schedule_steps
 from xbench.plan import plan
 from xbench.suite import Suite
@@ -34,7 +35,8 @@ def unreachable(url: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def dry_run(suite: Suite, device: str) -> DryRun:
+def dry_run(suite: Suite, device: str, decided_elsewhere: str | None = None) -> DryRun:
+    """What a run would do, on `device` as the run would decide it (`backends.decide_device`)."""
     cells = plan(suite, device)  # every input check the real run makes
     graph = build_graph(cells)
     report = DryRun()
@@ -54,6 +56,8 @@ def dry_run(suite: Suite, device: str) -> DryRun:
         tuned = "fine-tuned after each step" if config.finetune.epochs or config.finetune.steps else "no fine-tuning"
         report.lines.append(f"  pruning {config.method} ({config.scope}, {config.granularity}, {config.schedule}): "
                             f"CR {chain}; {tuned}")  # fmt: skip
+    report.lines.append(f"  device: {device} ({decided_elsewhere or 'decided by this process'})")
+    report.lines.append(f"  plan key: {plan_key(cells)} (the suite run's tag xbench.plan_key)")
     report.lines.append(f"  explainers: {', '.join(explainers)}")
     report.lines.append(f"  metrics: {', '.join(spec.name for spec in suite.metrics) or 'none'}")
     report.lines.append(f"  seeds: {', '.join(map(str, seeds))} (eval images from data_seed {suite.data_seed})")

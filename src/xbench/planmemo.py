@@ -39,12 +39,15 @@ def _version(name: str) -> str:
         return "absent"
 
 
-def memo_key(suite: Suite, device: str) -> str:
+def memo_key(suite: Suite, device: str, cluster: str | None = None) -> str:
+    """What determines a plan: `device` as requested and `cluster` (a Ray --address: its workers decide what `auto`
+    means) among the rest."""
     return content_key(
         {
             "memo": MEMO_VERSION,
             "suite": suite.model_dump(mode="json"),
             "device": device,
+            "cluster": cluster,
             "host": platform.node(),
             "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "libraries": {**library_versions(), "pydantic": _version("pydantic")},
@@ -58,13 +61,13 @@ def _path(cache: Cache, key: str) -> Path:
     return cache.path("plans", key, ".json")
 
 
-def remember(cache: Cache, suite: Suite, device: str, cell_keys: list[str]) -> None:
-    cache.write_json(_path(cache, memo_key(suite, device)), {"cell_keys": sorted(cell_keys)})
+def remember(cache: Cache, suite: Suite, device: str, cell_keys: list[str], cluster: str | None = None) -> None:
+    cache.write_json(_path(cache, memo_key(suite, device, cluster)), {"cell_keys": sorted(cell_keys)})
 
 
-def recall(cache: Cache, suite: Suite, device: str) -> list[str] | None:
+def recall(cache: Cache, suite: Suite, device: str, cluster: str | None = None) -> list[str] | None:
     """The planned cell keys, or None when this suite was not planned here with these libraries and this source."""
-    path = _path(cache, memo_key(suite, device))
+    path = _path(cache, memo_key(suite, device, cluster))
     try:
         keys = json.loads(path.read_text())["cell_keys"]
     except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: plan again (and overwrite it)
@@ -73,10 +76,10 @@ def recall(cache: Cache, suite: Suite, device: str) -> list[str] | None:
 
 
 def finished_without_planning(
-    suite: Suite, device: str, cache: Cache, tracking_uri: str | None
+    suite: Suite, device: str, cache: Cache, tracking_uri: str | None, cluster: str | None = None
 ) -> tuple[int, str] | None:
     """(cells, store URI) when the remembered plan's cells are all finished in the store; None when it must plan."""
-    keys = recall(cache, suite, device)
+    keys = recall(cache, suite, device, cluster)
     if keys is None:
         return None
     from xbench.tracking import Store

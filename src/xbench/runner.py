@@ -366,13 +366,22 @@ def run_environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def prepare(suite: Suite, requested_device: str) -> PlannedSuite:
-    """Plan `suite` where its cells will run (this process for the local backend, a worker on Ray): the device is
-    resolved and every name and parameter checked there, with the libraries the cells need already imported."""
-    resolved = resolve_device(requested_device)
-    cells = plan(suite, resolved.type)
+def prepare(suite: Suite, device: str, decided_elsewhere: str | None = None) -> PlannedSuite:
+    """Plan `suite` for cells on `device` (cpu | cuda, as decided where they run: `device_here` in this process, or
+    a worker of the Ray cluster, which `decided_elsewhere` then describes); every name and parameter is checked here,
+    with the libraries the cells need imported."""
+    cells = plan(suite, device)
     left_out = unsupported_pairs(suite) if suite.skip_unsupported else {}
+    if decided_elsewhere is None:
+        environment = run_environment(torch.device(device))
+    else:  # this process may have no such device: the parent run says where the decision was made
+        environment = run_environment(torch.device("cpu")) | {"xbench.device": f"{device}, {decided_elsewhere}"}
     return PlannedSuite(
         cells=cells, left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
-        device=resolved.type, environment=run_environment(resolved),
+        device=device, environment=environment,
     )  # fmt: skip
+
+
+def device_here(requested: str) -> str:
+    """The device cells in this process compute on for `requested` (auto | cpu | cuda): what this torch sees."""
+    return resolve_device(requested).type

@@ -121,10 +121,19 @@ def run_suite_command(
     options = BackendOptions(backend, address, workers, threads, gpus_per_task).validated()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
+    requested = device or suite.device
     if dry_run:
+        from xbench.backends import decide_device
         from xbench.dryrun import dry_run as describe
 
-        report = describe(suite, "cpu" if (device or suite.device) == "auto" else (device or suite.device))
+        # The device as the run would decide it: a joined cluster is asked through a worker (nothing else runs).
+        probe = RayCluster(options, requested).start() if options.name == "ray" and options.address else None
+        try:
+            device_used, decided_elsewhere = decide_device(requested, options, probe)
+        finally:
+            if probe is not None:
+                probe.shutdown()
+        report = describe(suite, device_used, decided_elsewhere)
         typer.echo("\n".join(report.lines))
         if report.problems:
             raise XbenchInputError("cannot run it from here:\n  " + "\n  ".join(report.problems))
@@ -132,7 +141,7 @@ def run_suite_command(
     from xbench.cache import Cache
     from xbench.planmemo import finished_without_planning
 
-    finished = finished_without_planning(suite, device or suite.device, Cache(cache_dir), tracking_uri)
+    finished = finished_without_planning(suite, requested, Cache(cache_dir), tracking_uri, options.address)
     if finished is not None:
         console.print(
             f"suite {suite.name}: all {finished[0]} cells already in {finished[1]}; nothing to do "
