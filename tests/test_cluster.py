@@ -247,7 +247,7 @@ def _kill_group(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def _ray_head(workdir: Path, token: str, gpus: int = 0) -> Iterator[str]:
+def _ray_head(workdir: Path, token: str, gpus: int = 0, cpus: int = 1) -> Iterator[str]:
     """A one-CPU Ray head started by another process (`ray start --head --block`) with Ray's token authentication;
     yields an address to join it by (127.0.0.1: Ray may still name the machine's own address in its messages).
     Stopped at the end by signalling that process group only (not `ray stop`,
@@ -258,7 +258,7 @@ def _ray_head(workdir: Path, token: str, gpus: int = 0) -> Iterator[str]:
         port = probe.getsockname()[1]
     environment = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
          f"--num-gpus={gpus}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={workdir}"],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
@@ -336,3 +336,86 @@ def test_a_worker_of_a_joined_cluster_decides_the_device_and_the_dry_run_memo_an
     assert tags["xbench.plan_key"] == planned.group(1)
     assert tags["xbench.device"].startswith("cpu, decided by a Ray worker holding GPU 0")
     assert devices == {"cpu"}  # every cell's logged device is the worker's decision
+
+
+@contextlib.contextmanager
+def _ray_node(address: str, token: str, cpus: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """A second Ray node on this machine joining the head at `address` (its own raylet), stopped at the end. Its
+    workers get `env` (a plug-in on PYTHONPATH: a node's workers import what its own environment names)."""
+    ray = Path(sys.executable).with_name("ray")
+    environment = {**os.environ, **env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                   "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    node = subprocess.Popen(
+        [str(ray), "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+         "--num-gpus=0", "--disable-usage-stats"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        started = []
+        for line in node.stdout:
+            started.append(line)
+            if "--block" in line:
+                break
+        assert node.poll() is None, "".join(started)
+        yield node
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGTERM)
+        node.wait()
+        _kill_group(node.pid)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_dead_raylet_ends_the_run_in_sentences_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """The only node with CPUs loses its raylet mid-suite: the run says which cells did not run and why, in one line
+    per reason, exits 1 without a traceback; with a new node, the rerun logs every cell once."""
+    (tmp_path / "stall_plugin.py").write_text(STALL_PLUGIN)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    suite = _small_suite(tmp_path, "dead-raylet", plugins=["stall_plugin"], explainers=["gradcam", "stall_once"])
+    token = "d4" * 16
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks), "HOME": str(tmp_path),
+                   "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}  # fmt: skip
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    ray_dir = Path(tempfile.mkdtemp(prefix="xbench-ray-"))
+    try:
+        with _ray_head(ray_dir, token=token, cpus=0) as address:
+            command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--address",
+                       address, "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            plugin_path = {"PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks)}
+            with _ray_node(address, token, cpus=1, env=plugin_path):
+                driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                try:
+                    pid_file = marks / "stalled.pid"
+                    while not pid_file.exists() and driver.poll() is None:
+                        time.sleep(0.2)
+                    assert pid_file.exists(), driver.communicate()
+                    raylet = _parent(int(pid_file.read_text()))  # Ray workers are children of their node's raylet
+                    assert "raylet" in Path(f"/proc/{raylet}/cmdline").read_text()
+                    os.kill(raylet, signal.SIGKILL)
+                    stdout, stderr = driver.communicate()
+                finally:
+                    (marks / "release").touch()
+                    if driver.poll() is None:
+                        driver.kill()
+                    _kill_group(driver.pid)
+            assert driver.returncode == 1, stderr
+            output = stdout + stderr
+            assert "Traceback" not in output, output
+            failed = [line for line in output.splitlines() if line.startswith("failed:")]
+            assert any("not run:" in line for line in failed) and any("resumes the rest" in line for line in failed)
+            print("\n".join(failed))  # shown with -s: what a user reads
+            before = {key for key, status in _cell_runs(tmp_path / "xbench.db") if status == "FINISHED"}
+            with _ray_node(address, token, cpus=1, env=plugin_path):
+                rerun = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True)
+            assert rerun.returncode == 0, rerun.stderr
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    runs = _cell_runs(tmp_path / "xbench.db")
+    assert len(runs) == 4 and len({key for key, _ in runs}) == 4 and {s for _, s in runs} == {"FINISHED"}, runs
+    assert before <= {key for key, _ in runs}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbench.errors import XbenchInputError
+from xbench.errors import XbenchInputError, XbenchRunFailure
 from xbench.graph import Node, TaskGraph
 from xbench.results import CellResult
 
@@ -211,6 +211,21 @@ class RayCluster:
         gpus = f"holding GPU {', '.join(map(str, answer['gpu_ids']))}" if answer["gpu_ids"] else "holding no GPU"
         return answer["device"], f"decided by a Ray worker {gpus} on {answer['node']} ({answer['torch']})"
 
+    def capable_nodes(self) -> set[str]:
+        """The live nodes with the resources one task asks for (after a node died, maybe none)."""
+        import ray
+
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+        except Exception:  # the cluster does not answer: nothing can run on it
+            return set()
+        return {
+            str(n.get("NodeID"))
+            for n in nodes
+            if n.get("Resources", {}).get("CPU", 0) >= self.threads
+            and n.get("Resources", {}).get("GPU", 0) >= self.gpus
+        }
+
     def task_options(self) -> dict[str, Any]:
         """Every task's resources: the worker's threads and GPUs; retried when its worker process dies."""
         return {"num_cpus": self.threads, "num_gpus": self.gpus, "max_retries": TASK_RETRIES, "retry_exceptions": False}
@@ -286,26 +301,69 @@ def _raise_input_error(exc: BaseException) -> None:
         raise cause
 
 
+CLUSTER_CHECK_S = 2.0  # how often a run waiting on Ray checks that the cluster can still run what it waits for
+# A cluster that had nodes able to run the tasks and has had none for this long lost them (a node or its raylet
+# died). One that never had any (an autoscaler still starting them) is waited for, as Ray itself waits.
+CLUSTER_LOST_S = 30.0
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a Ray task failed, as a sentence (the kind, not the traceback)."""
+    import ray.exceptions as errors
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, errors.NodeDiedError):
+        return "a Ray node died (its raylet or the machine stopped)"
+    if isinstance(exc, errors.WorkerCrashedError):
+        return f"the Ray worker running it died, {TASK_RETRIES + 1} times"
+    if isinstance(exc, errors.OwnerDiedError | errors.ObjectLostError):
+        return "a result it needed was lost with the node that held it"
+    if isinstance(exc, errors.RayTaskError) and cause is not None:
+        return f"the task raised {type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}"
+    return f"Ray failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
 def _ray_results(graph: TaskGraph, cluster: RayCluster, cache_root: Path, device: str) -> Iterator[CellResult]:
+    """Each cell's result as its task finishes. Tasks that fail are collected by reason, and tasks that no live node
+    can run any more (a node died and the rest lack its resources) end the wait; then `XbenchRunFailure` names them.
+    """
     import ray
 
     cluster.ready()
     pending = _submit(graph, cluster, cache_root, device)
-    failures: list[tuple[Node, BaseException]] = []
+    failures: dict[str, list[str]] = {}
+    seen_capable: set[str] = set()
+    lost_since: float | None = None
     while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        node = pending.pop(ref)
+        try:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=CLUSTER_CHECK_S)
+        except ray.exceptions.RayError as exc:  # the cluster itself went away
+            failures.setdefault(failure_reason(exc), []).extend(node.label for node in pending.values())
+            break
+        if not done:
+            capable = cluster.capable_nodes()
+            seen_capable |= capable
+            lost_since = None if capable or not seen_capable else (lost_since or time.monotonic())
+            if lost_since is not None and time.monotonic() - lost_since > CLUSTER_LOST_S:
+                reason = (
+                    f"no live Ray node has the {cluster.threads} CPU(s)"
+                    + (f" and {cluster.gpus:g} GPU(s)" if cluster.gpus else "")
+                    + " a task needs (a node or its raylet died)"
+                )
+                failures.setdefault(reason, []).extend(node.label for node in pending.values())
+                break
+            continue
+        node = pending.pop(done[0])
         text: str | None = None
         try:
-            text = ray.get(ref)
+            text = ray.get(done[0])
         except ray.exceptions.RayError as exc:
-            failures.append((node, exc))
+            _raise_input_error(exc)
+            failures.setdefault(failure_reason(exc), []).append(node.label)
         if text is not None:
             yield CellResult.model_validate_json(text)
     if failures:
-        node, exc = failures[0]
-        _raise_input_error(exc)
-        raise RuntimeError(f"{len(failures)} cell(s) failed on Ray; first: {node.label}: {exc}") from exc
+        raise XbenchRunFailure(next(iter(graph.nodes.values())).cell.suite, failures)
 
 
 def _submit(graph: TaskGraph, cluster: RayCluster, cache_root: Path, device: str) -> dict[Any, Node]:

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from xbench import __version__
 from xbench.cli import check, export, human, leaderboard, listing, profile, run, server, stats, ui, verify
-from xbench.errors import XbenchInputError
+from xbench.errors import XbenchInputError, XbenchRunFailure
 from xbench.progress import console
 
 app = typer.Typer(
@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except XbenchInputError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except XbenchRunFailure as exc:
+        for line in str(exc).splitlines():
+            console.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return 1
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
