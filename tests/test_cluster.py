@@ -252,30 +252,42 @@ def _ray_head(workdir: Path, token: str, gpus: int = 0, cpus: int = 1) -> Iterat
     yields an address to join it by (127.0.0.1: Ray may still name the machine's own address in its messages).
     Stopped at the end by signalling that process group only (not `ray stop`,
     which would stop every Ray process of this user)."""
-    ray = Path(sys.executable).with_name("ray")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    environment = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-         f"--num-gpus={gpus}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={workdir}"],
+    options = [
+        "--head", f"--port={port}", f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--include-dashboard=false",
+        f"--temp-dir={workdir}",
+    ]  # fmt: skip
+    with _ray_start(options, token, {}):
+        yield f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def _ray_start(options: list[str], token: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`ray start --block` with Ray's token authentication, until it says it runs; its process group stopped at
+    the end by signalling that group only (not `ray stop`, which would stop every Ray process of this user)."""
+    ray = Path(sys.executable).with_name("ray")
+    environment = {**os.environ, **env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                   "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    process = subprocess.Popen(
+        [str(ray), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *options],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        assert head.stdout is not None
+        assert process.stdout is not None
         started = []
-        for line in head.stdout:  # ends when the head exits; no timeout (see tests.conftest.xbench)
+        for line in process.stdout:  # ends when it exits; no timeout (see tests.conftest.xbench)
             started.append(line)
             if "--block" in line:
                 break
-        assert head.poll() is None, "".join(started)
-        yield f"127.0.0.1:{port}"
+        assert process.poll() is None, "".join(started)
+        yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        head.wait()
-        _kill_group(head.pid)
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        _kill_group(process.pid)
 
 
 def test_ray_joins_a_cluster_started_elsewhere_with_its_token_and_names_a_wrong_one(tmp_path: Path) -> None:
@@ -342,28 +354,8 @@ def test_a_worker_of_a_joined_cluster_decides_the_device_and_the_dry_run_memo_an
 def _ray_node(address: str, token: str, cpus: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
     """A second Ray node on this machine joining the head at `address` (its own raylet), stopped at the end. Its
     workers get `env` (a plug-in on PYTHONPATH: a node's workers import what its own environment names)."""
-    ray = Path(sys.executable).with_name("ray")
-    environment = {**os.environ, **env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                   "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
-    node = subprocess.Popen(
-        [str(ray), "start", f"--address={address}", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-         "--num-gpus=0", "--disable-usage-stats"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert node.stdout is not None
-        started = []
-        for line in node.stdout:
-            started.append(line)
-            if "--block" in line:
-                break
-        assert node.poll() is None, "".join(started)
+    with _ray_start([f"--address={address}", f"--num-cpus={cpus}", "--num-gpus=0"], token, env) as node:
         yield node
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.pid, signal.SIGTERM)
-        node.wait()
-        _kill_group(node.pid)
 
 
 def _parent(pid: int) -> int:
