@@ -38,19 +38,28 @@ from xbench.humananalysis import Answer, Manifest, identify_stats, pairwise_stat
 from xbench.stats import compare_paired  # noqa: E402
 
 PAIRED_SETTINGS = [  # (seed SD, image SD, residual SD): the issue's three, then others a reviewer may try
-    (1.0, 1.0, 1.0), (0.25, 1.0, 1.0), (0.0, 1.0, 1.0), (0.5, 1.0, 0.25), (1.0, 0.25, 1.0), (0.0, 0.0, 1.0),
-]  # fmt: skip
+    (1.0, 1.0, 1.0),
+    (0.25, 1.0, 1.0),
+    (0.0, 1.0, 1.0),
+    (0.5, 1.0, 0.25),
+    (1.0, 0.25, 1.0),
+    (0.0, 0.0, 1.0),
+]
 PAIRED_SEEDS = [3, 5, 10]
 IMAGES = 64
 EFFECT, LARGE_EFFECT, MARGIN = 0.5, 1.0, 0.5
 CROWD_SETTINGS = [  # (workers, images, worker logit SD, image logit SD, share of the images each worker answers)
-    (20, 30, 0.5, 1.0, 1.0), (24, 30, 1.0, 1.0, 1.0), (20, 30, 0.5, 0.5, 1.0), (40, 30, 0.5, 1.0, 0.5),
-]  # fmt: skip
+    (20, 30, 0.5, 1.0, 1.0),
+    (24, 30, 1.0, 1.0, 1.0),
+    (20, 30, 0.5, 0.5, 1.0),
+    (40, 30, 0.5, 1.0, 0.5),
+]
 CROWD_EFFECT = 0.5
 
 
-def paired_rates(seed_sd: float, image_sd: float, residual_sd: float, seeds: int, runs: int, rng: np.random.Generator
-                 ) -> dict[str, float]:  # fmt: skip
+def paired_rates(
+    seed_sd: float, image_sd: float, residual_sd: float, seeds: int, runs: int, rng: np.random.Generator
+) -> dict[str, float]:
     """Error rates of `compare_paired` in one setting."""
 
     def draw(delta: float) -> list[dict[str, float | int]]:
@@ -58,9 +67,11 @@ def paired_rates(seed_sd: float, image_sd: float, residual_sd: float, seeds: int
         for _ in range(runs):
             reference = rng.normal(0, 1, (seeds, IMAGES))
             differences = (
-                delta + seed_sd * rng.normal(0, 1, (seeds, 1)) + image_sd * rng.normal(0, 1, (1, IMAGES))
+                delta
+                + seed_sd * rng.normal(0, 1, (seeds, 1))
+                + image_sd * rng.normal(0, 1, (1, IMAGES))
                 + residual_sd * rng.normal(0, 1, (seeds, IMAGES))
-            )  # fmt: skip
+            )
             results.append(compare_paired(dict(enumerate(reference)), dict(enumerate(reference + differences)), MARGIN))
         return results
 
@@ -82,8 +93,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
 
-def _answered(workers: int, images: int, worker_sd: float, image_sd: float, answered: float,
-              rng: np.random.Generator) -> Iterator[tuple[int, int, float]]:  # fmt: skip
+def _answered(
+    workers: int, images: int, worker_sd: float, image_sd: float, answered: float, rng: np.random.Generator
+) -> Iterator[tuple[int, int, float]]:
     """(worker, image, worker effect + image effect on the logit) for each answer given: random worker and image
     effects, each worker answering each image with probability `answered`."""
     worker_effects, image_effects = rng.normal(0, worker_sd, workers), rng.normal(0, image_sd, images)
@@ -93,11 +105,20 @@ def _answered(workers: int, images: int, worker_sd: float, image_sd: float, answ
                 yield w, i, float(worker_effects[w] + image_effects[i])
 
 
-def pairwise_study(workers: int, images: int, worker_sd: float, image_sd: float, answered: float, effect: float,
-                   rng: np.random.Generator) -> dict:  # fmt: skip
+def pairwise_study(
+    workers: int,
+    images: int,
+    worker_sd: float,
+    image_sd: float,
+    answered: float,
+    effect: float,
+    rng: np.random.Generator,
+) -> dict:
     """One simulated pairwise study of the pair CR 1 / CR 4, analysed by `pairwise_stats`."""
-    rows = {f"s{i}.png": {"stimulus": f"s{i}.png", "image_id": str(i), "left": "CR 1", "right": "CR 4", "expected": ""}
-            for i in range(images)}  # fmt: skip
+    rows = {
+        f"s{i}.png": {"stimulus": f"s{i}.png", "image_id": str(i), "left": "CR 1", "right": "CR 4", "expected": ""}
+        for i in range(images)
+    }
     manifest = Manifest("pairwise", rows)
     answers = []
     for w, i, logit in _answered(workers, images, worker_sd, image_sd, answered, rng):
@@ -109,8 +130,15 @@ def pairwise_study(workers: int, images: int, worker_sd: float, image_sd: float,
     return pairwise_stats(answers, manifest)[0]
 
 
-def identify_study(workers: int, images: int, worker_sd: float, image_sd: float, answered: float, effect: float,
-                   rng: np.random.Generator) -> dict:  # fmt: skip
+def identify_study(
+    workers: int,
+    images: int,
+    worker_sd: float,
+    image_sd: float,
+    answered: float,
+    effect: float,
+    rng: np.random.Generator,
+) -> dict:
     """One simulated identify study of two variants, each worker seeing each image once, analysed by
     `identify_stats`."""
     rows = {}
@@ -141,43 +169,77 @@ def crowd_rates(design: str, setting: tuple, runs: int, rng: np.random.Generator
     def share(results: list[dict], key: str) -> float:
         return float(np.mean([r[key] is not None and r[key] < 0.05 for r in results]))
 
-    return {"false_positives": share(null, "p"), "answer_level_false_positives": share(null, answer_level),
-            "power_0.5": share(effect, "p")}  # fmt: skip
+    return {
+        "false_positives": share(null, "p"),
+        "answer_level_false_positives": share(null, answer_level),
+        "power_0.5": share(effect, "p"),
+    }
 
 
-def calibrate(runs: int, crowd_runs: int, seed: int = 0, paired_settings: list | None = None,
-              seeds: list[int] | None = None, crowd_settings: list | None = None) -> dict:  # fmt: skip
+def calibrate(
+    runs: int,
+    crowd_runs: int,
+    seed: int = 0,
+    paired_settings: list | None = None,
+    seeds: list[int] | None = None,
+    crowd_settings: list | None = None,
+) -> dict:
     rng = np.random.default_rng(seed)
     paired = []
     for seed_sd, image_sd, residual_sd in PAIRED_SETTINGS if paired_settings is None else paired_settings:
         for n_seeds in PAIRED_SEEDS if seeds is None else seeds:
             rates = paired_rates(seed_sd, image_sd, residual_sd, n_seeds, runs, rng)
-            paired.append({"seed_sd": seed_sd, "image_sd": image_sd, "residual_sd": residual_sd, "seeds": n_seeds,
-                           "images": IMAGES, "runs": runs, **rates})  # fmt: skip
+            paired.append(
+                {
+                    "seed_sd": seed_sd,
+                    "image_sd": image_sd,
+                    "residual_sd": residual_sd,
+                    "seeds": n_seeds,
+                    "images": IMAGES,
+                    "runs": runs,
+                    **rates,
+                }
+            )
     crowd = []
     for design in ("pairwise", "identify"):
         for workers, images, worker_sd, image_sd, answered in (
             CROWD_SETTINGS if crowd_settings is None else crowd_settings
         ):
             rates = crowd_rates(design, (workers, images, worker_sd, image_sd, answered), crowd_runs, rng)
-            crowd.append({"design": design, "workers": workers, "images": images, "worker_sd": worker_sd,
-                          "image_sd": image_sd, "answered": answered, "runs": crowd_runs, **rates})  # fmt: skip
+            crowd.append(
+                {
+                    "design": design,
+                    "workers": workers,
+                    "images": images,
+                    "worker_sd": worker_sd,
+                    "image_sd": image_sd,
+                    "answered": answered,
+                    "runs": crowd_runs,
+                    **rates,
+                }
+            )
     return {"paired": paired, "crowd": crowd, "seed": seed}
 
 
 def table(result: dict) -> str:
-    lines = ["Seeds × images (compare_paired; 64 images; δ in units of the residual SD; margin 0.5)",
-             "| SD seed/image/resid | seeds | false pos. | coverage δ=0 | coverage δ=0.5 | power δ=0.5 | power δ=1 "
-             "| false equiv. (δ=margin) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "Seeds × images (compare_paired; 64 images; δ in units of the residual SD; margin 0.5)",
+        "| SD seed/image/resid | seeds | false pos. | coverage δ=0 | coverage δ=0.5 | power δ=0.5 | power δ=1 "
+        "| false equiv. (δ=margin) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["paired"]:
         lines.append(
             f"| {r['seed_sd']:g}/{r['image_sd']:g}/{r['residual_sd']:g} | {r['seeds']} | {r['false_positives']:.3f} "
             f"| {r['coverage_null']:.3f} | {r['coverage_effect']:.3f} | {r['power_0.5']:.2f} | {r['power_1']:.2f} "
             f"| {r['false_equivalence']:.3f} |"
         )
-    lines += ["", "Crowd answers (xbench human analyse; logit SDs; β = 0.5 for power)",
-              "| design | workers × images | SD worker/image | answered | false pos. (p) | answer-level test "
-              "| power β=0.5 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Crowd answers (xbench human analyse; logit SDs; β = 0.5 for power)",
+        "| design | workers × images | SD worker/image | answered | false pos. (p) | answer-level test | power β=0.5 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["crowd"]:
         lines.append(
             f"| {r['design']} | {r['workers']} × {r['images']} | {r['worker_sd']:g}/{r['image_sd']:g} "

@@ -46,8 +46,9 @@ def test_peak_memory_does_not_grow_with_the_training_set(benchmark: pytest.Fixtu
         with tempfile.TemporaryDirectory(prefix="xbench-memory-") as workdir:
             root = write_image_folder(Path(workdir), train_count=max(SIZES), eval_count=16, image_size=256)
             for count in SIZES:
-                result = subprocess.run([sys.executable, "-c", TRAIN, str(root), str(count)], check=True,
-                                        capture_output=True, text=True)  # fmt: skip
+                result = subprocess.run(
+                    [sys.executable, "-c", TRAIN, str(root), str(count)], check=True, capture_output=True, text=True
+                )
                 peaks[count] = json.loads(result.stdout.strip().splitlines()[-1])
 
     benchmark.pedantic(measure, rounds=1, iterations=1)

@@ -41,8 +41,12 @@ def _seconds(processes: int) -> float:
     """Seconds of the slowest of `processes` copies of the workload, their loops started together once all have
     imported torch."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    running = [subprocess.Popen([sys.executable, "-c", WORKLOAD], env=environment, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True) for _ in range(processes)]  # fmt: skip
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKLOAD], env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(processes)
+    ]
     for process in running:
         assert process.stdout is not None and process.stdout.readline() == "ready\n"
     for process in running:  # all told to start before any is waited for
@@ -58,9 +62,11 @@ def test_two_processes_over_one(benchmark: pytest.FixtureRequest) -> None:
     measured: list[tuple[float, float]] = []
     benchmark.pedantic(lambda: measured.extend((_seconds(1), _seconds(2)) for _ in range(ROUNDS)), rounds=1)
     ratios = [2 * one / two for one, two in measured]
-    benchmark.extra_info.update({
-        "seconds_one_process_two_processes": [[round(one, 2), round(two, 2)] for one, two in measured],
-        "throughput_ratio_2_over_1_processes": [round(r, 3) for r in ratios],
-        "throughput_ratio_median": round(statistics.median(ratios), 3),
-    })  # fmt: skip
+    benchmark.extra_info.update(
+        {
+            "seconds_one_process_two_processes": [[round(one, 2), round(two, 2)] for one, two in measured],
+            "throughput_ratio_2_over_1_processes": [round(r, 3) for r in ratios],
+            "throughput_ratio_median": round(statistics.median(ratios), 3),
+        }
+    )
     print(f"\n2 processes / 1: {[f'{r:.2f}' for r in ratios]} (median {statistics.median(ratios):.2f})")

@@ -49,9 +49,15 @@ def test_channel_magnitude_measured_vs_theoretical_speedup(benchmark: pytest.Fix
         compression_rate_model=figures["compression_rate_model"],
     )
     model = timm_model("resnet18", 1000, 224).eval()
-    pruned = channel_pruned(model, pruners.get("channel_magnitude"), PruningConfig(method="channel_magnitude",
-                            compression_rates=[rate]), sum(p.numel() for p in model.parameters()) / rate,
-                            ImageData.random(64, 224, 10), seed=0, device=CPU)[0]  # fmt: skip
+    pruned = channel_pruned(
+        model,
+        pruners.get("channel_magnitude"),
+        PruningConfig(method="channel_magnitude", compression_rates=[rate]),
+        sum(p.numel() for p in model.parameters()) / rate,
+        ImageData.random(64, 224, 10),
+        seed=0,
+        device=CPU,
+    )[0]
     x = torch.randn(8, 3, 224, 224)
 
     def forward() -> None:

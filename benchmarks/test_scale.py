@@ -54,8 +54,18 @@ def _seconds(suite: Path, arguments: list[str]) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(prefix="xbench-scale-") as workdir:
         environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         environment["OMP_NUM_THREADS"] = "1"
-        command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--no-progress",
-                   "--cache-dir", str(Path(workdir) / "cache"), *arguments]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "xbench",
+            "run",
+            "suite",
+            str(suite),
+            "--no-progress",
+            "--cache-dir",
+            str(Path(workdir) / "cache"),
+            *arguments,
+        ]
         started = time.perf_counter()
         finished = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True)
         assert finished.returncode == 0, f"{' '.join(command)}:\n{finished.stderr[-3000:]}"
@@ -80,8 +90,20 @@ def _running_cluster(cpus: int) -> Iterator[None]:
     stop`, which stops every Ray process of this user on the machine: run the benchmark on a quiet machine."""
     ray = Path(sys.executable).with_name("ray")
     environment = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([str(ray), "start", "--head", f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
-                    "--disable-usage-stats"], env=environment, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(ray),
+            "start",
+            "--head",
+            f"--num-cpus={cpus}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
     try:
         yield
     finally:
@@ -105,17 +127,19 @@ def test_ray_backend_scaling(benchmark: pytest.FixtureRequest) -> None:
         running = [ray[index] / local[index] - 1 for local, ray, _ in measured["smoke"]]
         started = [ray[index] / local[index] - 1 for local, _, ray in measured["smoke"]]
         info |= {
-            f"scale_{kind}_seconds_ray_1_worker_ray_2_workers": [[round(a[index], 1), round(b[index], 1)]
-                                                                for a, b in measured["scale"]],
+            f"scale_{kind}_seconds_ray_1_worker_ray_2_workers": [
+                [round(a[index], 1), round(b[index], 1)] for a, b in measured["scale"]
+            ],
             f"throughput_ratio_2_over_1_workers_{kind}": [round(s, 3) for s in speedups],
             f"throughput_ratio_median_{kind}": round(statistics.median(speedups), 3),
             f"smoke_{kind}_seconds_local_ray_running_cluster_ray_started_by_xbench": [
-                [round(r[index], 1) for r in one_round] for one_round in measured["smoke"]],
+                [round(r[index], 1) for r in one_round] for one_round in measured["smoke"]
+            ],
             f"ray_1_worker_running_cluster_overhead_vs_local_{kind}": [round(o, 3) for o in running],
             f"ray_running_cluster_overhead_median_{kind}": round(statistics.median(running), 3),
             f"ray_1_worker_started_by_xbench_overhead_vs_local_{kind}": [round(o, 3) for o in started],
             f"ray_started_by_xbench_overhead_median_{kind}": round(statistics.median(started), 3),
-        }  # fmt: skip
+        }
         lines.append(
             f"{kind}: 2 workers / 1 worker {[f'{s:.2f}' for s in speedups]} (median "
             f"{statistics.median(speedups):.2f}); Ray (1 worker) over local: on a running cluster "
@@ -126,13 +150,16 @@ def test_ray_backend_scaling(benchmark: pytest.FixtureRequest) -> None:
     speedups = [one[2] / two[2] for one, two in measured["scale"]]
     info |= {
         "scale_seconds_waiting_for_a_worker_ray_1_worker_ray_2_workers": [
-            [round(a[1] - a[2], 1), round(b[1] - b[2], 1)] for a, b in measured["scale"]],
-        "scale_computing_seconds_ray_1_worker_ray_2_workers": [[round(a[2], 1), round(b[2], 1)]
-                                                                for a, b in measured["scale"]],
+            [round(a[1] - a[2], 1), round(b[1] - b[2], 1)] for a, b in measured["scale"]
+        ],
+        "scale_computing_seconds_ray_1_worker_ray_2_workers": [
+            [round(a[2], 1), round(b[2], 1)] for a, b in measured["scale"]
+        ],
         "throughput_ratio_2_over_1_workers_computing": [round(s, 3) for s in speedups],
         "throughput_ratio_median_computing": round(statistics.median(speedups), 3),
-    }  # fmt: skip
-    lines.append(f"computing: 2 workers / 1 worker {[f'{s:.2f}' for s in speedups]} (median "
-                 f"{statistics.median(speedups):.2f})")  # fmt: skip
+    }
+    lines.append(
+        f"computing: 2 workers / 1 worker {[f'{s:.2f}' for s in speedups]} (median {statistics.median(speedups):.2f})"
+    )
     benchmark.extra_info.update(info)
     print("\n" + "\n".join(lines))

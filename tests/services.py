@@ -64,16 +64,35 @@ def postgres(workdir: Path) -> Iterator[str]:
     subprocess.run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "xbench"]), **run)
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
     log = cluster / "postgres.log"
-    subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w",
-                              "-t", str(STARTUP_LIMIT_S), "start"]), **run)  # fmt: skip
+    subprocess.run(
+        _as_owner(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                str(STARTUP_LIMIT_S),
+                "start",
+            ]
+        ),
+        **run,
+    )
     try:
         subprocess.run(
             [str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "xbench", "mlflow"], **run
         )
         yield f"postgresql://xbench@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            _as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            capture_output=True,
+            check=False,
+        )
         if log.exists():
             workdir.mkdir(parents=True, exist_ok=True)
             shutil.copy(log, workdir / "postgres.log")
@@ -81,17 +100,30 @@ def postgres(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(
-    database_uri: str, workdir: Path, *options: str, env: dict[str, str] | None = None
-) -> Iterator[str]:
+def mlflow_server(database_uri: str, workdir: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """`xbench server start` on the database, artifacts under `workdir`; yields http://127.0.0.1:PORT."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "mlflow-server.log").open("w")
-    command = [sys.executable, "-m", "xbench", "server", "start", "--backend-store-uri", database_uri,
-               "--artifacts", str(workdir / "artifacts"), "--port", str(port), "--workers", "1", *options]  # fmt: skip
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              env={**os.environ, **(env or {})})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "xbench",
+        "server",
+        "start",
+        "--backend-store-uri",
+        database_uri,
+        "--artifacts",
+        str(workdir / "artifacts"),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        *options,
+    ]
+    server = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_LIMIT_S

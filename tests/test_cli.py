@@ -377,8 +377,11 @@ def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Pa
     assert sum("waiting for it to finish" in err for _, err in outputs) == 1
     assert sum("nothing to do" in out + err for out, err in outputs) == 1
     s = store(tmp_path)
-    cells = [r for r in s.client.search_runs([s.experiment_id("twice")], max_results=1000)
-             if r.data.tags.get("xbench.role") == "cell"]  # fmt: skip
+    cells = [
+        r
+        for r in s.client.search_runs([s.experiment_id("twice")], max_results=1000)
+        if r.data.tags.get("xbench.role") == "cell"
+    ]
     keys = [r.data.tags["xbench.cell_key"] for r in cells]
     assert len(keys) == len(set(keys)) == total and all(r.info.status == "FINISHED" for r in cells)
 

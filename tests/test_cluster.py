@@ -135,13 +135,38 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
     if postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed and this user cannot apt-get it (apt-get install postgresql)")
     local_uri = f"sqlite:///{tmp_path / 'local.db'}"
-    xbench("run", "suite", str(SMOKE), "--threads", "1", "--tracking-uri", local_uri,
-           "--cache-dir", str(tmp_path / "local-cache"), cwd=tmp_path, check=True)  # fmt: skip
+    xbench(
+        "run",
+        "suite",
+        str(SMOKE),
+        "--threads",
+        "1",
+        "--tracking-uri",
+        local_uri,
+        "--cache-dir",
+        str(tmp_path / "local-cache"),
+        cwd=tmp_path,
+        check=True,
+    )
     assert "seconds_waiting_for_a_worker" not in _suite_run_metrics(tmp_path / "local.db")  # no cluster to wait for
     with postgres(tmp_path / "pg") as database, mlflow_server(database, tmp_path / "server") as server:
-        ray_run = xbench("run", "suite", str(SMOKE), "--backend", "ray", "--workers", "2", "--threads", "1",
-                         "--tracking-uri", server, "--cache-dir", str(tmp_path / "ray-cache"), cwd=tmp_path,
-                         check=True)  # fmt: skip
+        ray_run = xbench(
+            "run",
+            "suite",
+            str(SMOKE),
+            "--backend",
+            "ray",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--tracking-uri",
+            server,
+            "--cache-dir",
+            str(tmp_path / "ray-cache"),
+            cwd=tmp_path,
+            check=True,
+        )
         assert "suite smoke on ray: 2 trainings, 2 pruning steps, 8 cells" in ray_run.stderr
         outputs: dict[str, dict[str, str]] = {}
         for name, uri in (("local", local_uri), ("ray", server)):
@@ -151,8 +176,18 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
                 "check": xbench("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
             }
             site = tmp_path / f"site-{name}"
-            xbench("leaderboard", "build", "--suite", "smoke", "--tracking-uri", uri, "--out", str(site), cwd=tmp_path,
-                   check=True)  # fmt: skip
+            xbench(
+                "leaderboard",
+                "build",
+                "--suite",
+                "smoke",
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(site),
+                cwd=tmp_path,
+                check=True,
+            )
             outputs[name]["leaderboard"] = (site / "suite-smoke.json").read_text()
         ui = {name: _runs_by_cell(uri, "smoke") for name, uri in (("local", local_uri), ("ray", server))}
 
@@ -177,10 +212,29 @@ def test_a_killed_ray_worker_is_retried_and_every_cell_is_logged_once(tmp_path: 
     suite = _small_suite(tmp_path, "killed-worker", plugins=["stall_plugin"], explainers=["gradcam", "stall_once"])
     environment = {**os.environ, "PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks)}
     environment.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--workers", "2",
-               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "xbench",
+        "run",
+        "suite",
+        str(suite),
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    driver = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         pid_file = marks / "stalled.pid"
         while not pid_file.exists() and driver.poll() is None:
@@ -209,10 +263,28 @@ def test_a_killed_ray_worker_is_retried_and_every_cell_is_logged_once(tmp_path: 
 def test_a_killed_ray_driver_resumes_on_rerun_and_logs_every_cell_once(tmp_path: Path) -> None:
     suite = _small_suite(tmp_path, "killed-driver", explainers=["gradcam", "saliency"])
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--workers", "2",
-               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "xbench",
+        "run",
+        "suite",
+        str(suite),
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    driver = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     database = tmp_path / "xbench.db"
     try:
         while driver.poll() is None:
@@ -226,8 +298,19 @@ def test_a_killed_ray_driver_resumes_on_rerun_and_logs_every_cell_once(tmp_path:
         _kill_group(driver.pid)  # Ray's processes of the killed driver
     logged_before = [key for key, status in _cell_runs(database) if status == "FINISHED"]
     assert 1 <= len(logged_before) < 4
-    rerun = xbench("run", "suite", str(suite), "--backend", "ray", "--workers", "2", "--cache-dir",
-                   str(tmp_path / "cache"), cwd=tmp_path, check=True)  # fmt: skip
+    rerun = xbench(
+        "run",
+        "suite",
+        str(suite),
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+        check=True,
+    )
     runs = _cell_runs(database)
     assert len(runs) == 4 and len({key for key, _ in runs}) == 4, runs
     assert {status for _, status in runs} == {"FINISHED"}
@@ -256,9 +339,13 @@ def _ray_head(workdir: Path, token: str, gpus: int = 0, cpus: int = 1) -> Iterat
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     options = [
-        "--head", f"--port={port}", f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--include-dashboard=false",
+        "--head",
+        f"--port={port}",
+        f"--num-cpus={cpus}",
+        f"--num-gpus={gpus}",
+        "--include-dashboard=false",
         f"--temp-dir={workdir}",
-    ]  # fmt: skip
+    ]
     with _ray_start(options, token, {}):
         yield f"127.0.0.1:{port}"
 
@@ -268,12 +355,21 @@ def _ray_start(options: list[str], token: str, env: dict[str, str]) -> Iterator[
     """`ray start --block` with Ray's token authentication, until it says it runs; its process group stopped at
     the end by signalling that group only (not `ray stop`, which would stop every Ray process of this user)."""
     ray = Path(sys.executable).with_name("ray")
-    environment = {**os.environ, **env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                   "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    environment = {
+        **os.environ,
+        **env,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     process = subprocess.Popen(
         [str(ray), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *options],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert process.stdout is not None
         started = []
@@ -295,13 +391,25 @@ def test_ray_joins_a_cluster_started_elsewhere_with_its_token_and_names_a_wrong_
     ray_dir = Path(tempfile.mkdtemp(prefix="xbench-ray-"))  # short: Ray's socket paths are limited to 107 bytes
     try:
         with _ray_head(ray_dir, token="a1" * 16) as address:
-            run = ("run", "suite", str(suite), "--backend", "ray", "--address", address, "--cache-dir",
-                   str(tmp_path / "cache"))  # fmt: skip
+            run = (
+                "run",
+                "suite",
+                str(suite),
+                "--backend",
+                "ray",
+                "--address",
+                address,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            )
             home = {"HOME": str(tmp_path)}  # no ~/.ray/auth_token there
             # A wrong token; none; the right one without RAY_AUTH_MODE=token (Ray then sends none to an explicit
             # address): each refused, named, exit 2, nothing logged.
-            for auth in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "b2" * 16}, {"RAY_AUTH_MODE": "token"},
-                         {"RAY_AUTH_TOKEN": "a1" * 16}):  # fmt: skip
+            for auth in (
+                {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "b2" * 16},
+                {"RAY_AUTH_MODE": "token"},
+                {"RAY_AUTH_TOKEN": "a1" * 16},
+            ):
                 refused = xbench(*run, cwd=tmp_path, env={**home, **auth})
                 assert refused.returncode == 2, (auth, refused.stderr)
                 assert "error: --address:" in refused.stderr and "RAY_AUTH_MODE=token" in refused.stderr, refused.stderr
@@ -324,8 +432,17 @@ def test_a_worker_of_a_joined_cluster_decides_the_device_and_the_dry_run_memo_an
     environment = {"HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "c3" * 16}
     try:
         with _ray_head(ray_dir, token="c3" * 16, gpus=1) as address:
-            run = ("run", "suite", str(suite), "--backend", "ray", "--address", address, "--cache-dir",
-                   str(tmp_path / "cache"))  # fmt: skip
+            run = (
+                "run",
+                "suite",
+                str(suite),
+                "--backend",
+                "ray",
+                "--address",
+                address,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            )
             dry = xbench(*run, "--dry-run", cwd=tmp_path, env=environment, check=True)
             device = re.search(r"device: (\w+) \((.*)\)", dry.stdout)
             assert device is not None and device.group(1) == "cpu", dry.stdout
@@ -340,10 +457,12 @@ def test_a_worker_of_a_joined_cluster_decides_the_device_and_the_dry_run_memo_an
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
     with sqlite3.connect(tmp_path / "xbench.db") as connection:
-        tags = dict(connection.execute(
-            "select t.key, t.value from tags t join tags role on role.run_uuid = t.run_uuid "
-            "and role.key = 'xbench.role' and role.value = 'suite'"
-        ).fetchall())  # fmt: skip
+        tags = dict(
+            connection.execute(
+                "select t.key, t.value from tags t join tags role on role.run_uuid = t.run_uuid "
+                "and role.key = 'xbench.role' and role.value = 'suite'"
+            ).fetchall()
+        )
         devices = {value for (value,) in connection.execute("select value from params where key = 'device'")}
     assert tags["xbench.plan_key"] == planned.group(1)
     assert tags["xbench.device"].startswith("cpu, decided by a Ray worker holding GPU 0")
@@ -370,18 +489,43 @@ def test_a_dead_raylet_ends_the_run_in_sentences_and_a_rerun_resumes(tmp_path: P
     marks.mkdir()
     suite = _small_suite(tmp_path, "dead-raylet", plugins=["stall_plugin"], explainers=["gradcam", "stall_once"])
     token = "d4" * 16
-    environment = {**os.environ, "PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks), "HOME": str(tmp_path),
-                   "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}  # fmt: skip
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "XBENCH_TEST_MARKS": str(marks),
+        "HOME": str(tmp_path),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+    }
     environment.pop("MLFLOW_TRACKING_URI", None)
     ray_dir = Path(tempfile.mkdtemp(prefix="xbench-ray-"))
     try:
         with _ray_head(ray_dir, token=token, cpus=0) as address:
-            command = [sys.executable, "-m", "xbench", "run", "suite", str(suite), "--backend", "ray", "--address",
-                       address, "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "xbench",
+                "run",
+                "suite",
+                str(suite),
+                "--backend",
+                "ray",
+                "--address",
+                address,
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
             plugin_path = {"PYTHONPATH": str(tmp_path), "XBENCH_TEST_MARKS": str(marks)}
             with _ray_node(address, token, cpus=1, env=plugin_path):
-                driver = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                driver = subprocess.Popen(
+                    command,
+                    cwd=tmp_path,
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
                 try:
                     pid_file = marks / "stalled.pid"
                     while not pid_file.exists() and driver.poll() is None:

@@ -24,8 +24,9 @@ def test_every_explainer_and_metric_logs_a_score_or_a_reason(tmp_path: Path) -> 
     suite, _ = load_suite(str(COVERAGE))
     assert {spec.name for spec in suite.explainers} == set(explainers.names())
     assert {spec.name for spec in suite.metrics} == set(metrics.names())
-    xbench("run", "suite", str(COVERAGE), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-           cwd=tmp_path, check=True)  # fmt: skip
+    xbench(
+        "run", "suite", str(COVERAGE), "--cache-dir", str(tmp_path / "cache"), "--no-progress", cwd=tmp_path, check=True
+    )
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'xbench.db'}")
     runs = mlflow.search_runs(experiment_names=["xbench/coverage"], output_format="list")

@@ -67,8 +67,9 @@ def test_imagefolder_without_split_folders_is_an_input_error(tmp_path: Path) -> 
         load_dataset(DatasetConfig(name="imagefolder", path=str(tmp_path)), seed=0)
 
 
-@pytest.mark.parametrize(("variant", "folder"), [(None, "imagenette2-160"), ("320", "imagenette2-320"),
-                                                 ("full", "imagenette2")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("variant", "folder"), [(None, "imagenette2-160"), ("320", "imagenette2-320"), ("full", "imagenette2")]
+)
 def test_imagenette_reads_an_already_downloaded_tree_without_network(
     tmp_path: Path, variant: str | None, folder: str
 ) -> None:
@@ -76,8 +77,8 @@ def test_imagenette_reads_an_already_downloaded_tree_without_network(
     for split in ("train", "val"):
         _write_images(root / split, ["n01440764", "n03888257"], 2, suffix=".JPEG")
     data = load_dataset(
-        DatasetConfig(name="imagenette", path=str(tmp_path), image_size=32, train_size=4, eval_size=4,
-                      variant=variant), seed=0,
-    )  # fmt: skip
+        DatasetConfig(name="imagenette", path=str(tmp_path), image_size=32, train_size=4, eval_size=4, variant=variant),
+        seed=0,
+    )
     assert data.class_names == ("tench", "parachute")
     assert data.train_count == 4 and data.train_examples(slice(0, 2))[0].shape == (2, 3, 32, 32)

@@ -29,8 +29,9 @@ ORDERING = [name for name in engine_metrics.names() if "ties" in engine_metrics.
 @pytest.fixture(scope="module")
 def verified_with_ties() -> dict[tuple[str, str], object]:
     """Tied attributions need maps of some resolution: 64 px gives resnet10t's Grad-CAM a 2x2 map to upsample."""
-    results, _ = verify_all("resnet10t", 64, images=4, seed=0, device=CPU, names=ORDERING,
-                            cases=["gradcam", "flat_background"])  # fmt: skip
+    results, _ = verify_all(
+        "resnet10t", 64, images=4, seed=0, device=CPU, names=ORDERING, cases=["gradcam", "flat_background"]
+    )
     return {(result.metric, result.case): result for result in results}
 
 
@@ -46,8 +47,13 @@ def test_engine_matches_quantus_on_tied_attributions_by_replaying_its_order(
 
 def test_the_ordering_metrics_are_the_ones_with_a_tie_policy() -> None:
     assert set(ORDERING) == {
-        "pixel_flipping", "region_perturbation", "selectivity", "monotonicity_correlation", "irof", "road",
-    }  # fmt: skip
+        "pixel_flipping",
+        "region_perturbation",
+        "selectivity",
+        "monotonicity_correlation",
+        "irof",
+        "road",
+    }
 
 
 def test_random_ties_favour_no_position_and_index_ties_the_top_left() -> None:
@@ -91,10 +97,21 @@ def test_engine_matches_quantus_within_1e_4(name: str, verified: dict[str, objec
 
 
 def test_every_engine_metric_is_verified(verified: dict[str, object]) -> None:
-    assert set(verified) == set(engine_metrics.names()) >= {
-        "faithfulness_correlation", "pixel_flipping", "region_perturbation", "monotonicity_correlation",
-        "max_sensitivity", "avg_sensitivity", "selectivity", "irof", "road",
-    }  # fmt: skip
+    assert (
+        set(verified)
+        == set(engine_metrics.names())
+        >= {
+            "faithfulness_correlation",
+            "pixel_flipping",
+            "region_perturbation",
+            "monotonicity_correlation",
+            "max_sensitivity",
+            "avg_sensitivity",
+            "selectivity",
+            "irof",
+            "road",
+        }
+    )
 
 
 def test_pixel_flipping_matches_quantus_with_one_channel_attributions_when_steps_hold_whole_pixels() -> None:

@@ -56,14 +56,21 @@ def test_every_explainer_explains_a_vit_or_says_why_not(name: str, small_data: I
     if plugin.cnn_only:
         assert "token (ViT-like) model" in (plugin.unsupported_reason(vit) or "")
         return
-    attributions = explain(plugin, plugin.resolve({}), vit, small_data.eval_x[:4], small_data.eval_y[:4],
-                           torch.device("cpu"))  # fmt: skip
+    attributions = explain(
+        plugin, plugin.resolve({}), vit, small_data.eval_x[:4], small_data.eval_y[:4], torch.device("cpu")
+    )
     assert attributions.shape == (4, 1, 32, 32) and np.isfinite(attributions).all()
 
 
 def test_a_cnn_only_explainer_on_a_vit_fails_at_plan_time() -> None:
-    suite = parse_suite({"name": "t", "dataset": {"image_size": 32}, "models": [{"name": "test_vit"}],
-                         "explainers": ["saliency", "fullgrad"]})  # fmt: skip
+    suite = parse_suite(
+        {
+            "name": "t",
+            "dataset": {"image_size": 32},
+            "models": [{"name": "test_vit"}],
+            "explainers": ["saliency", "fullgrad"],
+        }
+    )
     with pytest.raises(XbenchInputError, match=r"explainers\[1\]: fullgrad cannot explain test_vit"):
         plan(suite, "cpu")
 
@@ -104,7 +111,13 @@ def test_lrp_canonizes_timm_resnet_blocks_and_restores_them(tiny_model: torch.nn
 
 
 def test_lrp_refuses_architectures_without_canonizers_at_plan_time() -> None:
-    suite = parse_suite({"name": "t", "dataset": {"image_size": 32}, "models": [{"name": "test_convnext"}],
-                         "explainers": ["lrp_epsilon_plus_flat"]})  # fmt: skip
+    suite = parse_suite(
+        {
+            "name": "t",
+            "dataset": {"image_size": 32},
+            "models": [{"name": "test_convnext"}],
+            "explainers": ["lrp_epsilon_plus_flat"],
+        }
+    )
     with pytest.raises(XbenchInputError, match=r"explainers\[0\]: lrp_epsilon_plus_flat cannot explain test_convnext"):
         plan(suite, "cpu")

@@ -37,12 +37,16 @@ def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:
 
 
 def test_each_variant_a_cell_uses_is_measured_by_the_node_that_makes_it_and_no_other() -> None:
-    suite = parse_suite({
-        "name": "sparse-steps", "seeds": [0, 1],
-        "models": [{"name": "test_resnet"}],
-        "pruning": [{"method": "magnitude", "schedule": "iterative", "compression_rates": [1, 8]}],
-        "explainers": ["gradcam", "saliency"], "metrics": ["sparseness"],
-    })  # fmt: skip
+    suite = parse_suite(
+        {
+            "name": "sparse-steps",
+            "seeds": [0, 1],
+            "models": [{"name": "test_resnet"}],
+            "pruning": [{"method": "magnitude", "schedule": "iterative", "compression_rates": [1, 8]}],
+            "explainers": ["gradcam", "saliency"],
+            "metrics": ["sparseness"],
+        }
+    )
     graph = build_graph(plan(suite, "cpu"))
     measured = {(n.kind, n.cell.seed, n.cell.compression_rate) for n in graph.nodes.values() if n.measures}
     # CR 2 and 4 are steps on the way to 8 that no cell uses: not measured; the trained model is every variant's

@@ -30,21 +30,33 @@ def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:
 def _pairwise_manifest(tmp_path: Path) -> Path:
     """Four real stimuli of the pair CR 1 / CR 4 (CR 1 on the left in s1, s3; on the right in s2, s4), a CR 1 / CR 16
     stimulus, and two attention checks (the explanation is on the left, then the right)."""
-    return _write(tmp_path / "manifest.csv", PAIRWISE, [
-        ["s1.png", 0, "circle", "CR 1", "CR 4", "heatmap", ""],
-        ["s2.png", 1, "square", "CR 4", "CR 1", "heatmap", ""],
-        ["s3.png", 2, "star", "CR 1", "CR 4", "heatmap", ""],
-        ["s4.png", 3, "ring", "CR 4", "CR 1", "heatmap", ""],
-        ["s5.png", 0, "circle", "CR 16", "CR 1", "heatmap", ""],
-        ["c1.png", 0, "circle", "CR 1", "check", "heatmap", "left"],
-        ["c2.png", 1, "square", "check", "CR 4", "heatmap", "right"],
-    ])  # fmt: skip
+    return _write(
+        tmp_path / "manifest.csv",
+        PAIRWISE,
+        [
+            ["s1.png", 0, "circle", "CR 1", "CR 4", "heatmap", ""],
+            ["s2.png", 1, "square", "CR 4", "CR 1", "heatmap", ""],
+            ["s3.png", 2, "star", "CR 1", "CR 4", "heatmap", ""],
+            ["s4.png", 3, "ring", "CR 4", "CR 1", "heatmap", ""],
+            ["s5.png", 0, "circle", "CR 16", "CR 1", "heatmap", ""],
+            ["c1.png", 0, "circle", "CR 1", "check", "heatmap", "left"],
+            ["c2.png", 1, "square", "check", "CR 4", "heatmap", "right"],
+        ],
+    )
 
 
 def _mturk_rows(answers: list[tuple[str, str, str]]) -> tuple[list[str], list[list[object]]]:
     """MTurk batch results (one stimulus per HIT): answers are (worker, stimulus, left|right|equal)."""
-    header = ["HITId", "AssignmentId", "WorkerId", "WorkTimeInSeconds", "Input.stimulus",
-              "Answer.equal.on", "Answer.left.on", "Answer.right.on"]  # fmt: skip
+    header = [
+        "HITId",
+        "AssignmentId",
+        "WorkerId",
+        "WorkTimeInSeconds",
+        "Input.stimulus",
+        "Answer.equal.on",
+        "Answer.left.on",
+        "Answer.right.on",
+    ]
     rows = []
     for number, (worker, stimulus, answer) in enumerate(answers):
         url = f"https://example.org/study/stimuli/{stimulus}"  # MTurk inputs are URLs; the file name is matched
@@ -103,9 +115,11 @@ def test_attention_checks_score_workers_and_can_exclude_them(tmp_path: Path) -> 
     manifest = read_manifest(_pairwise_manifest(tmp_path))
     answers = [
         *_planted(12, 4, 0),
-        ("W0", "c1.png", "left"), ("W0", "c2.png", "right"),  # passes both
-        ("W1", "c1.png", "right"), ("W1", "c2.png", "left"),  # fails both
-    ]  # fmt: skip
+        ("W0", "c1.png", "left"),
+        ("W0", "c2.png", "right"),  # passes both
+        ("W1", "c1.png", "right"),
+        ("W1", "c2.png", "left"),  # fails both
+    ]
     header, rows = _mturk_rows(answers)
     parsed, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
     kept = analyse(parsed, manifest)
@@ -121,15 +135,30 @@ def test_attention_checks_score_workers_and_can_exclude_them(tmp_path: Path) -> 
 def test_several_stimuli_per_hit_and_custom_columns(tmp_path: Path) -> None:
     """--per-task 2: inputs stimulus_1, stimulus_2 and answers suffixed _1, _2; --answer maps other column names."""
     manifest = read_manifest(_pairwise_manifest(tmp_path))
-    header = ["HITId", "WorkerId", "Input.stimulus_1", "Input.stimulus_2",
-              "Answer.a_1", "Answer.b_1", "Answer.same_1", "Answer.a_2", "Answer.b_2", "Answer.same_2"]  # fmt: skip
-    rows = [["H1", "W0", "s1.png", "s2.png", "true", "false", "false", "false", "true", "false"],
-            ["H1", "W1", "s1.png", "s2.png", "true", "false", "false", "false", "false", "true"]]  # fmt: skip
+    header = [
+        "HITId",
+        "WorkerId",
+        "Input.stimulus_1",
+        "Input.stimulus_2",
+        "Answer.a_1",
+        "Answer.b_1",
+        "Answer.same_1",
+        "Answer.a_2",
+        "Answer.b_2",
+        "Answer.same_2",
+    ]
+    rows = [
+        ["H1", "W0", "s1.png", "s2.png", "true", "false", "false", "false", "true", "false"],
+        ["H1", "W1", "s1.png", "s2.png", "true", "false", "false", "false", "false", "true"],
+    ]
     columns = {"left": "Answer.a{k}", "right": "Answer.b{k}", "equal": "Answer.same{k}"}
     answers, _ = read_answers(_write(tmp_path / "results.csv", header, rows), manifest, columns)
     assert sorted((a.worker, a.stimulus, a.answer) for a in answers) == [
-        ("W0", "s1.png", "left"), ("W0", "s2.png", "right"), ("W1", "s1.png", "left"), ("W1", "s2.png", "equal")
-    ]  # fmt: skip
+        ("W0", "s1.png", "left"),
+        ("W0", "s2.png", "right"),
+        ("W1", "s1.png", "left"),
+        ("W1", "s2.png", "equal"),
+    ]
     pair = analyse(answers, manifest)["pairs"][0]
     assert (pair["a_count"], pair["b_count"], pair["equal_count"]) == (3, 0, 1)  # s2's right side is CR 1
     with pytest.raises(XbenchInputError) as error:
@@ -139,11 +168,15 @@ def test_several_stimuli_per_hit_and_custom_columns(tmp_path: Path) -> None:
 
 def test_identify_accuracy_per_variant_chi2_and_one_hot_columns(tmp_path: Path) -> None:
     columns = ["stimulus", "image_id", "class", "variant", "view", "expected"]
-    manifest_path = _write(tmp_path / "manifest.csv", columns, [
-        ["i1.png", 0, "circle", "CR 1", "occlusion", ""],
-        ["i2.png", 0, "circle", "CR 32", "occlusion", ""],
-        ["k1.png", 0, "circle", "check", "original", "circle"],
-    ])  # fmt: skip
+    manifest_path = _write(
+        tmp_path / "manifest.csv",
+        columns,
+        [
+            ["i1.png", 0, "circle", "CR 1", "occlusion", ""],
+            ["i2.png", 0, "circle", "CR 32", "occlusion", ""],
+            ["k1.png", 0, "circle", "check", "original", "circle"],
+        ],
+    )
     classes = ["circle", "square"]
     (tmp_path / "study.json").write_text(json.dumps({"classes": classes}))  # the export names the choices offered
     manifest = read_manifest(manifest_path)
@@ -197,8 +230,10 @@ def _identify_manifest(tmp_path: Path, images: int = 6) -> Manifest:
     rows = []
     for image in range(images):
         label = "fish" if image % 2 else "parachute"
-        rows += [[f"i{image}-1.png", image, label, "CR 1", "occlusion", ""],
-                 [f"i{image}-4.png", image, label, "CR 4", "occlusion", ""]]  # fmt: skip
+        rows += [
+            [f"i{image}-1.png", image, label, "CR 1", "occlusion", ""],
+            [f"i{image}-4.png", image, label, "CR 4", "occlusion", ""],
+        ]
     return read_manifest(_write(tmp_path / "manifest.csv", columns, rows))
 
 

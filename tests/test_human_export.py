@@ -50,8 +50,20 @@ def test_each_pairwise_stimulus_shows_its_manifest_variants_on_their_sides(pairw
 
 def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{smoke_run / 'xbench.db'}"
-    xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, "--base-url", "https://lab.example/s1",
-           "--out", str(tmp_path / "study"), cwd=tmp_path, check=True)  # fmt: skip
+    xbench(
+        "human",
+        "export",
+        "--suite",
+        "smoke",
+        "--tracking-uri",
+        uri,
+        "--base-url",
+        "https://lab.example/s1",
+        "--out",
+        str(tmp_path / "study"),
+        cwd=tmp_path,
+        check=True,
+    )
     study = tmp_path / "study"
     with (study / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -70,19 +82,44 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
         ("--images", "99", "share 4 explained images"),
         ("--model", "vgg16", "is not in the suite"),
     ]:
-        result = xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, option, value,
-                        "--out", str(tmp_path / "bad"), cwd=tmp_path)  # fmt: skip
+        result = xbench(
+            "human",
+            "export",
+            "--suite",
+            "smoke",
+            "--tracking-uri",
+            uri,
+            option,
+            value,
+            "--out",
+            str(tmp_path / "bad"),
+            cwd=tmp_path,
+        )
         output = result.stdout + result.stderr
         assert result.returncode == 2 and message in output and option in output
         assert not (tmp_path / "bad").exists()
     # an export into a folder that holds one already is refused, unless --force
-    again = xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study),
-                   cwd=tmp_path)  # fmt: skip
+    again = xbench(
+        "human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study), cwd=tmp_path
+    )
     assert (
         again.returncode == 2 and "--out" in again.stdout + again.stderr and "not empty" in again.stdout + again.stderr
     )
-    xbench("human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study), "--force",
-           cwd=tmp_path, check=True)  # fmt: skip
+    xbench(
+        "human",
+        "export",
+        "--suite",
+        "smoke",
+        "--tracking-uri",
+        uri,
+        "--seed",
+        "5",
+        "--out",
+        str(study),
+        "--force",
+        cwd=tmp_path,
+        check=True,
+    )
     with (study / "manifest.csv").open(newline="") as handle:
         new_rows = list(csv.DictReader(handle))
     assert {row["study"] for row in new_rows} != {study_id}  # another draw, another study

@@ -60,8 +60,20 @@ def _answer_page(browser: object, page: Path, downloads: Path, worker: str, choo
 
 
 def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path) -> None:
-    xbench("human", "export", "--suite", "smoke", "--design", "pairwise", "--pairs", "1:4", "--out", "pairwise",
-           cwd=store, check=True)  # fmt: skip
+    xbench(
+        "human",
+        "export",
+        "--suite",
+        "smoke",
+        "--design",
+        "pairwise",
+        "--pairs",
+        "1:4",
+        "--out",
+        "pairwise",
+        cwd=store,
+        check=True,
+    )
     study = store / "pairwise"
     manifest = _manifest(study / "manifest.csv")
     real = {name: row for name, row in manifest.items() if not row["expected"]}
@@ -73,12 +85,24 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
         row = manifest[stimulus]
         return row["expected"] or ("left" if row["left"] == "CR 1" else "right")
 
-    answers = [_answer_page(browser, study / "study.html", store / "downloads", worker, prefer_cr1)
-               for worker in ("P1", "P2")]  # fmt: skip
+    answers = [
+        _answer_page(browser, study / "study.html", store / "downloads", worker, prefer_cr1) for worker in ("P1", "P2")
+    ]
     combined = store / "answers.csv"
     combined.write_text(answers[0].read_text() + "".join(answers[1].read_text().splitlines(True)[1:]))
-    output = xbench("human", "analyse", str(combined), "--manifest", str(study / "manifest.csv"), "--suite", "smoke",
-                    "--format", "json", cwd=store, check=True)  # fmt: skip
+    output = xbench(
+        "human",
+        "analyse",
+        str(combined),
+        "--manifest",
+        str(study / "manifest.csv"),
+        "--suite",
+        "smoke",
+        "--format",
+        "json",
+        cwd=store,
+        check=True,
+    )
     report = json.loads(output.stdout)
     assert report["workers"] == 2 and report["answers"] == 8 and report["attention_check_answers"] == 2
     pair = report["pairs"][0]
@@ -97,8 +121,21 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     run = client.get_run(report["run_id"])
     assert run.data.params["design"] == "pairwise" and run.data.params["pairs"] == "CR 1:CR 4"
     assert run.data.metrics["human.CR 1 vs CR 4.prefer_a"] == 1.0
-    again = json.loads(xbench("human", "analyse", str(combined), "--manifest", str(study / "manifest.csv"), "--suite",
-                              "smoke", "--format", "json", cwd=store, check=True).stdout)  # fmt: skip
+    again = json.loads(
+        xbench(
+            "human",
+            "analyse",
+            str(combined),
+            "--manifest",
+            str(study / "manifest.csv"),
+            "--suite",
+            "smoke",
+            "--format",
+            "json",
+            cwd=store,
+            check=True,
+        ).stdout
+    )
     assert again["run_id"] == report["run_id"]  # the same analysis is logged once
     artifacts = {a.path for a in client.list_artifacts(report["run_id"])}
     assert {"human_study.json", "manifest.csv", "answers.csv", "report.txt"} <= artifacts
@@ -106,8 +143,9 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     key_file = store / "answers.csv.pseudonym-key"
     assert key_file.is_file() and key_file.stat().st_mode & 0o077 == 0
     logged = Path(client.download_artifacts(report["run_id"], "answers.csv", str(store / "logged"))).read_text()
-    logged_report = json.loads(Path(client.download_artifacts(report["run_id"], "human_study.json",
-                                                              str(store / "logged"))).read_text())  # fmt: skip
+    logged_report = json.loads(
+        Path(client.download_artifacts(report["run_id"], "human_study.json", str(store / "logged"))).read_text()
+    )
     assert "P1" not in logged and "P2" not in logged and "w-" in logged
     assert all(worker.startswith("w-") for worker in logged_report["per_worker"])
     xbench("leaderboard", "build", "--suite", "smoke", "--out", "site", cwd=store, check=True)
@@ -133,8 +171,17 @@ def test_identify_round_trip_through_the_study_page(browser: object, store: Path
         return row["expected"] or (row["class"] if row["variant"] == "CR 1" else "dont_know")
 
     answers = _answer_page(browser, study / "study.html", store / "downloads-identify", "P9", name_cr1_only)
-    output = xbench("human", "analyse", str(answers), "--manifest", str(study / "manifest.csv"), "--format", "json",
-                    cwd=store, check=True)  # fmt: skip
+    output = xbench(
+        "human",
+        "analyse",
+        str(answers),
+        "--manifest",
+        str(study / "manifest.csv"),
+        "--format",
+        "json",
+        cwd=store,
+        check=True,
+    )
     report = json.loads(output.stdout)
     accuracy = {v["variant"]: v["accuracy"] for v in report["variants"]}
     assert accuracy == {"CR 1": 1.0, "CR 4": 0.0}
@@ -168,18 +215,41 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
     names = re.findall(r'<crowd-radio-button name="([^"]+)"', template)
     assert sorted(names) == ["equal_1", "equal_2", "left_1", "left_2", "right_1", "right_2"]
     manifest = _manifest(study / "manifest.csv")
-    header = ["HITId", "WorkerId", "WorkTimeInSeconds", "Input.stimulus_1", "Input.stimulus_2",
-              *[f"Answer.{name}.on" for name in names]]  # fmt: skip
+    header = [
+        "HITId",
+        "WorkerId",
+        "WorkTimeInSeconds",
+        "Input.stimulus_1",
+        "Input.stimulus_2",
+        *[f"Answer.{name}.on" for name in names],
+    ]
     rows = []
     for hit, inputs in enumerate(batch):
         chosen = {"left_1", "right_2"}
-        rows.append([f"H{hit}", "W1", 30, inputs["stimulus_1"], inputs["stimulus_2"],
-                     *[str(name in chosen).lower() for name in names]])  # fmt: skip
+        rows.append(
+            [
+                f"H{hit}",
+                "W1",
+                30,
+                inputs["stimulus_1"],
+                inputs["stimulus_2"],
+                *[str(name in chosen).lower() for name in names],
+            ]
+        )
     results = study / "Batch_1_batch_results.csv"
     with results.open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    output = xbench("human", "analyse", str(results), "--manifest", str(study / "manifest.csv"), "--format", "json",
-                    cwd=store, check=True)  # fmt: skip
+    output = xbench(
+        "human",
+        "analyse",
+        str(results),
+        "--manifest",
+        str(study / "manifest.csv"),
+        "--format",
+        "json",
+        cwd=store,
+        check=True,
+    )
     report = json.loads(output.stdout)
     stimuli = [name for inputs in batch for name in inputs.values()]
     real = [name for name in stimuli if not manifest[name]["expected"]]

@@ -29,8 +29,9 @@ def _scattered(images: int, size: int, share: float, seed: int = 0) -> torch.Ten
 def _blob(images: int, size: int, share: float, seed: int = 0) -> torch.Tensor:
     """The top `share` of a smooth map: one or two large holes, as Grad-CAM leaves them."""
     generator = torch.Generator().manual_seed(seed)
-    smooth = torch.nn.functional.interpolate(torch.rand(images, 1, 3, 3, generator=generator), size=(size, size),
-                                             mode="bicubic")  # fmt: skip
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(images, 1, 3, 3, generator=generator), size=(size, size), mode="bicubic"
+    )
     flat = smooth.flatten(1)
     missing = torch.argsort(torch.argsort(-flat, 1), 1) < int(size * size * share)
     return missing.view(images, 1, size, size)
@@ -48,8 +49,9 @@ def _quantus(x: np.ndarray, missing: torch.Tensor) -> np.ndarray:
 def test_impute_solves_quantus_sparse_system(holes, share, multigrid, compiled) -> None:
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32))
     missing = holes(3, 32, share)
-    ours = impute(torch.as_tensor(x), missing.expand(-1, 3, -1, -1), tolerance=1e-10, multigrid=multigrid,
-                  compiled=compiled).numpy()  # fmt: skip
+    ours = impute(
+        torch.as_tensor(x), missing.expand(-1, 3, -1, -1), tolerance=1e-10, multigrid=multigrid, compiled=compiled
+    ).numpy()
     np.testing.assert_allclose(ours, _quantus(x, missing), atol=1e-6)
 
 
@@ -130,8 +132,9 @@ def test_multigrid_preconditioner_solves_wide_holes_in_few_iterations() -> None:
     target = 1e-8 * (rhs * rhs).sum(dim=(1, 2, 3), keepdim=True)
 
     def solved_in(iterations: int, precondition: _Multigrid | None) -> bool:
-        _, solved = _conjugate_gradients(_Grid(inside), rhs, torch.zeros_like(x), target, iterations, precondition,
-                                         check_every=1)  # fmt: skip
+        _, solved = _conjugate_gradients(
+            _Grid(inside), rhs, torch.zeros_like(x), target, iterations, precondition, check_every=1
+        )
         return bool(solved.all())
 
     assert solved_in(15, _Multigrid(inside))

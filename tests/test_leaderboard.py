@@ -51,8 +51,16 @@ def study(model: str = "resnet18", seeds: tuple[int, ...] = (0, 1, 2)) -> SuiteR
                 sparseness = 0.5 + rng.normal(0, 0.1, IMAGES) + SPARSENESS_SHIFT.get((explainer, rate), 0.0)
                 flipping = 2.0 + rng.normal(0, 0.5, IMAGES)
                 correct = (np.arange(IMAGES) < ACCURACY[rate] * IMAGES).astype(float)
-                r = record(model, rate, explainer, seed, accuracy=correct.mean(), sparseness=sparseness.mean(),
-                           pixel_flipping=flipping.mean(), attribution_tie_share=0.25)  # fmt: skip
+                r = record(
+                    model,
+                    rate,
+                    explainer,
+                    seed,
+                    accuracy=correct.mean(),
+                    sparseness=sparseness.mean(),
+                    pixel_flipping=flipping.mean(),
+                    attribution_tie_share=0.25,
+                )
                 records.append(r)
                 per_image[r["run_id"]] = {"sparseness": sparseness, "pixel_flipping": flipping, "correct": correct}
     gallery = {r["run_id"]: {"gallery_overlay.png": PNG, "gallery_occlusion.png": PNG} for r in records}
@@ -94,7 +102,7 @@ def test_site_has_every_section_and_is_self_contained(tmp_path: Path) -> None:
     assert "compression rate (log scale)" in page and "<polyline" in page and 'class="band"' in page
     assert "Pareto-optimal" in page and "crossed-design t" in page and "Holm" in page
     assert 'id="safe"' in page and "Safe compression" in page
-    assert 'verdict-better best' in page and 'class="ci"' in page and "data:image/png;base64," in page
+    assert "verdict-better best" in page and 'class="ci"' in page and "data:image/png;base64," in page
     assert "4.93 M" in page and "179 MFLOPs" in page and "seed stability" in page
     assert "undecided" in page and "equivalent (within the margin)" in page and "One seed." not in page
     assert "2.14.1" in page and "abc123" in page
@@ -109,12 +117,29 @@ def test_a_single_seed_page_says_its_tests_are_within_one_trained_model(tmp_path
 
 
 def test_every_string_from_the_store_is_escaped(tmp_path: Path) -> None:
-    evil = SuiteResults("demo<b>", [
-        record("<script>alert(1)</script>", 1, "<img src=x onerror=alert(2)>", 0, accuracy=0.9, sparseness=0.5,
-               pixel_flipping=1.0),
-        record("<script>alert(1)</script>", 2, "<img src=x onerror=alert(2)>", 0, accuracy=0.9, sparseness=0.6,
-               pixel_flipping=2.0),
-    ])  # fmt: skip
+    evil = SuiteResults(
+        "demo<b>",
+        [
+            record(
+                "<script>alert(1)</script>",
+                1,
+                "<img src=x onerror=alert(2)>",
+                0,
+                accuracy=0.9,
+                sparseness=0.5,
+                pixel_flipping=1.0,
+            ),
+            record(
+                "<script>alert(1)</script>",
+                2,
+                "<img src=x onerror=alert(2)>",
+                0,
+                accuracy=0.9,
+                sparseness=0.6,
+                pixel_flipping=2.0,
+            ),
+        ],
+    )
     build([evil], tmp_path)
     for path in tmp_path.glob("*.html"):
         page = path.read_text()

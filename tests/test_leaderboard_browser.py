@@ -78,10 +78,18 @@ def test_names_from_the_store_render_as_text_in_chromium(browser: object, tmp_pa
 
     evil = "<script>document.title='pwned'</script>"
     record = {
-        "run_id": "r1", "model": evil, "pruning_method": "none", "compression_rate": 1.0, "explainer": "saliency",
-        "accuracy": 0.9, "sparseness": 0.5, "metric_directions": {"sparseness": "higher"}, "device": "cpu",
-        "start_time": 0, "provenance": {},
-    }  # fmt: skip
+        "run_id": "r1",
+        "model": evil,
+        "pruning_method": "none",
+        "compression_rate": 1.0,
+        "explainer": "saliency",
+        "accuracy": 0.9,
+        "sparseness": 0.5,
+        "metric_directions": {"sparseness": "higher"},
+        "device": "cpu",
+        "start_time": 0,
+        "provenance": {},
+    }
     build([SuiteResults("evil<b>", [record], {"r1": {"sparseness": np.array([0.4, 0.6])}})], tmp_path)
     browser.get((tmp_path / suite_filename("evil<b>")).as_uri())
     assert browser.title != "pwned"

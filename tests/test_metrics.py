@@ -21,9 +21,13 @@ FAST = {
 
 
 def _score(
-    name: str, model: torch.nn.Module, data: ImageData, attributions: np.ndarray, engine: str = "torch",
+    name: str,
+    model: torch.nn.Module,
+    data: ImageData,
+    attributions: np.ndarray,
+    engine: str = "torch",
     **params: object,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     metric = metrics.get(name)
     saliency = explainers.get("saliency")
     cpu = torch.device("cpu")
@@ -33,16 +37,27 @@ def _score(
         return explain_tensor(saliency, saliency.resolve({}), model, x, y, cpu)
 
     return score(
-        metric, metric.resolve(params, 32), model, data.eval_x.numpy(), data.eval_y.numpy(), attributions,
-        data.eval_masks, cpu, seed=0, explain_func=explain_func, engine=engine, explain_tensor_func=explain_again,
-    ).scores  # fmt: skip
+        metric,
+        metric.resolve(params, 32),
+        model,
+        data.eval_x.numpy(),
+        data.eval_y.numpy(),
+        attributions,
+        data.eval_masks,
+        cpu,
+        seed=0,
+        explain_func=explain_func,
+        engine=engine,
+        explain_tensor_func=explain_again,
+    ).scores
 
 
 @pytest.mark.parametrize("name", metrics.names())
 def test_every_metric_scores_each_image(name: str, tiny_model: torch.nn.Module, small_data: ImageData) -> None:
     saliency = explainers.get("saliency")
-    attributions = explain(saliency, saliency.resolve({}), tiny_model, small_data.eval_x, small_data.eval_y,
-                           torch.device("cpu"))  # fmt: skip
+    attributions = explain(
+        saliency, saliency.resolve({}), tiny_model, small_data.eval_x, small_data.eval_y, torch.device("cpu")
+    )
     scores = _score(name, tiny_model, small_data, attributions, **FAST.get(name, {}))
     assert scores.shape == (8,) and np.isfinite(scores).all()
 
@@ -79,8 +94,11 @@ def test_a_batch_level_metric_gives_every_image_its_value(tiny_model: torch.nn.M
 
 def test_snake_case_keeps_acronyms_whole() -> None:
     assert [snake_case(n) for n in ("FaithfulnessCorrelation", "EfficientMPRT", "AUC", "TopKIntersection")] == [
-        "faithfulness_correlation", "efficient_mprt", "auc", "top_k_intersection",
-    ]  # fmt: skip
+        "faithfulness_correlation",
+        "efficient_mprt",
+        "auc",
+        "top_k_intersection",
+    ]
 
 
 @pytest.mark.parametrize("name", metrics.names())

@@ -35,8 +35,16 @@ def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replicat
     suite["reference"] = "merkle2025"  # the page's replication table (the figures are not comparable: shapes)
     path = tmp_path / "paper-tiny.yaml"
     path.write_text(yaml.safe_dump(suite))
-    xbench("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True,
-           env={"XBENCH_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
+    xbench(
+        "run",
+        "suite",
+        str(path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+        check=True,
+        env={"XBENCH_CACHE_DIR": str(tmp_path / "cache")},
+    )
     records = json.loads(xbench("export", "--suite", "paper-tiny", cwd=tmp_path, check=True).stdout)
     assert len(records) == 21
     assert sorted({r["compression_rate"] for r in records}) == [1, 2, 4, 8, 16, 32, 64]

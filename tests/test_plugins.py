@@ -26,8 +26,9 @@ def input_magnitude(model, x, targets, params):
 
 def _run(script: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, env=environment,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, env=environment, capture_output=True, text=True
+    )
 
 
 def test_a_suite_names_a_plugin_module_and_uses_what_it_registers(tmp_path: Path) -> None:
@@ -55,8 +56,14 @@ def test_without_the_plugin_the_name_is_unknown_and_a_missing_module_is_named(tm
     (tmp_path / "unplugged.yaml").write_text(yaml.safe_dump(suite))
     suite.update(plugins=["no_such_module"])
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump(suite))
-    for name, message in (("unplugged", "unknown explainer 'input_magnitude'"),
-                          ("missing", "plugins[0]: cannot import plug-in module 'no_such_module'")):  # fmt: skip
-        result = subprocess.run([sys.executable, "-m", "xbench", "run", "suite", f"{name}.yaml"], cwd=tmp_path,
-                                capture_output=True, text=True)  # fmt: skip
+    for name, message in (
+        ("unplugged", "unknown explainer 'input_magnitude'"),
+        ("missing", "plugins[0]: cannot import plug-in module 'no_such_module'"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "xbench", "run", "suite", f"{name}.yaml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr

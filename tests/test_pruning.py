@@ -166,9 +166,14 @@ def test_channel_pruning_reaches_the_whole_model_rate_and_cuts_flops(name: str, 
 
 def test_a_pruned_structure_is_rebuilt_without_pickle(small_data: ImageData, tiny_model: nn.Module) -> None:
     pruned, _ = channel_pruned(
-        tiny_model, pruners.get("channel_magnitude"), config(method="channel_magnitude"),
-        sum(p.numel() for p in tiny_model.parameters()) / 2, small_data, seed=0, device=torch.device("cpu"),
-    )  # fmt: skip
+        tiny_model,
+        pruners.get("channel_magnitude"),
+        config(method="channel_magnitude"),
+        sum(p.numel() for p in tiny_model.parameters()) / 2,
+        small_data,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     structure = json.loads(json.dumps(structure_of(pruned)))  # as stored on disk
     rebuilt = rebuild("test_resnet", small_data.num_classes, structure)
     rebuilt.load_state_dict(pruned.state_dict())

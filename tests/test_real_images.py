@@ -63,8 +63,14 @@ def test_streamed_training_learns_and_is_reproducible(folder: Path) -> None:
     for _ in range(2):
         torch.manual_seed(0)
         model = timm.create_model("test_resnet", num_classes=data.num_classes)
-        losses = fit(model, data, FitOptions(epochs=2, lr=0.01, batch_size=8), seed=0, device=torch.device("cpu"),
-                     description="test")  # fmt: skip
+        losses = fit(
+            model,
+            data,
+            FitOptions(epochs=2, lr=0.01, batch_size=8),
+            seed=0,
+            device=torch.device("cpu"),
+            description="test",
+        )
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
     assert torch.equal(weights[0], weights[1])  # same seed, same loader order and augmentation
@@ -134,8 +140,12 @@ def test_bounding_box_xml_becomes_box_masks(folder: Path, tmp_path: Path) -> Non
         assert (exact_mask & ~box).sum() <= 0.02 * exact_mask.sum()
         # ... and its edges are the object's extent, within the resampling's pixel or two
         object_rows, object_cols = np.nonzero(exact_mask)
-        for found, expected in ((rows.min(), object_rows.min()), (rows.max(), object_rows.max()),
-                                (cols.min(), object_cols.min()), (cols.max(), object_cols.max())):  # fmt: skip
+        for found, expected in (
+            (rows.min(), object_rows.min()),
+            (rows.max(), object_rows.max()),
+            (cols.min(), object_cols.min()),
+            (cols.max(), object_cols.max()),
+        ):
             assert abs(int(found) - int(expected)) <= 2
 
 
@@ -164,19 +174,36 @@ def test_a_pretrained_style_run_at_224_px_offline_end_to_end(folder: Path, tmp_p
     torch.manual_seed(0)
     save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
     suite = {
-        "name": "real-224", "seeds": [0], "device": "cpu",
-        "dataset": {"name": "imagefolder", "path": str(two_classes), "masks": str(two_classes / "masks"),
-                    "image_size": 224, "train_size": 48, "eval_size": eval_count,
-                    "augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 10}},
-        "models": [{"name": "test_resnet", "pretrained": str(weights),
-                    "train": {"epochs": 5, "batch_size": 16, "lr": 0.003}}],
-        "pruning": [{"method": "magnitude", "scope": "conv", "granularity": "layerwise", "schedule": "iterative",
-                     "compression_rates": [1, 2], "finetune": {"steps": 2}}],
+        "name": "real-224",
+        "seeds": [0],
+        "device": "cpu",
+        "dataset": {
+            "name": "imagefolder",
+            "path": str(two_classes),
+            "masks": str(two_classes / "masks"),
+            "image_size": 224,
+            "train_size": 48,
+            "eval_size": eval_count,
+            "augment": {"hflip": 0.5, "vflip": 0.5, "rotation": 10},
+        },
+        "models": [
+            {"name": "test_resnet", "pretrained": str(weights), "train": {"epochs": 5, "batch_size": 16, "lr": 0.003}}
+        ],
+        "pruning": [
+            {
+                "method": "magnitude",
+                "scope": "conv",
+                "granularity": "layerwise",
+                "schedule": "iterative",
+                "compression_rates": [1, 2],
+                "finetune": {"steps": 2},
+            }
+        ],
         "explainers": ["gradcam"],
         "eval_selection": {"method": "correct_under_all", "per_class": 2},
         "metrics": ["attribution_localisation", "sparseness"],
         "perf": {"batch_sizes": [1], "warmup": 1, "repeats": 2},
-    }  # fmt: skip
+    }
     path = tmp_path / "real-224.yaml"
     path.write_text(yaml.safe_dump(suite))
     xbench("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True)

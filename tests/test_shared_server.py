@@ -20,8 +20,20 @@ def _two_runs_at_once(url: str, workdir: Path) -> None:
     runs = []
     for name in ("first", "second"):
         log = (workdir / f"{name}.log").open("w")
-        command = [sys.executable, "-m", "xbench", "run", "suite", str(SMOKE), "--tracking-uri", url,
-                   "--cache-dir", str(workdir / f"{name}-cache"), "--threads", "1"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "xbench",
+            "run",
+            "suite",
+            str(SMOKE),
+            "--tracking-uri",
+            url,
+            "--cache-dir",
+            str(workdir / f"{name}-cache"),
+            "--threads",
+            "1",
+        ]
         runs.append((subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT), log, name))
     for process, log, name in runs:
         code = process.wait()
@@ -68,12 +80,23 @@ def test_a_server_started_with_auth_refuses_anonymous_clients_and_logs_an_authen
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
         assert refused.value.code == 401
-        anonymous = xbench("run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"),
-                           cwd=tmp_path)  # fmt: skip
+        anonymous = xbench(
+            "run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path
+        )
         assert anonymous.returncode != 0
         credentials = {"MLFLOW_TRACKING_USERNAME": "lab-admin", "MLFLOW_TRACKING_PASSWORD": "a-long-secret-12345"}
-        xbench("run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"),
-               cwd=tmp_path, env=credentials, check=True)  # fmt: skip
+        xbench(
+            "run",
+            "suite",
+            str(SMOKE),
+            "--tracking-uri",
+            url,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            cwd=tmp_path,
+            env=credentials,
+            check=True,
+        )
         from mlflow.tracking import MlflowClient
 
         os.environ.update(credentials)

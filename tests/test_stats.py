@@ -85,13 +85,21 @@ def _records(effects: dict[tuple[str, float], float], seeds: list[int], images: 
         for rate in (1.0, 2.0, 4.0, 8.0):
             run_id = f"s{seed}-cr{rate}"
             pruned = rate != 1
-            records.append({
-                "run_id": run_id, "model": "net", "explainer": "e", "seed": seed, "compression_rate": rate,
-                "pruning_method": "magnitude" if pruned else "none", "pruning_scope": "conv" if pruned else "none",
-                "pruning_granularity": "layerwise" if pruned else "none",
-                "pruning_schedule": "iterative" if pruned else "none", "metric_directions": {"m": "higher"},
-                "m": 0.0,
-            })  # fmt: skip
+            records.append(
+                {
+                    "run_id": run_id,
+                    "model": "net",
+                    "explainer": "e",
+                    "seed": seed,
+                    "compression_rate": rate,
+                    "pruning_method": "magnitude" if pruned else "none",
+                    "pruning_scope": "conv" if pruned else "none",
+                    "pruning_granularity": "layerwise" if pruned else "none",
+                    "pruning_schedule": "iterative" if pruned else "none",
+                    "metric_directions": {"m": "higher"},
+                    "m": 0.0,
+                }
+            )
             metric = truth + offset + rng.normal(0, residual, images) + effects.get(("m", rate), 0.0)
             correct = (rng.random(images) < 0.9 - effects.get(("accuracy", rate), 0.0)).astype(float)
             per_image[run_id] = {"m": metric, "correct": correct}
@@ -190,8 +198,7 @@ def test_the_seeds_planned_for_a_comparison_decide_it_about_as_often_as_promised
     rng = np.random.default_rng(1)
     decided = 0
     for _ in range(400):
-        table = (0.3 + rng.normal(0, 0.2, (seeds, 1)) + rng.normal(0, 0.1, (1, 64))
-                 + rng.normal(0, 0.5, (seeds, 64)))  # fmt: skip
+        table = 0.3 + rng.normal(0, 0.2, (seeds, 1)) + rng.normal(0, 0.1, (1, 64)) + rng.normal(0, 0.5, (seeds, 64))
         estimate = crossed_mean(table)
         decided += estimate.p < ALPHA or estimate.p_equivalent(0.1) < ALPHA
     assert decided / 400 >= 0.75

@@ -27,15 +27,27 @@ def _result(artifacts: ArtifactStore) -> CellResult:
     images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     attributions = np.random.default_rng(0).random((2, 1, 32, 32)).astype(np.float32)
     return CellResult(
-        cell=cell, cell_key=cell.cell_key, model_key="m1", data_digest="d" * 40,
+        cell=cell,
+        cell_key=cell.cell_key,
+        model_key="m1",
+        data_digest="d" * 40,
         figures={"accuracy": 0.5, "latency_ms_p50_bs1": 1.0, "throughput_bs8": 100.0, "flops_dense": 2e6},
-        correct=(True, False, True, False), labels=(0, 1, 2, 3), class_names=("a", "b", "c", "d"),
-        metrics={"sparseness": MetricResult(
-            name="sparseness", higher_is_better=True, engine="quantus", version="1", per_image=(0.2, None, 0.4, 0.6),
-            seconds=0.1)},
+        correct=(True, False, True, False),
+        labels=(0, 1, 2, 3),
+        class_names=("a", "b", "c", "d"),
+        metrics={
+            "sparseness": MetricResult(
+                name="sparseness",
+                higher_is_better=True,
+                engine="quantus",
+                version="1",
+                per_image=(0.2, None, 0.4, 0.6),
+                seconds=0.1,
+            )
+        },
         artifacts=(artifacts.put("gallery_images", images), artifacts.put("gallery_attributions", attributions)),
         environment={"xbench.device": "cpu (test)"},
-    )  # fmt: skip
+    )
 
 
 def test_a_cell_result_is_written_and_read_back_whole(tmp_path: Path) -> None:
@@ -91,7 +103,7 @@ def test_a_dead_runs_parent_and_claims_are_taken_over_and_a_live_runs_are_not(tm
     parent = store.open_parent(experiment, "plan-1", "demo run", {}, killed)
     store.client.create_run(
         experiment, tags={"mlflow.parentRunId": parent, "xbench.role": "cell", "xbench.cell_key": "b"}
-    )  # fmt: skip  (a claim the kill left)
+    )  # a claim the kill left
     assert store.finished_cells(experiment) == {}
     me = Lease.mine()
     assert store.open_parent(experiment, "plan-1", "demo run", {}, me) == parent  # resumed: its owner is dead

@@ -120,9 +120,15 @@ def _apply(direction: np.ndarray, mask: np.ndarray, diagonal: np.ndarray, c: int
 
 @numba.njit(parallel=True, cache=True)
 def solve_images(
-    x: np.ndarray, inside: np.ndarray, images: np.ndarray, iterations: int, tolerance: float, out: np.ndarray,
-    solved: np.ndarray, workers: int,
-) -> None:  # fmt: skip
+    x: np.ndarray,
+    inside: np.ndarray,
+    images: np.ndarray,
+    iterations: int,
+    tolerance: float,
+    out: np.ndarray,
+    solved: np.ndarray,
+    workers: int,
+) -> None:
     """Imputes images `images` of `x` (K, C, H, W) into the same rows of `out`; `solved[p]` says whether image
     `images[p]` converged. They are dealt round-robin to `workers` threads."""
     for worker in numba.prange(workers):

@@ -53,8 +53,9 @@ class BackendOptions:
         if self.address and self.workers:
             raise XbenchInputError(
                 "--workers sizes the local Ray cluster xbench starts; an existing cluster (--address) has its own "
-                "workers", field="--workers",
-            )  # fmt: skip
+                "workers",
+                field="--workers",
+            )
         return self
 
     def sizes(self) -> tuple[int, int]:
@@ -154,9 +155,11 @@ class RayCluster:
                     # puts its working directory on their path. No runtime_env: the workers Ray starts with the
                     # cluster have none, so one would make it start others before the first task.
                     ray.init(
-                        address="local", num_cpus=self.workers * self.threads, include_dashboard=False,
+                        address="local",
+                        num_cpus=self.workers * self.threads,
+                        include_dashboard=False,
                         logging_level="WARNING",
-                    )  # fmt: skip
+                    )
             if self.options.gpus_per_task is None and self.device != "cpu":
                 # Where the tasks run decides (this process may be a laptop driving a GPU cluster): one GPU per task
                 # when the cluster has any.
@@ -287,10 +290,11 @@ def device_on_worker(requested: str) -> dict[str, Any]:
     from xbench.runner import resolve_device
 
     return {
-        "device": resolve_device(requested).type, "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "device": resolve_device(requested).type,
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "node": ray.get_runtime_context().get_node_id()[:8],
         "torch": f"torch {torch.__version__}, CUDA {'available' if torch.cuda.is_available() else 'not available'}",
-    }  # fmt: skip
+    }
 
 
 def _raise_input_error(exc: BaseException) -> None:

@@ -134,8 +134,11 @@ def compare(baseline: dict[str, Any], records: list[dict[str, Any]]) -> list[Fin
         for metric, reference in expected["values"].items():
             higher = expected.get("directions", {}).get(metric, "higher") == "higher"
             now = values.get(metric)
-            tolerance = _tolerance(tolerances, metric, reference, expected.get("seed_spread", {}).get(metric)) if (
-                _is_number(reference)) else None  # fmt: skip
+            tolerance = (
+                _tolerance(tolerances, metric, reference, expected.get("seed_spread", {}).get(metric))
+                if (_is_number(reference))
+                else None
+            )
             findings.append(_judge(key, expected.get("label", key), metric, reference, now, higher, tolerance))
     for key, record in current.items():
         if key not in baseline["cells"]:
@@ -147,8 +150,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _judge(key: str, label: str, metric: str, reference: Any, now: Any, higher: bool,
-           tolerance: float | None) -> Finding:  # fmt: skip
+def _judge(
+    key: str, label: str, metric: str, reference: Any, now: Any, higher: bool, tolerance: float | None
+) -> Finding:
     if not _is_number(reference) or tolerance is None:
         status = "ok" if not _is_number(now) else "improved"
         return Finding(key, label, metric, status, reference, now, None, higher)

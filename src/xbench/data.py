@@ -51,10 +51,12 @@ class ImageData:
         chosen = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:8]
         return dataclasses.replace(
-            self, eval_x=self.eval_x[chosen], eval_y=self.eval_y[chosen],
+            self,
+            eval_x=self.eval_x[chosen],
+            eval_y=self.eval_y[chosen],
             eval_masks=None if self.eval_masks is None else self.eval_masks[np.asarray(indices, dtype=np.int64)],
             fingerprint=f"{self.fingerprint}-{digest}",
-        )  # fmt: skip
+        )
 
     @property
     def train_count(self) -> int:
@@ -72,10 +74,15 @@ class ImageData:
 
     @classmethod
     def from_arrays(
-        cls, train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
-        eval_masks: np.ndarray | None, class_names: tuple[str, ...], mean: tuple[float, float, float],
-        std: tuple[float, float, float], fingerprint: str,
-    ) -> ImageData:  # fmt: skip
+        cls,
+        train: tuple[np.ndarray, np.ndarray],
+        evaluation: tuple[np.ndarray, np.ndarray],
+        eval_masks: np.ndarray | None,
+        class_names: tuple[str, ...],
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        fingerprint: str,
+    ) -> ImageData:
         """From (images in [0, 1] as (N, 3, H, W), labels) pairs, normalised with mean and std."""
         return cls(
             train_x=_normalise(train[0], mean, std),
@@ -249,9 +256,14 @@ def shapes(config: DatasetConfig, seed: int) -> ImageData:
         config.eval_size, config.image_size, np.random.default_rng([seed, 1])
     )
     return ImageData.from_arrays(
-        (train_images, train_labels), (eval_images, eval_labels), eval_masks, SHAPE_CLASSES, _SHAPES_MEAN,
-        _SHAPES_STD, fingerprint(config, seed, SHAPES_VERSION),
-    )  # fmt: skip
+        (train_images, train_labels),
+        (eval_images, eval_labels),
+        eval_masks,
+        SHAPE_CLASSES,
+        _SHAPES_MEAN,
+        _SHAPES_STD,
+        fingerprint(config, seed, SHAPES_VERSION),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -296,10 +308,15 @@ def folder_transforms(config: DatasetConfig) -> tuple[Callable[[Any], torch.Tens
     from torchvision import transforms
 
     preprocessing = config.preprocessing or Preprocessing()
-    data_config = resolve_data_config({
-        "input_size": (3, config.image_size, config.image_size), "interpolation": preprocessing.interpolation,
-        "mean": preprocessing.mean, "std": preprocessing.std, "crop_pct": preprocessing.crop_pct,
-    })  # fmt: skip
+    data_config = resolve_data_config(
+        {
+            "input_size": (3, config.image_size, config.image_size),
+            "interpolation": preprocessing.interpolation,
+            "mean": preprocessing.mean,
+            "std": preprocessing.std,
+            "crop_pct": preprocessing.crop_pct,
+        }
+    )
     evaluation = create_transform(**data_config, is_training=False)
     augment = config.augment or Augmentation()
     steps: list[Any] = []
@@ -319,8 +336,13 @@ def _mask_transform(config: DatasetConfig) -> Callable[[Any], torch.Tensor]:
     preprocessing = config.preprocessing or Preprocessing()
     resized = int(config.image_size / preprocessing.crop_pct)
     nearest = transforms.InterpolationMode.NEAREST
-    return transforms.Compose([transforms.Resize(resized, interpolation=nearest),
-                               transforms.CenterCrop(config.image_size), transforms.PILToTensor()])  # fmt: skip
+    return transforms.Compose(
+        [
+            transforms.Resize(resized, interpolation=nearest),
+            transforms.CenterCrop(config.image_size),
+            transforms.PILToTensor(),
+        ]
+    )
 
 
 def _eval_masks(samples: list[tuple[str, int]], config: DatasetConfig) -> np.ndarray:
@@ -456,8 +478,11 @@ def imagefolder(config: DatasetConfig, seed: int) -> ImageData:
     return _from_folders(train, evaluation, train.classes, config, seed)
 
 
-IMAGENETTE_VARIANTS = {"full": ("full", "imagenette2"), "320": ("320px", "imagenette2-320"),
-                       "160": ("160px", "imagenette2-160")}  # fmt: skip
+IMAGENETTE_VARIANTS = {
+    "full": ("full", "imagenette2"),
+    "320": ("320px", "imagenette2-320"),
+    "160": ("160px", "imagenette2-160"),
+}
 
 
 @dataset("imagenette", has_masks=False, real_images=True)

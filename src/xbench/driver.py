@@ -94,10 +94,16 @@ def run_suite(
 
 
 def _run_cells(
-    suite: Suite, suite_path: Path | None, planned: PlannedSuite, store: Store, cache: Cache,
-    on_cell: Callable[[Cell, CellResult], None] | None, started: float, options: BackendOptions,
+    suite: Suite,
+    suite_path: Path | None,
+    planned: PlannedSuite,
+    store: Store,
+    cache: Cache,
+    on_cell: Callable[[Cell, CellResult], None] | None,
+    started: float,
+    options: BackendOptions,
     cluster: RayCluster | None,
-) -> RunSummary:  # fmt: skip
+) -> RunSummary:
     cells = planned.cells
     experiment_id = store.experiment_id(suite.name, create=True)
     assert experiment_id is not None
@@ -127,13 +133,29 @@ def _run_cells(
                 log(f"discarded {claims.discarded} unfinished cell run(s) left by an interrupted run")
             if claims.held_by_others:
                 holders = ", ".join(sorted(set(claims.held_by_others.values())))
-                log(f"{len(claims.held_by_others)} cell(s) are being run by another xbench run of this suite "
-                    f"({holders}); they will be in the store when it finishes")  # fmt: skip
+                log(
+                    f"{len(claims.held_by_others)} cell(s) are being run by another xbench run of this suite "
+                    f"({holders}); they will be in the store when it finishes"
+                )
                 summary.held_by_others = len(claims.held_by_others)
             todo = [cell for cell in todo if cell.cell_key in claims.mine]
             if todo:
-                _compute(suite, suite_path, todo, planned, store, cache, on_cell, options, cluster, experiment_id,
-                         parent, claims.mine, done, summary)  # fmt: skip
+                _compute(
+                    suite,
+                    suite_path,
+                    todo,
+                    planned,
+                    store,
+                    cache,
+                    on_cell,
+                    options,
+                    cluster,
+                    experiment_id,
+                    parent,
+                    claims.mine,
+                    done,
+                    summary,
+                )
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -158,25 +180,40 @@ def _run_cells(
 
 
 def _compute(
-    suite: Suite, suite_path: Path | None, todo: list[Cell], planned: PlannedSuite, store: Store, cache: Cache,
-    on_cell: Callable[[Cell, CellResult], None] | None, options: BackendOptions, cluster: RayCluster | None,
-    experiment_id: str, parent: str, claims: dict[str, str], done: dict[str, str], summary: RunSummary,
-) -> None:  # fmt: skip
+    suite: Suite,
+    suite_path: Path | None,
+    todo: list[Cell],
+    planned: PlannedSuite,
+    store: Store,
+    cache: Cache,
+    on_cell: Callable[[Cell, CellResult], None] | None,
+    options: BackendOptions,
+    cluster: RayCluster | None,
+    experiment_id: str,
+    parent: str,
+    claims: dict[str, str],
+    done: dict[str, str],
+    summary: RunSummary,
+) -> None:
     """Run the claimed cells on the backend and log each into its claim as it finishes."""
     graph = build_graph(todo)
     if options.name != "local":
         counts = graph.counts()
-        log(f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
-            f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes")  # fmt: skip
+        log(
+            f"suite {suite.name} on {options.name}: {counts.get('train', 0)} trainings, {counts.get('prune', 0)} "
+            f"pruning steps, {counts.get('cell', 0)} cells; longest chain {graph.critical_path()} nodes"
+        )
     artifacts = ArtifactStore(cache.root / "artifacts")
     finished = backends.results(graph, options, cache.root, planned.device, cluster)
     try:
-        for result in track(finished, f"suite {suite.name}", total=len(todo), transient=False,
-                            describe=lambda r: r.cell.label):  # fmt: skip
+        for result in track(
+            finished, f"suite {suite.name}", total=len(todo), transient=False, describe=lambda r: r.cell.label
+        ):
             if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
                 continue
-            store.log_result(experiment_id, parent, result, artifacts, run_tags(suite, suite_path),
-                             claim=claims.get(result.cell_key))  # fmt: skip
+            store.log_result(
+                experiment_id, parent, result, artifacts, run_tags(suite, suite_path), claim=claims.get(result.cell_key)
+            )
             done[result.cell_key] = parent
             summary.completed.append((result.cell, flat_figures(result)))
             if on_cell is not None:

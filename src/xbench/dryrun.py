@@ -54,8 +54,9 @@ def dry_run(suite: Suite, device: str, decided_elsewhere: str | None = None) -> 
         top = max(config.compression_rates)
         chain = " → ".join(f"{s:g}" for s in schedule_steps(top, config.schedule))
         tuned = "fine-tuned after each step" if config.finetune.epochs or config.finetune.steps else "no fine-tuning"
-        report.lines.append(f"  pruning {config.method} ({config.scope}, {config.granularity}, {config.schedule}): "
-                            f"CR {chain}; {tuned}")  # fmt: skip
+        report.lines.append(
+            f"  pruning {config.method} ({config.scope}, {config.granularity}, {config.schedule}): CR {chain}; {tuned}"
+        )
     report.lines.append(f"  device: {device} ({decided_elsewhere or 'decided by this process'})")
     report.lines.append(f"  plan key: {plan_key(cells)} (the suite run's tag xbench.plan_key)")
     report.lines.append(f"  explainers: {', '.join(explainers)}")

@@ -360,10 +360,17 @@ def _feature_flat(x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
 
 @engine_metric("faithfulness_correlation")
 def faithfulness_correlation(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    nr_runs: int = 100, subset_size: int = 224, perturb_baseline: str | float = "black",
-    abs: bool = False, normalise: bool = True,
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    nr_runs: int = 100,
+    subset_size: int = 224,
+    perturb_baseline: str | float = "black",
+    abs: bool = False,
+    normalise: bool = True,
+) -> Tensor:
     """Pearson, over `nr_runs` random feature subsets, between the attribution sum and the logit drop."""
     a = preprocess(a, normalise, abs)
     x_flat, a_flat = _feature_flat(x, a)
@@ -398,10 +405,18 @@ def _cumulative_feature_blocks(
 
 @engine_metric("pixel_flipping", version="2")  # 2: tie policy (random by default)
 def pixel_flipping(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    features_in_step: int = 1, perturb_baseline: str | float = "black", return_auc_per_sample: bool = False,
-    abs: bool = False, normalise: bool = True, ties: str = "random",
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    features_in_step: int = 1,
+    perturb_baseline: str | float = "black",
+    return_auc_per_sample: bool = False,
+    abs: bool = False,
+    normalise: bool = True,
+    ties: str = "random",
+) -> Tensor:
     """Class probability as the most relevant features are replaced, cumulatively, `features_in_step` at a time."""
     a = preprocess(a, normalise, abs)
     x_flat, a_flat = _feature_flat(x, a)
@@ -444,10 +459,19 @@ def _patch_blocks(
 
 @engine_metric("region_perturbation", version="2")  # 2: tie policy (random by default)
 def region_perturbation(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100, perturb_baseline: str | float = "black",
-    abs: bool = False, normalise: bool = True, ties: str = "random",
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    patch_size: int = 8,
+    order: str = "morf",
+    regions_evaluation: int = 100,
+    perturb_baseline: str | float = "black",
+    abs: bool = False,
+    normalise: bool = True,
+    ties: str = "random",
+) -> Tensor:
     """Probability drop as patches are removed cumulatively (most relevant first for `morf`)."""
     a = preprocess(a, normalise, abs)
     patches = _patches(a, x, patch_size)
@@ -475,10 +499,17 @@ def region_perturbation(
 
 @engine_metric("selectivity", version="2")  # 2: tie policy (random by default)
 def selectivity(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    patch_size: int = 8, perturb_baseline: str | float = "black", abs: bool = False, normalise: bool = True,
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    patch_size: int = 8,
+    perturb_baseline: str | float = "black",
+    abs: bool = False,
+    normalise: bool = True,
     ties: str = "random",
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """Class probability as every patch is removed, most relevant first (the curve; lower area is better)."""
     a = preprocess(a, normalise, abs)
     patches = _patches(a, x, patch_size)
@@ -490,10 +521,19 @@ def selectivity(
 
 @engine_metric("monotonicity_correlation", version="2")  # 2: tie policy (random by default)
 def monotonicity_correlation(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    nr_samples: int = 100, features_in_step: int = 1, eps: float = 1e-5, perturb_baseline: str | float = "uniform",
-    abs: bool = True, normalise: bool = True, ties: str = "random",
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    nr_samples: int = 100,
+    features_in_step: int = 1,
+    eps: float = 1e-5,
+    perturb_baseline: str | float = "uniform",
+    abs: bool = True,
+    normalise: bool = True,
+    ties: str = "random",
+) -> Tensor:
     """Spearman between the attribution of each feature group (least relevant first) and the prediction variance
     when only that group is replaced, `nr_samples` times."""
     a = preprocess(a, normalise, abs)
@@ -523,10 +563,17 @@ def monotonicity_correlation(
 
 @engine_metric("irof", version="2")  # 2: tie policy (random by default)
 def irof(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    segmentation_method: str = "slic", perturb_baseline: str | float = "mean", abs: bool = False,
-    normalise: bool = True, ties: str = "random",
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    segmentation_method: str = "slic",
+    perturb_baseline: str | float = "mean",
+    abs: bool = False,
+    normalise: bool = True,
+    ties: str = "random",
+) -> Tensor:
     """Area over the curve of the relative probability as superpixels are removed, most relevant first.
 
     Segmentation (SLIC, scikit-image) runs on the CPU as in Quantus; it is not a model pass. Quantus's "mean"
@@ -536,10 +583,12 @@ def irof(
 
     a = preprocess(a, normalise, abs).expand_as(x)
     count = len(x)
-    segments = torch.stack([
-        torch.as_tensor(get_superpixel_segments(np.moveaxis(image, 0, -1).astype("double"), segmentation_method))
-        for image in x.cpu().numpy()
-    ]).to(x.device)  # fmt: skip
+    segments = torch.stack(
+        [
+            torch.as_tensor(get_superpixel_segments(np.moveaxis(image, 0, -1).astype("double"), segmentation_method))
+            for image in x.cpu().numpy()
+        ]
+    ).to(x.device)
     segment_orders = []
     for index in range(count):
         labels = int(segments[index].max()) + 1
@@ -570,10 +619,19 @@ def irof(
 # 2: multigrid imputation; 3: compiled on a CPU; 4: tie policy (random by default)
 @engine_metric("road", version="4", prepare=prepare_imputation)
 def road(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    percentages: list[int] | None = None, noise: float = 0.01, abs: bool = False, normalise: bool = True,
-    imputation_iterations: int = 1000, imputation_tolerance: float = 1e-4, ties: str = "random",
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    percentages: list[int] | None = None,
+    noise: float = 0.01,
+    abs: bool = False,
+    normalise: bool = True,
+    imputation_iterations: int = 1000,
+    imputation_tolerance: float = 1e-4,
+    ties: str = "random",
+) -> Tensor:
     """Whether the prediction survives when the top p % pixels are imputed from their neighbours (1 or 0 per p).
 
     The imputation (`xbench.imputation`) is solved to a relative residual of `imputation_tolerance` (1e-4: pixel
@@ -612,9 +670,17 @@ def road(
 
 
 def _sensitivities(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, nr_samples: int, lower_bound: float,
-    upper_bound: float | None, abs: bool, normalise: bool, return_nan_when_prediction_changes: bool,
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    nr_samples: int,
+    lower_bound: float,
+    upper_bound: float | None,
+    abs: bool,
+    normalise: bool,
+    return_nan_when_prediction_changes: bool,
+) -> Tensor:
     """(N, nr_samples) ||a - a(x + noise)|| / ||a||, explanations re-computed in batches of perturbed inputs."""
     a = preprocess(a, normalise, abs)
     count = len(x)
@@ -645,10 +711,18 @@ def _sensitivities(
 
 @engine_metric("max_sensitivity")
 def max_sensitivity(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None, abs: bool = False,
-    normalise: bool = False, return_nan_when_prediction_changes: bool = False,
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    nr_samples: int = 200,
+    lower_bound: float = 0.2,
+    upper_bound: float | None = None,
+    abs: bool = False,
+    normalise: bool = False,
+    return_nan_when_prediction_changes: bool = False,
+) -> Tensor:
     """Largest relative change of the explanation under uniform input noise (Yeh et al. 2019)."""
     ratios = _sensitivities(
         context, x, y, a, nr_samples, lower_bound, upper_bound, abs, normalise, return_nan_when_prediction_changes
@@ -660,10 +734,18 @@ def max_sensitivity(
 
 @engine_metric("avg_sensitivity")
 def avg_sensitivity(
-    context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *,
-    nr_samples: int = 200, lower_bound: float = 0.2, upper_bound: float | None = None, abs: bool = False,
-    normalise: bool = False, return_nan_when_prediction_changes: bool = False,
-) -> Tensor:  # fmt: skip
+    context: EngineContext,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    *,
+    nr_samples: int = 200,
+    lower_bound: float = 0.2,
+    upper_bound: float | None = None,
+    abs: bool = False,
+    normalise: bool = False,
+    return_nan_when_prediction_changes: bool = False,
+) -> Tensor:
     """Mean relative change of the explanation under uniform input noise (Yeh et al. 2019)."""
     ratios = _sensitivities(
         context, x, y, a, nr_samples, lower_bound, upper_bound, abs, normalise, return_nan_when_prediction_changes

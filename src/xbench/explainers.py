@@ -214,16 +214,24 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params:
     return InputXGradient(model).attribute(x.requires_grad_(), target=y)
 
 
-@explainer("smoothgrad", "captum", defaults={"nt_samples": 16, "stdevs": 0.15},
-           post={"channel_reduction": "max", "absolute": True})  # fmt: skip
+@explainer(
+    "smoothgrad",
+    "captum",
+    defaults={"nt_samples": 16, "stdevs": 0.15},
+    post={"channel_reduction": "max", "absolute": True},
+)
 def smoothgrad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): saliency averaged over noisy copies of the input (stdevs in input units)."""
     from captum.attr import NoiseTunnel, Saliency
 
     return NoiseTunnel(Saliency(model)).attribute(
-        x.requires_grad_(), nt_type="smoothgrad", nt_samples=int(params["nt_samples"]),
-        stdevs=float(params["stdevs"]), target=y, abs=False,
-    )  # fmt: skip
+        x.requires_grad_(),
+        nt_type="smoothgrad",
+        nt_samples=int(params["nt_samples"]),
+        stdevs=float(params["stdevs"]),
+        target=y,
+        abs=False,
+    )
 
 
 @explainer("gradient_shap", "captum", defaults={"n_samples": 16, "stdevs": 0.1}, post=_GRADIENT_POST)
@@ -261,9 +269,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[s
     window = max(1, round(x.shape[-1] * float(params["window_fraction"])))
     stride = max(1, window // 2)
     return Occlusion(model).attribute(
-        x, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
-        baselines=_baseline(x, params["baseline"]), target=y, perturbations_per_eval=16,
-    )  # fmt: skip
+        x,
+        sliding_window_shapes=(x.shape[1], window, window),
+        strides=(x.shape[1], stride, stride),
+        baselines=_baseline(x, params["baseline"]),
+        target=y,
+        perturbations_per_eval=16,
+    )
 
 
 @explainer(
@@ -308,8 +320,11 @@ def _cam(
 
     cam_class = getattr(pytorch_grad_cam, cam_class_name)
     # FullGrad uses every bias layer and prints a warning for any target layer it is given.
-    layers = [] if cam_class_name == "FullGrad" else [model.get_submodule(params["target_layer"] or
-                                                                          default_target_layer(model))]  # fmt: skip
+    layers = (
+        []
+        if cam_class_name == "FullGrad"
+        else [model.get_submodule(params["target_layer"] or default_target_layer(model))]
+    )
     with cam_class(model=model, target_layers=layers, reshape_transform=_vit_reshape(model)) as cam:
         if "batch_size" in params:
             cam.batch_size = int(params["batch_size"])
@@ -331,8 +346,9 @@ _CNN_ONLY = {"fullgrad"}  # it gathers the bias gradients of every conv layer in
 
 for _name, (_class_name, _description, _extra) in _CAM_METHODS.items():
 
-    def _explain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any],
-                 _class_name: str = _class_name) -> torch.Tensor:  # fmt: skip
+    def _explain(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], _class_name: str = _class_name
+    ) -> torch.Tensor:
         return _cam(_class_name, model, x, y, params)
 
     _explain.__doc__ = f"{_description}, at the last timm feature stage unless target_layer is set."

@@ -118,14 +118,23 @@ def build_graph(cells: list[Cell]) -> TaskGraph:
         depends_on = [variant_of[cell.cell_key]]
         if cell.eval_selection is not None:
             members = [
-                _variant_node(graph, cell.model_copy(update={"seed": m.seed, "pruning": m.pruning,
-                                                             "compression_rate": m.compression_rate}))
+                _variant_node(
+                    graph,
+                    cell.model_copy(
+                        update={"seed": m.seed, "pruning": m.pruning, "compression_rate": m.compression_rate}
+                    ),
+                )
                 for m in cell.eval_selection.group
-            ]  # fmt: skip
-            identity = [cell.model.model_dump(mode="json"), cell.dataset.model_dump(mode="json"), cell.data_seed,
-                        cell.eval_selection.model_dump(mode="json")]  # fmt: skip
-            selection = Node(id="select:" + content_key(identity), kind="select", cell=cell,
-                             depends_on=tuple(dict.fromkeys(members)))  # fmt: skip
+            ]
+            identity = [
+                cell.model.model_dump(mode="json"),
+                cell.dataset.model_dump(mode="json"),
+                cell.data_seed,
+                cell.eval_selection.model_dump(mode="json"),
+            ]
+            selection = Node(
+                id="select:" + content_key(identity), kind="select", cell=cell, depends_on=tuple(dict.fromkeys(members))
+            )
             depends_on.append(graph.add(selection))
         graph.add(Node(id="cell:" + cell.cell_key, kind="cell", cell=cell, depends_on=tuple(depends_on)))
     # Every trained model is some variant's reference; a prune step is measured when a cell uses its variant.

@@ -201,9 +201,13 @@ def _stimulus(value: str) -> str:
 
 
 def _mturk_answers(
-    rows: list[dict[str, str]], header: list[str], manifest: Manifest, columns: dict[str, str], prefix: str,
+    rows: list[dict[str, str]],
+    header: list[str],
+    manifest: Manifest,
+    columns: dict[str, str],
+    prefix: str,
     path: Path,
-) -> tuple[list[Answer], int]:  # fmt: skip
+) -> tuple[list[Answer], int]:
     named = {_stimulus(row[c]) for c in header if c.startswith("Input.") for row in rows if row.get(c)}
     check_same_study(named, manifest, path)
     inputs = [c for c in header if c.startswith("Input.") and any(_stimulus(r[c]) in manifest.rows for r in rows)]
@@ -228,9 +232,15 @@ def _mturk_answers(
 
 
 def _mturk_answer(
-    row: dict[str, str], number: int, header: list[str], manifest: Manifest, columns: dict[str, str], prefix: str,
-    suffix: str, path: Path,
-) -> str | None:  # fmt: skip
+    row: dict[str, str],
+    number: int,
+    header: list[str],
+    manifest: Manifest,
+    columns: dict[str, str],
+    prefix: str,
+    suffix: str,
+    path: Path,
+) -> str | None:
     """The one answer a row gives for the stimulus at position `suffix`, or None (none or several chosen)."""
 
     def column(template: str, role: str) -> str:
@@ -288,10 +298,12 @@ def worker_table(answers: Sequence[Answer], manifest: Manifest) -> dict[str, dic
         passed = sum(a.answer == manifest.rows[a.stimulus]["expected"] for a in checks)
         times = [a.milliseconds for a in own if a.milliseconds is not None]
         table[worker] = {
-            "answers": len(own), "checks": len(checks), "checks_passed": passed,
+            "answers": len(own),
+            "checks": len(checks),
+            "checks_passed": passed,
             "check_accuracy": passed / len(checks) if checks else None,
             "median_seconds": float(np.median(times)) / 1000 if times else None,
-        }  # fmt: skip
+        }
     return table
 
 
@@ -346,10 +358,13 @@ def _crowd_figures(estimate: CrossedMean) -> dict[str, Any]:
     low, high = estimate.interval()
     finite = math.isfinite(estimate.se)
     return {
-        "ci_low": low if finite else None, "ci_high": high if finite else None,
-        "p": estimate.p if finite else None, "df": estimate.df if finite else None,
-        "workers_in_test": estimate.n_replicates, "images_in_test": estimate.n_images,
-    }  # fmt: skip
+        "ci_low": low if finite else None,
+        "ci_high": high if finite else None,
+        "p": estimate.p if finite else None,
+        "df": estimate.df if finite else None,
+        "workers_in_test": estimate.n_replicates,
+        "images_in_test": estimate.n_images,
+    }
 
 
 def _corrected(rows: list[dict[str, Any]], key: str = "p") -> list[float | None]:
@@ -376,14 +391,21 @@ def pairwise_stats(answers: Sequence[Answer], manifest: Manifest) -> list[dict[s
         sided = a_count + b_count
         scores, workers, images = zip(*scored[(a, b)], strict=True)
         estimate = clustered_mean(np.asarray(scores), workers, images)
-        pairs.append({
-            "a": a, "b": b, "a_count": a_count, "b_count": b_count, "equal_count": equal,
-            "equal_rate": equal / (sided + equal) if sided + equal else None,
-            "a_rate": a_count / sided if sided else None,
-            "preference": estimate.mean, **_crowd_figures(estimate),
-            "chi2_p": float(stats.chisquare([a_count, b_count]).pvalue) if sided else None,
-            "binom_p": float(stats.binomtest(a_count, sided, 0.5).pvalue) if sided else None,
-        })  # fmt: skip
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "a_count": a_count,
+                "b_count": b_count,
+                "equal_count": equal,
+                "equal_rate": equal / (sided + equal) if sided + equal else None,
+                "a_rate": a_count / sided if sided else None,
+                "preference": estimate.mean,
+                **_crowd_figures(estimate),
+                "chi2_p": float(stats.chisquare([a_count, b_count]).pvalue) if sided else None,
+                "binom_p": float(stats.binomtest(a_count, sided, 0.5).pvalue) if sided else None,
+            }
+        )
     # Several pairs are several tests: Holm's correction over the headline p is what "significant" reads.
     for pair, value, binomial in zip(pairs, _corrected(pairs), _corrected(pairs, "binom_p"), strict=True):
         pair["p_holm"] = value
@@ -409,10 +431,16 @@ def identify_stats(
     variants = []
     for name, hits in sorted(by_variant.items(), key=lambda item: _rate_key(item[0])):
         correct, known = int(sum(h[0] for h in hits)), len(hits) - dont_know[name]
-        variants.append({
-            "variant": name, "answers": len(hits), "correct": correct, "dont_know": dont_know[name],
-            "accuracy": correct / len(hits), "known_accuracy": correct / known if known else None,
-        })  # fmt: skip
+        variants.append(
+            {
+                "variant": name,
+                "answers": len(hits),
+                "correct": correct,
+                "dont_know": dont_know[name],
+                "accuracy": correct / len(hits),
+                "known_accuracy": correct / known if known else None,
+            }
+        )
     table = np.array([[v["correct"], v["answers"] - v["correct"]] for v in variants])
     chi2_p = None
     if len(variants) >= 2 and (table.sum(axis=0) > 0).all():
@@ -451,10 +479,12 @@ def analyse(
     design's statistics; workers whose attention-check accuracy is below `min_check_accuracy` are left out."""
     workers = worker_table(answers, manifest)
     excluded = sorted(
-        worker for worker, row in workers.items()
-        if min_check_accuracy is not None and row["check_accuracy"] is not None
+        worker
+        for worker, row in workers.items()
+        if min_check_accuracy is not None
+        and row["check_accuracy"] is not None
         and row["check_accuracy"] < min_check_accuracy
-    )  # fmt: skip
+    )
     kept = [a for a in answers if a.worker not in excluded]
     real = [a for a in kept if a.stimulus in manifest.real]
     report: dict[str, Any] = {
@@ -542,8 +572,9 @@ def metric_agreement(
         values = np.asarray(agree)
         low = high = float(values.mean())
         if len(values) >= 2 and values.min() != values.max():
-            interval = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=2000,
-                                       random_state=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+            interval = stats.bootstrap(
+                (values,), np.mean, method="percentile", n_resamples=2000, random_state=np.random.default_rng(seed)
+            ).confidence_interval
             low, high = float(interval.low), float(interval.high)
         means = []
         for label in labels:
@@ -554,11 +585,18 @@ def metric_agreement(
         if len(labels) >= 2 and all(math.isfinite(m) for m in means):
             value = stats.kendalltau(human, means).statistic
             tau = float(value) if math.isfinite(value) else None
-        rows.append({
-            "metric": metric, "higher_is_better": first.higher_is_better, "stimuli": len(agree),
-            "agreement": float(values.mean()), "ci_low": low, "ci_high": high,
-            "kendall_tau": tau, "variants": len(labels),
-        })  # fmt: skip
+        rows.append(
+            {
+                "metric": metric,
+                "higher_is_better": first.higher_is_better,
+                "stimuli": len(agree),
+                "agreement": float(values.mean()),
+                "ci_low": low,
+                "ci_high": high,
+                "kendall_tau": tau,
+                "variants": len(labels),
+            }
+        )
     return sorted(rows, key=lambda r: -r["agreement"])
 
 
@@ -578,9 +616,10 @@ def text_report(report: Mapping[str, Any]) -> str:
     lines = [
         f"design: {report['design']}; {report['workers']} workers, {report['answers']} answers "
         f"(+{report['attention_check_answers']} attention checks, {report['unusable_rows']} unusable)",
-        "alpha: " + ("undefined (no stimulus has two answers)" if report["alpha"] is None else f"{report['alpha']:.3f}")
+        "alpha: "
+        + ("undefined (no stimulus has two answers)" if report["alpha"] is None else f"{report['alpha']:.3f}")
         + f"  ({report['alpha_note']})",
-    ]  # fmt: skip
+    ]
     if report["excluded_workers"]:
         lines.append(
             f"excluded (attention checks below {report['min_check_accuracy']:.0%}): "

@@ -110,9 +110,12 @@ def parse_pairs(text: str | None) -> list[tuple[float, float]] | None:
 
 
 def choose_variants(
-    cells: Sequence[tuple[Any, CellResult]], model: str | None, explainer: str | None, seed: int | None,
+    cells: Sequence[tuple[Any, CellResult]],
+    model: str | None,
+    explainer: str | None,
+    seed: int | None,
     pruning: str | None,
-) -> dict[float, Variant]:  # fmt: skip
+) -> dict[float, Variant]:
     """The variants of one model, explainer, seed and pruning method, by compression rate (the unpruned model is CR 1).
     Defaults: the suite's first model, explainer and pruning method, and its lowest seed."""
 
@@ -196,10 +199,20 @@ def gallery(store: Any, variant: Variant) -> tuple[list[int], np.ndarray, np.nda
 
 
 def build_study(
-    store: Any, suite: str, design: Design, pairs: list[tuple[float, float]] | None, views: Sequence[View],
-    images: int | None, top_fraction: float, checks: int, seed: int, model: str | None = None,
-    explainer: str | None = None, model_seed: int | None = None, pruning: str | None = None,
-) -> StudyExport:  # fmt: skip
+    store: Any,
+    suite: str,
+    design: Design,
+    pairs: list[tuple[float, float]] | None,
+    views: Sequence[View],
+    images: int | None,
+    top_fraction: float,
+    checks: int,
+    seed: int,
+    model: str | None = None,
+    explainer: str | None = None,
+    model_seed: int | None = None,
+    pruning: str | None = None,
+) -> StudyExport:
     """The stimuli of a study of `suite` (read from `store`), in a random order, with `checks` attention checks
     (negative: one per ten tasks)."""
     if not 0 < top_fraction < 1:
@@ -236,30 +249,57 @@ def build_study(
             if design == "pairwise":
                 for a, b in compared:
                     (image, heat_a), (_, heat_b) = picture(a, image_id), picture(b, image_id)
-                    panels = [(variant_label(a), render(image, heat_a, view, top_fraction)),
-                              (variant_label(b), render(image, heat_b, view, top_fraction))]  # fmt: skip
+                    panels = [
+                        (variant_label(a), render(image, heat_a, view, top_fraction)),
+                        (variant_label(b), render(image, heat_b, view, top_fraction)),
+                    ]
                     if rng.random() < 0.5:
                         panels.reverse()
-                    stimuli.append(Stimulus("", image_id, class_name, view, side_by_side(panels[0][1], panels[1][1]),
-                                            left=panels[0][0], right=panels[1][0]))  # fmt: skip
+                    stimuli.append(
+                        Stimulus(
+                            "",
+                            image_id,
+                            class_name,
+                            view,
+                            side_by_side(panels[0][1], panels[1][1]),
+                            left=panels[0][0],
+                            right=panels[1][0],
+                        )
+                    )
             else:
                 for rate in used:
                     image, heat = picture(rate, image_id)
-                    stimuli.append(Stimulus("", image_id, class_name, view, render(image, heat, view, top_fraction),
-                                            variant=variant_label(rate)))  # fmt: skip
+                    stimuli.append(
+                        Stimulus(
+                            "",
+                            image_id,
+                            class_name,
+                            view,
+                            render(image, heat, view, top_fraction),
+                            variant=variant_label(rate),
+                        )
+                    )
     count = max(1, len(stimuli) // 10) if checks < 0 else checks  # default: one check per ten tasks
     stimuli += attention_checks(stimuli, design, count, rng, galleries, common, class_names, result)
     order = rng.permutation(len(stimuli))
     stimuli = [stimuli[i] for i in order]
     description = {
-        "suite": suite, "design": design, "views": list(views), "top_fraction": top_fraction, "seed": seed,
-        "model": result.cell.model.name, "explainer": result.cell.explainer.name, "model_seed": result.cell.seed,
+        "suite": suite,
+        "design": design,
+        "views": list(views),
+        "top_fraction": top_fraction,
+        "seed": seed,
+        "model": result.cell.model.name,
+        "explainer": result.cell.explainer.name,
+        "model_seed": result.cell.seed,
         "pruning": next((v.result.cell.pruning.method for v in variants.values() if v.result.cell.pruning), None),
         "variants": {variant_label(rate): variants[rate].run_id for rate in used},
         "pairs": [[variant_label(a), variant_label(b)] for a, b in compared] if design == "pairwise" else [],
-        "images": len(common), "stimuli": len(stimuli), "attention_checks": sum(1 for s in stimuli if s.expected),
+        "images": len(common),
+        "stimuli": len(stimuli),
+        "attention_checks": sum(1 for s in stimuli if s.expected),
         "classes": list(class_names),  # the identify answers people can give; `human analyse` checks them
-    }  # fmt: skip
+    }
     # The study's id is a digest of what it shows; every stimulus name carries it, so answers to another export (even
     # of the same suite) cannot be read against this manifest by accident.
     shown = [(s.image_id, s.view, s.left, s.right, s.variant, s.expected) for s in stimuli]
@@ -272,10 +312,15 @@ def build_study(
 
 
 def attention_checks(
-    stimuli: list[Stimulus], design: Design, count: int, rng: np.random.Generator,
-    galleries: dict[float, tuple[list[int], np.ndarray, np.ndarray]], images: list[int],
-    class_names: tuple[str, ...], result: CellResult,
-) -> list[Stimulus]:  # fmt: skip
+    stimuli: list[Stimulus],
+    design: Design,
+    count: int,
+    rng: np.random.Generator,
+    galleries: dict[float, tuple[list[int], np.ndarray, np.ndarray]],
+    images: list[int],
+    class_names: tuple[str, ...],
+    result: CellResult,
+) -> list[Stimulus]:
     """Tasks with a known answer. Pairwise: a real explanation beside a blank grey panel (the explanation is the
     reasonable side). Identify: the whole image, not occluded (its class is plain to see)."""
     checks = []
@@ -290,15 +335,36 @@ def attention_checks(
             blank = np.full_like(panel, 0.5)
             real_label = real.left
             if number % 2 == 0:
-                checks.append(Stimulus("", real.image_id, real.class_name, real.view, side_by_side(panel, blank),
-                                       left=real_label, right=CHECK_VARIANT, expected="left"))  # fmt: skip
+                checks.append(
+                    Stimulus(
+                        "",
+                        real.image_id,
+                        real.class_name,
+                        real.view,
+                        side_by_side(panel, blank),
+                        left=real_label,
+                        right=CHECK_VARIANT,
+                        expected="left",
+                    )
+                )
             else:
-                checks.append(Stimulus("", real.image_id, real.class_name, real.view, side_by_side(blank, panel),
-                                       left=CHECK_VARIANT, right=real_label, expected="right"))  # fmt: skip
+                checks.append(
+                    Stimulus(
+                        "",
+                        real.image_id,
+                        real.class_name,
+                        real.view,
+                        side_by_side(blank, panel),
+                        left=CHECK_VARIANT,
+                        right=real_label,
+                        expected="right",
+                    )
+                )
         else:
             pixels = enlarged(pictures[ids.index(image_id)])
-            checks.append(Stimulus("", image_id, class_name, "original", pixels, variant=CHECK_VARIANT,
-                                   expected=class_name))  # fmt: skip
+            checks.append(
+                Stimulus("", image_id, class_name, "original", pixels, variant=CHECK_VARIANT, expected=class_name)
+            )
     return checks
 
 
@@ -328,8 +394,11 @@ def instructions(design: Design, class_names: Sequence[str], top_fraction: float
 def answer_choices(design: Design, class_names: Sequence[str]) -> list[dict[str, str]]:
     """The buttons of a task: their value (what the answers CSV records) and their text."""
     if design == "pairwise":
-        return [{"value": "left", "text": "Left is more reasonable"}, {"value": "equal", "text": "Equally reasonable"},
-                {"value": "right", "text": "Right is more reasonable"}]  # fmt: skip
+        return [
+            {"value": "left", "text": "Left is more reasonable"},
+            {"value": "equal", "text": "Equally reasonable"},
+            {"value": "right", "text": "Right is more reasonable"},
+        ]
     return [{"value": name, "text": name} for name in class_names] + [{"value": DONT_KNOW, "text": "Don't know"}]
 
 
@@ -388,5 +457,11 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
             design=study.design, tasks=tasks, choices=choices, instructions=text, suite=study.description["suite"]
         )
     )
-    return {"manifest": manifest, "page": page, "mturk_input": input_csv, "mturk_template": template,
-            "instructions": out / "instructions.txt", "description": out / "study.json"}  # fmt: skip
+    return {
+        "manifest": manifest,
+        "page": page,
+        "mturk_input": input_csv,
+        "mturk_template": template,
+        "instructions": out / "instructions.txt",
+        "description": out / "study.json",
+    }

@@ -252,8 +252,14 @@ class _Bordered:
     def _views(self) -> None:
         """The stencil's shifted views, made once: slicing costs as much as a small update."""
         direction, rows = self.direction, self.rows
-        self.shifted = (direction[..., :-2, :], direction[..., 2:, :], direction[..., 1:-1, :],
-                        rows[..., :-2], rows[..., 2:], rows[..., 1:-1])  # fmt: skip
+        self.shifted = (
+            direction[..., :-2, :],
+            direction[..., 2:, :],
+            direction[..., 1:-1, :],
+            rows[..., :-2],
+            rows[..., 2:],
+            rows[..., 1:-1],
+        )
         self.step_interior = self.step[..., 1:-1, 1:-1]
 
     def apply(self) -> Tensor:
@@ -290,8 +296,17 @@ class _Bordered:
         """The first `count` systems, as views of these buffers."""
         chosen = _Bordered.__new__(_Bordered)
         chosen.arena, chosen.diagonal = self.arena, self.diagonal
-        for name in ("target", "negative_inside", "solution", "residual", "direction", "step", "scratch", "rows",
-                     "preconditioned"):  # fmt: skip
+        for name in (
+            "target",
+            "negative_inside",
+            "solution",
+            "residual",
+            "direction",
+            "step",
+            "scratch",
+            "rows",
+            "preconditioned",
+        ):
             values = getattr(self, name)
             setattr(chosen, name, None if values is None else values[:count])
         chosen._views()
@@ -299,9 +314,15 @@ class _Bordered:
 
 
 def _conjugate_gradients(
-    grid: _Grid, rhs: Tensor, solution: Tensor, target: Tensor, iterations: int,
-    precondition: _Multigrid | None, check_every: int, arena: _Arena | None = None,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    grid: _Grid,
+    rhs: Tensor,
+    solution: Tensor,
+    target: Tensor,
+    iterations: int,
+    precondition: _Multigrid | None,
+    check_every: int,
+    arena: _Arena | None = None,
+) -> tuple[Tensor, Tensor]:
     """Runs (preconditioned) CG from `solution` until each system's squared residual norm is below `target`, for at
     most `iterations`.
 
@@ -379,9 +400,15 @@ def _wide_holes(missing: Tensor, side: int = WIDE_HOLE) -> Tensor:
 
 
 def impute(
-    x: Tensor, missing: Tensor, iterations: int = 1000, tolerance: float = 1e-4, plain_iterations: int = 96,
-    check_every: int = 2, multigrid: bool = True, compiled: bool = True,
-) -> Tensor:  # fmt: skip
+    x: Tensor,
+    missing: Tensor,
+    iterations: int = 1000,
+    tolerance: float = 1e-4,
+    plain_iterations: int = 96,
+    check_every: int = 2,
+    multigrid: bool = True,
+    compiled: bool = True,
+) -> Tensor:
     """x with its `missing` pixels (bool, x's shape) replaced by the solution of ROAD's linear imputation.
 
     Solved to a residual below `tolerance` x the norm of each image's right-hand side.
@@ -422,8 +449,9 @@ def impute(
             if not multigrid:
                 raise _not_solved(tolerance, iterations, int(hard.sum()))
             chosen = order[hard[order]]
-            result[chosen], solved = _solve(x[chosen], missing[chosen], iterations, tolerance, check_every, arena,
-                                            multigrid=True)  # fmt: skip
+            result[chosen], solved = _solve(
+                x[chosen], missing[chosen], iterations, tolerance, check_every, arena, multigrid=True
+            )
             if not bool(solved.all()):
                 raise _not_solved(tolerance, iterations, int((~solved).sum()))
     return result
@@ -437,9 +465,14 @@ def prepare_imputation(device: torch.device) -> None:
 
 
 def _solve(
-    x: Tensor, missing: Tensor, iterations: int, tolerance: float, check_every: int, arena: _Arena,
+    x: Tensor,
+    missing: Tensor,
+    iterations: int,
+    tolerance: float,
+    check_every: int,
+    arena: _Arena,
     multigrid: bool = False,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor]:
     """The imputed images and which of them were solved in `iterations`, by batched plain or multigrid CG."""
     inside = arena.empty(*x.shape).copy_(missing)
     known = torch.masked_fill(x, missing, 0.0)
@@ -464,8 +497,16 @@ def _compiled_plain(
     solved = torch.zeros(len(images), dtype=torch.bool)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)  # as many as PyTorch uses, not one per core of the machine
-    solve_images(x.detach().contiguous().numpy(), missing.contiguous().numpy(), images.numpy(), iterations, tolerance,
-                 out.numpy(), solved.numpy(), min(threads, len(images)))  # fmt: skip
+    solve_images(
+        x.detach().contiguous().numpy(),
+        missing.contiguous().numpy(),
+        images.numpy(),
+        iterations,
+        tolerance,
+        out.numpy(),
+        solved.numpy(),
+        min(threads, len(images)),
+    )
     return solved
 
 

@@ -36,9 +36,29 @@ from xbench.stats import (
 )
 
 DEFAULT_MAX_ACCURACY_DROP = DEFAULT_ACCURACY_MARGIN  # "one point" of accuracy
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
-           "#756bb1", "#636363", "#9c9ede"]  # fmt: skip
+PALETTE = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+    "#e6550d",
+    "#31a354",
+    "#756bb1",
+    "#636363",
+    "#9c9ede",
+]
 GALLERY_KINDS = {"gallery_overlay.png": "jet heatmap overlay", "gallery_occlusion.png": "top-10 % pixels shown"}
 
 
@@ -78,10 +98,15 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
 
     records = store.load_results(suite)
     reference = store.reference(suite)
-    results = SuiteResults(suite, records, store.per_image_scores(records),
-                           reference=load_reference(reference) if reference else None,
-                           human=store.human_studies(suite), equivalence=store.equivalence(suite),
-                           experiment_id=store.experiment_id(suite))  # fmt: skip
+    results = SuiteResults(
+        suite,
+        records,
+        store.per_image_scores(records),
+        reference=load_reference(reference) if reference else None,
+        human=store.human_studies(suite),
+        equivalence=store.equivalence(suite),
+        experiment_id=store.experiment_id(suite),
+    )
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
         if len(arrays) == 2:
@@ -206,31 +231,45 @@ def cells_view(results: SuiteResults, summaries: list[CellSummary], mlflow_url: 
         for column in columns:
             value = _cell_value(summary, column.key)
             interval = summary.intervals.get(column.key)
-            cells.append({
-                "text": readable(value, column.unit) if not column.text else str(value),
-                "sort": "" if value is None else value,
-                "interval": f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else None,
-                "best": index in best.get(column.key, ()),
-                "column": column,
-            })  # fmt: skip
+            cells.append(
+                {
+                    "text": readable(value, column.unit) if not column.text else str(value),
+                    "sort": "" if value is None else value,
+                    "interval": f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else None,
+                    "best": index in best.get(column.key, ()),
+                    "column": column,
+                }
+            )
         runs = []
         if mlflow_url and results.experiment_id:
-            runs = [{"seed": seed, "href": run_url(mlflow_url, results.experiment_id, run_id)}
-                    for seed, run_id in zip(summary.seeds, summary.run_ids, strict=True)]  # fmt: skip
+            runs = [
+                {"seed": seed, "href": run_url(mlflow_url, results.experiment_id, run_id)}
+                for seed, run_id in zip(summary.seeds, summary.run_ids, strict=True)
+            ]
         rows.append({"cells": cells, "runs": runs})
     return {"columns": columns, "rows": rows, "mlflow": bool(mlflow_url and results.experiment_id)}
 
 
 VERDICT_TEXT = {
-    "better": "better", "worse": "worse", "equivalent": "equivalent (within the margin)",
+    "better": "better",
+    "worse": "worse",
+    "equivalent": "equivalent (within the margin)",
     "undecided": "undecided",
-}  # fmt: skip
+}
 
 
 def comparison_anchor(c: Comparison) -> str:
     """A stable id of a comparison's row, so the safe-compression table can link to its evidence."""
-    parts = [c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule,
-             c.explainer or "accuracy", c.metric, f"{c.compression_rate:g}"]  # fmt: skip
+    parts = [
+        c.model,
+        c.pruning_method,
+        c.pruning_scope,
+        c.pruning_granularity,
+        c.pruning_schedule,
+        c.explainer or "accuracy",
+        c.metric,
+        f"{c.compression_rate:g}",
+    ]
     return "cmp-" + "-".join("".join(ch if ch.isalnum() else "_" for ch in part) for part in parts)
 
 
@@ -241,22 +280,40 @@ def _effect_row(c: Comparison, arrow: str) -> dict[str, Any]:
         verdict += f" (about {c.seeds_needed} seeds would decide it)"
     return {
         "id": comparison_anchor(c),
-        "model": c.model, "pruning": pruning, "explainer": c.explainer or "–", "metric": f"{c.metric} {arrow}",
-        "rate": f"{c.compression_rate:g}", "reference": readable(c.reference_mean), "variant": readable(c.variant_mean),
-        "diff": readable(c.mean_diff), "interval": f"[{c.ci_low:.3g}, {c.ci_high:.3g}]",
-        "effect": readable(c.effect_size), "p": f"{c.p:.2g}", "p_holm": f"{c.p_holm:.2g}", "verdict": verdict,
-        "margin": f"±{c.margin:.3g}", "p_equivalent_holm": f"{c.p_equivalent_holm:.2g}", "state": c.verdict,
-        "images": c.n_images, "excluded": c.n_excluded, "seeds": c.n_seeds, "significant": c.significant,
-        "better": c.better, "fewer_seeds": c.fewer_seeds_than_suite, "suite_seeds": c.suite_seeds,
-    }  # fmt: skip
+        "model": c.model,
+        "pruning": pruning,
+        "explainer": c.explainer or "–",
+        "metric": f"{c.metric} {arrow}",
+        "rate": f"{c.compression_rate:g}",
+        "reference": readable(c.reference_mean),
+        "variant": readable(c.variant_mean),
+        "diff": readable(c.mean_diff),
+        "interval": f"[{c.ci_low:.3g}, {c.ci_high:.3g}]",
+        "effect": readable(c.effect_size),
+        "p": f"{c.p:.2g}",
+        "p_holm": f"{c.p_holm:.2g}",
+        "verdict": verdict,
+        "margin": f"±{c.margin:.3g}",
+        "p_equivalent_holm": f"{c.p_equivalent_holm:.2g}",
+        "state": c.verdict,
+        "images": c.n_images,
+        "excluded": c.n_excluded,
+        "seeds": c.n_seeds,
+        "significant": c.significant,
+        "better": c.better,
+        "fewer_seeds": c.fewer_seeds_than_suite,
+        "suite_seeds": c.suite_seeds,
+    }
 
 
 def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
     def arrow(metric: str) -> str:
         return "↑" if metric == ACCURACY or results.higher_is_better(metric) else "↓"
 
-    ordered = sorted(stats.comparisons, key=lambda c: (c.model, c.pruning_method, c.explainer is None,
-                                                       c.explainer or "", c.metric, c.compression_rate))  # fmt: skip
+    ordered = sorted(
+        stats.comparisons,
+        key=lambda c: (c.model, c.pruning_method, c.explainer is None, c.explainer or "", c.metric, c.compression_rate),
+    )
     rows = [_effect_row(c, arrow(c.metric)) for c in ordered]
     return {
         "decided": [r for r in rows if r["state"] in ("better", "worse")],
@@ -285,21 +342,34 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
         steps = []
         for rate in safe.rates:
             blockers = safe.blocking[rate]
-            steps.append({
-                "rate": f"{rate:g}", "safe": not blockers,
-                "blockers": [
-                    {"text": "accuracy: no comparison"} if c is None else
-                    {"text": f"{c.metric}: {VERDICT_TEXT[c.verdict]} (Δ {c.mean_diff:.3g}, margin ±{c.margin:.3g})",
-                     "href": "#" + comparison_anchor(c)}
-                    for c in blockers
-                ],
-            })  # fmt: skip
-        rows.append({
-            "model": safe.model, "explainer": safe.explainer,
-            "pruning": f"{safe.pruning_method} ({safe.pruning_scope}, {safe.pruning_granularity}, "
-                       f"{safe.pruning_schedule})",
-            "safe_rate": f"{safe.safe_rate:g}" if safe.found else "none", "found": safe.found, "steps": steps,
-        })  # fmt: skip
+            steps.append(
+                {
+                    "rate": f"{rate:g}",
+                    "safe": not blockers,
+                    "blockers": [
+                        {"text": "accuracy: no comparison"}
+                        if c is None
+                        else {
+                            "text": (
+                                f"{c.metric}: {VERDICT_TEXT[c.verdict]} (Δ {c.mean_diff:.3g}, margin ±{c.margin:.3g})"
+                            ),
+                            "href": "#" + comparison_anchor(c),
+                        }
+                        for c in blockers
+                    ],
+                }
+            )
+        rows.append(
+            {
+                "model": safe.model,
+                "explainer": safe.explainer,
+                "pruning": f"{safe.pruning_method} ({safe.pruning_scope}, {safe.pruning_granularity}, "
+                f"{safe.pruning_schedule})",
+                "safe_rate": f"{safe.safe_rate:g}" if safe.found else "none",
+                "found": safe.found,
+                "steps": steps,
+            }
+        )
     return {"rows": rows, "found": sum(r["found"] for r in rows)}
 
 
@@ -308,13 +378,21 @@ def sweet_view(results: SuiteResults, stats: SuiteStats, max_accuracy_drop: floa
     rows = []
     for spot in spots:
         arrow = "↑" if results.higher_is_better(spot.metric) else "↓"
-        rows.append({
-            "model": spot.model, "pruning": spot.pruning_method, "explainer": spot.explainer,
-            "metric": f"{spot.metric} {arrow}", "found": spot.found, "note": spot.note,
-            "rate": f"{spot.best.compression_rate:g}" if spot.best else "",
-            "diff": f"{spot.best.mean_diff:.3g} [{spot.best.ci_low:.3g}, {spot.best.ci_high:.3g}]" if spot.best else "",
-            "p_holm": f"{spot.best.p_holm:.2g}" if spot.best else "",
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": spot.model,
+                "pruning": spot.pruning_method,
+                "explainer": spot.explainer,
+                "metric": f"{spot.metric} {arrow}",
+                "found": spot.found,
+                "note": spot.note,
+                "rate": f"{spot.best.compression_rate:g}" if spot.best else "",
+                "diff": f"{spot.best.mean_diff:.3g} [{spot.best.ci_low:.3g}, {spot.best.ci_high:.3g}]"
+                if spot.best
+                else "",
+                "p_holm": f"{spot.best.p_holm:.2g}" if spot.best else "",
+            }
+        )
     return {"rows": rows, "found": sum(s.found for s in spots), "count": len(spots), "drop": max_accuracy_drop}
 
 
@@ -338,8 +416,9 @@ def _frame(x_low: float, x_high: float, y_low: float, y_high: float, log_x: bool
     return sx, sy
 
 
-def line_chart(title: str, subtitle: str, series: dict[str, list[tuple[float, float, float, float, str]]],
-               colors: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def line_chart(
+    title: str, subtitle: str, series: dict[str, list[tuple[float, float, float, float, str]]], colors: dict[str, str]
+) -> dict[str, Any]:
     """One panel: x = CR on a log2 axis; per series a line through the means and a band from the 95 % intervals;
     each point's title names its cell (hover)."""
     points = [p for values in series.values() for p in values if _finite(p[1])]
@@ -364,21 +443,37 @@ def line_chart(title: str, subtitle: str, series: dict[str, list[tuple[float, fl
             upper = [f"{sx(r):.1f},{sy(high):.1f}" for r, _, _, high, _ in banded]
             lower = [f"{sx(r):.1f},{sy(low):.1f}" for r, _, low, _, _ in reversed(banded)]
             band = " ".join(upper + lower)
-        chart["series"].append({
-            "color": colors.get(name, "#333"), "band": band,
-            "line": " ".join(f"{sx(r):.1f},{sy(v):.1f}" for r, v, *_ in finite) if len(finite) > 1 else "",
-            "dots": [{"x": sx(r), "y": sy(v), "title": f"{label}: {v:.4g}" + (
-                f" [{low:.3g}, {high:.3g}]" if _finite(low) else "")} for r, v, low, high, label in finite],
-        })  # fmt: skip
+        chart["series"].append(
+            {
+                "color": colors.get(name, "#333"),
+                "band": band,
+                "line": " ".join(f"{sx(r):.1f},{sy(v):.1f}" for r, v, *_ in finite) if len(finite) > 1 else "",
+                "dots": [
+                    {
+                        "x": sx(r),
+                        "y": sy(v),
+                        "title": f"{label}: {v:.4g}" + (f" [{low:.3g}, {high:.3g}]" if _finite(low) else ""),
+                    }
+                    for r, v, low, high, label in finite
+                ],
+            }
+        )
     return chart
 
 
-def scatter_chart(title: str, subtitle: str, x_label: str, y_label: str,
-                  points: list[tuple[float, float, str, bool]]) -> dict[str, Any]:  # fmt: skip
+def scatter_chart(
+    title: str, subtitle: str, x_label: str, y_label: str, points: list[tuple[float, float, str, bool]]
+) -> dict[str, Any]:
     """Accuracy (y) against a metric (x); Pareto-optimal points in red and joined, the rest grey."""
     finite = [p for p in points if _finite(p[0]) and _finite(p[1])]
-    chart: dict[str, Any] = {"title": title, "subtitle": subtitle, "series": [], "x_ticks": [], "y_ticks": [],
-                             "x_label": x_label}  # fmt: skip
+    chart: dict[str, Any] = {
+        "title": title,
+        "subtitle": subtitle,
+        "series": [],
+        "x_ticks": [],
+        "y_ticks": [],
+        "x_label": x_label,
+    }
     if not finite:
         chart["message"] = "no finite values"
         return chart
@@ -390,10 +485,15 @@ def scatter_chart(title: str, subtitle: str, x_label: str, y_label: str,
     front = sorted((p for p in finite if p[3]), key=lambda p: p[0])
     chart["front"] = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in front) if len(front) > 1 else ""
     chart["dots"] = [
-        {"x": sx(x), "y": sy(y), "r": 4 if optimal else 3, "color": "#d62728" if optimal else "#aaa",
-         "title": f"{label}: {x_label} {x:.4g}, {y_label} {y:.4g}" + (" (Pareto-optimal)" if optimal else "")}
+        {
+            "x": sx(x),
+            "y": sy(y),
+            "r": 4 if optimal else 3,
+            "color": "#d62728" if optimal else "#aaa",
+            "title": f"{label}: {x_label} {x:.4g}, {y_label} {y:.4g}" + (" (Pareto-optimal)" if optimal else ""),
+        }
         for x, y, label, optimal in finite
-    ]  # fmt: skip
+    ]
     return chart
 
 
@@ -427,8 +527,7 @@ def curves_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str
                 ]
             if metric == ACCURACY:  # accuracy does not depend on the explainer: one line
                 series = {ACCURACY: next(iter(series.values()))}
-            charts.append(line_chart(f"{metric} {arrow}", f"{model} · {pruning}", series,
-                                     {**colors, ACCURACY: "#222"}))  # fmt: skip
+            charts.append(line_chart(f"{metric} {arrow}", f"{model} · {pruning}", series, {**colors, ACCURACY: "#222"}))
     return {"charts": charts, "legend": [{"name": n, "color": colors[n]} for n in explainer_names]}
 
 
@@ -442,18 +541,27 @@ def pareto_view(results: SuiteResults, summaries: list[CellSummary]) -> list[dic
             (s.values[metric], s.values[ACCURACY], s.label, optimal) for s, optimal in zip(cells, front, strict=True)
         ]
         arrow = "↑" if results.higher_is_better(metric) else "↓"
-        charts.append(scatter_chart(f"accuracy ↑ vs {metric} {arrow}", f"{sum(front)} Pareto-optimal of {len(cells)} "
-                                    "cells", metric, "accuracy", points))  # fmt: skip
+        charts.append(
+            scatter_chart(
+                f"accuracy ↑ vs {metric} {arrow}",
+                f"{sum(front)} Pareto-optimal of {len(cells)} cells",
+                metric,
+                "accuracy",
+                points,
+            )
+        )
     return charts
 
 
 def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: SuiteStats) -> dict[str, Any]:
     names = results.metric_names
     oriented = {
-        m: [s.values.get(m) if results.higher_is_better(m) or not _finite(s.values.get(m)) else -s.values[m]
-            for s in summaries]
+        m: [
+            s.values.get(m) if results.higher_is_better(m) or not _finite(s.values.get(m)) else -s.values[m]
+            for s in summaries
+        ]
         for m in names
-    }  # fmt: skip
+    }
     rows, disagreements = [], []
     for a in names:
         cells = []
@@ -463,17 +571,28 @@ def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: S
                 cells.append({"text": "–", "style": "", "title": ""})
                 continue
             red, blue = (255, 40) if tau < 0 else (40, 255)
-            cells.append({"text": f"{tau:.2f}", "style": f"background:rgba({red},80,{blue},{abs(tau) * 0.45:.2f})",
-                          "title": f"{a} vs {b}: tau {tau:.3f} over {count} cells"})  # fmt: skip
+            cells.append(
+                {
+                    "text": f"{tau:.2f}",
+                    "style": f"background:rgba({red},80,{blue},{abs(tau) * 0.45:.2f})",
+                    "title": f"{a} vs {b}: tau {tau:.3f} over {count} cells",
+                }
+            )
             if a < b:
                 disagreements.append((tau, a, b))
         rows.append({"name": a, "cells": cells})
     disagreements.sort()
     reliability = [
-        {"metric": r.metric, "tau": readable(r.seed_tau), "pairs": r.seed_pairs, "comparisons": r.comparisons,
-         "significant": r.significant, "share": f"{r.significant_share:.0%}" if r.comparisons else "–"}
+        {
+            "metric": r.metric,
+            "tau": readable(r.seed_tau),
+            "pairs": r.seed_pairs,
+            "comparisons": r.comparisons,
+            "significant": r.significant,
+            "share": f"{r.significant_share:.0%}" if r.comparisons else "–",
+        }
         for r in stats.reliability
-    ]  # fmt: skip
+    ]
     return {
         "names": names,
         "rows": rows,
@@ -498,13 +617,18 @@ def gallery_view(results: SuiteResults, summaries: list[CellSummary]) -> list[di
                 for explainer in explainer_names:
                     summary = curves[(model, pruning, explainer)].get(rate)
                     image = results.gallery.get(summary.run_ids[0], {}).get(kind) if summary else None
-                    cells.append(None if image is None else {
-                        "src": "data:image/png;base64," + base64.b64encode(image).decode(),
-                        "alt": f"{summary.label} | seed {summary.seeds[0]}",  # type: ignore[union-attr]
-                    })  # fmt: skip
+                    cells.append(
+                        None
+                        if image is None
+                        else {
+                            "src": "data:image/png;base64," + base64.b64encode(image).decode(),
+                            "alt": f"{summary.label} | seed {summary.seeds[0]}",  # type: ignore[union-attr]
+                        }
+                    )
                 rows.append({"rate": f"{rate:g}", "cells": cells})
-            blocks.append({"title": f"{model} · {pruning} · {description}", "explainers": explainer_names,
-                           "rows": rows})  # fmt: skip
+            blocks.append(
+                {"title": f"{model} · {pruning} · {description}", "explainers": explainer_names, "rows": rows}
+            )
     return blocks
 
 
@@ -533,43 +657,82 @@ def human_view(results: SuiteResults) -> list[dict[str, Any]]:
             for pair in report["pairs"]:
                 holm_p = pair.get("p_holm")  # crossed workers and images; older reports had only the seed paper's
                 significant = holm_p is not None and holm_p < 0.05
-                rows.append({
-                    "label": f"{pair['a']} vs {pair['b']}", "a": pair["a_count"], "b": pair["b_count"],
-                    "equal": pair["equal_count"], "equal_rate": readable(pair["equal_rate"]),
-                    "chi2_p": _p(pair["chi2_p"]), "binom_p": _p(pair["binom_p"]), "p": _p(pair.get("p")),
-                    "holm_p": _p(holm_p),
-                    "verdict": (f"people prefer {pair['a'] if pair['a_count'] > pair['b_count'] else pair['b']}"
-                                if significant else "no detectable preference"),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "label": f"{pair['a']} vs {pair['b']}",
+                        "a": pair["a_count"],
+                        "b": pair["b_count"],
+                        "equal": pair["equal_count"],
+                        "equal_rate": readable(pair["equal_rate"]),
+                        "chi2_p": _p(pair["chi2_p"]),
+                        "binom_p": _p(pair["binom_p"]),
+                        "p": _p(pair.get("p")),
+                        "holm_p": _p(holm_p),
+                        "verdict": (
+                            f"people prefer {pair['a'] if pair['a_count'] > pair['b_count'] else pair['b']}"
+                            if significant
+                            else "no detectable preference"
+                        ),
+                    }
+                )
         else:
-            rows = [{"label": v["variant"], "answers": v["answers"], "accuracy": readable(v["accuracy"]),
-                     "dont_know": v.get("dont_know", 0), "known_accuracy": readable(v.get("known_accuracy"))}
-                    for v in report["variants"]]  # fmt: skip
+            rows = [
+                {
+                    "label": v["variant"],
+                    "answers": v["answers"],
+                    "accuracy": readable(v["accuracy"]),
+                    "dont_know": v.get("dont_know", 0),
+                    "known_accuracy": readable(v.get("known_accuracy")),
+                }
+                for v in report["variants"]
+            ]
         contrasts = [
-            {"label": f"{c['b']} - {c['a']}", "difference": readable(c["difference"]), "p": _p(c["p"]),
-             "holm_p": _p(c["p_holm"]), "interval": f"[{readable(c['ci_low'])}, {readable(c['ci_high'])}]"}
+            {
+                "label": f"{c['b']} - {c['a']}",
+                "difference": readable(c["difference"]),
+                "p": _p(c["p"]),
+                "holm_p": _p(c["p_holm"]),
+                "interval": f"[{readable(c['ci_low'])}, {readable(c['ci_high'])}]",
+            }
             for c in report.get("contrasts", [])
-        ]  # fmt: skip
+        ]
         agreement = [
-            {**row, "text": {"agreement": readable(row["agreement"]), "low": readable(row["ci_low"]),
-                             "high": readable(row["ci_high"]),
-                             "tau": "n/a" if row["kendall_tau"] is None else f"{row['kendall_tau']:+.2f}"}}
+            {
+                **row,
+                "text": {
+                    "agreement": readable(row["agreement"]),
+                    "low": readable(row["ci_low"]),
+                    "high": readable(row["ci_high"]),
+                    "tau": "n/a" if row["kendall_tau"] is None else f"{row['kendall_tau']:+.2f}",
+                },
+            }
             for row in report.get("agreement", [])
-        ]  # fmt: skip
-        studies.append({
-            "design": report["design"], "workers": report["workers"], "answers": report["answers"],
-            "alpha": "undefined" if report["alpha"] is None else f"{report['alpha']:.3f}",
-            "alpha_note": report.get("alpha_note", ""), "excluded": len(report.get("excluded_workers", [])),
-            "chi2_p": _p(report.get("chi2_p")), "rows": rows, "agreement": agreement, "run_id": report.get("run_id"),
-            "contrasts": contrasts, "p_note": report.get("p_note", ""),
-        })  # fmt: skip
+        ]
+        studies.append(
+            {
+                "design": report["design"],
+                "workers": report["workers"],
+                "answers": report["answers"],
+                "alpha": "undefined" if report["alpha"] is None else f"{report['alpha']:.3f}",
+                "alpha_note": report.get("alpha_note", ""),
+                "excluded": len(report.get("excluded_workers", [])),
+                "chi2_p": _p(report.get("chi2_p")),
+                "rows": rows,
+                "agreement": agreement,
+                "run_id": report.get("run_id"),
+                "contrasts": contrasts,
+                "p_note": report.get("p_note", ""),
+            }
+        )
     return studies
 
 
 def provenance_view(results: SuiteResults) -> list[tuple[str, str]]:
     keys = dict.fromkeys(k for r in results.records for k in (r.get("provenance") or {}))
-    rows = [(key, ", ".join(sorted({str((r.get("provenance") or {}).get(key, "")) for r in results.records})))
-            for key in keys]  # fmt: skip
+    rows = [
+        (key, ", ".join(sorted({str((r.get("provenance") or {}).get(key, "")) for r in results.records})))
+        for key in keys
+    ]
     return [*rows, ("date", _date(results.records))]
 
 

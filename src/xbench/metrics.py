@@ -308,9 +308,19 @@ def score(
         counter = context.counter
     else:
         with PassCounter(model) as counter:
-            raw = _quantus_scores(metric, params, model, x[scorable], y[scorable], attributions[scorable],
-                                  None if masks is None else masks[scorable], device, seed, explain_func,
-                                  tie_draw)  # fmt: skip
+            raw = _quantus_scores(
+                metric,
+                params,
+                model,
+                x[scorable],
+                y[scorable],
+                attributions[scorable],
+                None if masks is None else masks[scorable],
+                device,
+                seed,
+                explain_func,
+                tie_draw,
+            )
     result.forward_passes, result.backward_passes = counter.forward, counter.backward
     raw = np.asarray(raw, dtype=np.float64)
     if metric.batch_level:
@@ -321,10 +331,18 @@ def score(
 
 
 def _quantus_scores(
-    metric: Metric, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, attributions: np.ndarray,
-    masks: np.ndarray | None, device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None,
+    metric: Metric,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    attributions: np.ndarray,
+    masks: np.ndarray | None,
+    device: torch.device,
+    seed: int,
+    explain_func: Callable[..., np.ndarray] | None,
     tie_draw: int = 0,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Quantus's per-image result; for a metric that ranks features, its argsorts break ties by the `ties` policy."""
     quantus_class = quantus_class_for(metric)
     params = dict(params)

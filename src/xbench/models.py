@@ -61,9 +61,13 @@ def create_model(config: ModelConfig, num_classes: int, image_size: int | None =
         if not weights.is_file():
             raise XbenchInputError(f"weights file {str(weights)!r} does not exist", field="models[].pretrained")
         return timm_model(
-            config.name, num_classes, image_size, pretrained=True, pretrained_cfg_overlay={"file": str(weights)},
+            config.name,
+            num_classes,
+            image_size,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(weights)},
             **config.options,
-        )  # fmt: skip
+        )
     return timm_model(config.name, num_classes, image_size, pretrained=config.pretrained, **config.options)
 
 
@@ -85,10 +89,15 @@ class FitOptions:
     @classmethod
     def for_training(cls, train: TrainConfig) -> FitOptions:
         return cls(
-            train.epochs, train.lr, train.batch_size, train.weight_decay, train.lr_schedule,
-            optimizer=train.optimizer or "adamw", patience=train.early_stop_patience,
+            train.epochs,
+            train.lr,
+            train.batch_size,
+            train.weight_decay,
+            train.lr_schedule,
+            optimizer=train.optimizer or "adamw",
+            patience=train.early_stop_patience,
             validation_fraction=train.validation_fraction or 0.1,
-        )  # fmt: skip
+        )
 
 
 def _optimizer(model: nn.Module, options: FitOptions) -> torch.optim.Optimizer:
@@ -173,10 +182,14 @@ def _epoch_batches(
 
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     loader = DataLoader(
-        Subset(data.train_stream, training.tolist()), batch_size=batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(seed), num_workers=data.loader_workers,
-        worker_init_fn=_seed_loader_worker, persistent_workers=False,
-    )  # fmt: skip
+        Subset(data.train_stream, training.tolist()),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=data.loader_workers,
+        worker_init_fn=_seed_loader_worker,
+        persistent_workers=False,
+    )
     yield from loader
 
 
@@ -227,9 +240,11 @@ def model_preprocessing(config: ModelConfig) -> Preprocessing:
         return Preprocessing()
     interpolation = pretrained.interpolation if pretrained.interpolation in ("bilinear", "bicubic") else "bilinear"
     return Preprocessing(
-        mean=tuple(pretrained.mean), std=tuple(pretrained.std), interpolation=interpolation,
+        mean=tuple(pretrained.mean),
+        std=tuple(pretrained.std),
+        interpolation=interpolation,
         crop_pct=pretrained.crop_pct or 0.875,
-    )  # fmt: skip
+    )
 
 
 def trained_model_key(config: ModelConfig, data: ImageData, seed: int) -> str:

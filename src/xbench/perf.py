@@ -52,8 +52,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _fused_attention_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: object,
-                           **kwargs: object) -> int:  # fmt: skip
+def _fused_attention_flops(
+    query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: object, **kwargs: object
+) -> int:
     """FLOPs of one fused attention call: the two matmuls (Q K^T and softmax(.) V), as torch counts the CUDA kernels."""
     from torch.utils.flop_counter import sdpa_flop_count
 

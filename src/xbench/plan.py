@@ -96,9 +96,13 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         _check_name(pruners, config.method, f"pruning[{index}].method")
         for model in suite.models:
             message = prunability_error(
-                model.name, config.method, config.scope, config.granularity, suite.dataset.image_size,
+                model.name,
+                config.method,
+                config.scope,
+                config.granularity,
+                suite.dataset.image_size,
                 tuple(sorted(model.options.items())),
-            )  # fmt: skip
+            )
             if message:
                 raise XbenchInputError(message, field=f"pruning[{index}].method")
     if suite.reference is not None:

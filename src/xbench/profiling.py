@@ -40,8 +40,17 @@ def parse_prune(spec: str) -> tuple[str, float]:
     return method, value
 
 
-def prune_for_profile(model: nn.Module, model_name: str, method: str, rate: float, scope: str, granularity: str,
-                      image_size: int, num_classes: int, device: torch.device) -> nn.Module:  # fmt: skip
+def prune_for_profile(
+    model: nn.Module,
+    model_name: str,
+    method: str,
+    rate: float,
+    scope: str,
+    granularity: str,
+    image_size: int,
+    num_classes: int,
+    device: torch.device,
+) -> nn.Module:
     """The pruned variant, checked as a suite checks it: a request the method cannot carry out on this architecture
     (e.g. channel pruning of a ViT with scope conv, which removes nothing) and a variant that misses the requested
     compression rate are input errors, never a row of figures."""
@@ -93,9 +102,13 @@ def profile(
             original, model_name, method, rate, scope, granularity, image_size, num_classes, device
         )
     result: dict[str, Any] = {
-        "model": model_name, "image_size": image_size, "device": device_name(device), "scope": scope,
-        **settings.model_dump(), "variants": {},
-    }  # fmt: skip
+        "model": model_name,
+        "image_size": image_size,
+        "device": device_name(device),
+        "scope": scope,
+        **settings.model_dump(),
+        "variants": {},
+    }
     for label, model in variants.items():
         figures = Figures(sparsity_report(model, scope, original=original))
         figures.update(measure(model, image_size, device, settings))

@@ -74,9 +74,16 @@ def structured_pruner(
 ) -> Callable[[ChannelImportance], ChannelImportance]:
     def decorator(factory: ChannelImportance) -> ChannelImportance:
         pruners.register(name)(
-            Pruner(name, "structured", version, _first_line(factory), channel_importance=factory,
-                   needs_gradients=needs_gradients, needs_batchnorm=needs_batchnorm)
-        )  # fmt: skip
+            Pruner(
+                name,
+                "structured",
+                version,
+                _first_line(factory),
+                channel_importance=factory,
+                needs_gradients=needs_gradients,
+                needs_batchnorm=needs_batchnorm,
+            )
+        )
         return factory
 
     return decorator
@@ -161,8 +168,9 @@ def sparsity_report(model: nn.Module, scope: str, original: nn.Module | None = N
     given) / nonzero params of this one, so unstructured zeros and removed channels count alike.
     """
     total, nonzero, scope_total, scope_nonzero = _counts(model, scope)
-    original_total, _, original_scope, _ = _counts(original, scope) if original is not None else (
-        total, 0, scope_total, 0)  # fmt: skip
+    original_total, _, original_scope, _ = (
+        _counts(original, scope) if original is not None else (total, 0, scope_total, 0)
+    )
     return {
         "params": float(total),
         "params_nonzero": float(nonzero),
@@ -225,9 +233,14 @@ def finetune_options(config: PruningConfig, train: TrainConfig) -> FitOptions:
     """Fine-tuning after each pruning step: constant learning rate, the training batch size unless set."""
     tune = config.finetune
     return FitOptions(
-        epochs=tune.epochs, lr=tune.lr, batch_size=tune.batch_size or train.batch_size, optimizer=tune.optimizer,
-        max_steps=tune.steps, validation_fraction=tune.validation_fraction, patience=tune.early_stop_patience,
-    )  # fmt: skip
+        epochs=tune.epochs,
+        lr=tune.lr,
+        batch_size=tune.batch_size or train.batch_size,
+        optimizer=tune.optimizer,
+        max_steps=tune.steps,
+        validation_fraction=tune.validation_fraction,
+        patience=tune.early_stop_patience,
+    )
 
 
 def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: float, train: TrainConfig) -> str:
@@ -250,17 +263,34 @@ def pruned_model_key(base_key: str, config: PruningConfig, compression_rate: flo
 
 # Layer attributes that change when channels are removed; with the tensor shapes they let a timm model be rebuilt.
 _STRUCTURE_ATTRIBUTES = (
-    "in_channels", "out_channels", "groups", "num_features", "in_features", "out_features", "normalized_shape",
-    "num_channels", "head_hidden_size", "embed_dim", "num_heads", "head_dim", "attn_dim", "scale",
-)  # fmt: skip
+    "in_channels",
+    "out_channels",
+    "groups",
+    "num_features",
+    "in_features",
+    "out_features",
+    "normalized_shape",
+    "num_channels",
+    "head_hidden_size",
+    "embed_dim",
+    "num_heads",
+    "head_dim",
+    "attn_dim",
+    "scale",
+)
 _SOLVER_TOLERANCE = 0.005  # relative distance to the requested parameter count at which the ratio search stops
 PRUNED_CACHE_FORMAT = 2  # safetensors weights + JSON structure
 
 
 def _remove_channels(
-    model: nn.Module, pruner: Pruner, config: PruningConfig, ratio: float, data: ImageData, seed: int,
+    model: nn.Module,
+    pruner: Pruner,
+    config: PruningConfig,
+    ratio: float,
+    data: ImageData,
+    seed: int,
     device: torch.device,
-) -> None:  # fmt: skip
+) -> None:
     import torch_pruning as tp
 
     torch.manual_seed(seed)
@@ -269,17 +299,27 @@ def _remove_channels(
     if config.scope == "conv":
         ignored += [m for m in model.modules() if isinstance(m, nn.Linear)]
     # timm attention (ViT, DeiT): prune within each head's dimensions, keeping the number of heads.
-    attentions = [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear) and
-                  isinstance(getattr(m, "num_heads", None), int)]  # fmt: skip
+    attentions = [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
+    ]
     # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
     # embedding) is right, so its warning about them is only noise.
     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
     example_inputs = data.train_examples(slice(0, 2))[0].to(device)
     channel_pruner = tp.pruner.BasePruner(
-        model, example_inputs, importance=pruner.channel_importance(), pruning_ratio=ratio,
-        global_pruning=config.granularity == "global", max_pruning_ratio=0.95, ignored_layers=ignored,
-        num_heads={m.qkv: m.num_heads for m in attentions}, prune_head_dims=True, prune_num_heads=False,
-    )  # fmt: skip
+        model,
+        example_inputs,
+        importance=pruner.channel_importance(),
+        pruning_ratio=ratio,
+        global_pruning=config.granularity == "global",
+        max_pruning_ratio=0.95,
+        ignored_layers=ignored,
+        num_heads={m.qkv: m.num_heads for m in attentions},
+        prune_head_dims=True,
+        prune_num_heads=False,
+    )
     if pruner.needs_gradients:
         model.zero_grad()
         x, y = data.train_examples(slice(0, 64))
@@ -296,9 +336,13 @@ def _remove_channels(
 
 @functools.cache
 def unprunable_reason(
-    model_name: str, method: str, scope: str, granularity: str, image_size: int,
+    model_name: str,
+    method: str,
+    scope: str,
+    granularity: str,
+    image_size: int,
     options: tuple[tuple[str, Any], ...] = (),
-) -> str | None:  # fmt: skip
+) -> str | None:
     """Why `method` cannot prune this architecture, found by pruning a randomly initialised copy once; None if it can.
 
     Run at plan time, so a suite fails before any training instead of mid-way.
@@ -329,9 +373,13 @@ _UNSTRUCTURED_TOLERANCE = 0.01
 
 
 def prunability_error(
-    model_name: str, method: str, scope: str, granularity: str, image_size: int,
+    model_name: str,
+    method: str,
+    scope: str,
+    granularity: str,
+    image_size: int,
     options: tuple[tuple[str, Any], ...] = (),
-) -> str | None:  # fmt: skip
+) -> str | None:
     """The message for a request `method` cannot carry out on this architecture (naming a scope that works), or None.
 
     Suites (at plan time) and `xbench profile` both use it, so a no-op prune is refused the same way everywhere.
@@ -340,9 +388,10 @@ def prunability_error(
     if reason is None:
         return None
     working = [
-        other for other in SCOPES
+        other
+        for other in SCOPES
         if other != scope and unprunable_reason(model_name, method, other, granularity, image_size, options) is None
-    ]  # fmt: skip
+    ]
     hint = f"; use scope {working[0]!r}, which can" if working else ""
     return f"{method} cannot prune {model_name}: {reason}{hint}"
 
@@ -360,9 +409,14 @@ def achieved_rate_error(requested: float, achieved: float, structured: bool, cou
 
 
 def channel_pruned(
-    model: nn.Module, pruner: Pruner, config: PruningConfig, target_params: float, data: ImageData, seed: int,
+    model: nn.Module,
+    pruner: Pruner,
+    config: PruningConfig,
+    target_params: float,
+    data: ImageData,
+    seed: int,
     device: torch.device,
-) -> tuple[nn.Module, float]:  # fmt: skip
+) -> tuple[nn.Module, float]:
     """A copy of `model` with channels removed until it has about `target_params` parameters, and the channel ratio.
 
     Users ask for a compression rate; torch-pruning takes a channel ratio, so the ratio is found by bisection
@@ -392,9 +446,10 @@ def structure_of(model: nn.Module) -> dict[str, Any]:
         tensors = {**module._parameters, **module._buffers}
         shapes = {key: list(value.shape) for key, value in tensors.items() if value is not None}
         attributes = {
-            key: getattr(module, key) for key in _STRUCTURE_ATTRIBUTES
+            key: getattr(module, key)
+            for key in _STRUCTURE_ATTRIBUTES
             if isinstance(getattr(module, key, None), (int, float, tuple, list))
-        }  # fmt: skip
+        }
         if shapes or attributes:
             record[name] = {"shapes": shapes, "attributes": attributes}
     return record

@@ -63,9 +63,18 @@ def replication_rows(reference: Reference, summaries: list[Any]) -> list[dict[st
         ours = summary.values[reference.figure] * reference.scale
         low, high = (v * reference.scale for v in summary.intervals.get(reference.figure, (math.nan, math.nan)))
         published = reference.by_compression_rate[rate]
-        rows.append({
-            "model": summary.model, "pruning": summary.pruning_method, "compression_rate": summary.compression_rate,
-            "reference": published, "ours": ours, "low": low, "high": high, "difference": ours - published,
-            "inside": bool(low <= published <= high), "seeds": len(summary.seeds),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": summary.model,
+                "pruning": summary.pruning_method,
+                "compression_rate": summary.compression_rate,
+                "reference": published,
+                "ours": ours,
+                "low": low,
+                "high": high,
+                "difference": ours - published,
+                "inside": bool(low <= published <= high),
+                "seeds": len(summary.seeds),
+            }
+        )
     return sorted(rows, key=lambda r: (r["model"], r["pruning"] != "none", r["compression_rate"]))

@@ -159,8 +159,9 @@ def _batch_sizes(figures: dict[str, float], prefix: str) -> list[int]:
     return sorted(int(k.removeprefix(prefix)) for k in figures if k.startswith(prefix) and k[len(prefix) :].isdigit())
 
 
-def to_record(result: CellResult, suite: str, run_id: str = "", start_time: int = 0,
-              provenance: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def to_record(
+    result: CellResult, suite: str, run_id: str = "", start_time: int = 0, provenance: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The flat export record of a cell result (keys documented in the README); NaN becomes None."""
     cell, figures = result.cell, result.figures
     pruning = cell.pruning

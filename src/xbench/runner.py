@@ -104,9 +104,18 @@ class CellExecutor:
         key = pruned_model_key(base.key, config, cell.compression_rate, cell.model.train)
         if key not in self._variants:
             model = pruned_model(
-                base.model, base.key, cell.model.name, config, cell.compression_rate, data, cell.model.train,
-                cell.seed, self.cache, self.device, cell.model.options,
-            )  # fmt: skip
+                base.model,
+                base.key,
+                cell.model.name,
+                config,
+                cell.compression_rate,
+                data,
+                cell.model.train,
+                cell.seed,
+                self.cache,
+                self.device,
+                cell.model.options,
+            )
             self._keep(self._measured(key, model, cell, data, config.scope, reference=base))
         self._variants.move_to_end(key)
         return self._variants[key]
@@ -121,18 +130,30 @@ class CellExecutor:
         holds what the figures depend on: the variant, its reference, the eval images, the perf settings, the
         device that timed them (a GPU's name; a CPU's model and torch's thread count), and the libraries' versions."""
         identity = {
-            "variant": key, "scope": scope, "reference": reference.key if reference else None,
-            "eval": data.fingerprint, "perf": cell.perf.model_dump(mode="json"), "device": device_name(self.device),
-            "libraries": library_versions(), "version": FIGURES_VERSION,
-        }  # fmt: skip
+            "variant": key,
+            "scope": scope,
+            "reference": reference.key if reference else None,
+            "eval": data.fingerprint,
+            "perf": cell.perf.model_dump(mode="json"),
+            "device": device_name(self.device),
+            "libraries": library_versions(),
+            "version": FIGURES_VERSION,
+        }
         path = self.cache.path("figures", content_key(identity), ".json")
         cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
         if cached is not None:
             figures = Figures(cached["values"], cached["missing"])
             return _Variant(key, model, figures, np.asarray(cached["correct"], dtype=bool))
         variant = self._measure(key, model, cell, data, scope, reference)
-        self.cache.write_json(path, {"values": variant.figures.values, "missing": variant.figures.missing,
-                                     "correct": variant.correct.tolist(), "identity": identity})  # fmt: skip
+        self.cache.write_json(
+            path,
+            {
+                "values": variant.figures.values,
+                "missing": variant.figures.missing,
+                "correct": variant.correct.tolist(),
+                "identity": identity,
+            },
+        )
         return variant
 
     def _measure(
@@ -155,8 +176,9 @@ class CellExecutor:
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
         """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
         plugin = explainers.get(cell.explainer.name)
-        key = content_key([variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version,
-                           library_versions()])  # fmt: skip
+        key = content_key(
+            [variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version, library_versions()]
+        )
         path = self.cache.path("explanations", key, ".npy")
         meta = self.cache.path("explanations", key, ".json")
         cost = self.cache.read(meta, lambda p: json.loads(p.read_text()), path)
@@ -177,13 +199,32 @@ class CellExecutor:
         self.cache.write_json(meta, {**cost, "cell": cell.model_dump(mode="json")})
         return attributions, cost
 
-    def _score(self, cell: Cell, spec: ComponentSpec, variant: _Variant, data: ImageData, attributions: np.ndarray,
-               explain_func: Any, explain_again: Any, tie_draw: int) -> Scored:  # fmt: skip
+    def _score(
+        self,
+        cell: Cell,
+        spec: ComponentSpec,
+        variant: _Variant,
+        data: ImageData,
+        attributions: np.ndarray,
+        explain_func: Any,
+        explain_again: Any,
+        tie_draw: int,
+    ) -> Scored:
         return score(
-            metrics.get(spec.name), spec.params, variant.model, data.eval_x.numpy(), data.eval_y.numpy(),
-            attributions, data.eval_masks, self.device, cell.seed, explain_func, engine=cell.engine,
-            explain_tensor_func=explain_again, tie_draw=tie_draw,
-        )  # fmt: skip
+            metrics.get(spec.name),
+            spec.params,
+            variant.model,
+            data.eval_x.numpy(),
+            data.eval_y.numpy(),
+            attributions,
+            data.eval_masks,
+            self.device,
+            cell.seed,
+            explain_func,
+            engine=cell.engine,
+            explain_tensor_func=explain_again,
+            tie_draw=tie_draw,
+        )
 
     def execute(self, cell: Cell) -> CellResult:
         """The cell's typed result: figures, per-image scores of every metric and references to raw arrays (the
@@ -196,9 +237,13 @@ class CellExecutor:
         if cell.eval_selection is not None:  # explanations and metrics on the selected images only
             selected = self.selection(cell, pool)
             data = pool.eval_subset(np.asarray(selected["indices"], dtype=np.int64))
-            figures.values.update({"eval_candidates": float(selected["candidates"]),
-                                   "eval_qualified": float(selected["qualified"]),
-                                   "eval_selected": float(len(selected["indices"]))})  # fmt: skip
+            figures.values.update(
+                {
+                    "eval_candidates": float(selected["candidates"]),
+                    "eval_qualified": float(selected["qualified"]),
+                    "eval_selected": float(len(selected["indices"])),
+                }
+            )
         attributions, cost = self.explanations(cell, variant, data)
         images = len(attributions)
         figures.values["explain_seconds"] = cost["seconds"]
@@ -228,14 +273,17 @@ class CellExecutor:
             started = time.perf_counter()
             tie_std, passes, missing = None, (0, 0), None
             try:
-                scored = [self._score(cell, spec, variant, data, attributions, explain_func, explain_again, draw)
-                          for draw in range(draws)]  # fmt: skip
+                scored = [
+                    self._score(cell, spec, variant, data, attributions, explain_func, explain_again, draw)
+                    for draw in range(draws)
+                ]
                 # Over several tie orders, an image's score is its mean over them; the spread says how much ties
                 # decide the cell's score.
                 scores = np.mean([s.scores for s in scored], axis=0)
                 if draws > 1:
-                    tie_std = float(np.std([np.nanmean(s.scores) if np.isfinite(s.scores).any() else math.nan
-                                            for s in scored]))  # fmt: skip
+                    tie_std = float(
+                        np.std([np.nanmean(s.scores) if np.isfinite(s.scores).any() else math.nan for s in scored])
+                    )
                 passes = (sum(s.forward_passes for s in scored), sum(s.backward_passes for s in scored))
             except XbenchInputError:
                 raise
@@ -250,11 +298,18 @@ class CellExecutor:
                     else "the metric gave NaN for every image"
                 )
             results[spec.name] = MetricResult(
-                name=spec.name, higher_is_better=metric.higher_is_better, engine=engine, version=metric.version,
-                per_image=tuple(float(v) if math.isfinite(v) else None for v in scores), tie_std=tie_std,
-                seconds=time.perf_counter() - started, forward_passes_per_image=passes[0] / images,
-                backward_passes_per_image=passes[1] / images, missing=missing, batch_level=metric.batch_level,
-            )  # fmt: skip
+                name=spec.name,
+                higher_is_better=metric.higher_is_better,
+                engine=engine,
+                version=metric.version,
+                per_image=tuple(float(v) if math.isfinite(v) else None for v in scores),
+                tie_std=tie_std,
+                seconds=time.perf_counter() - started,
+                forward_passes_per_image=passes[0] / images,
+                backward_passes_per_image=passes[1] / images,
+                missing=missing,
+                batch_level=metric.batch_level,
+            )
         count = min(cell.gallery_images or GALLERY_IMAGES, images)
         pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
         return CellResult(
@@ -298,9 +353,18 @@ class CellExecutor:
             return base, base_key
         config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
         model = pruned_model(
-            base, base_key, cell.model.name, config, cell.compression_rate, data, cell.model.train, cell.seed,
-            self.cache, self.device, cell.model.options,
-        )  # fmt: skip
+            base,
+            base_key,
+            cell.model.name,
+            config,
+            cell.compression_rate,
+            data,
+            cell.model.train,
+            cell.seed,
+            self.cache,
+            self.device,
+            cell.model.options,
+        )
         return model, pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
 
     def selection(self, cell: Cell, data: ImageData) -> dict[str, Any]:
@@ -309,8 +373,15 @@ class CellExecutor:
         for every cell of the model: {"indices", "qualified", "candidates", "per_class"}."""
         spec = cell.eval_selection
         assert spec is not None
-        key = content_key([spec.model_dump(mode="json"), cell.model.model_dump(mode="json"), data.fingerprint,
-                           cell.data_seed, library_versions()])  # fmt: skip
+        key = content_key(
+            [
+                spec.model_dump(mode="json"),
+                cell.model.model_dump(mode="json"),
+                data.fingerprint,
+                cell.data_seed,
+                library_versions(),
+            ]
+        )
         path = self.cache.path("selections", key, ".json")
         cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
         if cached is not None:
@@ -329,8 +400,12 @@ class CellExecutor:
             taken = qualified[: spec.per_class] if spec.per_class else qualified
             chosen += taken
             per_class[name] = len(taken)
-        result = {"indices": sorted(chosen), "qualified": int(correct.sum()), "candidates": len(correct),
-                  "per_class": per_class}  # fmt: skip
+        result = {
+            "indices": sorted(chosen),
+            "qualified": int(correct.sum()),
+            "candidates": len(correct),
+            "per_class": per_class,
+        }
         if not chosen:
             raise XbenchInputError(
                 f"no eval image of {cell.model.name} is classified correctly by all {len(spec.group)} variants",
@@ -377,9 +452,11 @@ def prepare(suite: Suite, device: str, decided_elsewhere: str | None = None) -> 
     else:  # this process may have no such device: the parent run says where the decision was made
         environment = run_environment(torch.device("cpu")) | {"xbench.device": f"{device}, {decided_elsewhere}"}
     return PlannedSuite(
-        cells=cells, left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
-        device=device, environment=environment,
-    )  # fmt: skip
+        cells=cells,
+        left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
+        device=device,
+        environment=environment,
+    )
 
 
 def device_here(requested: str) -> str:

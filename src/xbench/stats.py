@@ -147,10 +147,15 @@ def crossed_mean(table: np.ndarray) -> CrossedMean:
         row_square / replicates, column_square / images, residual_square / (replicates * images), replicates, images
     )
     return CrossedMean(
-        mean, se, df, replicates, images,
-        max(row_square - residual_square / images, 0.0), max(column_square - residual_square / replicates, 0.0),
+        mean,
+        se,
+        df,
+        replicates,
+        images,
+        max(row_square - residual_square / images, 0.0),
+        max(column_square - residual_square / replicates, 0.0),
         residual_square,
-    )  # fmt: skip
+    )
 
 
 def planned_crossed_se(estimate: CrossedMean, replicates: int) -> tuple[float, float]:
@@ -228,8 +233,9 @@ def clustered_mean(values: np.ndarray, workers: Sequence[str], images: Sequence[
     # difference of three noisy terms cannot make a contrast look precise where worker and image effects cancel
     # (an identify study, each worker seeing each image in one variant, rejected 6-7 % of nulls without it).
     variance = max(by_worker + by_image - by_answer, by_worker, by_image)
-    return CrossedMean(mean, math.sqrt(variance), min(n_workers, n_images) - 1.0, n_workers, n_images,
-                       by_worker, by_image, by_answer)  # fmt: skip
+    return CrossedMean(
+        mean, math.sqrt(variance), min(n_workers, n_images) - 1.0, n_workers, n_images, by_worker, by_image, by_answer
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -279,9 +285,23 @@ def compare_paired(
     figures: dict[str, float | int] = {"n_seeds": table.shape[0], "n_images": table.size, "n_excluded": excluded}
     if table.shape[0] == 0 or table.shape[1] < 2:
         nan = math.nan
-        return {**figures, "reference_mean": nan, "variant_mean": nan, "mean_diff": nan, "ci_low": nan, "ci_high": nan,
-                "effect_size": nan, "p": nan, "p_equivalent": nan, "margin": margin, "df": nan, "se": nan,
-                "seed_sd": nan, "image_sd": nan, "residual_sd": nan}  # fmt: skip
+        return {
+            **figures,
+            "reference_mean": nan,
+            "variant_mean": nan,
+            "mean_diff": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "effect_size": nan,
+            "p": nan,
+            "p_equivalent": nan,
+            "margin": margin,
+            "df": nan,
+            "se": nan,
+            "seed_sd": nan,
+            "image_sd": nan,
+            "residual_sd": nan,
+        }
     kept = [seed for seed in seeds if np.isfinite(differences[seed]).sum() >= 2]
     usable = np.isfinite(np.stack([differences[s] for s in kept])).all(axis=0)
     estimate = crossed_mean(table)
@@ -371,14 +391,24 @@ class Comparison:
             return sd**2 if math.isfinite(sd) else math.nan
 
         images = self.n_images // self.n_seeds if self.n_seeds else 0
-        return CrossedMean(self.mean_diff, self.se, self.df, self.n_seeds, images, square(self.seed_sd),
-                           square(self.image_sd), square(self.residual_sd))  # fmt: skip
+        return CrossedMean(
+            self.mean_diff,
+            self.se,
+            self.df,
+            self.n_seeds,
+            images,
+            square(self.seed_sd),
+            square(self.image_sd),
+            square(self.residual_sd),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self), "better": self.better, "within_one_trained_model": self.within_one_trained_model,
+            **asdict(self),
+            "better": self.better,
+            "within_one_trained_model": self.within_one_trained_model,
             "fewer_seeds_than_suite": self.fewer_seeds_than_suite,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -498,9 +528,13 @@ def suite_stats(
     comparisons = []
     for (identity, figures), p_holm, p_equivalent_holm in zip(rows, adjusted, adjusted_equivalent, strict=True):
         comparison = Comparison(
-            **identity, **figures, suite_seeds=suite_seeds, p_holm=p_holm,  # type: ignore[arg-type]
-            p_equivalent_holm=p_equivalent_holm, significant=math.isfinite(p_holm) and p_holm < ALPHA,
-        )  # fmt: skip
+            **identity,
+            **figures,
+            suite_seeds=suite_seeds,
+            p_holm=p_holm,  # type: ignore[arg-type]
+            p_equivalent_holm=p_equivalent_holm,
+            significant=math.isfinite(p_holm) and p_holm < ALPHA,
+        )
         verdict = verdict_of(p_holm, p_equivalent_holm, comparison.better)
         needed = seeds_to_decide(comparison.estimate, comparison.margin, len(rows)) if verdict == "undecided" else None
         comparisons.append(replace(comparison, verdict=verdict, seeds_needed=needed))
@@ -512,12 +546,17 @@ def suite_stats(
     return SuiteStats(comparisons, reliability(records, comparisons, directions), seeds, described)
 
 
-def _identity(model: str, explainer: str | None, pruning: tuple[str, ...], rate: float, metric: str,
-              higher: bool) -> dict[str, Any]:  # fmt: skip
+def _identity(
+    model: str, explainer: str | None, pruning: tuple[str, ...], rate: float, metric: str, higher: bool
+) -> dict[str, Any]:
     return {
-        "model": model, "explainer": explainer, **dict(zip(PRUNING_FIELDS, pruning, strict=True)),
-        "compression_rate": rate, "metric": metric, "higher_is_better": higher,
-    }  # fmt: skip
+        "model": model,
+        "explainer": explainer,
+        **dict(zip(PRUNING_FIELDS, pruning, strict=True)),
+        "compression_rate": rate,
+        "metric": metric,
+        "higher_is_better": higher,
+    }
 
 
 def reliability(

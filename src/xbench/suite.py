@@ -58,12 +58,13 @@ class DatasetConfig(_Strict):
     augment: Augmentation | None = None
     loader_workers: int | None = Field(None, ge=0, description="DataLoader worker processes for training (default 2).")
     validation_size: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description=(
             "Image folders: images of the eval split, disjoint from the eval images, that early stopping validates on"
             " (the seed paper's 1,125) instead of a fraction of the training images."
         ),
-    )  # fmt: skip
+    )
 
     @model_serializer(mode="wrap")
     def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
@@ -209,10 +210,12 @@ class Suite(_Strict):
         "drop (0.01), a metric 0.2 × its SD across images at CR 1.",
     )
     gallery_images: int | None = Field(
-        None, ge=1, le=5000,
+        None,
+        ge=1,
+        le=5000,
         description="Eval images whose attributions each cell keeps as raw arrays (default 4): the leaderboard's"
         " gallery, and the stimuli `xbench human export` can draw from.",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _seeds_distinct(self) -> Suite:

@@ -216,9 +216,15 @@ class Store:
         mine: dict[str, str] = {}
         for cell in cells:
             if cell.cell_key not in held:
-                run = self.client.create_run(experiment_id, run_name=cell.label, tags={
-                    "mlflow.parentRunId": parent_id, ROLE_TAG: "cell", CELL_KEY_TAG: cell.cell_key,
-                })  # fmt: skip
+                run = self.client.create_run(
+                    experiment_id,
+                    run_name=cell.label,
+                    tags={
+                        "mlflow.parentRunId": parent_id,
+                        ROLE_TAG: "cell",
+                        CELL_KEY_TAG: cell.cell_key,
+                    },
+                )
                 mine[cell.cell_key] = run.info.run_id
         held |= self.resolve_claims(experiment_id, mine)
         return leases.Claims(mine, held, discarded)
@@ -273,9 +279,14 @@ class Store:
         self.client.set_terminated(run_id, status=status)
 
     def log_result(
-        self, experiment_id: str, parent_id: str, result: CellResult, artifacts: ArtifactStore,
-        extra_tags: dict[str, str] | None = None, claim: str | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        experiment_id: str,
+        parent_id: str,
+        result: CellResult,
+        artifacts: ArtifactStore,
+        extra_tags: dict[str, str] | None = None,
+        claim: str | None = None,
+    ) -> str:
         """Write one cell result as a finished child run (into its `claim` run, when it has one): params, metrics and
         tags for the UI, `result.json` (the result itself, what `load_cell_results` reads back), its raw arrays, and
         pictures drawn from them."""
@@ -295,11 +306,16 @@ class Store:
             self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
         source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
         name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
-        self.client.log_inputs(run_id, datasets=[
-            DatasetInput(Dataset(f"{name}-{split}", result.data_digest[:36], "xbench", source),
-                         tags=[InputTag("mlflow.data.context", context)])
-            for split, context in (("train", "training"), ("eval", "evaluation"))
-        ])  # fmt: skip
+        self.client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(f"{name}-{split}", result.data_digest[:36], "xbench", source),
+                    tags=[InputTag("mlflow.data.context", context)],
+                )
+                for split, context in (("train", "training"), ("eval", "evaluation"))
+            ],
+        )
         with tempfile.TemporaryDirectory(prefix="xbench-log-") as workdir:
             _result_files(result, artifacts, Path(workdir))
             self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
@@ -403,17 +419,26 @@ class Store:
         name = f"human study: {report['design']} ({report['answers']} answers)"
         tags = {ROLE_TAG: HUMAN_ROLE, HUMAN_KEY_TAG: key}
         run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        params = {"design": report["design"], "workers": report["workers"], "answers": report["answers"],
-                  "excluded_workers": len(report["excluded_workers"]),
-                  "min_check_accuracy": report["min_check_accuracy"]}  # fmt: skip
+        params = {
+            "design": report["design"],
+            "workers": report["workers"],
+            "answers": report["answers"],
+            "excluded_workers": len(report["excluded_workers"]),
+            "min_check_accuracy": report["min_check_accuracy"],
+        }
         values: dict[str, float | None] = {"alpha": report["alpha"]}
         if report["design"] == "pairwise":
             params["pairs"] = ", ".join(f"{p['a']}:{p['b']}" for p in report["pairs"])
             for p in report["pairs"]:
                 prefix = f"human.{p['a']} vs {p['b']}."
-                values |= {prefix + "prefer_a": p["a_rate"], prefix + "equal_rate": p["equal_rate"],
-                           prefix + "chi2_p": p["chi2_p"], prefix + "binom_p": p["binom_p"],
-                           prefix + "p": p["p"], prefix + "p_holm": p["p_holm"]}  # fmt: skip
+                values |= {
+                    prefix + "prefer_a": p["a_rate"],
+                    prefix + "equal_rate": p["equal_rate"],
+                    prefix + "chi2_p": p["chi2_p"],
+                    prefix + "binom_p": p["binom_p"],
+                    prefix + "p": p["p"],
+                    prefix + "p_holm": p["p_holm"],
+                }
         else:
             params["variants"] = ", ".join(v["variant"] for v in report["variants"])
             values["human.chi2_p"] = report["chi2_p"]
@@ -466,8 +491,13 @@ class Store:
 
 def _order(result: CellResult) -> tuple[Any, ...]:
     cell = result.cell
-    return (cell.model.name, cell.pruning.method if cell.pruning else "none", cell.compression_rate,
-            cell.explainer.name, cell.seed)  # fmt: skip
+    return (
+        cell.model.name,
+        cell.pruning.method if cell.pruning else "none",
+        cell.compression_rate,
+        cell.explainer.name,
+        cell.seed,
+    )
 
 
 def result_metrics(result: CellResult) -> dict[str, float]:
@@ -531,8 +561,10 @@ def _result_files(result: CellResult, artifacts: ArtifactStore, workdir: Path) -
         images = arrays["gallery_images"].astype(np.float64) / 255
         attributions = arrays["gallery_attributions"]
         titles = [result.class_names[result.labels[index]] for index in result.scored_images[: len(images)]]
-        pictures = {"heatmaps.png": drawing.heatmap_grid(images, attributions, titles, result.cell.label),
-                    **drawing.gallery_strips(images, attributions)}  # fmt: skip
+        pictures = {
+            "heatmaps.png": drawing.heatmap_grid(images, attributions, titles, result.cell.label),
+            **drawing.gallery_strips(images, attributions),
+        }
         for name, data in pictures.items():
             (workdir / name).write_bytes(data)
             files.append(workdir / name)

@@ -43,9 +43,12 @@ class PassTimes:
 
 
 def pass_times(
-    model: nn.Module, image_shape: tuple[int, ...], device: torch.device,
-    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256), repeats: int = 3,
-) -> PassTimes:  # fmt: skip
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    device: torch.device,
+    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256),
+    repeats: int = 3,
+) -> PassTimes:
     """The best per-image forward time over `batch_sizes`, and the backward time at that batch size."""
     model.to(device).eval()
 
@@ -82,9 +85,13 @@ def pass_times(
 
 
 def floor_run(
-    model: nn.Module, image_shape: tuple[int, ...], device: torch.device, batch_size: int, forward_passes: int,
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    device: torch.device,
+    batch_size: int,
+    forward_passes: int,
     backward_passes: int,
-) -> Callable[[], float]:  # fmt: skip
+) -> Callable[[], float]:
     """A timed run of just the passes a metric needs, at `batch_size` on distinct random inputs: forward passes
     under no_grad, and forward + backward (input gradients) for those that were back-propagated.
 
@@ -239,15 +246,23 @@ def orders_features(name: str) -> bool:
 
 
 def quantus_reference(
-    name: str, params: dict[str, Any], model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray,
-    device: torch.device, seed: int, explain_func: Callable[..., np.ndarray] | None = None,
-) -> tuple[np.ndarray, dict[str, Any], float]:  # fmt: skip
+    name: str,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    device: torch.device,
+    seed: int,
+    explain_func: Callable[..., np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[str, Any], float]:
     """Quantus's raw per-image output, the draws it made (for the engine to replay) and its wall time."""
     recorder = _recorder(name)
     extra = {"perturb_func": recorder} if recorder else {}
     quantus_class = quantus_class_for(metrics.get(name))
-    instance = quantus_class(**params, **extra, return_aggregate=False, disable_warnings=True,
-                             display_progressbar=False)  # fmt: skip
+    instance = quantus_class(
+        **params, **extra, return_aggregate=False, disable_warnings=True, display_progressbar=False
+    )
     model.to(device).eval()
     np.random.seed(seed)
     started = time.perf_counter()
@@ -255,9 +270,14 @@ def quantus_reference(
     with warnings.catch_warnings(), recording as argsorts:
         warnings.simplefilter("ignore")
         result = instance(
-            model=model, x_batch=x, y_batch=y, a_batch=a, device=str(device), batch_size=max(256, len(x)),
+            model=model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=a,
+            device=str(device),
+            batch_size=max(256, len(x)),
             explain_func=explain_func,
-        )  # fmt: skip
+        )
     seconds = time.perf_counter() - started  # the recorder's copies cost microseconds against the model's passes
     draws = _draws(name, recorder)
     if argsorts is not None:
@@ -268,9 +288,18 @@ def quantus_reference(
 
 
 def verify_metric(
-    name: str, model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, device: torch.device,
-    times: PassTimes, params: dict[str, Any], seed: int = 0, explainer: str = VERIFY_EXPLAINER, repeats: int = 3,
-) -> Verification:  # fmt: skip
+    name: str,
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    device: torch.device,
+    times: PassTimes,
+    params: dict[str, Any],
+    seed: int = 0,
+    explainer: str = VERIFY_EXPLAINER,
+    repeats: int = 3,
+) -> Verification:
     plugin = explainers.get(explainer)
     explainer_params = plugin.resolve({})
     needs_explain = metrics.get(name).needs_explain_func
@@ -366,10 +395,15 @@ def random_inputs(
 
 
 def verify_all(
-    model_name: str = "resnet18", image_size: int = 64, images: int = 8, seed: int = 0,
-    device: torch.device | None = None, names: list[str] | None = None,
-    progress: Callable[[str], None] | None = None, cases: list[str] | None = None,
-) -> tuple[list[Verification], PassTimes]:  # fmt: skip
+    model_name: str = "resnet18",
+    image_size: int = 64,
+    images: int = 8,
+    seed: int = 0,
+    device: torch.device | None = None,
+    names: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    cases: list[str] | None = None,
+) -> tuple[list[Verification], PassTimes]:
     """Every engine metric (or `names`) against Quantus; ROAD and IROF on a 1-channel copy of the model.
 
     `cases` (default: all of ATTRIBUTION_CASES) adds tied attributions for the metrics that order features; the
@@ -408,9 +442,13 @@ def verify_all(
                     continue
                 if metrics.get(name).needs_explain_func:
                     plugin = explainers.get(VERIFY_EXPLAINER)
-                    attributions = explain_tensor(
-                        plugin, plugin.resolve({}), model, torch.as_tensor(cx), torch.as_tensor(cy), device
-                    ).cpu().numpy()  # fmt: skip
+                    attributions = (
+                        explain_tensor(
+                            plugin, plugin.resolve({}), model, torch.as_tensor(cx), torch.as_tensor(cy), device
+                        )
+                        .cpu()
+                        .numpy()
+                    )
                 result = verify_metric(name, model, cx, cy, attributions, device, times, params[name], seed)
             result.case = case
             result.tie_share = float(tie_shares(attributions)["tie_share"].mean())

@@ -76,9 +76,20 @@ def export_command(
             field="--out",
         )
     study = build_study(
-        Store(tracking_uri), suite, design, parse_pairs(pairs), views, images, top_fraction,  # type: ignore[arg-type]
-        -1 if checks is None else checks, seed, model, explainer, model_seed, pruning,
-    )  # fmt: skip
+        Store(tracking_uri),
+        suite,
+        design,
+        parse_pairs(pairs),
+        views,
+        images,
+        top_fraction,  # type: ignore[arg-type]
+        -1 if checks is None else checks,
+        seed,
+        model,
+        explainer,
+        model_seed,
+        pruning,
+    )
     if force and (out / "stimuli").is_dir():
         import shutil
 

@@ -40,16 +40,19 @@ def profile_command(
         raise XbenchInputError(f"must be conv, conv_linear or all, got {scope!r}", field="--scope")
     if precision not in ("fp32", "bf16", "fp16"):
         raise XbenchInputError(f"must be fp32, bf16 or fp16, got {precision!r}", field="--precision")
-    settings = PerfConfig(warmup=warmup, repeats=repeats, precision=precision, channels_last=channels_last,
-                          compile=compile)  # fmt: skip
+    settings = PerfConfig(
+        warmup=warmup, repeats=repeats, precision=precision, channels_last=channels_last, compile=compile
+    )
     result = profile(model, image_size, batch_size, resolve_device(device), prune=prune, scope=scope, settings=settings)
     if format == "json":
         typer.echo(json.dumps(result, indent=2))
         return
     variants = result["variants"]
     layout = ", channels_last" if channels_last else ""
-    table = Table(title=f"{model} @ {image_size}px on {result['device']} ({precision}{layout}"
-                        f"{', compiled' if compile else ''}, {warmup} warm-up + {repeats} timed passes)")  # fmt: skip
+    table = Table(
+        title=f"{model} @ {image_size}px on {result['device']} ({precision}{layout}"
+        f"{', compiled' if compile else ''}, {warmup} warm-up + {repeats} timed passes)"
+    )
     table.add_column("figure")
     for label in variants:
         table.add_column(label, justify="right")

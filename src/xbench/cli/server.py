@@ -26,12 +26,23 @@ def server_command(
     """The `mlflow server` command line: runs in the database, artifacts uploaded to and served by the server
     (`--serve-artifacts`), so clients need nothing but the server's URL; with `auth`, MLflow's basic-auth app."""
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
-        "--serve-artifacts", "--artifacts-destination", str(artifacts.resolve()),
-        "--host", host, "--port", str(port), "--workers", str(workers),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts.resolve()),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
         *(["--app-name", "basic-auth"] if auth else []),
-    ]  # fmt: skip
+    ]
 
 
 def password_out_of_uri(uri: str) -> tuple[str, dict[str, str]]:

@@ -12,12 +12,42 @@ from pathlib import Path
 import typer
 
 COLUMNS = (
-    "model", "pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule", "explainer", "metric",
-    "compression_rate", "higher_is_better", "verdict", "margin", "n_seeds", "suite_seeds", "within_one_trained_model",
-    "fewer_seeds_than_suite", "n_images", "n_excluded", "reference_mean", "variant_mean", "mean_diff", "ci_low",
-    "ci_high", "effect_size", "p", "p_holm", "p_equivalent", "p_equivalent_holm", "significant", "better", "df", "se",
-    "seed_sd", "image_sd", "residual_sd", "seeds_needed",
-)  # fmt: skip
+    "model",
+    "pruning_method",
+    "pruning_scope",
+    "pruning_granularity",
+    "pruning_schedule",
+    "explainer",
+    "metric",
+    "compression_rate",
+    "higher_is_better",
+    "verdict",
+    "margin",
+    "n_seeds",
+    "suite_seeds",
+    "within_one_trained_model",
+    "fewer_seeds_than_suite",
+    "n_images",
+    "n_excluded",
+    "reference_mean",
+    "variant_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "effect_size",
+    "p",
+    "p_holm",
+    "p_equivalent",
+    "p_equivalent_holm",
+    "significant",
+    "better",
+    "df",
+    "se",
+    "seed_sd",
+    "image_sd",
+    "residual_sd",
+    "seeds_needed",
+)
 
 
 def _plain(value: object) -> object:

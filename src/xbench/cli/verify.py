@@ -56,30 +56,67 @@ def verify_metrics_command(
         raise XbenchInputError(f"unknown case(s) {', '.join(unknown_cases)}; choose from {choices}", field="--case")
     resolved = resolve_device(device)
     results, times = verify_all(
-        model, image_size, images, seed, resolved, names=metric or None, progress=lambda name: log(f"verifying {name}"),
+        model,
+        image_size,
+        images,
+        seed,
+        resolved,
+        names=metric or None,
+        progress=lambda name: log(f"verifying {name}"),
         cases=case or None,
-    )  # fmt: skip
+    )
     failed = [f"{r.metric} ({r.case})" for r in results if not r.max_abs_diff <= 1e-4]
     if format == "json":
-        typer.echo(json.dumps({
-            "model": model, "image_size": image_size, "images": images, "seed": seed, "device": str(resolved),
-            "best_batch_size": times.batch_size, "forward_seconds_per_image": times.forward,
-            "backward_seconds_per_image": times.backward, "metrics": [r.as_dict() for r in results],
-        }, indent=2))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {
+                    "model": model,
+                    "image_size": image_size,
+                    "images": images,
+                    "seed": seed,
+                    "device": str(resolved),
+                    "best_batch_size": times.batch_size,
+                    "forward_seconds_per_image": times.forward,
+                    "backward_seconds_per_image": times.backward,
+                    "metrics": [r.as_dict() for r in results],
+                },
+                indent=2,
+            )
+        )
     else:
-        table = Table(title=f"torch engine vs Quantus 0.6: {model} @ {image_size}px, {images} images, {resolved} "
-                            f"(best batch {times.batch_size}: {times.forward * 1e3:.2f} ms forward, "
-                            f"{times.backward * 1e3:.2f} ms backward per image)")  # fmt: skip
-        for column in ("metric", "attributions", "tie share", "max |diff|", "engine s", "quantus s", "floor s",
-                       "engine/floor", "speed-up", "passes fwd/bwd", "note"):  # fmt: skip
+        table = Table(
+            title=f"torch engine vs Quantus 0.6: {model} @ {image_size}px, {images} images, {resolved} "
+            f"(best batch {times.batch_size}: {times.forward * 1e3:.2f} ms forward, "
+            f"{times.backward * 1e3:.2f} ms backward per image)"
+        )
+        for column in (
+            "metric",
+            "attributions",
+            "tie share",
+            "max |diff|",
+            "engine s",
+            "quantus s",
+            "floor s",
+            "engine/floor",
+            "speed-up",
+            "passes fwd/bwd",
+            "note",
+        ):
             table.add_column(column, justify="left" if column in ("metric", "attributions", "note") else "right")
         for r in results:
             table.add_row(
-                r.metric, r.case, f"{r.tie_share:.2f}", f"{r.max_abs_diff:.1e}", f"{r.engine_seconds:.3f}",
+                r.metric,
+                r.case,
+                f"{r.tie_share:.2f}",
+                f"{r.max_abs_diff:.1e}",
+                f"{r.engine_seconds:.3f}",
                 f"{r.quantus_seconds:.3f}",
-                f"{r.floor_seconds:.3f}", f"{r.floor_ratio:.2f}x", f"{r.speedup:.1f}x",
-                f"{r.forward_passes}/{r.backward_passes}", r.note,
-            )  # fmt: skip
+                f"{r.floor_seconds:.3f}",
+                f"{r.floor_ratio:.2f}x",
+                f"{r.speedup:.1f}x",
+                f"{r.forward_passes}/{r.backward_passes}",
+                r.note,
+            )
         console.print(table)
     if failed:
         raise typer.Exit(1)
