@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and git:
 #   make quickstart   - install into .venv, run the `quick` suite end to end, build the leaderboard
 #   make test-all     - install into .venv, run the whole test suite (what CI runs: .ci/run)
-#   make test         - the developer's fast lane: everything but the slow end-to-end, Ray and PostgreSQL tests
+#   make test         - the developer's fast lane: lint, types, then all but the slow end-to-end, Ray and PostgreSQL tests
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev,ray,server]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -24,15 +24,17 @@ quickstart: install
 	$(BIN)/xbench leaderboard build --suite quick
 	@echo "Results: ./xbench.db (browse: $(BIN)/xbench ui --suite quick --open) - leaderboard: leaderboard/site/index.html"
 
-test-all: install
+test-all: lint
 	$(BIN)/python -m pytest -q
 
-test: install
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Part of both test lanes (so of CI): lint, formatting and types (mypy: strict on core/ and plan/; pyproject.toml).
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results.json

@@ -10,10 +10,10 @@ import timm
 import torch
 from torch import nn
 
-from xbench.data import render_shapes
-from xbench.perf import latency
-from xbench.pruning import make_permanent, prune_step, pruners
-from xbench.suite import PerfConfig, PruningConfig
+from xbench.components.data import render_shapes
+from xbench.components.pruning import make_permanent, prune_step, pruners
+from xbench.core.suite import PerfConfig, PruningConfig
+from xbench.measure.perf import latency
 
 
 def test_latency_harness_overhead(benchmark: pytest.FixtureRequest) -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from xbench.data import write_image_folder
+from xbench.components.data import write_image_folder
 
 TRAIN = """
 import json, resource, sys, timm, torch
-from xbench.data import load_dataset
-from xbench.models import FitOptions, fit
-from xbench.suite import Augmentation, DatasetConfig
+from xbench.components.data import load_dataset
+from xbench.components.models import FitOptions, fit
+from xbench.core.suite import Augmentation, DatasetConfig
 
 root, count = sys.argv[1], int(sys.argv[2])
 config = DatasetConfig(name="imagefolder", path=root, image_size=224, train_size=count, eval_size=16, loader_workers=2,

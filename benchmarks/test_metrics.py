@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xbench.engine import EngineContext, engine_metrics, run_metric
-from xbench.explainers import explain_tensor, explainers
-from xbench.metrics import metrics
-from xbench.verify import (
+from xbench.components.explainers import explain_tensor, explainers
+from xbench.measure.engine import EngineContext, engine_metrics, run_metric
+from xbench.measure.metrics import metrics
+from xbench.measure.verify import (
     GRAYSCALE_ONLY_IN_QUANTUS,
     VERIFY_EXPLAINER,
     pass_times,

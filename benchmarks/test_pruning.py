@@ -10,11 +10,11 @@ import copy
 import pytest
 import torch
 
-from xbench.data import ImageData
-from xbench.models import timm_model
-from xbench.profiling import profile
-from xbench.pruning import channel_pruned, make_permanent, prune_step, pruners
-from xbench.suite import PerfConfig, PruningConfig
+from xbench.components.data import ImageData
+from xbench.components.models import timm_model
+from xbench.components.pruning import channel_pruned, make_permanent, prune_step, pruners
+from xbench.core.suite import PerfConfig, PruningConfig
+from xbench.measure.profiling import profile
 
 CPU = torch.device("cpu")
 

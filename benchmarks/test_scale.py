@@ -36,8 +36,10 @@ from pathlib import Path
 
 import pytest
 
+from xbench.core.suite import SUITES_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "suites" / "smoke.yaml"
+SMOKE = SUITES_DIR / "smoke.yaml"
 SCALE = ROOT / "benchmarks" / "scale.yaml"
 LOCAL = ["--threads", "1"]
 RAY_1 = ["--backend", "ray", "--workers", "1", "--threads", "1"]

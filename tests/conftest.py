@@ -12,11 +12,11 @@ import timm
 import torch
 
 from tests.browser import browser  # noqa: F401  (a fixture: headless Chromium for the page tests)
-from xbench.data import ImageData, load_dataset
-from xbench.suite import DatasetConfig
+from xbench.components.data import ImageData, load_dataset
+from xbench.core.suite import SUITES_DIR, DatasetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "suites" / "smoke.yaml"
+SMOKE = SUITES_DIR / "smoke.yaml"
 
 
 @pytest.fixture(autouse=True)

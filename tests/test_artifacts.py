@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xbench.results import ArtifactStore
+from xbench.core.results import ArtifactStore
 
 TRIALS = 30
 

@@ -1,6 +1,6 @@
 import math
 
-from xbench.check import compare, failed, make_baseline
+from xbench.analyse.check import compare, failed, make_baseline
 
 
 def record(key: str = "k1", accuracy: float = 0.9, sparseness: float = 0.5, complexity: float = 7.0) -> dict:

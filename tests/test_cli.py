@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import SMOKE, xbench
-from xbench.plan import plan
-from xbench.suite import load_suite
-from xbench.tracking import Store
+from xbench.core.suite import load_suite
+from xbench.plan.planner import plan
+from xbench.store.tracking import Store
 
 
 def store(workdir: Path) -> Store:
@@ -191,7 +191,7 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
 
 def test_run_seeds_parses_ranges_and_lists() -> None:
     from xbench.cli.run import parse_seeds
-    from xbench.errors import XbenchInputError
+    from xbench.core.errors import XbenchInputError
 
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("0-2,7, 5") == [0, 1, 2, 5, 7]
     for bad in ("4-2", "a", "-1", "1-"):

@@ -39,7 +39,7 @@ import os
 import time
 from pathlib import Path
 
-from xbench.explainers import explainer
+from xbench.components.explainers import explainer
 
 MARKS = Path(os.environ["XBENCH_TEST_MARKS"])
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import ROOT, xbench
-from xbench.explainers import explainers
-from xbench.metrics import metrics
-from xbench.suite import load_suite
+from tests.conftest import xbench
+from xbench.components.explainers import explainers
+from xbench.core.suite import SUITES_DIR, load_suite
+from xbench.measure.metrics import metrics
 
-COVERAGE = ROOT / "suites" / "coverage.yaml"
+COVERAGE = SUITES_DIR / "coverage.yaml"
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from xbench.data import SHAPE_CLASSES, load_dataset, render_shapes
-from xbench.errors import XbenchInputError
-from xbench.suite import DatasetConfig
+from xbench.components.data import SHAPE_CLASSES, load_dataset, render_shapes
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import DatasetConfig
 
 
 def test_shapes_is_deterministic_from_the_seed() -> None:

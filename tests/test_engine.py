@@ -9,9 +9,9 @@ import quantus
 import torch
 
 from tests.conftest import QuadrantModel
-from xbench.engine import EngineContext, PassCounter, descending_order, engine_metrics, ranked, run_metric
-from xbench.errors import XbenchInputError
-from xbench.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
+from xbench.core.errors import XbenchInputError
+from xbench.measure.engine import EngineContext, PassCounter, descending_order, engine_metrics, ranked, run_metric
+from xbench.measure.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
 
 CPU = torch.device("cpu")
 IMAGE_SIZE = 32
@@ -191,8 +191,8 @@ def test_road_loads_its_compiled_solver_before_it_is_timed() -> None:
     process, so that no earlier test has loaded it."""
     script = (
         "import numba, torch\n"
-        "from xbench._imputation_kernel import solve_images\n"
-        "from xbench.engine import prepare_metric\n"
+        "from xbench.measure._imputation_kernel import solve_images\n"
+        "from xbench.measure.engine import prepare_metric\n"
         "assert not solve_images.signatures\n"
         "prepare_metric('pixel_flipping', torch.device('cpu'))\n"  # nothing to prepare
         "assert not solve_images.signatures\n"

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from xbench.data import ImageData
-from xbench.errors import XbenchInputError
-from xbench.explainers import default_target_layer, explain, explainers, postprocess
-from xbench.models import timm_model
-from xbench.plan import plan
-from xbench.suite import parse_suite
+from xbench.components.data import ImageData
+from xbench.components.explainers import default_target_layer, explain, explainers, postprocess
+from xbench.components.models import timm_model
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import parse_suite
+from xbench.plan.planner import plan
 
 
 @pytest.mark.parametrize("name", explainers.names())
@@ -100,7 +100,7 @@ def test_lrp_conserves_the_target_relevance_on_a_plain_cnn(name: str) -> None:
 def test_lrp_canonizes_timm_resnet_blocks_and_restores_them(tiny_model: torch.nn.Module) -> None:
     from zennit.composites import EpsilonPlusFlat
 
-    from xbench.explainers import _lrp_canonizers
+    from xbench.components.explainers import _lrp_canonizers
 
     block = tiny_model.layer1[0]
     original_forward = block.forward

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from xbench.perf import count_flops
+from xbench.measure.perf import count_flops
 
 CPU = torch.device("cpu")
 

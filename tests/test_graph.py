@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import xbench
-from xbench.backends import BackendOptions
-from xbench.errors import XbenchInputError
-from xbench.graph import Node, build_graph
-from xbench.plan import plan
-from xbench.suite import load_suite, parse_suite
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import load_suite, parse_suite
+from xbench.execute.backends import BackendOptions
+from xbench.plan.graph import Node, build_graph
+from xbench.plan.planner import plan
 
 
 def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:

@@ -12,9 +12,9 @@ import pytest
 from scipy import stats
 
 from tests.conftest import xbench
-from xbench.errors import XbenchInputError
-from xbench.humananalysis import Answer as HumanAnswer
-from xbench.humananalysis import Manifest, analyse, krippendorff_alpha, read_answers, read_manifest
+from xbench.core.errors import XbenchInputError
+from xbench.human.analysis import Answer as HumanAnswer
+from xbench.human.analysis import Manifest, analyse, krippendorff_alpha, read_answers, read_manifest
 
 PAIRWISE = ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import xbench
-from xbench.humanstudy import build_study, render, side_by_side
-from xbench.tracking import Store
+from xbench.human.study import build_study, render, side_by_side
+from xbench.store.tracking import Store
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from quantus.functions.perturb_func import noisy_linear_imputation
 
-import xbench.imputation
-from xbench.imputation import (
+import xbench.measure.imputation
+from xbench.measure.imputation import (
     _Arena,
     _conjugate_gradients,
     _Grid,
@@ -114,7 +114,7 @@ def test_arena_buffers_are_reused_between_calls_and_results_are_not_arena_memory
 
 
 def test_arena_beyond_the_limit_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(xbench.imputation, "ARENA_BYTES", 64)
+    monkeypatch.setattr(xbench.measure.imputation, "ARENA_BYTES", 64)
     monkeypatch.setattr(_Arena, "_kept", threading.local())
     like = torch.zeros(1, dtype=torch.float64)
     with _Arena(like) as arena:

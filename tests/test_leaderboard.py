@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xbench.leaderboard import SuiteResults, build, kendall_tau, pareto_front, readable, suite_filename
-from xbench.stats import suite_stats, sweet_spots
+from xbench.analyse.stats import suite_stats, sweet_spots
+from xbench.present.leaderboard import SuiteResults, build, kendall_tau, pareto_front, readable, suite_filename
 
 PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for the page to embed
 IMAGES = 40
@@ -172,8 +172,8 @@ def test_safe_compression_heads_the_page_with_its_evidence_one_click_away(tmp_pa
 
 
 def test_a_reference_file_that_does_not_match_the_schema_is_an_input_error_naming_it(tmp_path: Path) -> None:
-    from xbench.errors import XbenchInputError
-    from xbench.references import load_reference
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.references import load_reference
 
     bad = tmp_path / "mine.json"
     bad.write_text('{"name": "mine", "title": "t", "figure": "accuracy", "label": "acc", "by_compression_rate": 3}')

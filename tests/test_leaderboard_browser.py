@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, xbench
-from xbench.leaderboard import SuiteResults, build, suite_filename
+from xbench.present.leaderboard import SuiteResults, build, suite_filename
 
 ARTIFACTS = Path(os.environ.get("XBENCH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 

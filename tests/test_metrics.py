@@ -4,10 +4,10 @@ import quantus
 import torch
 
 from tests.conftest import QuadrantModel
-from xbench.data import ImageData
-from xbench.engine import engine_metrics
-from xbench.explainers import explain, explain_tensor, explainers, quantus_explain_func
-from xbench.metrics import metrics, score, snake_case
+from xbench.components.data import ImageData
+from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
+from xbench.measure.engine import engine_metrics
+from xbench.measure.metrics import metrics, score, snake_case
 
 # Few samples keep every metric under a few seconds on a tiny model; the definitions are Quantus's.
 FAST = {

@@ -6,11 +6,11 @@ import torch
 from safetensors.torch import save_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-import xbench.models as models
-from xbench.cache import Cache
-from xbench.data import ImageData
-from xbench.errors import XbenchInputError
-from xbench.suite import ModelConfig, TrainConfig
+import xbench.components.models as models
+from xbench.components.data import ImageData
+from xbench.core.cache import Cache
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import ModelConfig, TrainConfig
 
 
 def test_pretrained_path_loads_local_weights_through_timm(tmp_path: Path, small_data: ImageData) -> None:

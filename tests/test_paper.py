@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, xbench
+from tests.conftest import xbench
+from xbench.core.suite import SUITES_DIR
 
 OFFLINE = {"XBENCH_OFFLINE": "1"}
 
@@ -31,7 +32,7 @@ def test_paper_tiny_dry_run_passes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replication_table(tmp_path: Path) -> None:
-    suite = yaml.safe_load((ROOT / "suites" / "paper-tiny.yaml").read_text())
+    suite = yaml.safe_load((SUITES_DIR / "paper-tiny.yaml").read_text())
     suite["reference"] = "merkle2025"  # the page's replication table (the figures are not comparable: shapes)
     path = tmp_path / "paper-tiny.yaml"
     path.write_text(yaml.safe_dump(suite))

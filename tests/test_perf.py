@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from xbench.perf import count_flops, latency, measure
-from xbench.suite import PerfConfig
+from xbench.core.suite import PerfConfig
+from xbench.measure.perf import count_flops, latency, measure
 
 
 def test_dense_flops_count_two_per_multiply_accumulate() -> None:

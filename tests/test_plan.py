@@ -1,9 +1,9 @@
 import pytest
 
-from xbench.cells import plan_key
-from xbench.errors import XbenchInputError
-from xbench.plan import Cell, plan
-from xbench.suite import load_suite, parse_suite
+from xbench.core.cells import plan_key
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import load_suite, parse_suite
+from xbench.plan.planner import Cell, plan
 
 
 def suite(**overrides: object):

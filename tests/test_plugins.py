@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import SMOKE
 
 PLUGIN = '''
-from xbench.explainers import explainer
+from xbench.api import explainer
 
 
 @explainer("input_magnitude", "my_lab")
@@ -39,8 +39,8 @@ def test_a_suite_names_a_plugin_module_and_uses_what_it_registers(tmp_path: Path
     result = _run(
         """
         import json
-        from xbench.plan import plan
-        from xbench.suite import load_suite
+        from xbench.plan.planner import plan
+        from xbench.core.suite import load_suite
         cells = plan(load_suite("plugged.yaml")[0], "cpu")
         print(json.dumps(sorted({c.explainer.name for c in cells})))
         """,

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import xbench
-from xbench.errors import XbenchInputError
-from xbench.profiling import parse_prune, profile
-from xbench.suite import PerfConfig
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import PerfConfig
+from xbench.measure.profiling import parse_prune, profile
 
 CPU = torch.device("cpu")
 FAST = PerfConfig(warmup=1, repeats=3)

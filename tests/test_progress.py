@@ -4,8 +4,8 @@ import io
 
 from rich.console import Console
 
-from xbench import progress
-from xbench.progress import LineProgress, format_duration, track
+from xbench.core import progress
+from xbench.core.progress import LineProgress, format_duration, track
 
 
 def test_lines_report_each_finished_item_with_an_estimate_and_each_inner_loop_once(monkeypatch) -> None:

@@ -8,11 +8,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from xbench.cache import Cache
-from xbench.data import ImageData
-from xbench.models import timm_model
-from xbench.perf import count_flops
-from xbench.pruning import (
+from xbench.components.data import ImageData
+from xbench.components.models import timm_model
+from xbench.components.pruning import (
     channel_pruned,
     make_permanent,
     prune_step,
@@ -26,7 +24,9 @@ from xbench.pruning import (
     unprunable_reason,
     unstructured_masks,
 )
-from xbench.suite import FinetuneConfig, PruningConfig, TrainConfig
+from xbench.core.cache import Cache
+from xbench.core.suite import FinetuneConfig, PruningConfig, TrainConfig
+from xbench.measure.perf import count_flops
 
 
 def config(**overrides: object) -> PruningConfig:

@@ -15,10 +15,10 @@ import yaml
 from safetensors.torch import save_file
 
 from tests.conftest import xbench
-from xbench.data import SHAPE_CLASSES, load_dataset, write_image_folder
-from xbench.errors import XbenchInputError
-from xbench.models import FitOptions, fit, model_preprocessing
-from xbench.suite import DatasetConfig, ModelConfig, Preprocessing
+from xbench.components.data import SHAPE_CLASSES, load_dataset, write_image_folder
+from xbench.components.models import FitOptions, fit, model_preprocessing
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import DatasetConfig, ModelConfig, Preprocessing
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from xbench.registry import Registry, UnknownNameError
+from xbench.core.registry import Registry, UnknownNameError
 
 
 def test_register_get_and_list_with_pattern() -> None:

@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from xbench.cache import Cache
-from xbench.plan import Cell, plan
-from xbench.results import CellResult
-from xbench.runner import CellExecutor
-from xbench.suite import parse_suite
+from xbench.core.cache import Cache
+from xbench.core.results import CellResult
+from xbench.core.suite import parse_suite
+from xbench.execute.runner import CellExecutor
+from xbench.plan.planner import Cell, plan
 
 
 def tiny_suite(image_size: int) -> list[Cell]:
@@ -153,7 +153,7 @@ def test_a_variant_is_measured_once_and_every_worker_reads_its_figures(tmp_path:
 
 
 def test_the_task_that_makes_a_variant_measures_it_for_its_cells(tmp_path: Path, measured: list[str]) -> None:
-    from xbench.graph import build_graph
+    from xbench.plan.graph import build_graph
 
     graph = build_graph(tiny_suite(48))
     makers = [node for node in graph.nodes.values() if node.kind != "cell"]

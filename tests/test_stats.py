@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from xbench.stats import (
+from xbench.analyse.stats import (
     ALPHA,
     CrossedMean,
     clustered_mean,

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xbench.errors import XbenchInputError
-from xbench.suite import ComponentSpec, load_suite, parse_suite, suite_json_schema
+from xbench.core.errors import XbenchInputError
+from xbench.core.suite import SUITES_DIR, ComponentSpec, load_suite, parse_suite, suite_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_malformed_yaml_and_missing_suite_are_input_errors(tmp_path: Path) -> No
 
 
 def test_quick_suite_matches_the_documented_shape() -> None:
-    data = yaml.safe_load((ROOT / "suites" / "quick.yaml").read_text())
+    data = yaml.safe_load((SUITES_DIR / "quick.yaml").read_text())
     suite = parse_suite(data)
     assert [m.name for m in suite.models] == ["resnet10t"] and suite.replicate_seeds == [0, 1, 2]
     assert suite.pruning[0].compression_rates == [1, 2, 4, 8, 32]

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from tests.test_runner import tiny_suite
-from xbench.errors import XbenchInputError
-from xbench.leases import Lease
-from xbench.results import ArtifactStore, CellResult, MetricResult
-from xbench.tracking import Store, resolve_tracking_uri
+from xbench.core.errors import XbenchInputError
+from xbench.core.results import ArtifactStore, CellResult, MetricResult
+from xbench.present.drawing import cell_pictures
+from xbench.store.leases import Lease
+from xbench.store.tracking import Store, resolve_tracking_uri
 
 
 def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_a_cell_result_is_written_and_read_back_whole(tmp_path: Path) -> None:
     result = _result(artifacts)
     experiment = store.experiment_id("demo", create=True)
     parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"}, Lease.mine())
-    run_id = store.log_result(experiment, parent, result, artifacts)
+    run_id = store.log_result(experiment, parent, result, artifacts, pictures=cell_pictures)
     assert store.finished_cells(experiment) == {result.cell_key: run_id}
     run = store.client.get_run(run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.metrics["sparseness"] == pytest.approx(0.4)
@@ -74,6 +75,17 @@ def test_a_cell_result_is_written_and_read_back_whole(tmp_path: Path) -> None:
     assert np.array_equal(arrays["gallery_attributions"], artifacts.get(result.artifact("gallery_attributions")))
     logged = {a.path for a in store.client.list_artifacts(run_id)}
     assert {"result.json", "scores.csv", "heatmaps.png", "gallery_overlay.png", "gallery_occlusion.png"} <= logged
+
+
+def test_the_store_draws_nothing_unless_given_a_drawing(tmp_path: Path) -> None:
+    """Presentation stays outside the store: without `pictures` a cell is logged as data only."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    experiment = store.experiment_id("demo", create=True)
+    parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"}, Lease.mine())
+    run_id = store.log_result(experiment, parent, _result(artifacts), artifacts)
+    logged = {a.path for a in store.client.list_artifacts(run_id)}
+    assert {"result.json", "scores.csv"} <= logged and not {p for p in logged if p.endswith(".png")}
 
 
 def test_the_artifact_store_is_content_addressed_and_names_a_damaged_file(tmp_path: Path) -> None:
@@ -143,7 +155,7 @@ def test_results_of_an_unknown_suite_are_an_input_error(tmp_path: Path) -> None:
 def test_a_run_with_more_params_tags_and_metrics_than_one_batch_takes_is_logged_whole(tmp_path: Path) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    from xbench.tracking import _batches
+    from xbench.store.tracking import _batches
 
     store = Store(f"sqlite:///{tmp_path / 'xbench.db'}")
     run_id = store.client.create_run(store.experiment_id("batches", create=True)).info.run_id

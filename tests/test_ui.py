@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import free_port
-from xbench.links import run_url, runs_url, ui_base_url
+from xbench.store.links import run_url, runs_url, ui_base_url
 
 
 def test_links_open_the_model_training_view() -> None:

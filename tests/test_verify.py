@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import xbench
-from xbench.verify import floor_run, random_inputs
+from xbench.measure.verify import floor_run, random_inputs
 
 
 def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from rich.markup import escape
 
 from xbench import __version__
 from xbench.cli import check, export, human, leaderboard, listing, profile, run, server, stats, ui, verify
-from xbench.errors import XbenchInputError, XbenchRunFailure
-from xbench.progress import console
+from xbench.core.errors import XbenchInputError, XbenchRunFailure
+from xbench.core.progress import console
 
 app = typer.Typer(
     name="xbench",

@@ -21,10 +21,10 @@ def check_command(
 
     Example: xbench check --baseline leaderboard/baselines/smoke.json
     """
-    from xbench import check
-    from xbench.errors import XbenchInputError
-    from xbench.progress import console
-    from xbench.tracking import Store
+    from xbench.analyse import check
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.progress import console
+    from xbench.store.tracking import Store
 
     if (baseline is None) == (write_baseline is None):
         raise XbenchInputError("give exactly one of --baseline FILE or --write-baseline FILE")

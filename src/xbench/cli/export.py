@@ -20,8 +20,8 @@ def export_command(
 
     Example: xbench export --suite quick --format csv -o quick.csv
     """
-    from xbench.errors import XbenchInputError
-    from xbench.tracking import Store
+    from xbench.core.errors import XbenchInputError
+    from xbench.store.tracking import Store
 
     if format not in ("json", "csv"):
         raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")

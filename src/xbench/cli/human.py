@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -57,9 +58,9 @@ def export_command(
 
     Example: xbench human export --suite quick --design pairwise --pairs 1:2,1:32 --out study
     """
-    from xbench.errors import XbenchInputError
-    from xbench.humanstudy import build_study, parse_pairs, write_study
-    from xbench.tracking import Store
+    from xbench.core.errors import XbenchInputError
+    from xbench.human.study import Design, View, build_study, parse_pairs, write_study
+    from xbench.store.tracking import Store
 
     if design not in ("pairwise", "identify"):
         raise XbenchInputError(f"must be pairwise or identify, got {design!r}", field="--design")
@@ -78,11 +79,11 @@ def export_command(
     study = build_study(
         Store(tracking_uri),
         suite,
-        design,
+        cast(Design, design),  # checked above
         parse_pairs(pairs),
-        views,
+        cast(list[View], views),
         images,
-        top_fraction,  # type: ignore[arg-type]
+        top_fraction,
         -1 if checks is None else checks,
         seed,
         model,
@@ -134,8 +135,8 @@ def analyse_command(
     """
     import tempfile
 
-    from xbench.errors import XbenchInputError
-    from xbench.humananalysis import (
+    from xbench.core.errors import XbenchInputError
+    from xbench.human.analysis import (
         analyse,
         load_description,
         metric_agreement,
@@ -167,7 +168,7 @@ def analyse_command(
         raise XbenchInputError(f"{results} holds no answer to a stimulus of {manifest}", field="RESULTS")
     report = analyse(answers, study, min_check_accuracy, unusable)
     if suite is not None:
-        from xbench.tracking import Store
+        from xbench.store.tracking import Store
 
         store = Store(tracking_uri)
         variants = variants_of_study(load_description(manifest), store.load_cell_results(suite))
@@ -175,12 +176,12 @@ def analyse_command(
         report["agreement"] = metric_agreement(kept, study, variants)
         report["suite"] = suite
         # Worker ids leave this machine only as keyed pseudonyms; the key stays beside the raw results file.
-        key = pseudonym_key(results)
-        shared = pseudonymised_report(report, key)
+        pseudonym = pseudonym_key(results)
+        shared = pseudonymised_report(report, pseudonym)
         with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
             text_file = Path(workdir) / "report.txt"
             text_file.write_text(text_report(shared) + "\n")
-            answers_file = pseudonymised_answers(results, key, Path(workdir))
+            answers_file = pseudonymised_answers(results, pseudonym, Path(workdir))
             run_id = store.log_human_study(suite, shared, [manifest, answers_file, text_file])
         report["run_id"] = run_id
     typer.echo(json.dumps(report, indent=1) if format == "json" else text_report(report))

@@ -38,9 +38,9 @@ def build_command(
 
     Example: xbench leaderboard build --suite quick --mlflow-url http://127.0.0.1:5000   (with `xbench ui` running)
     """
-    from xbench.errors import XbenchInputError
-    from xbench.leaderboard import build, load_suite
-    from xbench.tracking import Store
+    from xbench.core.errors import XbenchInputError
+    from xbench.present.leaderboard import build, load_suite
+    from xbench.store.tracking import Store
 
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be between 0 and 1, got {max_accuracy_drop}", field="--max-accuracy-drop")

@@ -15,18 +15,18 @@ def list_command(
 
     Example: xbench list models --filter 'resnet*'
     """
-    from xbench.errors import XbenchInputError
+    from xbench.core.errors import XbenchInputError
 
     if kind not in KINDS:
         raise XbenchInputError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if kind == "suites":
         import fnmatch
 
-        from xbench.suite import list_suites
+        from xbench.core.suite import list_suites
 
         names = [n for n in list_suites() if fnmatch.fnmatch(n, pattern)]
     elif kind == "schema":
-        from xbench.suite import suite_json_schema
+        from xbench.core.suite import suite_json_schema
 
         typer.echo(suite_json_schema())
         return
@@ -44,22 +44,22 @@ def list_command(
 
 
 def _registry(kind: str):
-    from xbench.plugins import load_plugins
+    from xbench.core.plugins import load_plugins
 
     load_plugins()  # installed plug-ins (the xbench.plugins entry points) are listed with the built-in ones
     if kind == "datasets":
-        from xbench.data import datasets
+        from xbench.components.data import datasets
 
         return datasets
     if kind == "pruners":
-        from xbench.pruning import pruners
+        from xbench.components.pruning import pruners
 
         return pruners
     if kind == "explainers":
-        from xbench.explainers import explainers
+        from xbench.components.explainers import explainers
 
         return explainers
-    from xbench.metrics import metrics
+    from xbench.measure.metrics import metrics
 
     return metrics
 
@@ -67,7 +67,7 @@ def _registry(kind: str):
 def _describe(kind: str, plugin: object) -> str:
     if kind == "metrics":
         direction = "higher is better" if plugin.higher_is_better else "lower is better"  # type: ignore[attr-defined]
-        from xbench.metrics import engine_for
+        from xbench.measure.metrics import engine_for
 
         masks = ", needs masks" if plugin.needs_masks else ""  # type: ignore[attr-defined]
         engine = f", engine {engine_for(plugin, 'torch')}"  # type: ignore[arg-type]

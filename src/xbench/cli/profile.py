@@ -28,11 +28,11 @@ def profile_command(
 
     Example: xbench profile resnet18 --image-size 224 --batch-size 1 --batch-size 32 --prune channel_magnitude:4
     """
-    from xbench.errors import XbenchInputError
-    from xbench.profiling import profile
-    from xbench.progress import console
-    from xbench.runner import resolve_device
-    from xbench.suite import PerfConfig
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.progress import console
+    from xbench.core.suite import PerfConfig
+    from xbench.execute.runner import resolve_device
+    from xbench.measure.profiling import profile
 
     if format not in ("table", "json"):
         raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xbench.cli.clock import COMMAND_STARTED
-from xbench.progress import console, progress_bars
+from xbench.core.progress import console, progress_bars
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
 SUMMARY_METRICS = 6  # columns in the end-of-run table; every metric is in MLflow
@@ -18,7 +18,7 @@ SUMMARY_METRICS = 6  # columns in the end-of-run table; every metric is in MLflo
 
 def parse_seeds(text: str) -> list[int]:
     """'0-4,7' -> [0, 1, 2, 3, 4, 7]; an input error naming --seeds otherwise."""
-    from xbench.errors import XbenchInputError
+    from xbench.core.errors import XbenchInputError
 
     seeds: list[int] = []
     for part in (p.strip() for p in text.split(",")):
@@ -45,7 +45,9 @@ def _seed_list(seeds: list[int]) -> str:
 
 @app.command("suite")
 def run_suite_command(
-    name_or_path: str = typer.Argument(..., help="A suite name from suites/ (e.g. quick, smoke) or a YAML file."),
+    name_or_path: str = typer.Argument(
+        ..., help="A built-in suite name (`xbench list suites`: quick, smoke, ...), ./suites/NAME.yaml, or a YAML file."
+    ),
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", help="MLflow store. Default: $MLFLOW_TRACKING_URI, else sqlite:///./xbench.db"
     ),
@@ -101,9 +103,9 @@ def run_suite_command(
 
     Example: xbench run suite quick --seeds 0-4   (two more seeds for a 3-seed suite: only their cells run)
     """
-    from xbench.backends import BackendOptions, RayCluster
-    from xbench.errors import XbenchInputError
-    from xbench.suite import load_suite, with_seeds
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.suite import load_suite, with_seeds
+    from xbench.execute.backends import BackendOptions, RayCluster
 
     suite, path = load_suite(name_or_path)
     if seeds is not None:
@@ -123,8 +125,8 @@ def run_suite_command(
         raise XbenchInputError(f"must be auto, cpu or cuda, got {device!r}", field="--device")
     requested = device or suite.device
     if dry_run:
-        from xbench.backends import decide_device
-        from xbench.dryrun import dry_run as describe
+        from xbench.execute.backends import decide_device
+        from xbench.plan.dryrun import dry_run as describe
 
         # The device as the run would decide it: a joined cluster is asked through a worker (nothing else runs).
         probe = RayCluster(options, requested).start() if options.name == "ray" and options.address else None
@@ -138,8 +140,8 @@ def run_suite_command(
         if report.problems:
             raise XbenchInputError("cannot run it from here:\n  " + "\n  ".join(report.problems))
         return
-    from xbench.cache import Cache
-    from xbench.planmemo import finished_without_planning
+    from xbench.core.cache import Cache
+    from xbench.execute.planmemo import finished_without_planning
 
     finished = finished_without_planning(suite, requested, Cache(cache_dir), tracking_uri, options.address)
     if finished is not None:
@@ -150,10 +152,13 @@ def run_suite_command(
         return
     # Started before the heavy imports below, so Ray's start-up overlaps them.
     cluster = RayCluster(options, device or suite.device).start() if options.name == "ray" else None
-    from xbench.driver import run_suite
+    from xbench.execute.driver import run_suite
+    from xbench.present.drawing import cell_pictures
 
     with progress_bars(progress):
-        summary = run_suite(suite, path, tracking_uri, cache_dir, device, backend=options, cluster=cluster)
+        summary = run_suite(
+            suite, path, tracking_uri, cache_dir, device, backend=options, cluster=cluster, pictures=cell_pictures
+        )
     if not summary.completed:
         if summary.held_by_others:
             console.print(
@@ -197,7 +202,7 @@ def run_suite_command(
 
 def browse_hint(suite: str, tracking_uri: str, experiment_id: str | None) -> str:
     """How to look at a suite's runs: the link `xbench ui` prints (the server's own UI for a tracking server)."""
-    from xbench.links import runs_url, ui_base_url
+    from xbench.store.links import runs_url, ui_base_url
 
     if experiment_id is None:
         return f"browse them with: xbench ui --suite {suite}"

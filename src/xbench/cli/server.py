@@ -52,7 +52,7 @@ def password_out_of_uri(uri: str) -> tuple[str, dict[str, str]]:
     if not parsed.password:
         return uri, {}
     if not parsed.scheme.startswith("postgresql"):
-        from xbench.errors import XbenchInputError
+        from xbench.core.errors import XbenchInputError
 
         raise XbenchInputError(
             "put the database password in the database's own configuration, not in the URI (it would show in ps)",
@@ -122,7 +122,7 @@ def start_command(
     Example: MLFLOW_AUTH_ADMIN_PASSWORD=... PGPASSWORD=... xbench server start --auth --host 0.0.0.0
     --backend-store-uri postgresql://xbench@db:5432/xbench
     """
-    from xbench.errors import XbenchInputError
+    from xbench.core.errors import XbenchInputError
 
     scheme = urlparse(backend_store_uri).scheme
     if scheme not in DATABASE_SCHEMES:
@@ -131,11 +131,9 @@ def start_command(
             field="--backend-store-uri",
         )
     if scheme.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401  (SQLAlchemy 2.1 talks to PostgreSQL through psycopg 3)
-        except ImportError:
-            message = "PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'"
-            raise XbenchInputError(message, field="--backend-store-uri") from None
+        from xbench.core.extras import require_extra
+
+        require_extra("psycopg", field="--backend-store-uri")  # SQLAlchemy 2 talks to PostgreSQL through psycopg 3
     if host not in LOOPBACK and not auth:
         if not allow_anonymous:
             raise XbenchInputError(

@@ -82,9 +82,9 @@ def stats_command(
 
     Example: xbench stats --suite quick --plan
     """
-    from xbench.errors import XbenchInputError
-    from xbench.stats import ACCURACY, METHOD, suite_stats
-    from xbench.tracking import Store
+    from xbench.analyse.stats import ACCURACY, METHOD, suite_stats
+    from xbench.core.errors import XbenchInputError
+    from xbench.store.tracking import Store
 
     if format not in ("json", "csv"):
         raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")
@@ -133,7 +133,7 @@ def stats_command(
 
 def plan_text(suite: str, result: object) -> str:
     """The `--plan` report: per undecided comparison the seeds that would decide it, then the command."""
-    from xbench.stats import MAX_PLANNED_SEEDS, POWER, SuiteStats
+    from xbench.analyse.stats import MAX_PLANNED_SEEDS, POWER, SuiteStats
 
     assert isinstance(result, SuiteStats)
     undecided = [c for c in result.comparisons if c.verdict == "undecided"]
@@ -174,7 +174,7 @@ def plan_text(suite: str, result: object) -> str:
 
 
 def _label(c: object) -> str:
-    from xbench.stats import Comparison
+    from xbench.analyse.stats import Comparison
 
     assert isinstance(c, Comparison)
     where = c.explainer or "accuracy"

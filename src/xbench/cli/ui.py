@@ -35,9 +35,9 @@ def ui_command(
 
     Example: xbench ui --port 5001 --tracking-uri sqlite:///results/xbench.db
     """
-    from xbench.errors import XbenchInputError
-    from xbench.links import runs_url, ui_base_url
-    from xbench.tracking import Store, resolve_tracking_uri
+    from xbench.core.errors import XbenchInputError
+    from xbench.store.links import runs_url, ui_base_url
+    from xbench.store.tracking import Store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     store = Store(uri)

@@ -34,11 +34,11 @@ def verify_metrics_command(
 
     Example: xbench verify-metrics --device cpu --seed 0 --model resnet18 --format json
     """
-    from xbench.engine import engine_metrics
-    from xbench.errors import XbenchInputError
-    from xbench.progress import console, log
-    from xbench.runner import resolve_device
-    from xbench.verify import verify_all
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.progress import console, log
+    from xbench.execute.runner import resolve_device
+    from xbench.measure.engine import engine_metrics
+    from xbench.measure.verify import verify_all
 
     if format not in ("table", "json"):
         raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
@@ -48,7 +48,7 @@ def verify_metrics_command(
             f"{', '.join(unknown)} is not an engine metric; choose from {', '.join(engine_metrics.names())}",
             field="--metric",
         )
-    from xbench.verify import ATTRIBUTION_CASES
+    from xbench.measure.verify import ATTRIBUTION_CASES
 
     unknown_cases = [name for name in case if name not in ATTRIBUTION_CASES]
     if unknown_cases:

@@ -1,0 +1,464 @@
+"""Runner: computes cells where they run (in the driver's process on the local backend, on a worker on Ray): plans a
+suite there (`prepare`), trains and prunes its model variants, explains and scores them (`CellExecutor`). The driver
+side, which logs the results, is `xbench.execute.driver`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import platform
+import subprocess
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xbench import __version__
+from xbench.components.attributions import tie_shares
+from xbench.components.data import ImageData, datasets, load_dataset
+from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
+from xbench.components.models import model_preprocessing, predict, trained_model, trained_model_key
+from xbench.components.pruning import pruned_model, pruned_model_key, sparsity_report
+from xbench.core.cache import Cache, content_key, library_versions
+from xbench.core.cells import Cell, PlannedSuite
+from xbench.core.errors import XbenchInputError
+from xbench.core.plugins import load_plugins
+from xbench.core.results import ArtifactStore, CellResult, MetricResult
+from xbench.core.suite import ComponentSpec, PruningConfig, Suite
+from xbench.measure.engine import PassCounter, prepare_metric
+from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
+from xbench.measure.perf import Figures, device_name, measure
+from xbench.plan.graph import Node
+from xbench.plan.planner import plan, unsupported_pairs
+
+VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
+FIGURES_VERSION = 1  # of what `_measure` computes: a change to it invalidates the measured figures in caches
+GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise XbenchInputError("CUDA was requested but torch sees no GPU; use --device cpu or auto", field="device")
+    return torch.device(requested)
+
+
+@dataclass
+class _Variant:
+    """A model variant (trained, maybe pruned) with the figures that do not depend on the explainer."""
+
+    key: str
+    model: nn.Module
+    figures: Figures
+    correct: np.ndarray  # per eval image: whether the variant classifies it correctly (paired accuracy statistics)
+
+
+class CellExecutor:
+    """Computes cells; keeps the last data set and model variants in memory, everything heavy in the cache."""
+
+    def __init__(self, cache: Cache, device: torch.device) -> None:
+        self.cache, self.device = cache, device
+        self.artifacts = ArtifactStore(cache.root / "artifacts")
+        self._data: tuple[str, ImageData] | None = None
+        # The last few variants, measured: on Ray one worker gets the cells of several seeds interleaved, and
+        # measuring a variant again would cost time and give it a second set of speed figures.
+        self._variants: OrderedDict[str, _Variant] = OrderedDict()
+
+    def data(self, cell: Cell) -> ImageData:
+        """The cell's data set; real images are transformed by the model's timm data config unless the suite sets
+        `dataset.preprocessing`."""
+        config = cell.dataset
+        if config.preprocessing is None and datasets.get(config.name).real_images:
+            config = config.model_copy(update={"preprocessing": model_preprocessing(cell.model)})
+        key = content_key([config.model_dump(), cell.data_seed])
+        if self._data is None or self._data[0] != key:
+            self._data = (key, load_dataset(config, cell.data_seed))
+        return self._data[1]
+
+    def base(self, cell: Cell, data: ImageData) -> _Variant:
+        """The trained, unpruned model and its figures, the reference for every variant's speed-up."""
+        key = trained_model_key(cell.model, data, cell.seed)
+        if key not in self._variants:
+            model = trained_model(cell.model, data, cell.seed, self.cache, self.device)[0]
+            self._keep(self._measured(key, model, cell, data, "conv", reference=None))
+        self._variants.move_to_end(key)
+        return self._variants[key]
+
+    def _keep(self, variant: _Variant) -> None:
+        self._variants[variant.key] = variant
+        while len(self._variants) > VARIANTS_IN_MEMORY:
+            self._variants.popitem(last=False)
+
+    def variant(self, cell: Cell, data: ImageData) -> _Variant:
+        base = self.base(cell, data)
+        if cell.pruning is None:
+            return base
+        config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
+        key = pruned_model_key(base.key, config, cell.compression_rate, cell.model.train)
+        if key not in self._variants:
+            model = pruned_model(
+                base.model,
+                base.key,
+                cell.model.name,
+                config,
+                cell.compression_rate,
+                data,
+                cell.model.train,
+                cell.seed,
+                self.cache,
+                self.device,
+                cell.model.options,
+            )
+            self._keep(self._measured(key, model, cell, data, config.scope, reference=base))
+        self._variants.move_to_end(key)
+        return self._variants[key]
+
+    def _measured(
+        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+    ) -> _Variant:
+        """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model).
+
+        Measured once per variant and device, then read from the cache: every cell of a variant reports the same
+        figures, whichever worker (or rerun) computes it, and a second worker does not measure it again. The key
+        holds what the figures depend on: the variant, its reference, the eval images, the perf settings, the
+        device that timed them (a GPU's name; a CPU's model and torch's thread count), and the libraries' versions."""
+        identity = {
+            "variant": key,
+            "scope": scope,
+            "reference": reference.key if reference else None,
+            "eval": data.fingerprint,
+            "perf": cell.perf.model_dump(mode="json"),
+            "device": device_name(self.device),
+            "libraries": library_versions(),
+            "version": FIGURES_VERSION,
+        }
+        path = self.cache.path("figures", content_key(identity), ".json")
+        cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:
+            figures = Figures(cached["values"], cached["missing"])
+            return _Variant(key, model, figures, np.asarray(cached["correct"], dtype=bool))
+        variant = self._measure(key, model, cell, data, scope, reference)
+        self.cache.write_json(
+            path,
+            {
+                "values": variant.figures.values,
+                "missing": variant.figures.missing,
+                "correct": variant.correct.tolist(),
+                "identity": identity,
+            },
+        )
+        return variant
+
+    def _measure(
+        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+    ) -> _Variant:
+        report = sparsity_report(model, scope, original=reference.model if reference else None)
+        correct = (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
+        figures = Figures({"accuracy": float(correct.mean()), **report})
+        perf = cell.perf
+        figures.update(measure(model, cell.dataset.image_size, self.device, perf))
+        base = (reference.figures if reference else figures).values
+        if "flops_dense" in base and "flops_effective" in figures.values:
+            figures.values["theoretical_speedup"] = base["flops_dense"] / figures.values["flops_effective"]
+        for batch_size in perf.batch_sizes:
+            name = f"latency_ms_p50_bs{batch_size}"
+            if name in base and name in figures.values:
+                figures.values[f"measured_speedup_bs{batch_size}"] = base[name] / figures.values[name]
+        return _Variant(key, model, figures, correct)
+
+    def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
+        """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
+        plugin = explainers.get(cell.explainer.name)
+        key = content_key(
+            [variant.key, data.fingerprint, cell.explainer.model_dump(), plugin.version, library_versions()]
+        )
+        path = self.cache.path("explanations", key, ".npy")
+        meta = self.cache.path("explanations", key, ".json")
+        cost = self.cache.read(meta, lambda p: json.loads(p.read_text()), path)
+        if cost is not None and "forward_passes" in cost:
+            attributions = self.cache.read(path, lambda p: np.load(p, allow_pickle=False), meta)
+            if attributions is not None and attributions.shape[0] == len(data.eval_y):
+                return attributions, cost
+        torch.manual_seed(cell.seed)
+        started = time.perf_counter()
+        with PassCounter(variant.model) as counter:
+            attributions = explain(plugin, cell.explainer.params, variant.model, data.eval_x, data.eval_y, self.device)
+        cost = {
+            "seconds": time.perf_counter() - started,
+            "forward_passes": counter.forward,
+            "backward_passes": counter.backward,
+        }
+        self.cache.write(path, lambda p: np.save(p, attributions, allow_pickle=False))
+        self.cache.write_json(meta, {**cost, "cell": cell.model_dump(mode="json")})
+        return attributions, cost
+
+    def _score(
+        self,
+        cell: Cell,
+        spec: ComponentSpec,
+        variant: _Variant,
+        data: ImageData,
+        attributions: np.ndarray,
+        explain_func: Any,
+        explain_again: Any,
+        tie_draw: int,
+    ) -> Scored:
+        return score(
+            metrics.get(spec.name),
+            spec.params,
+            variant.model,
+            data.eval_x.numpy(),
+            data.eval_y.numpy(),
+            attributions,
+            data.eval_masks,
+            self.device,
+            cell.seed,
+            explain_func,
+            engine=cell.engine,
+            explain_tensor_func=explain_again,
+            tie_draw=tie_draw,
+        )
+
+    def execute(self, cell: Cell) -> CellResult:
+        """The cell's typed result: figures, per-image scores of every metric and references to raw arrays (the
+        gallery images and their attributions) in the content-addressed artifact store. Draws nothing."""
+        load_plugins(cell.plugins)  # a no-op where the plan was made; on another process or machine, it registers them
+        pool = self.data(cell)
+        variant = self.variant(cell, pool)  # accuracy and cost on every eval image
+        data, figures = pool, Figures(dict(variant.figures.values), dict(variant.figures.missing))
+        selected: dict[str, Any] = {}
+        if cell.eval_selection is not None:  # explanations and metrics on the selected images only
+            selected = self.selection(cell, pool)
+            data = pool.eval_subset(np.asarray(selected["indices"], dtype=np.int64))
+            figures.values.update(
+                {
+                    "eval_candidates": float(selected["candidates"]),
+                    "eval_qualified": float(selected["qualified"]),
+                    "eval_selected": float(len(selected["indices"])),
+                }
+            )
+        attributions, cost = self.explanations(cell, variant, data)
+        images = len(attributions)
+        figures.values["explain_seconds"] = cost["seconds"]
+        figures.values["explain_seconds_per_image"] = cost["seconds"] / images
+        figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
+        figures.values["explain_backward_passes_per_image"] = cost["backward_passes"] / images
+        shares = tie_shares(attributions)
+        constant = bool(shares["constant"].all())
+        figures.values["attribution_tie_share"] = float(shares["tie_share"].mean())
+        figures.values["attribution_min_share"] = float(shares["min_share"].mean())
+        figures.values["attribution_constant_count"] = float(shares["constant"].sum())
+        plugin = explainers.get(cell.explainer.name)
+        explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
+
+        def explain_again(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return explain_tensor(
+                plugin, cell.explainer.params, variant.model, inputs, targets, self.device, batch_size=len(inputs)
+            )
+
+        results: dict[str, MetricResult] = {}
+        for spec in cell.metrics:
+            metric = metrics.get(spec.name)
+            engine = engine_for(metric, cell.engine)
+            if engine == "torch":
+                prepare_metric(spec.name, self.device)
+            draws = cell.tie_draws if random_ties(metric, spec.params, cell.engine) else 1
+            started = time.perf_counter()
+            tie_std, passes, missing = None, (0, 0), None
+            try:
+                scored = [
+                    self._score(cell, spec, variant, data, attributions, explain_func, explain_again, draw)
+                    for draw in range(draws)
+                ]
+                # Over several tie orders, an image's score is its mean over them; the spread says how much ties
+                # decide the cell's score.
+                scores = np.mean([s.scores for s in scored], axis=0)
+                if draws > 1:
+                    tie_std = float(
+                        np.std([np.nanmean(s.scores) if np.isfinite(s.scores).any() else math.nan for s in scored])
+                    )
+                passes = (sum(s.forward_passes for s in scored), sum(s.backward_passes for s in scored))
+            except XbenchInputError:
+                raise
+            except Exception as exc:  # a metric that fails on this cell is a NaN with its reason, not a lost suite
+                scores = np.full(images, np.nan)
+                missing = f"{type(exc).__name__}: {exc}"[:500]
+            if missing is None and not np.isfinite(scores).any():
+                missing = (
+                    "every attribution map is constant, so there is nothing to order or localise "
+                    "(e.g. a CAM upsampled from a 1x1 feature map)"
+                    if constant
+                    else "the metric gave NaN for every image"
+                )
+            results[spec.name] = MetricResult(
+                name=spec.name,
+                higher_is_better=metric.higher_is_better,
+                engine=engine,
+                version=metric.version,
+                per_image=tuple(float(v) if math.isfinite(v) else None for v in scores),
+                tie_std=tie_std,
+                seconds=time.perf_counter() - started,
+                forward_passes_per_image=passes[0] / images,
+                backward_passes_per_image=passes[1] / images,
+                missing=missing,
+                batch_level=metric.batch_level,
+            )
+        count = min(cell.gallery_images or GALLERY_IMAGES, images)
+        pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
+        return CellResult(
+            cell=cell,
+            cell_key=cell.cell_key,
+            model_key=variant.key,
+            data_digest=data.fingerprint,
+            figures=figures.values,
+            missing=figures.missing,
+            correct=tuple(bool(c) for c in variant.correct),
+            labels=tuple(int(label) for label in pool.eval_y),
+            eval_indices=tuple(selected["indices"]) if cell.eval_selection is not None else None,
+            class_names=tuple(data.class_names),
+            metrics=results,
+            artifacts=(
+                self.artifacts.put("gallery_images", (pictures * 255).round().astype(np.uint8)),
+                self.artifacts.put("gallery_attributions", attributions[:count].astype(np.float32)),
+            ),
+            environment=run_environment(self.device),
+        )
+
+    def run_node(self, node: Node) -> str:
+        """Compute one node of the task graph. Train and prune nodes leave their weights in the cache and return their
+        model key; a cell node returns its `CellResult` as JSON."""
+        cell = node.cell
+        load_plugins(cell.plugins)
+        if node.kind == "cell":
+            return self.execute(cell).model_dump_json()
+        data = self.data(cell)
+        if node.kind == "select":
+            return json.dumps(self.selection(cell, data))
+        if node.measures:
+            return self.variant(cell, data).key
+        return self.weights(cell, data)[1]
+
+    def weights(self, cell: Cell, data: ImageData) -> tuple[nn.Module, str]:
+        """The cell's model variant (trained, then pruned along its chain), from the cache when it is there, and its
+        key; not measured."""
+        base, base_key = trained_model(cell.model, data, cell.seed, self.cache, self.device)
+        if cell.pruning is None:
+            return base, base_key
+        config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
+        model = pruned_model(
+            base,
+            base_key,
+            cell.model.name,
+            config,
+            cell.compression_rate,
+            data,
+            cell.model.train,
+            cell.seed,
+            self.cache,
+            self.device,
+            cell.model.options,
+        )
+        return model, pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
+
+    def selection(self, cell: Cell, data: ImageData) -> dict[str, Any]:
+        """`correct_under_all`: the eval images every variant of the cell's model classifies correctly, balanced per
+        class (the first `per_class` of each class in a `data_seed` order). Computed once, kept in the cache, the same
+        for every cell of the model: {"indices", "qualified", "candidates", "per_class"}."""
+        spec = cell.eval_selection
+        assert spec is not None
+        key = content_key(
+            [
+                spec.model_dump(mode="json"),
+                cell.model.model_dump(mode="json"),
+                data.fingerprint,
+                cell.data_seed,
+                library_versions(),
+            ]
+        )
+        path = self.cache.path("selections", key, ".json")
+        cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:
+            return cached
+        correct = np.ones(len(data.eval_y), dtype=bool)
+        for member in spec.group:
+            variant = cell.model_copy(update=member.model_dump() | {"pruning": member.pruning})
+            model = self.weights(variant, data)[0]
+            correct &= (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
+        order = np.random.default_rng([cell.data_seed, 2]).permutation(len(correct))
+        labels = data.eval_y.numpy()
+        chosen: list[int] = []
+        per_class: dict[str, int] = {}
+        for label, name in enumerate(data.class_names):
+            qualified = [int(i) for i in order if correct[i] and labels[i] == label]
+            taken = qualified[: spec.per_class] if spec.per_class else qualified
+            chosen += taken
+            per_class[name] = len(taken)
+        result = {
+            "indices": sorted(chosen),
+            "qualified": int(correct.sum()),
+            "candidates": len(correct),
+            "per_class": per_class,
+        }
+        if not chosen:
+            raise XbenchInputError(
+                f"no eval image of {cell.model.name} is classified correctly by all {len(spec.group)} variants",
+                field="eval_selection",
+            )
+        self.cache.write_json(path, result)
+        return result
+
+
+@functools.cache  # once per process: every cell result carries it
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_environment(device: torch.device) -> dict[str, str]:
+    """Where the cells run: versions, git sha and device (every cell run carries them)."""
+    import quantus
+    import timm
+
+    return {
+        "xbench.version": __version__,
+        "xbench.git_sha": _git_sha(),
+        "xbench.device": device_name(device),
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "quantus_version": quantus.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def prepare(suite: Suite, device: str, decided_elsewhere: str | None = None) -> PlannedSuite:
+    """Plan `suite` for cells on `device` (cpu | cuda, as decided where they run: `device_here` in this process, or
+    a worker of the Ray cluster, which `decided_elsewhere` then describes); every name and parameter is checked here,
+    with the libraries the cells need imported."""
+    cells = plan(suite, device)
+    left_out = unsupported_pairs(suite) if suite.skip_unsupported else {}
+    if decided_elsewhere is None:
+        environment = run_environment(torch.device(device))
+    else:  # this process may have no such device: the parent run says where the decision was made
+        environment = run_environment(torch.device("cpu")) | {"xbench.device": f"{device}, {decided_elsewhere}"}
+    return PlannedSuite(
+        cells=cells,
+        left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
+        device=device,
+        environment=environment,
+    )
+
+
+def device_here(requested: str) -> str:
+    """The device cells in this process compute on for `requested` (auto | cpu | cuda): what this torch sees."""
+    return resolve_device(requested).type

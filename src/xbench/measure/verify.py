@@ -1,0 +1,457 @@
+"""Check the torch engine against Quantus 0.6: same model, inputs, explanations and random draws; time both and
+compare with the forward-pass floor: the model passes the metric needs, run bare at the model's best batch size on
+the device, timed in the same repeats as the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from quantus.functions.perturb_func import (
+    batch_baseline_replacement_by_indices,
+    batch_uniform_noise,
+)
+from torch import nn
+
+from xbench.components.attributions import tie_shares
+from xbench.components.explainers import explain_tensor, explainers, quantus_explain_func
+from xbench.measure.engine import EngineContext, engine_metrics, prepare_metric, run_metric
+from xbench.measure.metrics import QuantusClass, metrics, quantus_class_for
+
+VERIFY_EXPLAINER = "saliency"
+# Quantus 0.6 fails on these with RGB inputs, so they are compared on a 1-channel copy of the model.
+GRAYSCALE_ONLY_IN_QUANTUS = {
+    "road": "Quantus 0.6's ROAD indexes pixels with C*H*W feature indices (IndexError on RGB)",
+    "irof": "Quantus 0.6's IROF builds a 1-channel mask for C-channel images (AssertionError on RGB)",
+}
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds per image for a forward pass and for the extra backward pass, at the model's best batch size."""
+
+    forward: float
+    backward: float
+    batch_size: int
+
+
+def pass_times(
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    device: torch.device,
+    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256),
+    repeats: int = 3,
+) -> PassTimes:
+    """The best per-image forward time over `batch_sizes`, and the backward time at that batch size."""
+    model.to(device).eval()
+
+    def timed(fn: Callable[[], None]) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    per_image = {}
+    for batch_size in batch_sizes:
+        inputs = torch.randn(batch_size, *image_shape, device=device)
+
+        def forward(inputs: torch.Tensor = inputs) -> None:
+            with torch.no_grad():
+                model(inputs)
+
+        per_image[batch_size] = timed(forward) / batch_size
+    best = min(per_image, key=per_image.__getitem__)
+    inputs = torch.randn(best, *image_shape, device=device, requires_grad=True)
+
+    def forward_backward() -> None:  # gradients w.r.t. the input only, as the gradient explainers take them
+        torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
+
+    both = timed(forward_backward) / best
+    return PassTimes(per_image[best], max(0.0, both - per_image[best]), best)
+
+
+def floor_run(
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    device: torch.device,
+    batch_size: int,
+    forward_passes: int,
+    backward_passes: int,
+) -> Callable[[], float]:
+    """A timed run of just the passes a metric needs, at `batch_size` on distinct random inputs: forward passes
+    under no_grad, and forward + backward (input gradients) for those that were back-propagated.
+
+    The last batch is run full and its time pro-rated. Timed alongside the engine, in the same repeats, so that both
+    see the same machine: a floor timed once up front is off by +-10 % on a shared CPU.
+    """
+    pool = [torch.randn(batch_size, *image_shape, device=device) for _ in range(4)]
+
+    def timed(images: int, backward: bool) -> float:
+        batches = -(-images // batch_size)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for index in range(batches):
+            inputs = pool[index % len(pool)]
+            if backward:
+                inputs = inputs.detach().requires_grad_()
+                torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
+            else:
+                with torch.no_grad():
+                    model(inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) * images / max(1, batches * batch_size)
+
+    def run() -> float:
+        return timed(max(0, forward_passes - backward_passes), False) + timed(backward_passes, True)
+
+    return run
+
+
+@dataclass
+class Verification:
+    metric: str
+    max_abs_diff: float
+    engine_seconds: float
+    quantus_seconds: float
+    floor_seconds: float
+    forward_passes: int
+    backward_passes: int
+    images: int
+    note: str = ""
+    case: str = "random"  # which attributions: see ATTRIBUTION_CASES
+    tie_share: float = 0.0  # share of attribution values another value of the same map shares
+
+    @property
+    def floor_ratio(self) -> float:
+        return self.engine_seconds / self.floor_seconds if self.floor_seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "floor_ratio": self.floor_ratio, "speedup_vs_quantus": self.speedup}
+
+    @property
+    def speedup(self) -> float:
+        return self.quantus_seconds / self.engine_seconds if self.engine_seconds > 0 else float("nan")
+
+
+def verification_params(image_size: int) -> dict[str, dict[str, Any]]:
+    """Per-metric parameters: xbench's defaults for the image size, with sample counts cut to keep a run short."""
+    params = {name: metrics.get(name).resolve({}, image_size) for name in engine_metrics.names()}
+    params["faithfulness_correlation"].update(nr_runs=20)
+    params["monotonicity_correlation"].update(nr_samples=4, features_in_step=image_size * image_size // 4)
+    params["max_sensitivity"].update(nr_samples=8)
+    params["avg_sensitivity"].update(nr_samples=8)
+    params["road"] = {"percentages": list(range(5, 100, 10))}
+    return params
+
+
+class _Recorder:
+    """A Quantus perturb_func that records what it was asked to do, so the engine can replay the same draws."""
+
+    def __init__(self, function: Callable[..., np.ndarray], record: Callable[..., Any]) -> None:
+        self.function, self.record = function, record
+        self.calls: list[Any] = []
+
+    def __call__(self, arr: np.ndarray, indices: np.ndarray, **kwargs: Any) -> np.ndarray:
+        result = self.function(arr=arr, indices=indices, **kwargs)
+        self.calls.append(self.record(arr, indices, result))
+        return result
+
+
+def _recorder(name: str) -> _Recorder | None:
+    if name == "faithfulness_correlation":
+        return _Recorder(batch_baseline_replacement_by_indices, lambda arr, indices, result: indices.copy())
+    if name == "monotonicity_correlation":
+        return _Recorder(
+            batch_baseline_replacement_by_indices,
+            lambda arr, indices, result: result[np.arange(len(result)), indices[:, 0]].copy(),
+        )
+    if name in ("max_sensitivity", "avg_sensitivity"):
+        return _Recorder(batch_uniform_noise, lambda arr, indices, result: (result - arr).copy())
+    return None
+
+
+def _draws(name: str, recorder: _Recorder | None) -> dict[str, Any]:
+    if recorder is None:
+        return {}
+    calls = recorder.calls
+    if name == "faithfulness_correlation":
+        return {"subsets": np.stack(calls)}
+    if name == "monotonicity_correlation":
+        return {"baselines": np.stack(calls)}
+    return {"noise": np.stack(calls)}
+
+
+def _road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int], seed: int) -> np.ndarray:
+    """The Gaussian draws Quantus's ROAD makes after np.random.seed(seed), placed on the pixels they perturb."""
+    rng_state = np.random.get_state()
+    np.random.seed(seed)
+    count, channels = x.shape[:2]
+    order = np.argsort(-a.reshape(count, -1), axis=1)
+    area = order.shape[1]
+    noise = np.zeros((len(percentages), count, channels, area), dtype=np.float64)
+    for index, percentage in enumerate(percentages):
+        for image in range(count):
+            top = order[image, : int(area * percentage / 100)]
+            noise[index, image][:, top] = np.random.randn(channels, len(top))
+    np.random.set_state(rng_state)
+    return noise.reshape(len(percentages), *x.shape)
+
+
+class _ArgsortRecorder:
+    """Stands in for `numpy` inside one Quantus metric module and records every argsort it makes, so the engine can
+    replay Quantus's order of tied values (NumPy's default sort orders ties in no documented way)."""
+
+    def __init__(self) -> None:
+        self.orders: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def argsort(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        order = np.argsort(*args, **kwargs)
+        self.orders.append(np.array(order, copy=True))
+        return order
+
+
+@contextlib.contextmanager
+def _recording_argsort(quantus_class: QuantusClass) -> Iterator[_ArgsortRecorder]:
+    module: Any = sys.modules[quantus_class.evaluate_batch.__module__]
+    recorder = _ArgsortRecorder()
+    original = module.np
+    module.np = recorder
+    try:
+        yield recorder
+    finally:
+        module.np = original
+
+
+def orders_features(name: str) -> bool:
+    """Whether the engine metric ranks features (and so takes a tie policy)."""
+    return "ties" in engine_metrics.get(name).parameters()
+
+
+def quantus_reference(
+    name: str,
+    params: dict[str, Any],
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    device: torch.device,
+    seed: int,
+    explain_func: Callable[..., np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[str, Any], float]:
+    """Quantus's raw per-image output, the draws it made (for the engine to replay) and its wall time."""
+    recorder = _recorder(name)
+    extra = {"perturb_func": recorder} if recorder else {}
+    quantus_class = quantus_class_for(metrics.get(name))
+    instance = quantus_class(
+        **params, **extra, return_aggregate=False, disable_warnings=True, display_progressbar=False
+    )
+    model.to(device).eval()
+    np.random.seed(seed)
+    started = time.perf_counter()
+    recording = _recording_argsort(quantus_class) if orders_features(name) else contextlib.nullcontext()
+    with warnings.catch_warnings(), recording as argsorts:
+        warnings.simplefilter("ignore")
+        result = instance(
+            model=model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=a,
+            device=str(device),
+            batch_size=max(256, len(x)),
+            explain_func=explain_func,
+        )
+    seconds = time.perf_counter() - started  # the recorder's copies cost microseconds against the model's passes
+    draws = _draws(name, recorder)
+    if argsorts is not None:
+        draws["orders"] = argsorts.orders
+    if name == "road":
+        draws["noise"] = _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)
+    return np.asarray(result, dtype=np.float64).reshape(len(x), -1), draws, seconds
+
+
+def verify_metric(
+    name: str,
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    device: torch.device,
+    times: PassTimes,
+    params: dict[str, Any],
+    seed: int = 0,
+    explainer: str = VERIFY_EXPLAINER,
+    repeats: int = 3,
+) -> Verification:
+    plugin = explainers.get(explainer)
+    explainer_params = plugin.resolve({})
+    needs_explain = metrics.get(name).needs_explain_func
+    explain_func = quantus_explain_func(plugin, explainer_params, device) if needs_explain else None
+    reference, draws, quantus_seconds = quantus_reference(name, params, model, x, y, a, device, seed, explain_func)
+
+    def explain(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return explain_tensor(plugin, explainer_params, model, inputs, targets, device, batch_size=len(inputs))
+
+    prepare_metric(name, device)  # compiled code is loaded before the clock starts, as the runner does
+    engine_seconds = floor_seconds = float("inf")
+    floor: Callable[[], float] | None = None
+    for _ in range(repeats):  # best of `repeats` for both, interleaved
+        context = EngineContext(model, device, batch_size=times.batch_size, seed=seed, explain=explain, draws=draws)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        result = run_metric(name, params, context, x, y, a).reshape(len(x), -1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        engine_seconds = min(engine_seconds, time.perf_counter() - started)
+        if floor is None:
+            counter = context.counter
+            floor = floor_run(model, tuple(x.shape[1:]), device, times.batch_size, counter.forward, counter.backward)
+            floor()  # warm-up, as the engine's first repeat was
+        floor_seconds = min(floor_seconds, floor())
+    both = np.isfinite(reference) & np.isfinite(result)
+    mismatched_nans = int((np.isfinite(reference) != np.isfinite(result)).sum())
+    difference = float(np.abs(reference[both] - result[both]).max()) if both.any() else 0.0
+    counter = context.counter
+    return Verification(
+        metric=name,
+        max_abs_diff=float("inf") if mismatched_nans else difference,
+        engine_seconds=engine_seconds,
+        quantus_seconds=quantus_seconds,
+        floor_seconds=floor_seconds,
+        forward_passes=counter.forward,
+        backward_passes=counter.backward,
+        images=len(x),
+        note=f"{mismatched_nans} NaN(s) differ" if mismatched_nans else "",
+    )
+
+
+ATTRIBUTION_CASES = {
+    "random": "tie-free random attributions, one value per channel",
+    "gradcam": "Grad-CAM of the model: a coarse map upsampled, so most values are tied",
+    "flat_background": "input x gradient of images on a flat (zero) background: every background pixel is 0",
+}
+
+
+def case_attributions(
+    case: str, model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, attributions) for a verification case: the random ones as given, or real explanations with
+    ties, on the images whose map is not constant (a constant map has no order to compare; xbench scores it NaN)."""
+    if case == "random":
+        return x, y, a
+    if case == "gradcam":
+        explainer = "gradcam"
+    elif case == "flat_background":
+        explainer = "input_x_gradient"
+        size = x.shape[-1]
+        flat = np.zeros_like(x)  # the object: a centred square of the image; the rest a flat background
+        keep = slice(size // 4, size - size // 4)
+        flat[..., keep, keep] = x[..., keep, keep]
+        x = flat
+    else:
+        raise ValueError(f"unknown case {case!r}; cases: {', '.join(ATTRIBUTION_CASES)}")
+    plugin = explainers.get(explainer)
+    explained = explain_tensor(plugin, plugin.resolve({}), model, torch.as_tensor(x), torch.as_tensor(y), device)
+    tied = explained.cpu().numpy()
+    scorable = ~tie_shares(tied)["constant"]
+    return x[scorable], y[scorable], tied[scorable]
+
+
+def random_inputs(
+    model_name: str, image_size: int, images: int, seed: int, num_classes: int = 10, in_chans: int = 3
+) -> tuple[nn.Module, np.ndarray, np.ndarray, np.ndarray]:
+    """A randomly initialised timm model, random images and labels, and tie-free random attributions.
+
+    Attributions get one value per channel: with one value per pixel broadcast to C channels, Quantus's
+    np.argsort orders the C equal values of a pixel in an unspecified way and the engine in channel order.
+    """
+    from xbench.components.models import timm_model
+
+    torch.manual_seed(seed)
+    model = timm_model(model_name, num_classes, image_size, in_chans=in_chans).eval()
+    generator = np.random.default_rng(seed)
+    x = generator.normal(size=(images, in_chans, image_size, image_size)).astype(np.float32)
+    y = generator.integers(0, num_classes, size=images)
+    a = generator.random(size=(images, in_chans, image_size, image_size)).astype(np.float32)
+    return model, x, y, a
+
+
+def verify_all(
+    model_name: str = "resnet18",
+    image_size: int = 64,
+    images: int = 8,
+    seed: int = 0,
+    device: torch.device | None = None,
+    names: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    cases: list[str] | None = None,
+) -> tuple[list[Verification], PassTimes]:
+    """Every engine metric (or `names`) against Quantus; ROAD and IROF on a 1-channel copy of the model.
+
+    `cases` (default: all of ATTRIBUTION_CASES) adds tied attributions for the metrics that order features; the
+    engine then replays the order Quantus's argsort gave the tied values.
+    """
+    device = device or torch.device("cpu")
+
+    def skipped(name: str, case: str) -> None:
+        if progress:
+            progress(f"{name} ({case}): skipped, every map is constant at {image_size} px (nothing to order)")
+
+    model, x, y, a = random_inputs(model_name, image_size, images, seed)
+    gray = random_inputs(model_name, image_size, images, seed, in_chans=1)
+    times = pass_times(model, tuple(x.shape[1:]), device)
+    gray_times: PassTimes | None = None
+    params = verification_params(image_size)
+    results = []
+    for name in names or engine_metrics.names():
+        for case in cases or list(ATTRIBUTION_CASES):
+            if case != "random" and not orders_features(name):
+                continue
+            if progress:
+                progress(f"{name} ({case})")
+            if name in GRAYSCALE_ONLY_IN_QUANTUS:
+                gray_times = gray_times or pass_times(gray[0], tuple(gray[1].shape[1:]), device)
+                gx, gy, attributions = case_attributions(case, gray[0], gray[1], gray[2], gray[3], device)
+                if not len(gx):
+                    skipped(name, case)
+                    continue
+                result = verify_metric(name, gray[0], gx, gy, attributions, device, gray_times, params[name], seed)
+                result.note = f"1-channel model: {GRAYSCALE_ONLY_IN_QUANTUS[name]}"
+            else:
+                cx, cy, attributions = case_attributions(case, model, x, y, a, device)
+                if not len(cx):
+                    skipped(name, case)
+                    continue
+                if metrics.get(name).needs_explain_func:
+                    plugin = explainers.get(VERIFY_EXPLAINER)
+                    attributions = (
+                        explain_tensor(
+                            plugin, plugin.resolve({}), model, torch.as_tensor(cx), torch.as_tensor(cy), device
+                        )
+                        .cpu()
+                        .numpy()
+                    )
+                result = verify_metric(name, model, cx, cy, attributions, device, times, params[name], seed)
+            result.case = case
+            result.tie_share = float(tie_shares(attributions)["tie_share"].mean())
+            results.append(result)
+    return results, times

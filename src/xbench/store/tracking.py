@@ -1,0 +1,642 @@
+"""MLflow: one experiment per suite, one parent run per `xbench run`, one nested child run per cell.
+
+Reads (`load_results`) are used by export, leaderboard and check, so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from xbench.core.cells import Cell
+from xbench.core.errors import XbenchInputError
+from xbench.core.extras import require_extra
+from xbench.core.results import ArtifactStore, CellResult, per_image_scores, to_record
+from xbench.store import leases
+
+DEFAULT_DB = "xbench.db"
+ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = (
+    "xbench.role",
+    "xbench.cell_key",
+    "xbench.plan_key",
+    "xbench.suite",
+)
+REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
+EQUIVALENCE_TAG = "xbench.equivalence"  # experiment tag: the suite's equivalence margins, as JSON
+METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
+ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
+RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
+HUMAN_ROLE, HUMAN_REPORT_FILE = "human-study", "human_study.json"  # a human study's run, and its report artifact
+HUMAN_KEY_TAG = "xbench.human_key"  # hash of a study's report: the same analysis is logged once
+# MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """CLI flag > MLFLOW_TRACKING_URI > a SQLite file `xbench.db` in the working directory."""
+    if uri is not None:
+        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def experiment_name(suite: str) -> str:
+    return f"xbench/{suite}"
+
+
+def _quiet() -> None:
+    """MLflow logs its schema migrations at INFO on a new SQLite store; users need none of it."""
+    import mlflow  # noqa: F401 - configures the 'mlflow' logger on import, so levels are set after it
+
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy.*")
+
+
+# Presentation's drawer: a result and its raw arrays in, named picture files (PNG bytes) out.
+Pictures = Callable[[CellResult, dict[str, np.ndarray]], dict[str, bytes]]
+
+
+class Store:
+    """An MLflow tracking store (SQLite file by default, or any tracking server URI)."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        _quiet()
+        from mlflow.tracking import MlflowClient
+
+        self.uri = resolve_tracking_uri(uri)
+        if urlparse(self.uri).scheme.startswith("postgresql"):
+            require_extra("psycopg", field="--tracking-uri")
+        # Opening a new SQLite store creates its schema; two processes doing it at once collide, so one at a time.
+        with self._database_lock("open", wait_message=None):
+            self.client = MlflowClient(tracking_uri=self.uri)
+        self._results: dict[str, CellResult] = {}  # run_id -> result, as load_results read them
+
+    def exclusive(self, suite: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the suite's write lock on a SQLite store (a file lock beside the database) while a run writes.
+
+        SQLite has one writer at a time, and two runs of one suite would both compute the cells neither had logged
+        yet. The second run waits, saying for whom, and continues once the first is done. A tracking server is shared
+        by design and takes no lock here.
+        """
+        return self._database_lock(
+            f"suite-{suite}",
+            wait_message=f"another xbench run of suite {suite} ({{holder}}) is writing to this store; waiting for it "
+            "to finish (for parallel runs use an MLflow tracking server: --tracking-uri http://...)",
+        )
+
+    @contextlib.contextmanager
+    def _database_lock(self, purpose: str, wait_message: str | None) -> Iterator[None]:
+        """An exclusive flock on `.<database>.<purpose>.lock` beside a SQLite database (nothing for other stores)."""
+        if urlparse(self.uri).scheme != "sqlite":
+            yield
+            return
+        import fcntl
+
+        database = Path(self.uri.removeprefix("sqlite:///"))
+        lock_path = database.resolve().parent / f".{database.name}.{purpose}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                if wait_message is not None:
+                    from xbench.core.progress import log
+
+                    log(wait_message.format(holder=handle.read().strip() or "another process"))
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _artifact_location(self, suite: str) -> str | None:
+        """SQLite stores keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
+        parsed = urlparse(self.uri)
+        if parsed.scheme != "sqlite":
+            return None
+        database = Path(self.uri.removeprefix("sqlite:///"))
+        return (database.resolve().parent / "xbench-artifacts" / suite).as_uri()
+
+    def experiment_id(self, suite: str, create: bool = False) -> str | None:
+        """The suite's experiment; `create` makes it (or marks an older one) as a model-development experiment, so the
+        MLflow UI opens on its runs."""
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        if experiment is not None:
+            if create and experiment.tags.get("mlflow.experimentKind") is None:
+                for key, value in EXPERIMENT_KIND.items():
+                    self.set_experiment_tag(experiment.experiment_id, key, value)
+            return experiment.experiment_id
+        if not create:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(
+                experiment_name(suite),
+                artifact_location=self._artifact_location(suite),
+                tags={SUITE_TAG: suite, **EXPERIMENT_KIND},
+            )
+        except MlflowException:  # another run of the suite created it a moment ago: use theirs
+            experiment = self.client.get_experiment_by_name(experiment_name(suite))
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set an experiment tag unless it already has this value. Two runs setting one tag at once can collide in
+        MLflow's insert (a unique-key error from PostgreSQL); the tag then holds a value, and if it is ours, done."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            if self.client.get_experiment(experiment_id).tags.get(key) == value:
+                return
+            try:
+                self.client.set_experiment_tag(experiment_id, key, value)
+                return
+            except MlflowException:
+                if attempt == 2:
+                    raise
+
+    def _search(self, experiment_id: str, filter_string: str) -> list[Any]:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time DESC"],
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_cells(self, experiment_id: str) -> dict[str, str]:
+        """cell_key -> run_id of every finished cell run (the newest, if a key was ever logged twice)."""
+        finished: dict[str, str] = {}
+        for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'"):
+            finished.setdefault(run.data.tags[CELL_KEY_TAG], run.info.run_id)
+        return finished
+
+    def _unfinished_cells(self, experiment_id: str) -> list[Any]:
+        return self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell' and attributes.status != 'FINISHED'")
+
+    def _parents(self, runs: list[Any]) -> dict[str, Any]:
+        """parent run id -> the parent run (None when it was deleted) of each run."""
+        parents: dict[str, Any] = {}
+        for run in runs:
+            parent_id = run.data.tags.get("mlflow.parentRunId", "")
+            if parent_id and parent_id not in parents:
+                try:
+                    parents[parent_id] = self.client.get_run(parent_id)
+                except Exception:  # deleted, or from another store: no lease holds it
+                    parents[parent_id] = None
+        return parents
+
+    def claim_cells(self, experiment_id: str, parent_id: str, cells: list[Any]) -> leases.Claims:
+        """Claim the cells this run will compute (`leases`): cells another live run has claimed are left to it, claims
+        of dead runs are discarded, and of two claims made at once the earlier wins."""
+        unfinished = self._unfinished_cells(experiment_id)
+        parents = self._parents(unfinished)
+        held: dict[str, str] = {}
+        discarded = 0
+        for run in unfinished:
+            parent = parents.get(run.data.tags.get("mlflow.parentRunId", ""))
+            if parent is not None and leases.is_live(parent) and parent.info.run_id != parent_id:
+                held.setdefault(run.data.tags.get(CELL_KEY_TAG, ""), leases.describe(parent))
+            else:  # a killed or crashed run's claim, or a half-logged cell: every cell appears once
+                self.client.delete_run(run.info.run_id)
+                discarded += 1
+        mine: dict[str, str] = {}
+        for cell in cells:
+            if cell.cell_key not in held:
+                run = self.client.create_run(
+                    experiment_id,
+                    run_name=cell.label,
+                    tags={
+                        "mlflow.parentRunId": parent_id,
+                        ROLE_TAG: "cell",
+                        CELL_KEY_TAG: cell.cell_key,
+                    },
+                )
+                mine[cell.cell_key] = run.info.run_id
+        held |= self.resolve_claims(experiment_id, mine)
+        return leases.Claims(mine, held, discarded)
+
+    def resolve_claims(self, experiment_id: str, mine: dict[str, str]) -> dict[str, str]:
+        """Withdraw this run's claims (`mine`, cell key -> claim run, changed in place) that another live run made
+        earlier: two runs claiming at once both see the earlier claim here, so exactly one keeps each cell. Returns
+        cell key -> who holds it, for the cells withdrawn."""
+        unfinished = [r for r in self._unfinished_cells(experiment_id) if r.data.tags.get(CELL_KEY_TAG) in mine]
+        parents = self._parents(unfinished)
+        live = [r for r in unfinished if leases.is_live(parents.get(r.data.tags.get("mlflow.parentRunId", "")))]
+        held = {}
+        for key, winner in leases.winners(live).items():
+            if winner.info.run_id != mine.get(key):
+                self.client.delete_run(mine.pop(key))
+                held[key] = leases.describe(parents[winner.data.tags["mlflow.parentRunId"]])
+        return held
+
+    def withdraw(self, run_ids: list[str]) -> None:
+        """Delete claims this run will not fill (it failed or was interrupted), so no one waits for them."""
+        for run_id in run_ids:
+            try:
+                self.client.delete_run(run_id)
+            except Exception:  # already gone; the next run discards what is left anyway
+                continue
+
+    def open_parent(
+        self, experiment_id: str, plan_key: str, run_name: str, tags: dict[str, str], lease: leases.Lease
+    ) -> str:
+        """Continue the unfinished parent run of the same plan whose lease is dead (a resumed run), or start a new
+        one; a parent whose lease is live belongs to a run still going, and is never adopted."""
+        query = f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"
+        for run in self._search(experiment_id, query):
+            if run.info.status != "FINISHED" and not leases.is_live(run):
+                self.client.update_run(run.info.run_id, status="RUNNING")
+                self.client.set_tag(run.info.run_id, "xbench.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+                for key, value in lease.tags().items():
+                    self.client.set_tag(run.info.run_id, key, value)
+                return str(run.info.run_id)
+        run = self.client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={**tags, ROLE_TAG: "suite", PLAN_KEY_TAG: plan_key, **lease.tags()},
+        )
+        return str(run.info.run_id)
+
+    def close_parent(self, run_id: str, metrics: dict[str, float], status: str = "FINISHED") -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.set_terminated(run_id, status=status)
+
+    def log_result(
+        self,
+        experiment_id: str,
+        parent_id: str,
+        result: CellResult,
+        artifacts: ArtifactStore,
+        extra_tags: dict[str, str] | None = None,
+        claim: str | None = None,
+        pictures: Pictures | None = None,
+    ) -> str:
+        """Write one cell result as a finished child run (into its `claim` run, when it has one): params, metrics and
+        tags for the UI, `result.json` (the result itself, what `load_cell_results` reads back), its raw arrays, and
+        what `pictures` draws from them (the store itself draws nothing: presentation passes its drawer in)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+        cell = result.cell
+        if claim is None:
+            claim = self.client.create_run(
+                experiment_id, run_name=cell.label, tags={"mlflow.parentRunId": parent_id, ROLE_TAG: "cell"}
+            ).info.run_id
+        run_id = claim
+        now = int(time.time() * 1000)
+        params = [Param(k, str(v)) for k, v in cell_params(cell).items()]
+        metrics = [Metric(k, float(v), now, 0) for k, v in result_metrics(result).items()]
+        tags = [RunTag(k, str(v)) for k, v in {**result_tags(result), **(extra_tags or {})}.items()]
+        for batch_params, batch_tags, batch_metrics in _batches(params, tags, metrics):
+            self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
+        source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
+        name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
+        self.client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(f"{name}-{split}", result.data_digest[:36], "xbench", source),
+                    tags=[InputTag("mlflow.data.context", context)],
+                )
+                for split, context in (("train", "training"), ("eval", "evaluation"))
+            ],
+        )
+        with tempfile.TemporaryDirectory(prefix="xbench-log-") as workdir:
+            _result_files(result, artifacts, Path(workdir), pictures)
+            self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def artifact(self, run_id: str, name: str, destination: Path) -> Path | None:
+        """A run's artifact copied under `destination`, or None if the run has no such artifact."""
+        # One MLflow progress bar per file would drown the caller's own progress bar.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        try:
+            return Path(self.client.download_artifacts(run_id, name, str(destination)))
+        except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
+            return None
+
+    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
+        return {
+            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
+        }
+
+    def reference(self, suite: str) -> str | None:
+        """The reference a suite's runs named (`reference:` in the suite), if any."""
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        return None if experiment is None else experiment.tags.get(REFERENCE_TAG)
+
+    def equivalence(self, suite: str) -> dict[str, float]:
+        """The equivalence margins a suite's last run named (`equivalence:` in the suite), if any."""
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        text = None if experiment is None else experiment.tags.get(EQUIVALENCE_TAG)
+        if not text:
+            return {}
+        try:
+            margins = json.loads(text)
+        except ValueError:
+            return {}
+        return {str(k): float(v) for k, v in margins.items()} if isinstance(margins, dict) else {}
+
+    def suites(self) -> list[str]:
+        from mlflow.entities import ViewType
+
+        return sorted(
+            e.tags[SUITE_TAG]
+            for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+            if SUITE_TAG in e.tags
+        )
+
+    def load_cell_results(self, suite: str) -> list[tuple[Any, CellResult]]:
+        """(MLflow run, CellResult) of every cell of `suite`: its newest finished run, read back from `result.json`.
+        Raises XbenchInputError if the suite has no results."""
+        experiment_id = self.experiment_id(suite)
+        if experiment_id is None:
+            known = ", ".join(self.suites()) or "none"
+            raise XbenchInputError(f"no results for suite {suite!r} in {self.uri} (suites with results: {known})")
+        runs: dict[str, Any] = {}
+        for run in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'"):
+            runs.setdefault(run.data.tags[CELL_KEY_TAG], run)
+        loaded = []
+        with tempfile.TemporaryDirectory(prefix="xbench-results-") as workdir:
+            for index, run in enumerate(runs.values()):
+                destination = Path(workdir) / str(index)
+                destination.mkdir()
+                path = self.artifact(run.info.run_id, RESULT_FILE, destination)
+                if path is None:
+                    raise XbenchInputError(
+                        f"cell run {run.info.run_id} of suite {suite!r} has no {RESULT_FILE}: it was logged by an "
+                        "older xbench; run the suite again into a new store"
+                    )
+                loaded.append((run, CellResult.model_validate_json(path.read_text())))
+        return sorted(loaded, key=lambda pair: _order(pair[1]))
+
+    def load_results(self, suite: str) -> list[dict[str, Any]]:
+        """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
+        `per_image_scores` and `arrays`."""
+        records = []
+        for run, result in self.load_cell_results(suite):
+            provenance = {key: run.data.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
+            record = to_record(result, suite, run.info.run_id, run.info.start_time, provenance)
+            self._results[run.info.run_id] = result
+            records.append(record)
+        return records
+
+    def log_human_study(self, suite: str, report: dict[str, Any], files: list[Path]) -> str:
+        """A human study's analysis as a finished run of the suite's experiment: params (design, pairs, counts),
+        metrics (preference and equal rates, p-values, alpha, metric agreement), `human_study.json` (the report, what
+        `human_studies` reads back) and `files` (manifest, answers, text report) as artifacts."""
+        import hashlib
+
+        from mlflow.entities import Metric, Param
+
+        experiment_id = self.experiment_id(suite)
+        if experiment_id is None:
+            raise XbenchInputError(f"no results for suite {suite!r} in {self.uri}", field="--suite")
+        # The same answers analysed the same way are one study: a rerun finds its run instead of logging it twice.
+        key = hashlib.sha256(json.dumps(report, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        query = f"tags.`{ROLE_TAG}` = '{HUMAN_ROLE}' and tags.`{HUMAN_KEY_TAG}` = '{key}'"
+        for run in self._search(experiment_id, query):
+            if run.info.status == "FINISHED":
+                return str(run.info.run_id)
+            self.client.delete_run(run.info.run_id)  # a half-logged one from a crash
+        name = f"human study: {report['design']} ({report['answers']} answers)"
+        tags = {ROLE_TAG: HUMAN_ROLE, HUMAN_KEY_TAG: key}
+        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        params = {
+            "design": report["design"],
+            "workers": report["workers"],
+            "answers": report["answers"],
+            "excluded_workers": len(report["excluded_workers"]),
+            "min_check_accuracy": report["min_check_accuracy"],
+        }
+        values: dict[str, float | None] = {"alpha": report["alpha"]}
+        if report["design"] == "pairwise":
+            params["pairs"] = ", ".join(f"{p['a']}:{p['b']}" for p in report["pairs"])
+            for p in report["pairs"]:
+                prefix = f"human.{p['a']} vs {p['b']}."
+                values |= {
+                    prefix + "prefer_a": p["a_rate"],
+                    prefix + "equal_rate": p["equal_rate"],
+                    prefix + "chi2_p": p["chi2_p"],
+                    prefix + "binom_p": p["binom_p"],
+                    prefix + "p": p["p"],
+                    prefix + "p_holm": p["p_holm"],
+                }
+        else:
+            params["variants"] = ", ".join(v["variant"] for v in report["variants"])
+            values["human.chi2_p"] = report["chi2_p"]
+            values |= {f"human.{v['variant']}.accuracy": v["accuracy"] for v in report["variants"]}
+            for c in report.get("contrasts", []):
+                values |= {f"human.{c['b']} - {c['a']}.p": c["p"], f"human.{c['b']} - {c['a']}.p_holm": c["p_holm"]}
+        values |= {f"agreement.{row['metric']}": row["agreement"] for row in report.get("agreement", [])}
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            params=[Param(k, str(v)) for k, v in params.items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None],
+        )
+        with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
+            report_file = Path(workdir) / HUMAN_REPORT_FILE
+            report_file.write_text(json.dumps(report, indent=1))
+            for path in [report_file, *files]:
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def human_studies(self, suite: str) -> list[dict[str, Any]]:
+        """The reports of every finished human study of `suite`, newest first."""
+        experiment_id = self.experiment_id(suite)
+        if experiment_id is None:
+            return []
+        reports = []
+        with tempfile.TemporaryDirectory(prefix="xbench-human-") as workdir:
+            runs = self._search(experiment_id, f"tags.`{ROLE_TAG}` = '{HUMAN_ROLE}' and attributes.status = 'FINISHED'")
+            for index, run in enumerate(runs):
+                destination = Path(workdir) / str(index)
+                destination.mkdir()
+                path = self.artifact(run.info.run_id, HUMAN_REPORT_FILE, destination)
+                if path is not None:
+                    reports.append({**json.loads(path.read_text()), "run_id": run.info.run_id})
+        return reports
+
+    def arrays(self, run_id: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """The named raw arrays of a loaded cell run (e.g. gallery_images, gallery_attributions), from its artifacts."""
+        import numpy as np
+
+        found = {}
+        with tempfile.TemporaryDirectory(prefix="xbench-arrays-") as workdir:
+            for name in names:
+                path = self.artifact(run_id, f"{name}.npy", Path(workdir))
+                if path is not None:
+                    found[name] = np.load(path, allow_pickle=False)
+        return found
+
+
+def _order(result: CellResult) -> tuple[Any, ...]:
+    cell = result.cell
+    return (
+        cell.model.name,
+        cell.pruning.method if cell.pruning else "none",
+        cell.compression_rate,
+        cell.explainer.name,
+        cell.seed,
+    )
+
+
+def result_metrics(result: CellResult) -> dict[str, float]:
+    """The MLflow metrics of a result: its figures, and per metric the mean, spread, NaN count, cost."""
+    values = dict(result.figures)
+    for name, metric in result.metrics.items():
+        scores = metric.scores
+        values[name] = metric.mean
+        values[f"{name}_std"] = metric.std
+        values[f"{name}_nan_count"] = float((~np.isfinite(scores)).sum())
+        if metric.tie_std is not None:
+            values[f"{name}_tie_std"] = metric.tie_std
+        values[f"score_seconds.{name}"] = metric.seconds
+        values[f"score_seconds_per_image.{name}"] = metric.seconds / max(1, len(scores))
+        values[f"metric_forward_passes_per_image.{name}"] = metric.forward_passes_per_image
+        values[f"metric_backward_passes_per_image.{name}"] = metric.backward_passes_per_image
+    values["score_seconds"] = sum(metric.seconds for metric in result.metrics.values())
+    return values
+
+
+def result_tags(result: CellResult) -> dict[str, str]:
+    missing = {**result.missing, **{n: m.missing for n, m in result.metrics.items() if m.missing}}
+    return {
+        **{f"{DIRECTION_PREFIX}{n}": "higher" if m.higher_is_better else "lower" for n, m in result.metrics.items()},
+        **{f"{MISSING_PREFIX}{k}": v for k, v in missing.items()},
+        **{f"{ENGINE_PREFIX}{n}": m.engine for n, m in result.metrics.items()},
+        **{f"{VERSION_PREFIX}{n}": m.version for n, m in result.metrics.items()},
+        METRICS_TAG: ",".join(result.metrics),
+        CELL_KEY_TAG: result.cell_key,
+        "xbench.model_key": result.model_key,
+        "xbench.result_version": str(result.version),
+        **result.environment,
+    }
+
+
+def _result_files(
+    result: CellResult, artifacts: ArtifactStore, workdir: Path, pictures: Pictures | None = None
+) -> list[Path]:
+    """result.json, the raw arrays, scores.csv and, when the caller passes a drawer, pictures of the arrays."""
+    import csv
+
+    files = [workdir / RESULT_FILE]
+    files[0].write_text(result.model_dump_json(indent=1))
+    arrays = {}
+    for ref in result.artifacts:
+        arrays[ref.name] = artifacts.get(ref)
+        path = workdir / f"{ref.name}.npy"
+        np.save(path, arrays[ref.name], allow_pickle=False)
+        files.append(path)
+    scores = per_image_scores(result)
+    correct = scores.pop("correct")
+    path = workdir / "scores.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", *scores, "correct"])
+        for position, index in enumerate(result.scored_images):
+            values = (f"{values[position]:.6g}" for values in scores.values())
+            writer.writerow([index, result.labels[index], *values, f"{correct[index]:g}"])
+    files.append(path)
+    if pictures is not None:
+        for name, data in pictures(result, arrays).items():
+            (workdir / name).write_bytes(data)
+            files.append(workdir / name)
+    return files
+
+
+# What a leaderboard says about where a result came from; every cell run carries these tags.
+PROVENANCE_TAGS = {
+    "xbench": "xbench.version",
+    "git_sha": "xbench.git_sha",
+    "torch": "torch_version",
+    "timm": "timm_version",
+    "quantus": "quantus_version",
+    "python": "python_version",
+    "device": "xbench.device",
+    "suite_file": "xbench.suite_file",
+}
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _batches(params: list[Any], tags: list[Any], metrics: list[Any]) -> Iterable[tuple[list[Any], ...]]:
+    """(params, tags, metrics) in as few `log_batch` calls as MLflow takes (at most 100 params, 100 tags and 1000
+    entities in all per call): each call is a transaction, and a round trip to a tracking server."""
+    chunks = (_chunks(params, 100), _chunks(tags, 100), _chunks(metrics, 800))
+    for index in range(max(map(len, chunks))):
+        yield tuple(kind[index] if index < len(kind) else [] for kind in chunks)
+
+
+def cell_params(cell: Cell) -> dict[str, Any]:
+    """The MLflow params of a cell: what it is, readable in the UI's columns."""
+    pruning = cell.pruning
+    params: dict[str, Any] = {
+        "model": cell.model.name,
+        "pretrained": cell.model.pretrained,
+        "train_epochs": cell.model.train.epochs,
+        "train_lr": cell.model.train.lr,
+        "train_batch_size": cell.model.train.batch_size,
+        "pruning_method": pruning.method if pruning else "none",
+        "pruning_scope": pruning.scope if pruning else "none",
+        "pruning_granularity": pruning.granularity if pruning else "none",
+        "pruning_schedule": pruning.schedule if pruning else "none",
+        "finetune_epochs": pruning.finetune.epochs if pruning else 0,
+        "finetune_lr": pruning.finetune.lr if pruning else 0,
+        "compression_rate": cell.compression_rate,
+        "explainer": cell.explainer.name,
+        "dataset": cell.dataset.name,
+        "image_size": cell.dataset.image_size,
+        "train_size": cell.dataset.train_size,
+        "eval_size": cell.dataset.eval_size,
+        "seed": cell.seed,
+        "data_seed": cell.data_seed,
+        "tie_draws": cell.tie_draws,
+        "device": cell.device,
+        "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
+        "perf_warmup": cell.perf.warmup,
+        "perf_repeats": cell.perf.repeats,
+        "perf_precision": cell.perf.precision,
+        "perf_channels_last": cell.perf.channels_last,
+        "perf_compile": cell.perf.compile,
+        "metric_engine": cell.engine,
+    }
+    params.update({f"model.{k}": v for k, v in cell.model.options.items()})
+    params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
+    for spec in cell.metrics:
+        params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
+    return params
