@@ -173,7 +173,7 @@ def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_pat
 
 
 def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:
-    result = json.loads(xbench("stats", "--suite", "smoke", cwd=smoke_run, check=True).stdout)
+    result = json.loads(xbench("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
     suite = load_suite(str(SMOKE))[0]
     assert result["seeds"] == suite.replicate_seeds and not result["within_one_trained_model"]
     # 1 pruned CR x (2 explainers x 5 metrics + accuracy)
@@ -187,6 +187,13 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
     assert {r["metric"] for r in result["reliability"]} == {m.name for m in suite.metrics}
     planned = xbench("stats", "--suite", "smoke", "--plan", cwd=smoke_run, check=True).stdout
     assert "Seeds that would decide" in planned and "suite smoke: 2 seeds" in planned
+    # For a person, by default: a table with one row per comparison and how to read the verdicts.
+    table = xbench("stats", "--suite", "smoke", cwd=smoke_run, check=True, env={"COLUMNS": "250"}).stdout
+    assert "95 % interval" in table and "p (Holm)" in table and "Holm's correction" in table
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in result["verdicts"].items())
+    assert counts in table and table.count("test_resnet") == len(result["comparisons"])
+    bad = xbench("stats", "--suite", "smoke", "--format", "yaml", cwd=smoke_run)
+    assert bad.returncode == 2 and "yaml" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_run_seeds_parses_ranges_and_lists() -> None:
@@ -215,7 +222,7 @@ def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path
     assert first <= {r.info.run_id for r in runs}  # seed 0's runs are the same runs
     seeds = sorted(r.data.params["seed"] for r in runs if "seed" in r.data.params)
     assert seeds.count("0") == seeds.count("1") == cells  # every cell once per seed, none twice
-    stats = json.loads(xbench("stats", "--suite", "smoke", cwd=tmp_path, check=True).stdout)
+    stats = json.loads(xbench("stats", "--suite", "smoke", "--format", "json", cwd=tmp_path, check=True).stdout)
     assert stats["seeds"] == [0, 1]
 
 

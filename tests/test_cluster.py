@@ -172,7 +172,9 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
         for name, uri in (("local", local_uri), ("ray", server)):
             outputs[name] = {
                 "export": xbench("export", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True).stdout,
-                "stats": xbench("stats", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True).stdout,
+                "stats": xbench(
+                    "stats", "--suite", "smoke", "--format", "json", "--tracking-uri", uri, cwd=tmp_path, check=True
+                ).stdout,
                 "check": xbench("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
             }
             site = tmp_path / f"site-{name}"

@@ -62,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             console.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 1
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except (click.ClickException, typer.exceptions.TyperException) as exc:
+        # typer bundles its own click: a usage error (a missing option, a value not among the choices) is one of its
+        # exceptions, shown as click shows it, exit 2.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        return int(getattr(exc, "exit_code", 2))
     return result if isinstance(result, int) else 0
 
 

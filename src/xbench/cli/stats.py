@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -50,6 +51,12 @@ COLUMNS = (
 )
 
 
+class StatsFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
 def _plain(value: object) -> object:
     """NaN and infinities as None, so the JSON is valid."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -57,7 +64,9 @@ def _plain(value: object) -> object:
 
 def stats_command(
     suite: str = typer.Option(..., "--suite", help="Suite name (as in its YAML `name:`)."),
-    format: str = typer.Option("json", "--format", help="json | csv"),
+    format: StatsFormat = typer.Option(
+        StatsFormat.table, "--format", help="table (for people), json or csv (for scripts).", case_sensitive=False
+    ),
     output: Path | None = typer.Option(None, "-o", "--output", help="File to write; default: stdout."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
     max_accuracy_drop: float | None = typer.Option(
@@ -76,7 +85,8 @@ def stats_command(
     pruning config and explainer) with its verdict: better, worse, equivalent (within ±margin: no meaningful change)
     or undecided; plus per-metric reliability across seeds.
 
-    JSON: {"method", "seeds", "margins", "verdicts", "comparisons": [...], "reliability": [...]}. CSV: the comparisons.
+    The table shows each comparison's verdict, difference with its 95 % interval and Holm-corrected p. JSON:
+    {"method", "seeds", "margins", "verdicts", "comparisons": [...], "reliability": [...]}. CSV: the comparisons.
 
     Example: xbench stats --suite quick --format csv -o quick-stats.csv
 
@@ -86,8 +96,6 @@ def stats_command(
     from xbench.core.errors import XbenchInputError
     from xbench.store.tracking import Store
 
-    if format not in ("json", "csv"):
-        raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be in (0, 1], got {max_accuracy_drop}", field="--max-accuracy-drop")
     store = Store(tracking_uri)
@@ -103,7 +111,14 @@ def stats_command(
         typer.echo(plan_text(suite, result))
         return
     comparisons = [{k: _plain(c.to_dict()[k]) for k in COLUMNS} for c in result.comparisons]
-    if format == "json":
+    if format is StatsFormat.table:
+        if output is not None:
+            raise XbenchInputError(
+                "a table is for the terminal; write a file as --format json or csv", field="--output"
+            )
+        print_table(suite, result)
+        return
+    if format is StatsFormat.json:
         text = json.dumps(
             {
                 "suite": suite,
@@ -180,3 +195,66 @@ def _label(c: object) -> str:
     where = c.explainer or "accuracy"
     metric = "" if c.metric == "accuracy" else f" {c.metric}"
     return f"{c.model} {c.pruning_method} CR {c.compression_rate:g} {where}{metric}"
+
+
+def print_table(suite: str, result: object) -> None:
+    """The comparisons as a terminal table, decided ones first, with a line on how to read it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from xbench.analyse.stats import ALPHA, METHOD, SuiteStats
+
+    assert isinstance(result, SuiteStats)
+    console = Console()
+    order = {"worse": 0, "better": 1, "equivalent": 2, "undecided": 3}
+    table = Table(title=f"suite {suite}: each CR against CR 1, {len(result.seeds)} seed(s)", title_justify="left")
+    for column, justify in (
+        ("model", "left"),
+        ("pruning", "left"),
+        ("CR", "right"),
+        ("explainer", "left"),
+        ("metric", "left"),
+        ("verdict", "left"),
+        ("Δ (variant − CR 1)", "right"),
+        ("95 % interval", "right"),
+        ("margin", "right"),
+        ("p (Holm)", "right"),
+        ("seeds", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    colours = {"better": "green", "worse": "red", "equivalent": "cyan", "undecided": "yellow"}
+    for c in sorted(result.comparisons, key=lambda c: (order.get(c.verdict, 4), _label(c))):
+        table.add_row(
+            c.model,
+            c.pruning_method,
+            f"{c.compression_rate:g}",
+            c.explainer or "—",
+            c.metric,
+            f"[{colours.get(c.verdict, 'white')}]{c.verdict}[/]",
+            _number(c.mean_diff),
+            f"[{_number(c.ci_low)}, {_number(c.ci_high)}]",
+            f"±{_number(c.margin)}",
+            _number(c.p_holm, p=True),
+            str(c.n_seeds),
+        )
+    console.print(table)
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()) or "no comparisons"
+    console.print(
+        f"{counts}. better/worse: the difference is significant after Holm's correction (p < {ALPHA}); equivalent: "
+        "its 95 % interval lies within ±margin; undecided: neither, which is not evidence of no effect "
+        f"(`--plan` says how many seeds would decide it). Method: {METHOD}.",
+        soft_wrap=True,
+    )
+    if result.single_seed:
+        console.print(
+            "[yellow]One seed: the intervals count only image-to-image variation within one trained model; a finding "
+            "needs several seeds.[/]"
+        )
+
+
+def _number(value: float | None, p: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    if p and value < 0.001:
+        return "<0.001"
+    return f"{value:.3g}"
