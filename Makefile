@@ -32,8 +32,8 @@ test: lint
 
 # Part of both test lanes (so of CI): lint, formatting and types (mypy: strict on core/ and plan/; pyproject.toml).
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
 
 bench: install

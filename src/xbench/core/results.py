@@ -73,7 +73,9 @@ class CellResult(_Frozen):
     cell_key: str
     model_key: str
     data_digest: str = Field(description="fingerprint of the data set the cell used")
-    figures: dict[str, float] = Field(description="accuracy, size, FLOPs, latency, explanation cost (README table)")
+    figures: dict[str, float] = Field(
+        description="accuracy, size, FLOPs, latency, explanation cost (docs/guide/figures.md)"
+    )
     missing: dict[str, str] = Field(default_factory=dict, description="figures that could not be measured, and why")
     correct: tuple[bool, ...] = Field(description="per eval image: whether the variant classifies it correctly")
     labels: tuple[int, ...] = Field(description="per eval image: its class")
@@ -163,7 +165,7 @@ def _batch_sizes(figures: dict[str, float], prefix: str) -> list[int]:
 def to_record(
     result: CellResult, suite: str, run_id: str = "", start_time: int = 0, provenance: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """The flat export record of a cell result (keys documented in the README); NaN becomes None."""
+    """The flat export record of a cell result (keys documented in docs/guide/figures.md); NaN becomes None."""
     cell, figures = result.cell, result.figures
     pruning = cell.pruning
     smallest = next(iter(_batch_sizes(figures, "latency_ms_p50_bs")), None)

@@ -133,8 +133,8 @@ def _check_weights(suite: Suite, report: DryRun) -> None:
         if reason:
             report.problems.append(
                 f"{field_name}: weights of {model.name} are not in the local cache and {url} cannot be reached "
-                f"({reason}); fetch them on a machine with the internet (see the README) or set pretrained to a "
-                "local weights file"
+                f"({reason}); fetch them on a machine with the internet (docs/guide/seed-protocol.md) or set "
+                "pretrained to a local weights file"
             )
 
 
