@@ -8,6 +8,7 @@ from xbench.components.data import ImageData
 from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
 from xbench.measure.engine import engine_metrics
 from xbench.measure.metrics import metrics, score, snake_case
+from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 
 # Few samples keep every metric under a few seconds on a tiny model; the definitions are Quantus's.
 FAST = {
@@ -141,13 +142,14 @@ def test_scores_match_quantus_called_directly(tiny_model: torch.nn.Module, small
     attributions = np.random.default_rng(1).random((8, 3, 32, 32))
     ours = _score("pixel_flipping", tiny_model, small_data, attributions, engine="quantus")
     metric = metrics.get("pixel_flipping")
-    reference = quantus.PixelFlipping(**metric.defaults(32), disable_warnings=True)(
-        model=tiny_model,
-        x_batch=small_data.eval_x.numpy(),
-        y_batch=small_data.eval_y.numpy(),
-        a_batch=attributions,
-        device="cpu",
-    )
+    with quantus_numpy(QuantusNumpy(seed=0)):  # Quantus 0.6 on NumPy 2.4 needs its np.trapz
+        reference = quantus.PixelFlipping(**metric.defaults(32), disable_warnings=True)(
+            model=tiny_model,
+            x_batch=small_data.eval_x.numpy(),
+            y_batch=small_data.eval_y.numpy(),
+            a_batch=attributions,
+            device="cpu",
+        )
     np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-6)
 
 
@@ -168,3 +170,38 @@ def test_the_quantus_engine_breaks_ties_by_the_same_policies() -> None:
 
     assert auc("bottom_right", "index") - auc("top_left", "index") > 3.0
     assert abs(auc("bottom_right", "random") - auc("top_left", "random")) < 0.2 * auc("bottom_right", "random")
+
+
+def test_quantus_gets_its_numpy_only_within_the_call_and_numpy_is_untouched() -> None:
+    """No global change: NumPy's global generator is neither seeded nor advanced by a Quantus metric, `np.trapz`
+    exists only inside the call, and two calls with one seed draw the same perturbations."""
+    import threading
+
+    from quantus.functions import perturb_func
+
+    had_trapz = hasattr(np, "trapz")  # NumPy 2.4 removed it
+    _, keys, position, *_ = np.random.get_state()
+    draws = []
+    for _ in range(2):
+        with quantus_numpy(QuantusNumpy(seed=7)) as view:
+            assert perturb_func.np is not np and perturb_func.np.random is view.random
+            draws.append(perturb_func.np.random.normal(size=5))
+            assert perturb_func.np.trapz([0.0, 1.0]) == 0.5
+        assert perturb_func.np is np
+    np.testing.assert_array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal(draws[0], np.random.RandomState(7).normal(size=5))  # the stream seed(7) gave
+    _, keys_after, position_after, *_ = np.random.get_state()
+    assert np.array_equal(keys, keys_after) and position == position_after and hasattr(np, "trapz") == had_trapz
+    # Two threads never see each other's view: the swap is held under a lock for the whole call.
+    seen: list[bool] = []
+
+    def call(seed: int) -> None:
+        with quantus_numpy(QuantusNumpy(seed=seed)) as view:
+            seen.append(perturb_func.np.random is view.random)
+
+    threads = [threading.Thread(target=call, args=(s,)) for s in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [True] * 8

@@ -7,7 +7,10 @@ from xbench.cli.clock import COMMAND_STARTED  # noqa: F401  (first, so the clock
 # isort: on
 
 import gc
+import logging
+import os
 import sys
+import warnings
 
 import click
 import typer
@@ -53,6 +56,16 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The application's choice, made once here and not by library code: pytorch-grad-cam (Score-CAM) and Quantus print
+    # a tqdm bar per batch and MLflow one per downloaded artifact; xbench's own bars say where a command is. Ray
+    # workers of a cluster the command starts inherit it.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow logs its schema migrations at INFO on a new SQLite store, and warns about its own deprecations.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy.*")
     try:
         result = app(args=argv, standalone_mode=False, prog_name="xbench")
     except XbenchInputError as exc:

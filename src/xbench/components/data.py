@@ -111,7 +111,8 @@ class ImageData:
         return (x.cpu() * std + mean).clamp(0, 1)
 
 
-DatasetLoader = Callable[[DatasetConfig, int], ImageData]
+# load(config, seed, cache_root): cache_root is where a loader may keep files it makes (the run's --cache-dir).
+DatasetLoader = Callable[[DatasetConfig, int, Path], ImageData]
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,11 @@ def dataset(name: str, has_masks: bool, real_images: bool = False) -> Callable[[
     return decorator
 
 
-def load_dataset(config: DatasetConfig, seed: int) -> ImageData:
-    data = datasets.get(config.name).load(config, seed)
+def load_dataset(config: DatasetConfig, seed: int, cache_root: Path | None = None) -> ImageData:
+    """The data set a suite names; `cache_root` (default: the default cache) is where its loader may keep files."""
+    from xbench.core.cache import default_cache_dir
+
+    data = datasets.get(config.name).load(config, seed, cache_root if cache_root is not None else default_cache_dir())
     if config.validation_size is not None and data.validation is None:
         raise XbenchInputError(
             f"dataset {config.name!r} has no held-out eval images for validation_size (image folders have: "
@@ -247,7 +251,7 @@ def render_shapes(count: int, image_size: int, rng: np.random.Generator) -> tupl
 
 
 @dataset("shapes", has_masks=True)
-def shapes(config: DatasetConfig, seed: int) -> ImageData:
+def shapes(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
     """Coloured shapes and textures on cluttered gradients, 8 classes, with exact object masks."""
     train_images, train_labels, _ = render_shapes(
         config.train_size, config.image_size, np.random.default_rng([seed, 0])
@@ -464,7 +468,7 @@ def _require_path(config: DatasetConfig) -> Path:
 
 
 @dataset("imagefolder", has_masks=False, real_images=True)
-def imagefolder(config: DatasetConfig, seed: int) -> ImageData:
+def imagefolder(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
     """`path/train/<class>/*.jpg` and `path/val/<class>/*.jpg` (torchvision ImageFolder layout); masks from
     `dataset.masks`."""
     from torchvision.datasets import ImageFolder
@@ -486,7 +490,7 @@ IMAGENETTE_VARIANTS = {
 
 
 @dataset("imagenette", has_masks=False, real_images=True)
-def imagenette(config: DatasetConfig, seed: int) -> ImageData:
+def imagenette(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
     """Imagenette (`variant`: full, 320 or 160 px), downloaded into `path` with torchvision's checksums unless there."""
     from torchvision.datasets import Imagenette
 
@@ -524,23 +528,19 @@ def write_image_folder(root: Path, train_count: int, eval_count: int, image_size
 
 
 @dataset("shapes_files", has_masks=True, real_images=True)
-def shapes_files(config: DatasetConfig, seed: int) -> ImageData:
+def shapes_files(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
     """`shapes` written as JPEG files with PNG masks and read back like any image folder (streamed, timm transforms):
     the real-image path, offline. Written once under `path` (default: the cache), at 1.25 × image_size."""
-    import fcntl
-    import os
-
+    from filelock import FileLock
     from torchvision.datasets import ImageFolder
 
     from xbench.core.cache import content_key
 
     size = round(config.image_size * 1.25)
     identity = content_key([config.train_size, config.eval_size, size, seed, SHAPES_VERSION])
-    cache = Path(os.environ.get("XBENCH_CACHE_DIR", Path.home() / ".cache" / "xbench"))
-    root = Path(config.path).expanduser() if config.path else cache / "datasets" / f"shapes-{identity}"
+    root = Path(config.path).expanduser() if config.path else cache_root / "datasets" / f"shapes-{identity}"
     root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("a") as lock:  # workers of one run may all load it first: one writes, the rest wait
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / ".lock"):  # workers of one run may all load it first: one writes, the rest wait
         if not (root / ".complete").exists():
             write_image_folder(root, config.train_size, config.eval_size, size, seed)
             (root / ".complete").touch()

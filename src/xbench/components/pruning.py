@@ -313,23 +313,24 @@ def _remove_channels(
         for m in model.modules()
         if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
     ]
-    # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
-    # embedding) is right, so its warning about them is only noise.
-    warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
     example_inputs = data.train_examples(slice(0, 2))[0].to(device)
     assert pruner.channel_importance is not None, f"{pruner.name} is unstructured"
-    channel_pruner = tp.pruner.BasePruner(
-        model,
-        example_inputs,
-        importance=pruner.channel_importance(),
-        pruning_ratio=ratio,
-        global_pruning=config.granularity == "global",
-        max_pruning_ratio=0.95,
-        ignored_layers=ignored,
-        num_heads={m.qkv: m.num_heads for m in attentions},
-        prune_head_dims=True,
-        prune_num_heads=False,
-    )
+    with warnings.catch_warnings():
+        # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
+        # embedding) is right, so its warning about them is only noise.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        channel_pruner = tp.pruner.BasePruner(
+            model,
+            example_inputs,
+            importance=pruner.channel_importance(),
+            pruning_ratio=ratio,
+            global_pruning=config.granularity == "global",
+            max_pruning_ratio=0.95,
+            ignored_layers=ignored,
+            num_heads={m.qkv: m.num_heads for m in attentions},
+            prune_head_dims=True,
+            prune_num_heads=False,
+        )
     if pruner.needs_gradients:
         model.zero_grad()
         x, y = data.train_examples(slice(0, 64))

@@ -16,7 +16,10 @@ T = TypeVar("T")
 # The libraries whose versions can change what a cached model, pruned variant or explanation holds.
 KEYED_LIBRARIES = ("torch", "timm", "torch-pruning", "captum", "grad-cam", "zennit", "quantus", "numpy")
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("XBENCH_CACHE_DIR", Path.home() / ".cache" / "xbench"))
+
+def default_cache_dir() -> Path:
+    """$XBENCH_CACHE_DIR, else ~/.cache/xbench: read when a cache is opened, not when xbench is imported."""
+    return Path(os.environ.get("XBENCH_CACHE_DIR") or Path.home() / ".cache" / "xbench")
 
 
 def content_key(payload: Any) -> str:
@@ -42,7 +45,7 @@ class Cache:
     """Files under `root/<kind>/<key><suffix>`, each written atomically so a killed run never leaves half a file."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else DEFAULT_CACHE_DIR
+        self.root = Path(root) if root is not None else default_cache_dir()
 
     def path(self, kind: str, key: str, suffix: str) -> Path:
         return self.root / kind / f"{key}{suffix}"

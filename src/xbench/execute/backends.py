@@ -109,8 +109,24 @@ def run_node(node_json: str, cache_root: str, device: str, threads: int, *depend
     import torch
 
     torch.set_num_threads(threads)  # the worker's share of the machine, so N workers on N cores do not oversubscribe
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    return _worker_executor(cache_root, device).run_node(Node.model_validate_json(node_json))
+    with _without_progress_bars():
+        return _worker_executor(cache_root, device).run_node(Node.model_validate_json(node_json))
+
+
+@contextlib.contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    """No tqdm bars from pytorch-grad-cam or Quantus in the worker's log (Ray forwards it to the driver) while a task
+    runs; the worker's environment is as it was after. A worker of a cluster this run started already inherits the
+    CLI's setting; one that joined with `ray start` does not."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 class RayCluster:

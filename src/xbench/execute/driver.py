@@ -8,7 +8,6 @@ On the local backend the driver is also where the cells run; on Ray it plans, su
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,8 +65,6 @@ def run_suite(
     Everything that can be wrong with the input is checked before the store or cache is touched.
     """
     started = time.perf_counter()
-    # pytorch-grad-cam (Score-CAM) and Quantus print tqdm bars per batch; xbench's own bars say where a suite is.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     options = (backend or BackendOptions()).validated()
     requested = device if device is not None else suite.device
     # Ray starts (and its workers import torch) while this process opens the store; the CLI starts it even earlier.

@@ -79,7 +79,7 @@ class CellExecutor:
             config = config.model_copy(update={"preprocessing": model_preprocessing(cell.model)})
         key = content_key([config.model_dump(), cell.data_seed])
         if self._data is None or self._data[0] != key:
-            self._data = (key, load_dataset(config, cell.data_seed))
+            self._data = (key, load_dataset(config, cell.data_seed, self.cache.root))
         return self._data[1]
 
     def base(self, cell: Cell, data: ImageData) -> _Variant:

@@ -18,12 +18,9 @@ from torch import nn
 
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import Registry
+from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 
 Defaults = Callable[[int], dict[str, Any]]
-
-# Quantus 0.6 computes AUCs with np.trapz, which NumPy 2.4 removed; np.trapezoid is the same function renamed.
-if not hasattr(np, "trapz"):
-    np.trapz = np.trapezoid  # type: ignore[attr-defined]
 
 
 # A Quantus metric class (Quantus ships no types, so its classes are Any to mypy).
@@ -72,28 +69,9 @@ metrics: Registry[Metric] = Registry("metric")
 @functools.cache
 def _argsorts(quantus_class: QuantusClass) -> bool:
     import inspect
-    import sys
 
     module: Any = sys.modules[quantus_class.evaluate_batch.__module__]
     return "np.argsort(" in inspect.getsource(module)
-
-
-class _TieBreakingNumpy:
-    """Stands in for `numpy` inside one Quantus metric module, so that its argsorts order tied values by a policy:
-    `random` (a seeded random key per element; no position favoured) or `index` (a stable sort: index order)."""
-
-    def __init__(self, ties: str, seed: int, tie_draw: int) -> None:
-        self.ties, self.rng = ties, np.random.default_rng([seed, tie_draw, 0x7469])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    def argsort(self, a: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
-        values = np.asarray(a)
-        if self.ties == "index":
-            return np.argsort(values, axis=axis, kind="stable")
-        keys = self.rng.random(values.shape)
-        return np.lexsort((keys, values), axis=axis)  # by value, ties by the random key
 
 
 def snake_case(name: str) -> str:
@@ -360,24 +338,18 @@ def _quantus_scores(
         instance = quantus_class(**params, return_aggregate=False, disable_warnings=True, display_progressbar=False)
     except TypeError as exc:
         raise XbenchInputError(f"bad parameters for metric {metric.name!r}: {exc}") from None
-    np.random.seed(seed)  # Quantus draws its perturbations from NumPy's global generator.
-    module: Any = sys.modules[quantus_class.evaluate_batch.__module__]
-    original = module.np
-    with warnings.catch_warnings():
+    # Quantus's perturbations draw from a generator seeded for this call; its argsorts break ties by the policy.
+    view = QuantusNumpy(seed, ties=ties, tie_draw=tie_draw)
+    with warnings.catch_warnings(), quantus_numpy(view, quantus_class.evaluate_batch.__module__):
         warnings.simplefilter("ignore")
-        if ties is not None:
-            module.np = _TieBreakingNumpy(ties, seed, tie_draw)
-        try:
-            result = instance(
-                model=model,
-                x_batch=x,
-                y_batch=y,
-                a_batch=attributions,
-                s_batch=masks,
-                device=str(device),
-                batch_size=max(256, len(x)),
-                explain_func=explain_func,
-            )
-        finally:
-            module.np = original
+        result = instance(
+            model=model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=attributions,
+            s_batch=masks,
+            device=str(device),
+            batch_size=max(256, len(x)),
+            explain_func=explain_func,
+        )
     return np.asarray(result, dtype=np.float64)

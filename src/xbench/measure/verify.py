@@ -4,11 +4,9 @@ the device, timed in the same repeats as the engine."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +21,8 @@ from torch import nn
 from xbench.components.attributions import tie_shares
 from xbench.components.explainers import explain_tensor, explainers, quantus_explain_func
 from xbench.measure.engine import EngineContext, engine_metrics, prepare_metric, run_metric
-from xbench.measure.metrics import QuantusClass, metrics, quantus_class_for
+from xbench.measure.metrics import metrics, quantus_class_for
+from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 
 VERIFY_EXPLAINER = "saliency"
 # Quantus 0.6 fails on these with RGB inputs, so they are compared on a 1-channel copy of the model.
@@ -199,8 +198,7 @@ def _draws(name: str, recorder: _Recorder | None) -> dict[str, Any]:
 
 def _road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int], seed: int) -> np.ndarray:
     """The Gaussian draws Quantus's ROAD makes after np.random.seed(seed), placed on the pixels they perturb."""
-    rng_state = np.random.get_state()
-    np.random.seed(seed)
+    draws = np.random.RandomState(seed)  # the stream Quantus's private generator gives for `seed`
     count, channels = x.shape[:2]
     order = np.argsort(-a.reshape(count, -1), axis=1)
     area = order.shape[1]
@@ -208,37 +206,8 @@ def _road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int], seed: int)
     for index, percentage in enumerate(percentages):
         for image in range(count):
             top = order[image, : int(area * percentage / 100)]
-            noise[index, image][:, top] = np.random.randn(channels, len(top))
-    np.random.set_state(rng_state)
+            noise[index, image][:, top] = draws.randn(channels, len(top))
     return noise.reshape(len(percentages), *x.shape)
-
-
-class _ArgsortRecorder:
-    """Stands in for `numpy` inside one Quantus metric module and records every argsort it makes, so the engine can
-    replay Quantus's order of tied values (NumPy's default sort orders ties in no documented way)."""
-
-    def __init__(self) -> None:
-        self.orders: list[np.ndarray] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    def argsort(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        order = np.argsort(*args, **kwargs)
-        self.orders.append(np.array(order, copy=True))
-        return order
-
-
-@contextlib.contextmanager
-def _recording_argsort(quantus_class: QuantusClass) -> Iterator[_ArgsortRecorder]:
-    module: Any = sys.modules[quantus_class.evaluate_batch.__module__]
-    recorder = _ArgsortRecorder()
-    original = module.np
-    module.np = recorder
-    try:
-        yield recorder
-    finally:
-        module.np = original
 
 
 def orders_features(name: str) -> bool:
@@ -265,10 +234,9 @@ def quantus_reference(
         **params, **extra, return_aggregate=False, disable_warnings=True, display_progressbar=False
     )
     model.to(device).eval()
-    np.random.seed(seed)
     started = time.perf_counter()
-    recording = _recording_argsort(quantus_class) if orders_features(name) else contextlib.nullcontext()
-    with warnings.catch_warnings(), recording as argsorts:
+    view = QuantusNumpy(seed, record=orders_features(name))  # Quantus's own tie order, recorded for the engine
+    with warnings.catch_warnings(), quantus_numpy(view, quantus_class.evaluate_batch.__module__):
         warnings.simplefilter("ignore")
         result = instance(
             model=model,
@@ -281,8 +249,8 @@ def quantus_reference(
         )
     seconds = time.perf_counter() - started  # the recorder's copies cost microseconds against the model's passes
     draws = _draws(name, recorder)
-    if argsorts is not None:
-        draws["orders"] = argsorts.orders
+    if view.record:
+        draws["orders"] = view.orders
     if name == "road":
         draws["noise"] = _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)
     return np.asarray(result, dtype=np.float64).reshape(len(x), -1), draws, seconds

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,16 +52,6 @@ def experiment_name(suite: str) -> str:
     return f"xbench/{suite}"
 
 
-def _quiet() -> None:
-    """MLflow logs its schema migrations at INFO on a new SQLite store; users need none of it."""
-    import mlflow  # noqa: F401 - configures the 'mlflow' logger on import, so levels are set after it
-
-    for name in ("alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="mlflow.*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy.*")
-
-
 # Presentation's drawer: a result and its raw arrays in, named picture files (PNG bytes) out.
 Pictures = Callable[[CellResult, dict[str, np.ndarray]], dict[str, bytes]]
 
@@ -72,7 +60,6 @@ class Store:
     """An MLflow tracking store (SQLite file by default, or any tracking server URI)."""
 
     def __init__(self, uri: str | None = None) -> None:
-        _quiet()
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_tracking_uri(uri)
@@ -98,33 +85,32 @@ class Store:
 
     @contextlib.contextmanager
     def _database_lock(self, purpose: str, wait_message: str | None) -> Iterator[None]:
-        """An exclusive flock on `.<database>.<purpose>.lock` beside a SQLite database (nothing for other stores)."""
+        """An exclusive file lock `.<database>.<purpose>.lock` beside a SQLite database (nothing for other stores); the
+        holder's pid in `.<database>.<purpose>.holder`, so a waiting run can say whom it waits for."""
         if urlparse(self.uri).scheme != "sqlite":
             yield
             return
-        import fcntl
+        from filelock import FileLock, Timeout
 
         database = Path(self.uri.removeprefix("sqlite:///"))
         lock_path = database.resolve().parent / f".{database.name}.{purpose}.lock"
+        holder = lock_path.with_suffix(".holder")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                if wait_message is not None:
-                    from xbench.core.progress import log
+        lock = FileLock(lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if wait_message is not None:
+                from xbench.core.progress import log
 
-                    log(wait_message.format(holder=handle.read().strip() or "another process"))
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                named = holder.read_text().strip() if holder.exists() else ""
+                log(wait_message.format(holder=named or "another process"))
+            lock.acquire()
+        try:
+            holder.write_text(f"pid {os.getpid()}")
+            yield
+        finally:
+            lock.release()
 
     def _artifact_location(self, suite: str) -> str | None:
         """SQLite stores keep artifacts beside the database file (MLflow would use ./mlruns of the cwd)."""
@@ -337,8 +323,6 @@ class Store:
 
     def artifact(self, run_id: str, name: str, destination: Path) -> Path | None:
         """A run's artifact copied under `destination`, or None if the run has no such artifact."""
-        # One MLflow progress bar per file would drown the caller's own progress bar.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
             return Path(self.client.download_artifacts(run_id, name, str(destination)))
         except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
