@@ -1,20 +1,23 @@
 import math
 
+from tests import factories
 from xbench.analyse.check import compare, failed, make_baseline
 
 
-def record(key: str = "k1", accuracy: float = 0.9, sparseness: float = 0.5, complexity: float = 7.0) -> dict:
-    return {
-        "cell_key": key,
-        "model": "m",
-        "pruning_method": "magnitude",
-        "compression_rate": 2.0,
-        "explainer": "saliency",
-        "accuracy": accuracy,
-        "sparseness": sparseness,
-        "complexity": complexity,
-        "metric_directions": {"sparseness": "higher", "complexity": "lower"},
-    }
+def record(
+    key: str = "k1", accuracy: float = 0.9, sparseness: float = 0.5, complexity: float = 7.0, seed: int = 0
+) -> dict:
+    """A CR-2 cell's record (from a typed result); `key` names the cell instead of its hash, for readable checks."""
+    result = factories.cell_result(
+        "m",
+        2.0,
+        "saliency",
+        seed,
+        scores={"sparseness": [sparseness], "complexity": [complexity]},
+        higher_is_better={"sparseness": True, "complexity": False},
+        figures={"accuracy": accuracy},
+    )
+    return {**factories.record(result), "cell_key": key}
 
 
 def statuses(findings: list) -> dict:
@@ -60,7 +63,7 @@ def test_a_score_that_became_nan_regresses() -> None:
 
 def _replicates(sparseness: tuple[float, float], accuracy: tuple[float, float] = (0.9, 0.9)) -> list[dict]:
     return [
-        {**record(f"k{seed}", accuracy=acc, sparseness=value), "seed": seed}
+        record(f"k{seed}", accuracy=acc, sparseness=value, seed=seed)
         for seed, (value, acc) in enumerate(zip(sparseness, accuracy, strict=True))
     ]
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import factories
 from xbench.analyse.stats import suite_stats, sweet_spots
 from xbench.present.leaderboard import SuiteResults, build, kendall_tau, pareto_front, readable, suite_filename
 
@@ -11,28 +12,31 @@ PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for the page to embed
 IMAGES = 40
 
 
-def record(model: str, rate: float, explainer: str, seed: int, **scores: float) -> dict:
-    pruned = rate != 1
-    return {
-        "run_id": f"{model}-{rate}-{explainer}-{seed}",
-        "cell_key": f"{model}-{rate}-{explainer}-{seed}",
-        "model": model,
-        "seed": seed,
-        "pruning_method": "magnitude" if pruned else "none",
-        "pruning_scope": "conv" if pruned else "none",
-        "pruning_granularity": "layerwise" if pruned else "none",
-        "pruning_schedule": "iterative" if pruned else "none",
-        "compression_rate": float(rate),
-        "compression_rate_model": float(rate),
-        "explainer": explainer,
-        **scores,
-        "params_nonzero": 4_930_000 / rate,
-        "flops": 179e6,
-        "metric_directions": {"sparseness": "higher", "pixel_flipping": "lower"},
-        "device": "cpu",
-        "start_time": 1_700_000_000_000,
-        "provenance": {"xbench": "0.1.0", "torch": "2.14.1", "git_sha": "abc123"},
-    }
+def record(
+    model: str,
+    rate: float,
+    explainer: str,
+    seed: int,
+    accuracy: float | None = None,
+    attribution_tie_share: float | None = None,
+    **scores: float | np.ndarray,
+) -> dict:
+    """A cell's record, from a typed result (per-image scores, or one value standing for all images)."""
+    figures = {"params_nonzero": 4_930_000 / rate, "flops_dense": 179e6, "compression_rate_model": float(rate)}
+    if accuracy is not None:
+        figures["accuracy"] = float(accuracy)
+    if attribution_tie_share is not None:
+        figures["attribution_tie_share"] = attribution_tie_share
+    result = factories.cell_result(
+        model,
+        rate,
+        explainer,
+        seed,
+        scores={name: np.atleast_1d(values) for name, values in scores.items()},
+        higher_is_better={"sparseness": True, "pixel_flipping": False},
+        figures=figures,
+    )
+    return factories.record(result, "demo", provenance={"xbench": "0.1.0", "torch": "2.14.1", "git_sha": "abc123"})
 
 
 # (explainer, CR) -> planted shift of sparseness; accuracy per CR
@@ -57,8 +61,8 @@ def study(model: str = "resnet18", seeds: tuple[int, ...] = (0, 1, 2)) -> SuiteR
                     explainer,
                     seed,
                     accuracy=correct.mean(),
-                    sparseness=sparseness.mean(),
-                    pixel_flipping=flipping.mean(),
+                    sparseness=sparseness,
+                    pixel_flipping=flipping,
                     attribution_tie_share=0.25,
                 )
                 records.append(r)
@@ -155,7 +159,7 @@ def test_the_page_links_cells_to_their_mlflow_runs_when_given_the_ui_address(tmp
     page = (tmp_path / suite_filename("demo")).read_text()
     links = re.findall(r'class="mlflow-run" href="([^"]+)"', page)
     assert len(links) == len(results.records)  # one per cell run: every seed of every cell
-    assert "http://127.0.0.1:5000/#/experiments/7/runs/resnet18-1-saliency-0?workflowType=machine_learning" in links
+    assert "http://127.0.0.1:5000/#/experiments/7/runs/resnet18-cr1-saliency-s0?workflowType=machine_learning" in links
     assert 'class="mlflow-suite" href="http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"' in page
     build([study()], tmp_path / "plain")  # without --mlflow-url: no links
     assert "mlflow-run" not in (tmp_path / "plain" / suite_filename("demo")).read_text()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from tests import factories
 from xbench.analyse.stats import (
     ALPHA,
     CrossedMean,
@@ -78,33 +79,15 @@ def _records(effects: dict[tuple[str, float], float], seeds: list[int], images: 
     """A suite of one model: explainer 'e', metric 'm' (higher is better) and accuracy; per-image scores are noise
     plus, for a (metric, CR), a planted shift. Seeds add their own offset to every CR alike."""
     rng = np.random.default_rng(11)
-    records, per_image = [], {}
+    results = []
     truth = rng.normal(0, 1, images)
     for seed in seeds:
         offset = rng.normal(0, 0.3)
         for rate in (1.0, 2.0, 4.0, 8.0):
-            run_id = f"s{seed}-cr{rate}"
-            pruned = rate != 1
-            records.append(
-                {
-                    "run_id": run_id,
-                    "model": "net",
-                    "explainer": "e",
-                    "seed": seed,
-                    "compression_rate": rate,
-                    "pruning_method": "magnitude" if pruned else "none",
-                    "pruning_scope": "conv" if pruned else "none",
-                    "pruning_granularity": "layerwise" if pruned else "none",
-                    "pruning_schedule": "iterative" if pruned else "none",
-                    "metric_directions": {"m": "higher"},
-                    "m": 0.0,
-                }
-            )
             metric = truth + offset + rng.normal(0, residual, images) + effects.get(("m", rate), 0.0)
-            correct = (rng.random(images) < 0.9 - effects.get(("accuracy", rate), 0.0)).astype(float)
-            per_image[run_id] = {"m": metric, "correct": correct}
-            records[-1]["m"] = float(metric.mean())
-    return records, per_image
+            correct = rng.random(images) < 0.9 - effects.get(("accuracy", rate), 0.0)
+            results.append(factories.cell_result("net", rate, "e", seed, scores={"m": metric}, correct=correct))
+    return factories.records_and_scores(results)
 
 
 def test_a_planted_effect_is_found_and_null_effects_are_not_after_correction() -> None:

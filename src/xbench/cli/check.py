@@ -14,6 +14,9 @@ def check_command(
     write_baseline: Path | None = typer.Option(None, "--write-baseline", help="Write the current results here."),
     suite: str | None = typer.Option(None, "--suite", help="Suite name; default: the baseline's suite."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    bundle: Path | None = typer.Option(
+        None, "--from", help="Read a results bundle (from `xbench export --bundle DIR`) instead of the MLflow store."
+    ),
     show_all: bool = typer.Option(False, "--all", help="List unchanged metrics too."),
 ) -> None:
     """Gate a change on its results: accuracy and every explainability metric, per cell, each with its direction
@@ -24,14 +27,14 @@ def check_command(
     from xbench.analyse import check
     from xbench.core.errors import XbenchInputError
     from xbench.core.progress import console
-    from xbench.store.tracking import Store
+    from xbench.store.bundle import open_results
 
     if (baseline is None) == (write_baseline is None):
         raise XbenchInputError("give exactly one of --baseline FILE or --write-baseline FILE")
     if write_baseline is not None:
         if suite is None:
             raise XbenchInputError("--write-baseline needs --suite NAME")
-        records = Store(tracking_uri).load_results(suite)
+        records = open_results(tracking_uri, bundle).load_results(suite)
         previous = json.loads(write_baseline.read_text()) if write_baseline.is_file() else {}
         data = check.make_baseline(suite, records, previous.get("tolerances"))
         write_baseline.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,7 @@ def check_command(
     assert baseline is not None
     expected = check.read_baseline(baseline)
     name = suite or expected["suite"]
-    findings = check.compare(expected, Store(tracking_uri).load_results(name))
+    findings = check.compare(expected, open_results(tracking_uri, bundle).load_results(name))
     shown = [f for f in findings if show_all or f.status != "ok"]
     counts = {
         s: sum(f.status == s for f in findings) for s in ("regressed", "improved", "ok", "missing_cell", "new_cell")

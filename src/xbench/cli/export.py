@@ -15,16 +15,33 @@ def export_command(
     format: str = typer.Option("json", "--format", help="json | csv"),
     output: Path | None = typer.Option(None, "-o", "--output", help="File to write; default: stdout."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    bundle: Path | None = typer.Option(
+        None,
+        "--bundle",
+        help="Write a self-describing results folder instead (manifest with versions, each cell's result.json, raw "
+        "arrays as .npy, per-image scores as CSV, human studies): what `stats`, `check`, `leaderboard build` and "
+        "`human export` read with --from DIR.",
+    ),
 ) -> None:
-    """Export the latest finished result of every cell of a suite.
+    """Export the latest finished result of every cell of a suite: flat records (JSON or CSV), or a results bundle.
 
     Example: xbench export --suite quick --format csv -o quick.csv
+
+    Example: xbench export --suite quick --bundle quick-results && xbench stats --suite quick --from quick-results
     """
     from xbench.core.errors import XbenchInputError
     from xbench.store.tracking import Store
 
     if format not in ("json", "csv"):
         raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")
+    if bundle is not None:
+        from xbench.store.bundle import write_bundle
+
+        if output is not None:
+            raise XbenchInputError("a bundle is a folder: give --bundle DIR or -o FILE, not both", field="--bundle")
+        written = write_bundle(Store(tracking_uri), suite, bundle)
+        typer.echo(f"wrote the results bundle of suite {suite} to {written}", err=True)
+        return
     records = Store(tracking_uri).load_results(suite)
     if format == "json":
         text = json.dumps(records, indent=2, default=str)

@@ -50,6 +50,9 @@ def export_command(
     out: Path = typer.Option(Path("human-study"), "--out", help="Output folder (new or empty, unless --force)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out, replacing an earlier export."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    bundle: Path | None = typer.Option(
+        None, "--from", help="Read a results bundle (from `xbench export --bundle DIR`) instead of the MLflow store."
+    ),
 ) -> None:
     """Draw a study's stimuli from a finished suite's kept attributions (its first `gallery_images` explained images
     per cell; raise it in the suite for bigger studies) and write manifest.csv, stimuli/, study.html (a self-contained
@@ -60,7 +63,7 @@ def export_command(
     """
     from xbench.core.errors import XbenchInputError
     from xbench.human.study import Design, View, build_study, parse_pairs, write_study
-    from xbench.store.tracking import Store
+    from xbench.store.bundle import open_results
 
     if design not in ("pairwise", "identify"):
         raise XbenchInputError(f"must be pairwise or identify, got {design!r}", field="--design")
@@ -77,7 +80,7 @@ def export_command(
             field="--out",
         )
     study = build_study(
-        Store(tracking_uri),
+        open_results(tracking_uri, bundle),
         suite,
         cast(Design, design),  # checked above
         parse_pairs(pairs),

@@ -14,6 +14,9 @@ def build_command(
     suite: list[str] | None = typer.Option(None, "--suite", help="Suite(s) to include (repeat); default: every suite."),
     out: Path = typer.Option(Path("leaderboard/site"), "--out", help="Output folder."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    bundle: Path | None = typer.Option(
+        None, "--from", help="Read a results bundle (from `xbench export --bundle DIR`) instead of the MLflow store."
+    ),
     max_accuracy_drop: float | None = typer.Option(
         None,
         "--max-accuracy-drop",
@@ -40,11 +43,11 @@ def build_command(
     """
     from xbench.core.errors import XbenchInputError
     from xbench.present.leaderboard import build, load_suite
-    from xbench.store.tracking import Store
+    from xbench.store.bundle import open_results
 
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be between 0 and 1, got {max_accuracy_drop}", field="--max-accuracy-drop")
-    store = Store(tracking_uri)
+    store = open_results(tracking_uri, bundle)
     names = suite or store.suites()
     if not names:
         raise XbenchInputError(f"no suite results in {store.uri}; run `xbench run suite smoke` first")

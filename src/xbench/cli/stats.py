@@ -69,6 +69,9 @@ def stats_command(
     ),
     output: Path | None = typer.Option(None, "-o", "--output", help="File to write; default: stdout."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    bundle: Path | None = typer.Option(
+        None, "--from", help="Read a results bundle (from `xbench export --bundle DIR`) instead of the MLflow store."
+    ),
     max_accuracy_drop: float | None = typer.Option(
         None,
         "--max-accuracy-drop",
@@ -94,12 +97,12 @@ def stats_command(
     """
     from xbench.analyse.stats import ACCURACY, METHOD, suite_stats
     from xbench.core.errors import XbenchInputError
-    from xbench.store.tracking import Store
+    from xbench.store.bundle import open_results
 
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be in (0, 1], got {max_accuracy_drop}", field="--max-accuracy-drop")
-    store = Store(tracking_uri)
-    if store.experiment_id(suite) is None:
+    store = open_results(tracking_uri, bundle)
+    if store.experiment_id(suite) is None and suite not in store.suites():
         known = ", ".join(store.suites()) or "none"
         raise XbenchInputError(f"no results of suite {suite!r} in {store.uri} (suites there: {known})", field="--suite")
     records = store.load_results(suite)

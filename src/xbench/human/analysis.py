@@ -604,7 +604,7 @@ def metric_agreement(
 
 def variants_of_study(description: Mapping[str, Any], cells: Sequence[tuple[Any, CellResult]]) -> dict[str, CellResult]:
     """The cell results a study was exported from (its study.json names their MLflow runs), by variant label."""
-    by_run = {run.info.run_id: result for run, result in cells}
+    by_run = {run.run_id: result for run, result in cells}
     found = {label: by_run[run_id] for label, run_id in description.get("variants", {}).items() if run_id in by_run}
     if len(found) < len(description.get("variants", {})):
         raise XbenchInputError(

@@ -147,7 +147,7 @@ def choose_variants(
         if cell.pruning is not None and cell.pruning.method != method:
             continue
         rate = float(cell.compression_rate)
-        variants.setdefault(rate, Variant(variant_label(rate), rate, run.info.run_id, result))
+        variants.setdefault(rate, Variant(variant_label(rate), rate, run.run_id, result))
     if len(variants) < 2:
         raise XbenchInputError(f"{model} / {explainer} / seed {chosen_seed} has fewer than two variants to compare")
     return dict(sorted(variants.items()))

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -50,6 +51,15 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 def experiment_name(suite: str) -> str:
     return f"xbench/{suite}"
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """Where a cell result was read from: its run's id, start time (ms) and tags (the provenance)."""
+
+    run_id: str
+    start_time: int
+    tags: dict[str, str]
 
 
 # Presentation's drawer: a result and its raw arrays in, named picture files (PNG bytes) out.
@@ -360,8 +370,8 @@ class Store:
             if SUITE_TAG in e.tags
         )
 
-    def load_cell_results(self, suite: str) -> list[tuple[Any, CellResult]]:
-        """(MLflow run, CellResult) of every cell of `suite`: its newest finished run, read back from `result.json`.
+    def load_cell_results(self, suite: str) -> list[tuple[StoredRun, CellResult]]:
+        """(its run, CellResult) of every cell of `suite`: its newest finished run, read back from `result.json`.
         Raises XbenchInputError if the suite has no results."""
         experiment_id = self.experiment_id(suite)
         if experiment_id is None:
@@ -381,17 +391,18 @@ class Store:
                         f"cell run {run.info.run_id} of suite {suite!r} has no {RESULT_FILE}: it was logged by an "
                         "older xbench; run the suite again into a new store"
                     )
-                loaded.append((run, CellResult.model_validate_json(path.read_text())))
-        return sorted(loaded, key=lambda pair: _order(pair[1]))
+                stored = StoredRun(run.info.run_id, int(run.info.start_time), dict(run.data.tags))
+                loaded.append((stored, CellResult.model_validate_json(path.read_text())))
+        return sorted(loaded, key=lambda pair: order_of(pair[1]))
 
     def load_results(self, suite: str) -> list[dict[str, Any]]:
         """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
         `per_image_scores` and `arrays`."""
         records = []
         for run, result in self.load_cell_results(suite):
-            provenance = {key: run.data.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
-            record = to_record(result, suite, run.info.run_id, run.info.start_time, provenance)
-            self._results[run.info.run_id] = result
+            provenance = {key: run.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
+            record = to_record(result, suite, run.run_id, run.start_time, provenance)
+            self._results[run.run_id] = result
             records.append(record)
         return records
 
@@ -486,7 +497,8 @@ class Store:
         return found
 
 
-def _order(result: CellResult) -> tuple[Any, ...]:
+def order_of(result: CellResult) -> tuple[Any, ...]:
+    """The order results are listed in: model, pruning method, CR, explainer, seed."""
     cell = result.cell
     return (
         cell.model.name,
