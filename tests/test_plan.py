@@ -1,9 +1,12 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from xbench.core.cells import plan_key
+from xbench.core.cells import Cell, plan_key
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite, parse_suite
-from xbench.plan.planner import Cell, plan
+from xbench.plan.planner import plan
 
 
 def suite(**overrides: object):
@@ -99,3 +102,33 @@ def test_a_structured_method_that_cannot_prune_an_architecture_fails_at_plan_tim
     with pytest.raises(XbenchInputError, match="no channel could be removed with scope 'conv'"):
         plan(convnext_with(method="channel_magnitude", scope="conv"), "cpu")
     assert len(plan(convnext_with(method="channel_magnitude", scope="conv_linear"), "cpu")) == 2 * 2
+
+
+def test_expand_is_pure_and_imports_no_torch(tmp_path: Path) -> None:
+    """validate() resolves with the libraries; expand() is combinatorics on plain data: a fresh interpreter given the
+    suite and the resolution produces the very cells plan() does, without importing torch, numpy or a registry."""
+    import subprocess
+    import sys
+
+    from xbench.core.suite import SUITES_DIR, load_suite
+    from xbench.plan.planner import validate
+
+    suite = load_suite(str(SUITES_DIR / "quick.yaml"))[0]
+    expected = [c.cell_key for c in plan(suite, "cpu")]
+    (tmp_path / "resolution.json").write_text(validate(suite).model_dump_json())
+    script = f"""
+import json, sys
+from xbench.core.suite import load_suite
+from xbench.plan.expand import Resolution, expand
+suite = load_suite({str(SUITES_DIR / "quick.yaml")!r})[0]
+resolution = Resolution.model_validate_json(open("resolution.json").read())
+cells = expand(suite, resolution, "cpu")
+heavy = ("torch", "numpy", "timm", "quantus", "xbench.components", "xbench.measure")
+heavy = sorted(m for m in heavy if m in sys.modules)
+print(json.dumps({{"keys": [c.cell_key for c in cells], "heavy": heavy}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["heavy"] == []
+    assert report["keys"] == expected and len(expected) == 45

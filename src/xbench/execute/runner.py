@@ -34,8 +34,9 @@ from xbench.core.suite import ComponentSpec, PruningConfig, Suite
 from xbench.measure.engine import PassCounter, prepare_metric
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
 from xbench.measure.perf import Figures, device_name, measure
+from xbench.plan.expand import expand
 from xbench.plan.graph import Node
-from xbench.plan.planner import plan, unsupported_pairs
+from xbench.plan.planner import validate
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
 FIGURES_VERSION = 1  # of what `_measure` computes: a change to it invalidates the measured figures in caches
@@ -445,15 +446,15 @@ def prepare(suite: Suite, device: str, decided_elsewhere: str | None = None) -> 
     """Plan `suite` for cells on `device` (cpu | cuda, as decided where they run: `device_here` in this process, or
     a worker of the Ray cluster, which `decided_elsewhere` then describes); every name and parameter is checked here,
     with the libraries the cells need imported."""
-    cells = plan(suite, device)
-    left_out = unsupported_pairs(suite) if suite.skip_unsupported else {}
+    resolution = validate(suite)
+    cells = expand(suite, resolution, device)
     if decided_elsewhere is None:
         environment = run_environment(torch.device(device))
     else:  # this process may have no such device: the parent run says where the decision was made
         environment = run_environment(torch.device("cpu")) | {"xbench.device": f"{device}, {decided_elsewhere}"}
     return PlannedSuite(
         cells=cells,
-        left_out=[(model, explainer, reason) for (model, explainer), reason in left_out.items()],
+        left_out=[(pair.model, pair.explainer, pair.reason) for pair in resolution.skipped],
         device=device,
         environment=environment,
     )

@@ -1,4 +1,5 @@
-"""Plan: a pure function from a suite to the list of cells (model x pruning x CR x explainer), validated up front."""
+"""Plan: `validate` a suite against the libraries (every name, parameter and model checked, defaults and versions
+resolved), then `expand` it into cells (model x pruning x CR x explainer x seed), a pure function of the two."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from xbench.components.data import datasets
 from xbench.components.explainers import explainers
 from xbench.components.models import check_model_name, check_model_options, timm_model
 from xbench.components.pruning import prunability_error, pruners
-from xbench.core.cells import Cell, PruningVariant, SelectionSpec, VariantRef
+from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.plugins import load_plugins
 from xbench.core.references import load_reference
@@ -17,8 +18,7 @@ from xbench.core.registry import UnknownNameError
 from xbench.core.suite import ComponentSpec, Suite
 from xbench.measure.engine import engine_metrics
 from xbench.measure.metrics import engine_for, metrics
-
-PLAN_VERSION = "2"  # 2: cells carry data_seed and tie_draws; each seed of a suite is its own cell
+from xbench.plan.expand import Resolution, SkippedPair, expand
 
 
 def _check_name(registry: Any, name: str, field: str) -> Any:
@@ -82,11 +82,9 @@ def unsupported_pairs(suite: Suite) -> dict[tuple[str, str], str]:
     return skipped
 
 
-def plan(suite: Suite, device: str) -> list[Cell]:
-    """Expand a suite into cells, checking every name and parameter first (XbenchInputError names the field).
-
-    CR 1 is the unpruned model: it is one cell per model and explainer, shared by every pruning configuration.
-    """
+def validate(suite: Suite) -> Resolution:
+    """Check every name, parameter and model of `suite` against the libraries (XbenchInputError names the field) and
+    resolve what they decide: full parameters, versions, and the (model, explainer) pairs left out."""
     load_plugins(suite.plugins)
     dataset = _check_name(datasets, suite.dataset.name, "dataset.name")
     for index, model in enumerate(suite.models):
@@ -122,58 +120,21 @@ def plan(suite: Suite, device: str) -> list[Cell]:
         _resolve_metric(spec, i, suite.dataset.image_size, has_masks, suite.engine)
         for i, spec in enumerate(suite.metrics)
     )
+    torch_metrics = [m.name for m in resolved_metrics if engine_for(metrics.get(m.name), suite.engine) == "torch"]
+    return Resolution(
+        explainers=tuple(resolved_explainers),
+        metrics=resolved_metrics,
+        explainer_versions={e.name: explainers.get(e.name).version for e in resolved_explainers},
+        metric_versions={m.name: metrics.get(m.name).version for m in resolved_metrics},
+        engine_versions={name: engine_metrics.get(name).version for name in torch_metrics},
+        pruner_versions={c.method: pruners.get(c.method).version for c in suite.pruning},
+        skipped=tuple(
+            SkippedPair(model=model, explainer=explainer, reason=reason)
+            for (model, explainer), reason in skipped.items()
+        ),
+    )
 
-    variants: list[tuple[PruningVariant | None, float]] = [(None, 1.0)]
-    for config in suite.pruning:
-        pruned = PruningVariant(**config.model_dump(exclude={"compression_rates"}))
-        variants += [(pruned, float(rate)) for rate in dict.fromkeys(config.compression_rates) if rate != 1]
 
-    selections = {}
-    if suite.eval_selection.method == "correct_under_all":
-        group = tuple(
-            VariantRef(seed=seed, pruning=variant, compression_rate=rate)
-            for seed in suite.replicate_seeds
-            for variant, rate in variants
-        )
-        selection = SelectionSpec(method="correct_under_all", per_class=suite.eval_selection.per_class, group=group)
-        selections = {model.name: selection for model in suite.models}
-    cells = []
-    # Seed-major, then model and variant: the executor keeps one trained model and one variant in memory at a time.
-    for seed, model in ((seed, model) for seed in suite.replicate_seeds for model in suite.models):
-        for variant, rate in variants:
-            for explainer_spec in resolved_explainers:
-                if (model.name, explainer_spec.name) in skipped:
-                    continue
-                versions = {
-                    "plan": PLAN_VERSION,
-                    "explainer": explainers.get(explainer_spec.name).version,
-                    **{f"metric.{m.name}": metrics.get(m.name).version for m in resolved_metrics},
-                    **{
-                        f"engine.{m.name}": engine_metrics.get(m.name).version
-                        for m in resolved_metrics
-                        if engine_for(metrics.get(m.name), suite.engine) == "torch"
-                    },
-                    **({"pruner": pruners.get(variant.method).version} if variant else {}),
-                }
-                cells.append(
-                    Cell(
-                        suite=suite.name,
-                        plugins=tuple(suite.plugins),
-                        seed=seed,
-                        data_seed=suite.data_seed,
-                        tie_draws=suite.tie_draws,
-                        device=device,
-                        dataset=suite.dataset,
-                        model=model,
-                        pruning=variant,
-                        compression_rate=rate,
-                        explainer=explainer_spec,
-                        metrics=resolved_metrics,
-                        engine=suite.engine,
-                        perf=suite.perf,
-                        versions=versions,
-                        eval_selection=selections.get(model.name),
-                        gallery_images=suite.gallery_images,
-                    )
-                )
-    return cells
+def plan(suite: Suite, device: str) -> list[Cell]:
+    """`validate` then `expand`: every cell of `suite` for `device`."""
+    return expand(suite, validate(suite), device)
