@@ -67,3 +67,86 @@ def test_without_the_plugin_the_name_is_unknown_and_a_missing_module_is_named(tm
             text=True,
         )
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+ONE_OF_EACH = '''
+"""A lab's plug-ins, one file: a dataset with its own options, a pruner and a metric only the torch engine computes."""
+import dataclasses
+
+from pydantic import BaseModel, Field
+
+from xbench.api import dataset, datasets, torch_metric, unstructured_pruner
+
+
+class Dimmed(BaseModel):
+    model_config = {"extra": "forbid"}
+    factor: float = Field(1.0, gt=0, le=1, description="multiplies every eval image")
+
+
+@dataset("dimmed_shapes", has_masks=True, options=Dimmed)
+def dimmed_shapes(config, seed, cache_root):
+    """shapes with darker eval images."""
+    options = datasets.get("dimmed_shapes").parse_options(config)
+    data = datasets.get("shapes").load(config.model_copy(update={"options": None}), seed, cache_root)
+    return dataclasses.replace(data, eval_x=data.eval_x * options.factor)
+
+
+@unstructured_pruner("most_negative_first")
+def most_negative_first(weight, generator):
+    """Removes the most negative weights first (importance = the signed weight)."""
+    return weight
+
+
+@torch_metric("mean_absolute_attribution", higher_is_better=False, category="complexity")
+def mean_absolute_attribution(context, x, y, a):
+    """Mean |attribution| per image."""
+    return a.abs().flatten(1).mean(dim=1)
+'''
+
+
+def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_run_a_suite(tmp_path: Path) -> None:
+    (tmp_path / "my_lab.py").write_text(ONE_OF_EACH)
+    suite = yaml.safe_load(SMOKE.read_text())
+    suite.update(
+        name="lab",
+        plugins=["my_lab"],
+        seeds=[0],
+        dataset={**suite["dataset"], "name": "dimmed_shapes", "options": {"factor": 0.5}},
+        pruning=[{**suite["pruning"][0], "method": "most_negative_first"}],
+        explainers=["saliency"],
+        metrics=["mean_absolute_attribution", "sparseness"],
+    )
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(suite))
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "xbench", "run", "suite", "lab.yaml", "--cache-dir", str(tmp_path / "cache")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    exported = subprocess.run(
+        [sys.executable, "-m", "xbench", "export", "--suite", "lab"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    records = json.loads(exported.stdout)
+    assert {r["pruning_method"] for r in records} == {"none", "most_negative_first"}
+    assert all(r["mean_absolute_attribution"] > 0 for r in records)
+    assert all(r["metric_directions"]["mean_absolute_attribution"] == "lower" for r in records)
+
+    suite["dataset"]["options"] = {"factor": 2.0, "colour": "red"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(suite))
+    bad = subprocess.run(
+        [sys.executable, "-m", "xbench", "run", "suite", "bad.yaml"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert "dataset.options.factor" in bad.stderr and "dataset.options.colour" in bad.stderr
+    assert "options of dimmed_shapes: factor" in bad.stderr and not (tmp_path / "bad").exists()

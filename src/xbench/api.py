@@ -24,7 +24,7 @@ from xbench.core.registry import Registry, UnknownNameError
 from xbench.core.results import CellResult, MetricResult
 from xbench.core.suite import Suite, load_suite
 from xbench.measure.engine import EngineMetric, engine_metric, engine_metrics
-from xbench.measure.metrics import Metric, metrics, quantus_metric
+from xbench.measure.metrics import Metric, metrics, quantus_metric, torch_metric
 
 __all__ = [
     "Cell",
@@ -51,5 +51,6 @@ __all__ = [
     "pruners",
     "quantus_metric",
     "structured_pruner",
+    "torch_metric",
     "unstructured_pruner",
 ]

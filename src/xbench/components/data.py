@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import Registry
@@ -122,15 +123,40 @@ class Dataset:
     has_masks: bool
     description: str
     real_images: bool = False  # transformed by the model's timm data config (`dataset.preprocessing` when unset)
+    options: type[BaseModel] | None = None  # the model `dataset.options` is validated against; None: takes none
+
+    def parse_options(self, config: DatasetConfig) -> BaseModel | None:
+        """`dataset.options` checked against this dataset's options model (XbenchInputError names the field)."""
+        if self.options is None:
+            if config.options:
+                raise XbenchInputError(
+                    f"{self.name} takes no options, got {sorted(config.options)}", field="dataset.options"
+                )
+            return None
+        try:
+            return self.options.model_validate(config.options or {})
+        except ValidationError as exc:
+            allowed = ", ".join(self.options.model_fields)
+            lines = []
+            for error in exc.errors():
+                where = ".".join(str(p) for p in error["loc"])
+                lines.append(f"dataset.options.{where}: {error['msg']} (options of {self.name}: {allowed})")
+            raise XbenchInputError("\n  ".join(lines)) from None
 
 
 datasets: Registry[Dataset] = Registry("dataset")
 
 
-def dataset(name: str, has_masks: bool, real_images: bool = False) -> Callable[[DatasetLoader], DatasetLoader]:
+def dataset(
+    name: str, has_masks: bool, real_images: bool = False, options: type[BaseModel] | None = None
+) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register `load(config, seed, cache_root) -> ImageData`. `options`: a pydantic model of the dataset's own
+    settings (`dataset: {name: ..., options: {...}}` in a suite), checked at plan time; the loader reads them with
+    `datasets.get(name).parse_options(config)`."""
+
     def decorator(load: DatasetLoader) -> DatasetLoader:
         doc = (load.__doc__ or "").strip().splitlines()
-        datasets.register(name)(Dataset(name, load, has_masks, doc[0] if doc else "", real_images))
+        datasets.register(name)(Dataset(name, load, has_masks, doc[0] if doc else "", real_images, options))
         return load
 
     return decorator

@@ -38,7 +38,15 @@ class Augmentation(_Strict):
     rotation: float = Field(0.0, ge=0, le=180, description="Random rotation up to this many degrees either way.")
 
 
-_OPTIONAL_DATASET_FIELDS = ("variant", "masks", "preprocessing", "augment", "loader_workers", "validation_size")
+_OPTIONAL_DATASET_FIELDS = (
+    "variant",
+    "masks",
+    "preprocessing",
+    "augment",
+    "loader_workers",
+    "validation_size",
+    "options",
+)
 
 
 class DatasetConfig(_Strict):
@@ -59,6 +67,11 @@ class DatasetConfig(_Strict):
     )
     preprocessing: Preprocessing | None = None
     augment: Augmentation | None = None
+    options: dict[str, Any] | None = Field(
+        None,
+        description="The dataset plug-in's own options, checked against the options model it declares (a dataset "
+        "from a plug-in keeps its settings here).",
+    )
     loader_workers: int | None = Field(None, ge=0, description="DataLoader worker processes for training (default 2).")
     validation_size: int | None = Field(
         None,

@@ -29,21 +29,27 @@ QuantusClass = Any
 
 @dataclass(frozen=True)
 class Metric:
-    """A Quantus metric with the metadata xbench logs beside its scores."""
+    """A metric with the metadata xbench logs beside its scores: a Quantus class (which then says its direction and
+    category), or a metric only the torch engine computes (`quantus_class` None), which declares them itself."""
 
     name: str
-    quantus_class: QuantusClass
+    quantus_class: QuantusClass | None
     defaults: Defaults
     needs_masks: bool
     version: str
     needs_explain_func: bool = False
     needs_num_classes: bool = False
     batch_level: bool = False
+    declared_higher_is_better: bool | None = None
+    declared_category: str | None = None
+    declared_ranks_features: bool | None = None
 
     @property
     def orders_features(self) -> bool:
-        """Whether Quantus ranks features by attribution for this metric (its module argsorts them), so ties in the
+        """Whether the metric ranks features by attribution (for Quantus: its module argsorts them), so ties in the
         attributions decide part of the score and the metric takes a `ties` policy."""
+        if self.declared_ranks_features is not None:
+            return self.declared_ranks_features
         return _argsorts(self.quantus_class)
 
     @property
@@ -53,10 +59,16 @@ class Metric:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.quantus_class.score_direction == ScoreDirection.HIGHER
+        if self.declared_higher_is_better is not None:
+            return self.declared_higher_is_better
+        assert self.quantus_class is not None, f"{self.name} declares no direction"
+        return bool(self.quantus_class.score_direction == ScoreDirection.HIGHER)
 
     @property
     def category(self) -> str:
+        if self.declared_category is not None:
+            return self.declared_category
+        assert self.quantus_class is not None, f"{self.name} declares no category"
         return str(self.quantus_class.evaluation_category.value).lower()
 
     def resolve(self, params: dict[str, Any], image_size: int) -> dict[str, Any]:
@@ -99,6 +111,44 @@ def quantus_metric(
         )
         metrics.register(name)(metric)
         return defaults
+
+    return decorator
+
+
+def torch_metric(
+    name: str,
+    higher_is_better: bool,
+    category: str,
+    defaults: Defaults | None = None,
+    ranks_features: bool = False,
+    needs_masks: bool = False,
+    version: str = "1",
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register a metric only the torch engine computes, in one place: `fn(context, x, y, a, **params)` returns one
+    score per image (a tensor); its keyword-only arguments are its parameters, `defaults(image_size)` their defaults
+    for a suite, and the metric declares its direction, category and whether it ranks features (then it takes the
+    `ties` policy) here. No Quantus twin is needed; the suite's `engine:` does not matter for it.
+
+        @torch_metric("mean_absolute_attribution", higher_is_better=False, category="complexity")
+        def mean_absolute_attribution(context, x, y, a):
+            return a.abs().flatten(1).mean(dim=1)
+    """
+    from xbench.measure.engine import engine_metric
+
+    def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        engine_metric(name, version)(fn)
+        metric = Metric(
+            name,
+            None,
+            defaults or (lambda image_size: {}),
+            needs_masks,
+            version,
+            declared_higher_is_better=higher_is_better,
+            declared_category=category,
+            declared_ranks_features=ranks_features,
+        )
+        metrics.register(name)(metric)
+        return fn
 
     return decorator
 
@@ -224,6 +274,8 @@ class ROADPerImage(quantus.ROAD):
 
 def quantus_class_for(metric: Metric) -> QuantusClass:
     """The Quantus class that gives `metric` one result per image."""
+    if metric.quantus_class is None:
+        raise ValueError(f"{metric.name} has no Quantus implementation (the torch engine computes it)")
     return ROADPerImage if metric.quantus_class is quantus.ROAD else metric.quantus_class
 
 
@@ -242,6 +294,8 @@ def engine_for(metric: Metric, requested: str) -> str:
     """The engine that scores `metric`: the torch engine where it implements the metric, else Quantus."""
     from xbench.measure.engine import engine_metrics
 
+    if metric.quantus_class is None:  # a torch-only metric: the engine is the only implementation
+        return "torch"
     return "torch" if requested == "torch" and metric.name in engine_metrics else "quantus"
 
 

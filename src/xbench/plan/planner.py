@@ -87,6 +87,7 @@ def validate(suite: Suite) -> Resolution:
     resolve what they decide: full parameters, versions, and the (model, explainer) pairs left out."""
     load_plugins(suite.plugins)
     dataset = _check_name(datasets, suite.dataset.name, "dataset.name")
+    dataset.parse_options(suite.dataset)
     for index, model in enumerate(suite.models):
         check_model_name(model.name, f"models[{index}].name")
         check_model_options(model.name, model.options, suite.dataset.image_size, f"models[{index}].options")
