@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench.core.errors import XbenchInputError
+from xbench.core.numbers import is_finite_number
 
 DEFAULT_TOLERANCE = {"abs": 0.02, "rel": 0.05}
 BASELINE_VERSION = 2  # 2: per-cell seed spreads, from which tolerances are derived unless rules are given
@@ -60,7 +61,7 @@ def seed_spreads(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         spreads[label] = {
             metric: statistics.stdev(finite)
             for metric in values[0]
-            if len(finite := [float(v[metric] or 0.0) for v in values if _is_number(v.get(metric))]) >= 2
+            if len(finite := [float(x) for v in values if is_finite_number(x := v.get(metric))]) >= 2
         }
     return spreads
 
@@ -138,7 +139,7 @@ def compare(baseline: dict[str, Any], records: list[dict[str, Any]]) -> list[Fin
             now = values.get(metric)
             tolerance = (
                 _tolerance(tolerances, metric, reference, expected.get("seed_spread", {}).get(metric))
-                if (_is_number(reference))
+                if (is_finite_number(reference))
                 else None
             )
             findings.append(_judge(key, expected.get("label", key), metric, reference, now, higher, tolerance))
@@ -148,17 +149,13 @@ def compare(baseline: dict[str, Any], records: list[dict[str, Any]]) -> list[Fin
     return findings
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _judge(
     key: str, label: str, metric: str, reference: Any, now: Any, higher: bool, tolerance: float | None
 ) -> Finding:
-    if not _is_number(reference) or tolerance is None:
-        status = "ok" if not _is_number(now) else "improved"
+    if not is_finite_number(reference) or tolerance is None:
+        status = "ok" if not is_finite_number(now) else "improved"
         return Finding(key, label, metric, status, reference, now, None, higher)
-    if not _is_number(now):
+    if not is_finite_number(now):
         return Finding(key, label, metric, "regressed", reference, now, tolerance, higher)
     gain = (now - reference) if higher else (reference - now)
     status = "regressed" if gain < -tolerance else "improved" if gain > tolerance else "ok"

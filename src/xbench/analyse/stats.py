@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xbench.core.numbers import is_finite_number
+
 ALPHA = 0.05
 POWER = 0.8  # of a planned run: the seeds that would decide a comparison this often
 ACCURACY = "accuracy"
@@ -663,10 +665,6 @@ class CellSummary:
         return f"{self.model} | {pruning} CR {self.compression_rate:g} | {self.explainer}"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def summarise_cells(
     records: list[dict[str, Any]], per_image: dict[str, dict[str, np.ndarray]], metrics: list[str]
 ) -> list[CellSummary]:
@@ -678,11 +676,11 @@ def summarise_cells(
     summaries = []
     for (model, pruning, rate, explainer), replicates in sorted(groups.items(), key=lambda item: str(item[0])):
         replicates.sort(key=lambda r: int(r.get("seed", 0)))
-        numeric = {k for r in replicates for k, v in r.items() if _finite(v)}
+        numeric = {k for r in replicates for k, v in r.items() if is_finite_number(v)}
         values = {
             key: float(np.mean(finite))
             for key in numeric
-            if (finite := [r[key] for r in replicates if _finite(r.get(key))])
+            if (finite := [r[key] for r in replicates if is_finite_number(r.get(key))])
         }
         intervals = {}
         for name in ["accuracy", *metrics]:

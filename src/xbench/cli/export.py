@@ -9,10 +9,12 @@ from pathlib import Path
 
 import typer
 
+from xbench.cli.choices import JsonOrCsv
+
 
 def export_command(
     suite: str = typer.Option(..., "--suite", help="Suite name (as in its YAML `name:`)."),
-    format: str = typer.Option("json", "--format", help="json | csv"),
+    format: JsonOrCsv = typer.Option(JsonOrCsv.json, "--format", help="json | csv"),
     output: Path | None = typer.Option(None, "-o", "--output", help="File to write; default: stdout."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
     bundle: Path | None = typer.Option(
@@ -32,8 +34,6 @@ def export_command(
     from xbench.core.errors import XbenchInputError
     from xbench.store.tracking import Store
 
-    if format not in ("json", "csv"):
-        raise XbenchInputError(f"must be json or csv, got {format!r}", field="--format")
     if bundle is not None:
         from xbench.store.bundle import write_bundle
 

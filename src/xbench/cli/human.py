@@ -8,6 +8,8 @@ from typing import cast
 
 import typer
 
+from xbench.cli.choices import TextOrJson
+
 app = typer.Typer(
     help="Human studies: export a suite's explanations for people to judge (MTurk, or an offline study page), and "
     "analyse their answers against the suite's metrics.",
@@ -128,7 +130,7 @@ def analyse_command(
     suite: str | None = typer.Option(
         None, "--suite", help="Score the suite's metrics against the answers; log the study to its MLflow experiment."
     ),
-    format: str = typer.Option("text", "--format", help="text | json"),
+    format: TextOrJson = typer.Option(TextOrJson.text, "--format", help="text | json"),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
 ) -> None:
     """Counts, chi-squared and binomial tests, Krippendorff's alpha and per-worker attention checks of a study's
@@ -152,8 +154,6 @@ def analyse_command(
         variants_of_study,
     )
 
-    if format not in ("text", "json"):
-        raise XbenchInputError(f"must be text or json, got {format!r}", field="--format")
     if min_check_accuracy is not None and not 0 <= min_check_accuracy <= 1:
         raise XbenchInputError(f"must be between 0 and 1, got {min_check_accuracy}", field="--min-check-accuracy")
     columns = {}

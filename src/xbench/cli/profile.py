@@ -7,6 +7,8 @@ import json
 import typer
 from rich.table import Table
 
+from xbench.cli.choices import TableOrJson
+
 
 def profile_command(
     model: str = typer.Argument(..., help="A timm model name, e.g. resnet50."),
@@ -20,7 +22,7 @@ def profile_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast)"),
     channels_last: bool = typer.Option(False, "--channels-last", help="Time in channels_last memory format."),
     compile: bool = typer.Option(False, "--compile", help="Time torch.compile(model) (compiled during warm-up)."),
-    format: str = typer.Option("table", "--format", help="table | json"),
+    format: TableOrJson = typer.Option(TableOrJson.table, "--format", help="table | json"),
 ) -> None:
     """Params (total, nonzero), compression rate (whole model and pruned scope), sparsity, FLOPs and MACs (dense and
     effective), latency p50/p90/std, throughput, peak memory (CUDA) and file size; with --prune, the pruned variant
@@ -34,8 +36,6 @@ def profile_command(
     from xbench.execute.runner import resolve_device
     from xbench.measure.profiling import profile
 
-    if format not in ("table", "json"):
-        raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
     if scope not in ("conv", "conv_linear", "all"):
         raise XbenchInputError(f"must be conv, conv_linear or all, got {scope!r}", field="--scope")
     if precision not in ("fp32", "bf16", "fp16"):

@@ -7,10 +7,12 @@ import csv
 import io
 import json
 import math
-from enum import StrEnum
 from pathlib import Path
 
 import typer
+
+from xbench.cli.choices import StatsFormat
+from xbench.core.numbers import finite_or_none
 
 COLUMNS = (
     "model",
@@ -49,17 +51,6 @@ COLUMNS = (
     "residual_sd",
     "seeds_needed",
 )
-
-
-class StatsFormat(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-def _plain(value: object) -> object:
-    """NaN and infinities as None, so the JSON is valid."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def stats_command(
@@ -113,7 +104,7 @@ def stats_command(
     if plan:
         typer.echo(plan_text(suite, result))
         return
-    comparisons = [{k: _plain(c.to_dict()[k]) for k in COLUMNS} for c in result.comparisons]
+    comparisons = [{k: finite_or_none(c.to_dict()[k]) for k in COLUMNS} for c in result.comparisons]
     if format is StatsFormat.table:
         if output is not None:
             raise XbenchInputError(
@@ -131,7 +122,7 @@ def stats_command(
                 "margins": result.margins,
                 "verdicts": result.verdicts,
                 "comparisons": comparisons,
-                "reliability": [{k: _plain(v) for k, v in r.to_dict().items()} for r in result.reliability],
+                "reliability": [{k: finite_or_none(v) for k, v in r.to_dict().items()} for r in result.reliability],
             },
             indent=2,
         )

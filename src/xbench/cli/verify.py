@@ -7,6 +7,8 @@ import json
 import typer
 from rich.table import Table
 
+from xbench.cli.choices import TableOrJson
+
 
 def verify_metrics_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -18,7 +20,7 @@ def verify_metrics_command(
     case: list[str] = typer.Option(
         [], "--case", help="Attributions (repeat): random | gradcam | flat_background; default: all."
     ),
-    format: str = typer.Option("table", "--format", help="table | json"),
+    format: TableOrJson = typer.Option(TableOrJson.table, "--format", help="table | json"),
 ) -> None:
     """Run every torch-engine metric and its Quantus 0.6 reference on the same random model, inputs, explanations
     and random draws (Quantus's draws are recorded and replayed), and print per metric: the max abs difference,
@@ -40,8 +42,6 @@ def verify_metrics_command(
     from xbench.measure.engine import engine_metrics
     from xbench.measure.verify import verify_all
 
-    if format not in ("table", "json"):
-        raise XbenchInputError(f"must be table or json, got {format!r}", field="--format")
     unknown = [name for name in metric if name not in engine_metrics]
     if unknown:
         raise XbenchInputError(

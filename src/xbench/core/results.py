@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from xbench.core.cells import Cell
+from xbench.core.numbers import finite_or_none
 
 RESULT_VERSION = 1
 
@@ -154,10 +155,6 @@ class ArtifactStore:
 # ------------------------------------------------------------------------------------------------- flat records
 
 
-def _plain(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def _batch_sizes(figures: dict[str, float], prefix: str) -> list[int]:
     return sorted(int(k.removeprefix(prefix)) for k in figures if k.startswith(prefix) and k[len(prefix) :].isdigit())
 
@@ -185,31 +182,31 @@ def to_record(
         "data_seed": cell.data_seed,
         "device": result.environment.get("xbench.device"),
         "start_time": start_time,
-        "accuracy": _plain(figures.get("accuracy")),
-        "sparsity": _plain(figures.get("sparsity")),
-        "sparsity_scope": _plain(figures.get("sparsity_scope")),
-        "compression_rate_model": _plain(figures.get("compression_rate_model")),
-        "compression_rate_scope": _plain(figures.get("compression_rate_scope")),
-        "params": _plain(figures.get("params")),
-        "params_nonzero": _plain(figures.get("params_nonzero")),
-        "flops": _plain(figures.get("flops_dense")),
-        "flops_effective": _plain(figures.get("flops_effective")),
-        "theoretical_speedup": _plain(figures.get("theoretical_speedup")),
-        "latency_ms_p50": _plain(figures.get(f"latency_ms_p50_bs{smallest}")) if smallest else None,
+        "accuracy": finite_or_none(figures.get("accuracy")),
+        "sparsity": finite_or_none(figures.get("sparsity")),
+        "sparsity_scope": finite_or_none(figures.get("sparsity_scope")),
+        "compression_rate_model": finite_or_none(figures.get("compression_rate_model")),
+        "compression_rate_scope": finite_or_none(figures.get("compression_rate_scope")),
+        "params": finite_or_none(figures.get("params")),
+        "params_nonzero": finite_or_none(figures.get("params_nonzero")),
+        "flops": finite_or_none(figures.get("flops_dense")),
+        "flops_effective": finite_or_none(figures.get("flops_effective")),
+        "theoretical_speedup": finite_or_none(figures.get("theoretical_speedup")),
+        "latency_ms_p50": finite_or_none(figures.get(f"latency_ms_p50_bs{smallest}")) if smallest else None,
         "latency_batch_size": smallest,
-        "throughput": _plain(figures.get(f"throughput_bs{largest}")) if largest else None,
+        "throughput": finite_or_none(figures.get(f"throughput_bs{largest}")) if largest else None,
         "throughput_batch_size": largest,
-        "measured_speedup": _plain(figures.get(f"measured_speedup_bs{largest}")) if largest else None,
-        "attribution_tie_share": _plain(figures.get("attribution_tie_share")),
-        "attribution_min_share": _plain(figures.get("attribution_min_share")),
-        "attribution_constant_count": _plain(figures.get("attribution_constant_count")),
+        "measured_speedup": finite_or_none(figures.get(f"measured_speedup_bs{largest}")) if largest else None,
+        "attribution_tie_share": finite_or_none(figures.get("attribution_tie_share")),
+        "attribution_min_share": finite_or_none(figures.get("attribution_min_share")),
+        "attribution_constant_count": finite_or_none(figures.get("attribution_constant_count")),
     }
     for name in ("eval_candidates", "eval_qualified", "eval_selected"):  # an eval selection's counts
         if name in figures:
             record[name] = int(figures[name])
     for name, metric in result.metrics.items():
-        record[name] = _plain(metric.mean)
-        record[f"{name}_std"] = _plain(metric.std)
+        record[name] = finite_or_none(metric.mean)
+        record[f"{name}_std"] = finite_or_none(metric.std)
         record[f"{name}_tie_std"] = metric.tie_std
     record["metric_directions"] = {n: "higher" if m.higher_is_better else "lower" for n, m in result.metrics.items()}
     record["provenance"] = dict(provenance or {})

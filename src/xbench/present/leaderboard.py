@@ -32,6 +32,7 @@ from xbench.analyse.stats import (
     summarise_cells,
     sweet_spots,
 )
+from xbench.core.numbers import is_finite_number
 from xbench.core.references import Reference, load_reference, replication_rows
 from xbench.store.links import run_url, runs_url
 
@@ -122,7 +123,7 @@ def kendall_tau(a: list[float | None], b: list[float | None]) -> tuple[float, in
     """Kendall's tau-b between two score lists over the cells where both are finite, and that count."""
     from scipy.stats import kendalltau
 
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if _finite(x) and _finite(y)]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if is_finite_number(x) and is_finite_number(y)]
     if len(pairs) < 3:
         return math.nan, len(pairs)
     tau = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
@@ -136,10 +137,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
         dominated = any((ox >= x and oy >= y) and (ox > x or oy > y) for j, (ox, oy) in enumerate(points) if j != i)
         front.append(not dominated)
     return front
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -215,7 +212,7 @@ def cells_view(results: SuiteResults, summaries: list[CellSummary], mlflow_url: 
         per_model: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for index, summary in enumerate(summaries):
             value = summary.values.get(column.key)
-            if value is not None and _finite(value):
+            if is_finite_number(value):
                 number = float(value)
                 per_model[summary.model].append((number if column.higher else -number, index))
         best[column.key] = {i for entries in per_model.values() for v, i in entries if v == max(entries)[0]}
@@ -422,13 +419,13 @@ def line_chart(
 ) -> dict[str, Any]:
     """One panel: x = CR on a log2 axis; per series a line through the means and a band from the 95 % intervals;
     each point's title names its cell (hover)."""
-    points = [p for values in series.values() for p in values if _finite(p[1])]
+    points = [p for values in series.values() for p in values if is_finite_number(p[1])]
     chart: dict[str, Any] = {"title": title, "subtitle": subtitle, "series": [], "x_ticks": [], "y_ticks": []}
     if not points:
         chart["message"] = "no finite values"
         return chart
     rates = sorted({p[0] for p in points})
-    bounds = [v for p in points for v in (p[1], p[2], p[3]) if _finite(v)]
+    bounds = [v for p in points for v in (p[1], p[2], p[3]) if is_finite_number(v)]
     y_low, y_high = min(bounds), max(bounds)
     if y_low == y_high:
         y_low, y_high = y_low - 0.5, y_high + 0.5
@@ -437,8 +434,8 @@ def line_chart(
     chart["y_ticks"] = [{"y": sy(t), "label": f"{t:.3g}"} for t in _ticks(y_low, y_high)]
     chart["x_label"] = "compression rate (log scale)"
     for name, values in series.items():
-        finite = sorted((p for p in values if _finite(p[1])), key=lambda p: p[0])
-        banded = [p for p in finite if _finite(p[2]) and _finite(p[3])]
+        finite = sorted((p for p in values if is_finite_number(p[1])), key=lambda p: p[0])
+        banded = [p for p in finite if is_finite_number(p[2]) and is_finite_number(p[3])]
         band = ""
         if len(banded) > 1:
             upper = [f"{sx(r):.1f},{sy(high):.1f}" for r, _, _, high, _ in banded]
@@ -453,7 +450,7 @@ def line_chart(
                     {
                         "x": sx(r),
                         "y": sy(v),
-                        "title": f"{label}: {v:.4g}" + (f" [{low:.3g}, {high:.3g}]" if _finite(low) else ""),
+                        "title": f"{label}: {v:.4g}" + (f" [{low:.3g}, {high:.3g}]" if is_finite_number(low) else ""),
                     }
                     for r, v, low, high, label in finite
                 ],
@@ -466,7 +463,7 @@ def scatter_chart(
     title: str, subtitle: str, x_label: str, y_label: str, points: list[tuple[float, float, str, bool]]
 ) -> dict[str, Any]:
     """Accuracy (y) against a metric (x); Pareto-optimal points in red and joined, the rest grey."""
-    finite = [p for p in points if _finite(p[0]) and _finite(p[1])]
+    finite = [p for p in points if is_finite_number(p[0]) and is_finite_number(p[1])]
     chart: dict[str, Any] = {
         "title": title,
         "subtitle": subtitle,
@@ -536,7 +533,9 @@ def pareto_view(results: SuiteResults, summaries: list[CellSummary]) -> list[dic
     charts = []
     for metric in results.metric_names:
         sign = 1.0 if results.higher_is_better(metric) else -1.0
-        cells = [s for s in summaries if _finite(s.values.get(metric)) and _finite(s.values.get(ACCURACY))]
+        cells = [
+            s for s in summaries if is_finite_number(s.values.get(metric)) and is_finite_number(s.values.get(ACCURACY))
+        ]
         front = pareto_front([(sign * s.values[metric], s.values[ACCURACY]) for s in cells])
         points = [
             (s.values[metric], s.values[ACCURACY], s.label, optimal) for s, optimal in zip(cells, front, strict=True)
@@ -558,7 +557,7 @@ def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: S
     names = results.metric_names
     oriented = {
         m: [
-            s.values.get(m) if results.higher_is_better(m) or not _finite(s.values.get(m)) else -s.values[m]
+            s.values.get(m) if results.higher_is_better(m) or not is_finite_number(s.values.get(m)) else -s.values[m]
             for s in summaries
         ]
         for m in names
@@ -568,7 +567,7 @@ def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: S
         cells = []
         for b in names:
             tau, count = kendall_tau(oriented[a], oriented[b])
-            if not _finite(tau):
+            if not is_finite_number(tau):
                 cells.append({"text": "–", "style": "", "title": ""})
                 continue
             red, blue = (255, 40) if tau < 0 else (40, 255)

@@ -26,6 +26,7 @@ import numpy as np
 
 from xbench.core.cache import library_versions
 from xbench.core.errors import XbenchInputError
+from xbench.core.numbers import finite_or_none
 from xbench.core.results import CellResult, per_image_scores, to_record
 from xbench.store.tracking import PROVENANCE_TAGS, Store, StoredRun, order_of
 
@@ -90,13 +91,9 @@ def _scores_csv(result: CellResult) -> str:
     writer.writerow(["image", *names])
     count = max((len(v) for v in scores.values()), default=0)
     for index in range(count):
-        writer.writerow([index, *(_plain(scores[name][index]) if index < len(scores[name]) else "" for name in names)])
+        row = [finite_or_none(float(scores[name][index])) if index < len(scores[name]) else None for name in names]
+        writer.writerow([index, *("" if value is None else value for value in row)])
     return buffer.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    number = float(value)
-    return "" if not np.isfinite(number) else number
 
 
 def _records_csv(records: list[dict[str, Any]]) -> str:
