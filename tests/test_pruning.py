@@ -1,6 +1,8 @@
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import timm
@@ -11,6 +13,7 @@ from torch.nn.utils import prune
 from xbench.components.data import ImageData
 from xbench.components.models import timm_model
 from xbench.components.pruning import (
+    Pruner,
     channel_pruned,
     make_permanent,
     prune_step,
@@ -224,7 +227,7 @@ def test_every_method_prunes_a_vit(name: str, small_data: ImageData) -> None:
     model = timm_model("test_vit", small_data.num_classes, 32).eval()
     pruner = pruners.get(name)
     settings = config(method=name, scope="conv_linear")
-    if pruner.needs_batchnorm:  # a ViT has none: refused at plan time (tests/test_plan.py), nothing to run here
+    if getattr(pruner, "needs_batchnorm", False):  # a ViT has none: refused at plan time (tests/test_plan.py)
         assert unprunable_reason("test_vit", name, "conv_linear", "layerwise", 32) is not None
         return
     if pruner.structured:
@@ -236,3 +239,54 @@ def test_every_method_prunes_a_vit(name: str, small_data: ImageData) -> None:
         make_permanent(prune_step(pruned, pruner, settings, 4, seed=0))
         assert sparsity_report(pruned, "conv_linear")["sparsity_scope"] == pytest.approx(0.75, abs=0.005)
     assert pruned(small_data.eval_x[:2]).shape == (2, small_data.num_classes)
+
+
+@dataclass(frozen=True)
+class TwoOfFour(Pruner):
+    """A pruning kind from outside the package: in every group of 4 consecutive weights of a layer in scope, the 2 of
+    smallest magnitude are zeroed (NVIDIA's 2:4 semi-structured pattern; CR 2 of the scope, nothing else)."""
+
+    kind: ClassVar[str] = "semi-structured"
+
+    def prune_step(self, model, config, compression_rate, base_params, data, seed, device):  # type: ignore[no-untyped-def]
+        assert compression_rate == 2, "2:4 sparsity is CR 2 of its scope"
+        masked = []
+        for _, module in scope_modules(model, config.scope):
+            weight = module.weight.detach()
+            groups = weight.abs().reshape(-1, 4)
+            keep = torch.ones_like(groups, dtype=torch.bool)
+            keep.scatter_(1, groups.argsort(dim=1)[:, :2], False)
+            torch.nn.utils.prune.custom_from_mask(module, "weight", keep.reshape(weight.shape))
+            masked.append((module, "weight"))
+        return model, masked
+
+    def achieved_rate(self, pruned, original, config):  # type: ignore[no-untyped-def]
+        return sparsity_report(pruned, config.scope, original=original)["compression_rate_scope"], "scope weights"
+
+
+CPU = torch.device("cpu")
+
+
+def test_a_pruning_kind_is_a_class_a_plugin_can_add(
+    tiny_model: torch.nn.Module, small_data: ImageData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pruned_model() asks the method's kind to prune: a new kind needs no branch in xbench."""
+    monkeypatch.setitem(pruners._entries, "two_of_four", TwoOfFour("two_of_four", "1", "2:4 semi-structured"))
+    settings = config(method="two_of_four", schedule="oneshot")
+    model = pruned_model(
+        tiny_model,
+        "base",
+        "test_resnet",
+        settings,
+        2,
+        small_data,
+        TrainConfig(),
+        0,
+        Cache(tmp_path),
+        torch.device("cpu"),
+    )
+    for _, module in scope_modules(model, "conv"):
+        nonzero_per_group = (module.weight.reshape(-1, 4) != 0).sum(dim=1)
+        assert int(nonzero_per_group.max()) <= 2
+    assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(0.5, abs=0.01)
+    assert not any(hasattr(m, "weight_orig") for m in model.modules())  # its masks were made permanent

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -34,22 +34,119 @@ ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
 
 @dataclass(frozen=True)
 class Pruner:
-    """Unstructured: `importance` scores each weight and the lowest are zeroed (the compression rate counts the
-    pruned scope). Structured: `channel_importance` makes a torch-pruning importance and whole channels are removed
-    (the compression rate counts the whole model: params(original) / params(pruned))."""
+    """A pruning method. Its kind is its class: how one step prunes a model, what its compression rate counts, how
+    far the achieved rate may miss the request, and which architectures it cannot prune. A new kind (say 2:4
+    semi-structured) is a subclass in its own file, registered with `pruners.register(name)(MyKind(...))`."""
 
     name: str
-    kind: str
     version: str
     description: str
-    importance: Importance | None = None
-    channel_importance: ChannelImportance | None = None
-    needs_gradients: bool = False
-    needs_batchnorm: bool = False
+
+    kind: ClassVar[str] = "abstract"
+    rate_tolerance: ClassVar[float] = 0.01  # relative miss of the requested compression rate that is accepted
 
     @property
     def structured(self) -> bool:
         return self.kind == "structured"
+
+    def prune_step(
+        self,
+        model: nn.Module,
+        config: PruningConfig,
+        compression_rate: float,
+        base_params: int,
+        data: ImageData,
+        seed: int,
+        device: torch.device,
+    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        """Prune `model` to `compression_rate` (of the base model's `base_params` where the kind counts the whole
+        model); returns the pruned model and the masked (module, name) pairs to make permanent after fine-tuning."""
+        raise NotImplementedError(f"pruning kind {self.kind!r} has no prune_step")
+
+    def unprunable_reason(
+        self, model_name: str, config: PruningConfig, image_size: int, options: dict[str, Any]
+    ) -> str | None:
+        """Why this method cannot prune the architecture (checked at plan time), or None."""
+        return None
+
+    def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
+        """(the compression rate `pruned` reached, what that rate counts), as this kind counts it."""
+        raise NotImplementedError(f"pruning kind {self.kind!r} has no achieved_rate")
+
+
+@dataclass(frozen=True)
+class UnstructuredPruner(Pruner):
+    """`importance` scores each weight and the lowest are zeroed by masks (the compression rate counts the pruned
+    scope)."""
+
+    importance: Importance
+    kind: ClassVar[str] = "unstructured"
+    # Unstructured masks round each layer's count (torch.nn.utils.prune's rule), so a small scope misses a little.
+    rate_tolerance: ClassVar[float] = 0.01
+
+    def prune_step(
+        self,
+        model: nn.Module,
+        config: PruningConfig,
+        compression_rate: float,
+        base_params: int,
+        data: ImageData,
+        seed: int,
+        device: torch.device,
+    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        return model, prune_step(model, self, config, compression_rate, seed)
+
+    def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
+        rate = sparsity_report(pruned, config.scope, original=original)["compression_rate_scope"]
+        return rate, f"nonzero weights in scope {config.scope}"
+
+
+@dataclass(frozen=True)
+class StructuredPruner(Pruner):
+    """`channel_importance` makes a torch-pruning importance and whole channels are removed (the compression rate
+    counts the whole model: params(original) / params(pruned))."""
+
+    channel_importance: ChannelImportance
+    needs_gradients: bool = False
+    needs_batchnorm: bool = False
+    kind: ClassVar[str] = "structured"
+    # The channel-ratio search stops this close to the requested parameter count.
+    rate_tolerance: ClassVar[float] = 0.005
+
+    def prune_step(
+        self,
+        model: nn.Module,
+        config: PruningConfig,
+        compression_rate: float,
+        base_params: int,
+        data: ImageData,
+        seed: int,
+        device: torch.device,
+    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        pruned, _ = channel_pruned(model, self, config, base_params / compression_rate, data, seed, device)
+        return pruned, []
+
+    def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
+        params = sum(p.numel() for p in original.parameters())
+        return params / sum(p.numel() for p in pruned.parameters()), "params of the whole model"
+
+    def unprunable_reason(
+        self, model_name: str, config: PruningConfig, image_size: int, options: dict[str, Any]
+    ) -> str | None:
+        model = timm_model(model_name, 2, image_size, **options)
+        if self.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return "it has no BatchNorm layers, whose scales this method ranks channels by"
+        probe = ImageData.random(4, image_size, num_classes=2)
+        before = sum(p.numel() for p in model.parameters())
+        try:
+            _remove_channels(model, self, config, 0.25, probe, 0, torch.device("cpu"))
+            with torch.no_grad():
+                model(probe.eval_x[:1])
+        except Exception as exc:  # the reason is the message, whatever torch-pruning or the model raised
+            return f"torch-pruning failed on it ({type(exc).__name__}: {exc})"
+        if sum(p.numel() for p in model.parameters()) >= before:
+            return f"no channel could be removed with scope {config.scope!r}"
+        return None
 
 
 pruners: Registry[Pruner] = Registry("pruning method")
@@ -62,7 +159,7 @@ def _first_line(fn: Callable[..., Any]) -> str:
 
 def unstructured_pruner(name: str, version: str = "1") -> Callable[[Importance], Importance]:
     def decorator(importance: Importance) -> Importance:
-        pruners.register(name)(Pruner(name, "unstructured", version, _first_line(importance), importance=importance))
+        pruners.register(name)(UnstructuredPruner(name, version, _first_line(importance), importance=importance))
         return importance
 
     return decorator
@@ -73,9 +170,8 @@ def structured_pruner(
 ) -> Callable[[ChannelImportance], ChannelImportance]:
     def decorator(factory: ChannelImportance) -> ChannelImportance:
         pruners.register(name)(
-            Pruner(
+            StructuredPruner(
                 name,
-                "structured",
                 version,
                 _first_line(factory),
                 channel_importance=factory,
@@ -217,15 +313,13 @@ def _lowest_removed(score: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def prune_step(
-    model: nn.Module, pruner: Pruner, config: PruningConfig, compression_rate: float, seed: int
+    model: nn.Module, pruner: UnstructuredPruner, config: PruningConfig, compression_rate: float, seed: int
 ) -> list[tuple[nn.Module, str]]:
     """Attach masks reaching `compression_rate` over the scope; returns the masked (module, 'weight') pairs."""
     modules = [module for _, module in scope_modules(model, config.scope)]
     generator = torch.Generator().manual_seed(seed)
     weights = [weight_of(module).detach().cpu() for module in modules]
-    importance = pruner.importance
-    assert importance is not None, f"{pruner.name} is structured"
-    scores = [importance(w, generator) for w in weights]
+    scores = [pruner.importance(w, generator) for w in weights]
     masks = unstructured_masks(scores, 1 - 1 / compression_rate, config.granularity, keep=[w != 0 for w in weights])
     for module, mask in zip(modules, masks, strict=True):
         prune.custom_from_mask(module, "weight", mask.to(weight_of(module).device))
@@ -286,13 +380,12 @@ _STRUCTURE_ATTRIBUTES = (
     "attn_dim",
     "scale",
 )
-_SOLVER_TOLERANCE = 0.005  # relative distance to the requested parameter count at which the ratio search stops
 PRUNED_CACHE_FORMAT = 2  # safetensors weights + JSON structure
 
 
 def _remove_channels(
     model: nn.Module,
-    pruner: Pruner,
+    pruner: StructuredPruner,
     config: PruningConfig,
     ratio: float,
     data: ImageData,
@@ -314,7 +407,6 @@ def _remove_channels(
         if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
     ]
     example_inputs = data.train_examples(slice(0, 2))[0].to(device)
-    assert pruner.channel_importance is not None, f"{pruner.name} is unstructured"
     with warnings.catch_warnings():
         # ViT's cls_token and pos_embed are bare parameters; torch-pruning's default (prune their last dimension, the
         # embedding) is right, so its warning about them is only noise.
@@ -359,28 +451,10 @@ def unprunable_reason(
     Run at plan time, so a suite fails before any training instead of mid-way.
     """
     config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[2])
-    pruner = pruners.get(config.method)
-    if not pruner.structured:
-        return None
-    model = timm_model(model_name, 2, image_size, **dict(options))
-    if pruner.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return "it has no BatchNorm layers, whose scales this method ranks channels by"
-    probe = ImageData.random(4, image_size, num_classes=2)
-    before = sum(p.numel() for p in model.parameters())
-    try:
-        _remove_channels(model, pruner, config, 0.25, probe, 0, torch.device("cpu"))
-        with torch.no_grad():
-            model(probe.eval_x[:1])
-    except Exception as exc:  # the reason is the message, whatever torch-pruning or the model raised
-        return f"torch-pruning failed on it ({type(exc).__name__}: {exc})"
-    if sum(p.numel() for p in model.parameters()) >= before:
-        return f"no channel could be removed with scope {config.scope!r}"
-    return None
+    return pruners.get(config.method).unprunable_reason(model_name, config, image_size, dict(options))
 
 
 SCOPES = ("conv", "conv_linear", "all")
-# Unstructured masks round each layer's count (torch.nn.utils.prune's rule), so a small scope misses the rate a little.
-_UNSTRUCTURED_TOLERANCE = 0.01
 
 
 def prunability_error(
@@ -407,10 +481,9 @@ def prunability_error(
     return f"{method} cannot prune {model_name}: {reason}{hint}"
 
 
-def achieved_rate_error(requested: float, achieved: float, structured: bool, counted: str) -> str | None:
+def achieved_rate_error(requested: float, achieved: float, tolerance: float, counted: str) -> str | None:
     """Why a pruned variant is not the one asked for: its compression rate misses the request by more than the
-    tolerance of the method (the channel-ratio search's for structured pruning, per-layer rounding for masks)."""
-    tolerance = _SOLVER_TOLERANCE if structured else _UNSTRUCTURED_TOLERANCE
+    method's `tolerance` (its kind's `rate_tolerance`)."""
     if abs(achieved / requested - 1) <= tolerance:
         return None
     return (
@@ -421,7 +494,7 @@ def achieved_rate_error(requested: float, achieved: float, structured: bool, cou
 
 def channel_pruned(
     model: nn.Module,
-    pruner: Pruner,
+    pruner: StructuredPruner,
     config: PruningConfig,
     target_params: float,
     data: ImageData,
@@ -443,7 +516,7 @@ def channel_pruned(
         error = abs(params / target_params - 1)
         if best is None or error < best[0]:
             best = (error, candidate, ratio)
-        if error < _SOLVER_TOLERANCE:
+        if error < StructuredPruner.rate_tolerance:
             break
         low, high = (ratio, high) if params > target_params else (low, ratio)
     assert best is not None
@@ -533,11 +606,7 @@ def pruned_model(
     base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)
-        masked: list[tuple[nn.Module, str]] = []
-        if pruner.structured:
-            current, _ = channel_pruned(current, pruner, config, base_params / step, data, seed, device)
-        else:
-            masked = prune_step(current, pruner, config, step, seed)
+        current, masked = pruner.prune_step(current, config, step, base_params, data, seed, device)
         if config.finetune.epochs or config.finetune.steps:
             fit(current, data, finetune_options(config, train), seed, device, f"finetune {model_name} CR {step:g}")
         make_permanent(masked)

@@ -12,10 +12,8 @@ from xbench.components.data import ImageData
 from xbench.components.models import check_model_name, timm_model
 from xbench.components.pruning import (
     achieved_rate_error,
-    channel_pruned,
     make_permanent,
     prunability_error,
-    prune_step,
     pruners,
     sparsity_report,
 )
@@ -59,17 +57,12 @@ def prune_for_profile(
         raise XbenchInputError(message, field="--prune")
     pruner = pruners.get(method)
     config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[rate])
-    if pruner.structured:
-        params = sum(p.numel() for p in model.parameters())
-        data = ImageData.random(64, image_size, num_classes)
-        pruned = channel_pruned(model, pruner, config, params / rate, data, seed=0, device=device)[0]
-        achieved, counted = params / sum(p.numel() for p in pruned.parameters()), "params of the whole model"
-    else:
-        pruned = copy.deepcopy(model)
-        make_permanent(prune_step(pruned, pruner, config, rate, seed=0))
-        achieved = sparsity_report(pruned, scope, original=model)["compression_rate_scope"]
-        counted = f"nonzero weights in scope {scope}"
-    message = achieved_rate_error(rate, achieved, pruner.structured, counted)
+    params = sum(p.numel() for p in model.parameters())
+    data = ImageData.random(64, image_size, num_classes)
+    pruned, masked = pruner.prune_step(copy.deepcopy(model), config, rate, params, data, 0, device)
+    make_permanent(masked)
+    achieved, counted = pruner.achieved_rate(pruned, model, config)
+    message = achieved_rate_error(rate, achieved, pruner.rate_tolerance, counted)
     if message:
         raise XbenchInputError(f"{method} on {model_name}: {message}", field="--prune")
     return pruned
