@@ -36,6 +36,25 @@ def test_quick_is_three_trainings_fifteen_pruning_steps_and_45_cells() -> None:
     assert Node.model_validate_json(graph.cell_nodes[0].model_dump_json()) == graph.cell_nodes[0]
 
 
+def test_the_local_order_runs_each_node_once_after_its_inputs_and_keeps_a_seed_together() -> None:
+    """depth_first is how one process runs the graph: every node once, after its dependencies, cells in plan order;
+    a seed's training and pruning chain come just before its first cells, not all trainings first."""
+    suite, _ = load_suite("quick")
+    cells = plan(suite, "cpu")
+    graph = build_graph(cells)
+    order = graph.depth_first()
+    assert sorted(n.id for n in order) == sorted(graph.nodes) and len(order) == len(graph.nodes)
+    position = {node.id: index for index, node in enumerate(order)}
+    assert all(position[d] < position[node.id] for node in order for d in node.depends_on)
+    assert [n.cell.cell_key for n in order if n.kind == "cell"] == [c.cell_key for c in cells]
+    trainings = [i for i, n in enumerate(order) if n.kind == "train"]
+    first_cell_of_seed = {
+        seed: next(i for i, n in enumerate(order) if n.kind == "cell" and n.cell.seed == seed) for seed in (0, 1)
+    }
+    assert [order[i].cell.seed for i in trainings] == [0, 1, 2]
+    assert first_cell_of_seed[0] < trainings[1] < first_cell_of_seed[1]  # seed 1 is trained after seed 0's cells start
+
+
 def test_each_variant_a_cell_uses_is_measured_by_the_node_that_makes_it_and_no_other() -> None:
     suite = parse_suite(
         {

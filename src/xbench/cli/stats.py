@@ -202,20 +202,10 @@ def print_table(suite: str, result: object) -> None:
     console = Console()
     order = {"worse": 0, "better": 1, "equivalent": 2, "undecided": 3}
     table = Table(title=f"suite {suite}: each CR against CR 1, {len(result.seeds)} seed(s)", title_justify="left")
-    for column, justify in (
-        ("model", "left"),
-        ("pruning", "left"),
-        ("CR", "right"),
-        ("explainer", "left"),
-        ("metric", "left"),
-        ("verdict", "left"),
-        ("Δ (variant − CR 1)", "right"),
-        ("95 % interval", "right"),
-        ("margin", "right"),
-        ("p (Holm)", "right"),
-        ("seeds", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column in ("model", "pruning", "CR", "explainer", "metric", "verdict"):
+        table.add_column(column, justify="right" if column == "CR" else "left")
+    for column in ("Δ (variant − CR 1)", "95 % interval", "margin", "p (Holm)", "seeds"):
+        table.add_column(column, justify="right")
     colours = {"better": "green", "worse": "red", "equivalent": "cyan", "undecided": "yellow"}
     for c in sorted(result.comparisons, key=lambda c: (order.get(c.verdict, 4), _label(c))):
         table.add_row(

@@ -85,8 +85,11 @@ def results(
     if options.threads:
         torch.set_num_threads(options.threads)
     executor = CellExecutor(Cache(cache_root), torch.device(device))
-    for node in graph.cell_nodes:  # plan order: each variant's cells together, so its model stays in memory
-        yield executor.execute(node.cell)
+    # The same nodes, run by the same `run_node` as on a Ray worker: here one after another, depth first.
+    for node in graph.depth_first():
+        output = executor.run_node(node)
+        if node.kind == "cell":
+            yield CellResult.model_validate_json(output)
 
 
 # --------------------------------------------------------------------------------------------------------- Ray

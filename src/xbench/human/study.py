@@ -47,7 +47,6 @@ MANIFEST_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 STUDY_COLUMN = "study"  # the manifest's column of the study id (a digest of what the study shows)
 STIMULUS_SIZE = 224  # small images are enlarged to this many pixels a side, so people can see them
-TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass(frozen=True)
@@ -404,7 +403,6 @@ def answer_choices(design: Design, class_names: Sequence[str]) -> list[dict[str,
 
 def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | None) -> dict[str, Path]:
     """Write the study's files under `out` (see the module docstring); returns them by role."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     if per_task < 1:
         raise XbenchInputError(f"must be >= 1, got {per_task}", field="--per-task")
@@ -437,12 +435,9 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
             chunk = names[start : start + per_task]
             chunk += chunk[-1:] * (per_task - len(chunk))  # the last HIT repeats its last stimulus to stay full
             hits.writerow([prefix + name for name in chunk])
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html", "j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    from xbench.present.jinja import environment as jinja_environment
+
+    environment = jinja_environment("xbench.human")
     choices = answer_choices(study.design, study.class_names)
     template = out / "mturk" / "template.html"
     template.write_text(

@@ -63,6 +63,28 @@ class TaskGraph:
     def cell_nodes(self) -> list[Node]:
         return [node for node in self.nodes.values() if node.kind == "cell"]
 
+    def depth_first(self) -> list[Node]:
+        """Every node once, each after the nodes it depends on, taking the cells in plan order and each cell's
+        missing dependencies just before it: one process running them in this order keeps one model variant in use
+        at a time (the order the local backend runs the graph in; Ray runs the same nodes as their inputs exist)."""
+        order: list[Node] = []
+        done: set[str] = set()
+
+        def visit(node_id: str) -> None:
+            if node_id in done:
+                return
+            node = self.nodes[node_id]
+            for dependency in node.depends_on:
+                visit(dependency)
+            done.add(node_id)
+            order.append(node)
+
+        for node in self.cell_nodes:
+            visit(node.id)
+        for node_id in self.nodes:  # nodes no cell needs (none today), last
+            visit(node_id)
+        return order
+
     def counts(self) -> dict[str, int]:
         return dict(Counter(node.kind for node in self.nodes.values()))
 

@@ -34,6 +34,7 @@ from xbench.analyse.stats import (
 )
 from xbench.core.numbers import is_finite_number
 from xbench.core.references import Reference, load_reference, replication_rows
+from xbench.present.jinja import environment
 from xbench.store.links import run_url, runs_url
 
 DEFAULT_MAX_ACCURACY_DROP = DEFAULT_ACCURACY_MARGIN  # "one point" of accuracy
@@ -744,19 +745,6 @@ def _date(records: Iterable[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------------------------------ render
 
 
-def _environment() -> Any:
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("xbench.present", "templates"),
-        autoescape=True,  # every string from a suite or the store is text
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return environment
-
-
 def suite_filename(suite: str) -> str:
     return "suite-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in suite) + ".html"
 
@@ -771,7 +759,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, ml
     stats = suite_stats(results.records, results.per_image, margins)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
     return (
-        _environment()
+        environment("xbench.present")
         .get_template("suite.html.j2")
         .render(
             name=results.name,
@@ -822,7 +810,7 @@ def index_page(suites: list[SuiteResults]) -> str:
         for results in suites
     ]
     return (
-        _environment()
+        environment("xbench.present")
         .get_template("index.html.j2")
         .render(rows=rows, built=time.strftime("%Y-%m-%d %H:%M"), version=__version__)
     )
