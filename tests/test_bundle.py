@@ -6,7 +6,11 @@ import filecmp
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, xbench
+
+pytestmark = pytest.mark.slow  # end to end through the CLI: export, four readers, both sources
 
 
 def _same_tree(a: Path, b: Path) -> list[str]:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import SMOKE
@@ -104,6 +105,7 @@ def mean_absolute_attribution(context, x, y, a):
 '''
 
 
+@pytest.mark.slow  # runs a suite end to end
 def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_run_a_suite(tmp_path: Path) -> None:
     (tmp_path / "my_lab.py").write_text(ONE_OF_EACH)
     suite = yaml.safe_load(SMOKE.read_text())
