@@ -1,5 +1,5 @@
 #!/bin/bash
-V=/work/main/.venv/bin
+V=${VENV:-$PWD/.venv}/bin  # run from the repository root; /tmp/old and /tmp/new are the two checkouts
 {
 echo "old (42faea8) fast lane: pytest -m 'not slow'"
 cd /tmp/old; s=$(date +%s); PYTHONPATH=/tmp/old/src $V/python -m pytest -q -m "not slow" -p no:cacheprovider 2>&1 | tail -1; e=$(date +%s); echo "old seconds: $((e-s))"
