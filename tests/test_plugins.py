@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, xbench
 
 PLUGIN = '''
 from xbench.api import explainer
@@ -119,22 +119,9 @@ def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_ru
         metrics=["mean_absolute_attribution", "sparseness"],
     )
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump(suite))
-    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "xbench", "run", "suite", "lab.yaml", "--cache-dir", str(tmp_path / "cache")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    exported = subprocess.run(
-        [sys.executable, "-m", "xbench", "export", "--suite", "lab"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
+    plugged = {"PYTHONPATH": str(tmp_path)}
+    xbench("run", "suite", "lab.yaml", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, env=plugged, check=True)
+    exported = xbench("export", "--suite", "lab", cwd=tmp_path, env=plugged, check=True)
     records = json.loads(exported.stdout)
     assert {r["pruning_method"] for r in records} == {"none", "most_negative_first"}
     assert all(r["mean_absolute_attribution"] > 0 for r in records)
@@ -142,13 +129,7 @@ def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_ru
 
     suite["dataset"]["options"] = {"factor": 2.0, "colour": "red"}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(suite))
-    bad = subprocess.run(
-        [sys.executable, "-m", "xbench", "run", "suite", "bad.yaml"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
+    bad = xbench("run", "suite", "bad.yaml", cwd=tmp_path, env=plugged)
     assert bad.returncode == 2, bad.stderr
     assert "dataset.options.factor" in bad.stderr and "dataset.options.colour" in bad.stderr
     assert "options of dimmed_shapes: factor" in bad.stderr and not (tmp_path / "bad").exists()

@@ -60,8 +60,7 @@ class QuantusNumpy:
 
     def plain(self) -> QuantusNumpy:
         """The view for Quantus's other modules: the same random stream, NumPy's own argsort."""
-        view = QuantusNumpy(0, random=self.random)
-        return view
+        return QuantusNumpy(0, random=self.random)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(np, name)

@@ -27,8 +27,8 @@ import numpy as np
 from xbench.core.cache import library_versions
 from xbench.core.errors import XbenchInputError
 from xbench.core.numbers import finite_or_none
-from xbench.core.results import CellResult, per_image_scores, to_record
-from xbench.store.tracking import PROVENANCE_TAGS, Store, StoredRun, order_of
+from xbench.core.results import CellResult, per_image_scores
+from xbench.store.tracking import ResultRecords, Store, StoredRun, order_of
 
 FORMAT = "xbench-results-bundle"
 VERSION = 1
@@ -44,7 +44,8 @@ def write_bundle(store: Store, suite: str, directory: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         cells = []
-        for run, result in store.load_cell_results(suite):
+        loaded = store.load_cell_results(suite)  # read once: the cells' files and the flat records come from it
+        for run, result in loaded:
             folder = staging / "cells" / run.run_id
             folder.mkdir(parents=True)
             (folder / "result.json").write_text(result.model_dump_json(indent=1))
@@ -60,7 +61,7 @@ def write_bundle(store: Store, suite: str, directory: Path) -> Path:
             (staging / "human").mkdir()
             for index, study in enumerate(studies):  # newest first, as the store gives them
                 (staging / "human" / f"{index:04d}-{study['run_id']}.json").write_text(json.dumps(study, indent=1))
-        records = store.load_results(suite)
+        records = store.records_of(suite, loaded)
         (staging / "results.csv").write_text(_records_csv(records))
         manifest = {
             "format": FORMAT,
@@ -105,7 +106,7 @@ def _records_csv(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-class Bundle:
+class Bundle(ResultRecords):
     """A results bundle, read with the same methods as the store (what `stats`, `check`, the leaderboard and the
     human-study export use)."""
 
@@ -158,19 +159,6 @@ class Bundle:
                 raise XbenchInputError(f"{path} is missing or damaged: {exc}", field="--from") from None
             loaded.append((StoredRun(cell["run_id"], int(cell["start_time"]), dict(cell["tags"])), result))
         return sorted(loaded, key=lambda pair: order_of(pair[1]))
-
-    def load_results(self, suite: str) -> list[dict[str, Any]]:
-        records = []
-        for run, result in self.load_cell_results(suite):
-            provenance = {key: run.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
-            records.append(to_record(result, suite, run.run_id, run.start_time, provenance))
-            self._results[run.run_id] = result
-        return records
-
-    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {
-            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
-        }
 
     def human_studies(self, suite: str) -> list[dict[str, Any]]:
         self._check(suite)

@@ -66,7 +66,36 @@ class StoredRun:
 Pictures = Callable[[CellResult, dict[str, np.ndarray]], dict[str, bytes]]
 
 
-class Store:
+class ResultRecords:
+    """Flat records and per-image scores from `load_cell_results`: what the store and a results bundle share."""
+
+    _results: dict[str, CellResult]
+
+    def load_cell_results(self, suite: str) -> list[tuple[StoredRun, CellResult]]:
+        raise NotImplementedError
+
+    def load_results(self, suite: str) -> list[dict[str, Any]]:
+        """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
+        `per_image_scores`."""
+        return self.records_of(suite, self.load_cell_results(suite))
+
+    def records_of(self, suite: str, loaded: list[tuple[StoredRun, CellResult]]) -> list[dict[str, Any]]:
+        """The flat records of cell results already loaded (kept for `per_image_scores`)."""
+        records = []
+        for run, result in loaded:
+            provenance = {key: run.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
+            records.append(to_record(result, suite, run.run_id, run.start_time, provenance))
+            self._results[run.run_id] = result
+        return records
+
+    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
+        return {
+            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
+        }
+
+
+class Store(ResultRecords):
     """An MLflow tracking store (SQLite file by default, or any tracking server URI)."""
 
     def __init__(self, uri: str | None = None) -> None:
@@ -338,12 +367,6 @@ class Store:
         except Exception:  # MLflow raises several types for a missing artifact; absence is what matters here
             return None
 
-    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
-        return {
-            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
-        }
-
     def reference(self, suite: str) -> str | None:
         """The reference a suite's runs named (`reference:` in the suite), if any."""
         experiment = self.client.get_experiment_by_name(experiment_name(suite))
@@ -394,17 +417,6 @@ class Store:
                 stored = StoredRun(run.info.run_id, int(run.info.start_time), dict(run.data.tags))
                 loaded.append((stored, CellResult.model_validate_json(path.read_text())))
         return sorted(loaded, key=lambda pair: order_of(pair[1]))
-
-    def load_results(self, suite: str) -> list[dict[str, Any]]:
-        """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
-        `per_image_scores` and `arrays`."""
-        records = []
-        for run, result in self.load_cell_results(suite):
-            provenance = {key: run.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
-            record = to_record(result, suite, run.run_id, run.start_time, provenance)
-            self._results[run.run_id] = result
-            records.append(record)
-        return records
 
     def log_human_study(self, suite: str, report: dict[str, Any], files: list[Path]) -> str:
         """A human study's analysis as a finished run of the suite's experiment: params (design, pairs, counts),
