@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbench.core.cells import pruning_label
 from xbench.core.errors import XbenchInputError
 from xbench.core.numbers import is_finite_number
 
@@ -34,11 +35,7 @@ class Finding:
 
 def replicate_label(record: dict[str, Any]) -> str:
     """The cell without its seed: what the replicates of a cell share."""
-    pruning = (
-        "dense"
-        if record["pruning_method"] == "none"
-        else (f"{record['pruning_method']} CR {record['compression_rate']:g}")
-    )
+    pruning = pruning_label(record["pruning_method"], record["compression_rate"])
     return f"{record['model']} | {pruning} | {record['explainer']}"
 
 

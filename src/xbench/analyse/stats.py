@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
 
 ALPHA = 0.05
@@ -661,8 +662,7 @@ class CellSummary:
 
     @property
     def label(self) -> str:
-        pruning = "dense" if self.pruning_method == "none" else self.pruning_method
-        return f"{self.model} | {pruning} CR {self.compression_rate:g} | {self.explainer}"
+        return f"{self.model} | {pruning_label(self.pruning_method, self.compression_rate)} | {self.explainer}"
 
 
 def summarise_cells(

@@ -13,6 +13,11 @@ from xbench.core.cache import content_key
 from xbench.core.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig
 
 
+def pruning_label(method: str | None, compression_rate: float) -> str:
+    """How every table, log and task names a model variant's pruning: `dense`, or `<method> CR <rate>`."""
+    return "dense" if method in (None, "none") else f"{method} CR {compression_rate:g}"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,7 +84,7 @@ class Cell(_Frozen):
 
     @property
     def label(self) -> str:
-        pruning = "dense" if self.pruning is None else f"{self.pruning.method} CR {self.compression_rate:g}"
+        pruning = pruning_label(self.pruning.method if self.pruning else None, self.compression_rate)
         return f"{self.model.name} | {pruning} | {self.explainer.name} | seed {self.seed}"
 
     def __hash__(self) -> int:

@@ -15,6 +15,9 @@ from xbench.core.errors import XbenchInputError
 
 # The built-in suites ship inside the package, so an installed wheel knows them too.
 SUITES_DIR = Path(str(resources.files("xbench") / "suites"))
+# Eval images whose attributions a cell keeps as raw arrays unless the suite says otherwise (`gallery_images`); the
+# leaderboard's gallery strips show this many.
+DEFAULT_GALLERY_IMAGES = 4
 
 
 class _Strict(BaseModel):
@@ -229,7 +232,8 @@ class Suite(_Strict):
         None,
         ge=1,
         le=5000,
-        description="Eval images whose attributions each cell keeps as raw arrays (default 4): the leaderboard's"
+        description=f"Eval images whose attributions each cell keeps as raw arrays (default {DEFAULT_GALLERY_IMAGES}): "
+        "the leaderboard's"
         " gallery, and the stimuli `xbench human export` can draw from.",
     )
 

@@ -30,17 +30,16 @@ from xbench.core.cells import Cell, PlannedSuite
 from xbench.core.errors import XbenchInputError
 from xbench.core.plugins import load_plugins
 from xbench.core.results import ArtifactStore, CellResult, MetricResult
-from xbench.core.suite import ComponentSpec, PruningConfig, Suite
+from xbench.core.suite import DEFAULT_GALLERY_IMAGES, ComponentSpec, PruningConfig, Suite
 from xbench.measure.engine import PassCounter, prepare_metric
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
-from xbench.measure.perf import Figures, device_name, measure
+from xbench.measure.perf import Figures, device_name, measure, speedups
 from xbench.plan.expand import expand
 from xbench.plan.graph import Node
 from xbench.plan.planner import validate
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
 FIGURES_VERSION = 1  # of what `_measure` computes: a change to it invalidates the measured figures in caches
-GALLERY_IMAGES = 4  # eval images whose attributions each result keeps as raw arrays (the gallery and heatmaps)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -166,12 +165,7 @@ class CellExecutor:
         perf = cell.perf
         figures.update(measure(model, cell.dataset.image_size, self.device, perf))
         base = (reference.figures if reference else figures).values
-        if "flops_dense" in base and "flops_effective" in figures.values:
-            figures.values["theoretical_speedup"] = base["flops_dense"] / figures.values["flops_effective"]
-        for batch_size in perf.batch_sizes:
-            name = f"latency_ms_p50_bs{batch_size}"
-            if name in base and name in figures.values:
-                figures.values[f"measured_speedup_bs{batch_size}"] = base[name] / figures.values[name]
+        figures.values.update(speedups(base, figures.values, perf.batch_sizes))
         return _Variant(key, model, figures, correct)
 
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
@@ -311,7 +305,7 @@ class CellExecutor:
                 missing=missing,
                 batch_level=metric.batch_level,
             )
-        count = min(cell.gallery_images or GALLERY_IMAGES, images)
+        count = min(cell.gallery_images or DEFAULT_GALLERY_IMAGES, images)
         pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
         return CellResult(
             cell=cell,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from quantus.functions.perturb_func import batch_baseline_replacement_by_indices, batch_uniform_noise
 from torch import Tensor, nn
 
 from xbench.core.errors import XbenchInputError
@@ -163,6 +164,22 @@ class EngineContext:
         return torch.rand(*shape, generator=self.generator, device=self.device) * (high - low) + low
 
 
+RecordFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """How `xbench verify` gives the engine the random draws Quantus made, declared by the metric that draws them:
+    either the calls of a Quantus `perturb_func` are recorded (`record(arr, indices, result)` -> one draw, stacked
+    under `key` in the engine's `draws`), or `rebuild(a, x, params, seed)` recomputes the draws Quantus's seeded
+    generator made (under `key`)."""
+
+    key: str
+    perturb_func: Callable[..., np.ndarray] | None = None
+    record: RecordFn | None = None
+    rebuild: Callable[[np.ndarray, np.ndarray, dict[str, Any], int], np.ndarray] | None = None
+
+
 @dataclass(frozen=True)
 class EngineMetric:
     name: str
@@ -170,6 +187,12 @@ class EngineMetric:
     version: str = "1"  # bump when the metric's numbers may change: cached cells scored with it then re-run
     # one-time set-up on a device (loading compiled code), run before the metric is timed so no cell's cost has it
     prepare: Callable[[torch.device], None] | None = None
+    # verification hooks: the random draws to replay, and parameters (over the suite defaults for an image size)
+    # that keep a comparison with Quantus short
+    replay: Replay | None = None
+    verify_params: Callable[[int], dict[str, Any]] | None = None
+    # why Quantus cannot compute the metric on RGB inputs, if it cannot (verify then compares on a 1-channel model)
+    quantus_needs_one_channel: str = ""
 
     def parameters(self) -> set[str]:
         signature = inspect.signature(self.compute)
@@ -189,10 +212,18 @@ engine_metrics: Registry[EngineMetric] = Registry("engine metric")
 
 
 def engine_metric(
-    name: str, version: str = "1", prepare: Callable[[torch.device], None] | None = None
+    name: str,
+    version: str = "1",
+    prepare: Callable[[torch.device], None] | None = None,
+    replay: Replay | None = None,
+    verify_params: Callable[[int], dict[str, Any]] | None = None,
+    quantus_needs_one_channel: str = "",
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """Register `fn(context, x, y, a, **params)` as the engine's `name`, with its verification hooks (`Replay`)."""
+
     def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        engine_metrics.register(name)(EngineMetric(name, fn, version, prepare))
+        metric = EngineMetric(name, fn, version, prepare, replay, verify_params, quantus_needs_one_channel)
+        engine_metrics.register(name)(metric)
         return fn
 
     return decorator
@@ -358,7 +389,11 @@ def _feature_flat(x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
 # ---------------------------------------------------------------------------------------------------- faithfulness
 
 
-@engine_metric("faithfulness_correlation")
+@engine_metric(
+    "faithfulness_correlation",
+    replay=Replay("subsets", batch_baseline_replacement_by_indices, lambda arr, indices, result: indices.copy()),
+    verify_params=lambda image_size: {"nr_runs": 20},
+)
 def faithfulness_correlation(
     context: EngineContext,
     x: Tensor,
@@ -519,7 +554,16 @@ def selectivity(
     return context.target_scores(blocks, y.repeat(total), softmax=True).view(total, count).T
 
 
-@engine_metric("monotonicity_correlation", version="2")  # 2: tie policy (random by default)
+@engine_metric(  # version 2: tie policy (random by default)
+    "monotonicity_correlation",
+    version="2",
+    replay=Replay(
+        "baselines",
+        batch_baseline_replacement_by_indices,
+        lambda arr, indices, result: result[np.arange(len(result)), indices[:, 0]].copy(),
+    ),
+    verify_params=lambda image_size: {"nr_samples": 4, "features_in_step": image_size * image_size // 4},
+)
 def monotonicity_correlation(
     context: EngineContext,
     x: Tensor,
@@ -561,7 +605,11 @@ def monotonicity_correlation(
     return spearman(attributions, variances)
 
 
-@engine_metric("irof", version="2")  # 2: tie policy (random by default)
+@engine_metric(  # version 2: tie policy (random by default)
+    "irof",
+    version="2",
+    quantus_needs_one_channel="Quantus 0.6's IROF builds a 1-channel mask for C-channel images (AssertionError on RGB)",
+)
 def irof(
     context: EngineContext,
     x: Tensor,
@@ -616,8 +664,30 @@ def irof(
     return valid.sum(1) - trapezoid(relative)
 
 
+def road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int] | None, seed: int) -> np.ndarray:
+    """The Gaussian draws Quantus's ROAD makes after np.random.seed(seed), placed on the pixels they perturb."""
+    draws = np.random.RandomState(seed)  # the stream Quantus's private generator gives for `seed`
+    percentages = percentages or list(range(1, 100, 2))
+    count, channels = x.shape[:2]
+    order = np.argsort(-a.reshape(count, -1), axis=1)
+    area = order.shape[1]
+    noise = np.zeros((len(percentages), count, channels, area), dtype=np.float64)
+    for index, percentage in enumerate(percentages):
+        for image in range(count):
+            top = order[image, : int(area * percentage / 100)]
+            noise[index, image][:, top] = draws.randn(channels, len(top))
+    return noise.reshape(len(percentages), *x.shape)
+
+
 # 2: multigrid imputation; 3: compiled on a CPU; 4: tie policy (random by default)
-@engine_metric("road", version="4", prepare=prepare_imputation)
+@engine_metric(
+    "road",
+    version="4",
+    prepare=prepare_imputation,
+    replay=Replay("noise", rebuild=lambda a, x, params, seed: road_noise(a, x, params.get("percentages"), seed)),
+    verify_params=lambda image_size: {"percentages": list(range(5, 100, 10))},
+    quantus_needs_one_channel="Quantus 0.6's ROAD indexes pixels with C*H*W feature indices (IndexError on RGB)",
+)
 def road(
     context: EngineContext,
     x: Tensor,
@@ -669,6 +739,10 @@ def road(
 # ------------------------------------------------------------------------------------------------------ robustness
 
 
+# the uniform noise Quantus added to the inputs, recorded as (perturbed - input)
+_UNIFORM_NOISE = Replay("noise", batch_uniform_noise, lambda arr, indices, result: (result - arr).copy())
+
+
 def _sensitivities(
     context: EngineContext,
     x: Tensor,
@@ -709,7 +783,7 @@ def _sensitivities(
     return ratios
 
 
-@engine_metric("max_sensitivity")
+@engine_metric("max_sensitivity", replay=_UNIFORM_NOISE, verify_params=lambda image_size: {"nr_samples": 8})
 def max_sensitivity(
     context: EngineContext,
     x: Tensor,
@@ -732,7 +806,7 @@ def max_sensitivity(
     return torch.where(ratios.isnan(), -math.inf, ratios).max(1).values.nan_to_num(nan=math.nan, neginf=math.nan)
 
 
-@engine_metric("avg_sensitivity")
+@engine_metric("avg_sensitivity", replay=_UNIFORM_NOISE, verify_params=lambda image_size: {"nr_samples": 8})
 def avg_sensitivity(
     context: EngineContext,
     x: Tensor,

@@ -218,3 +218,16 @@ def measure(model: nn.Module, image_size: int, device: torch.device, settings: P
     for batch_size in settings.batch_sizes:
         figures.update(latency(model, image_size, batch_size, device, settings))
     return figures
+
+
+def speedups(reference: dict[str, float], variant: dict[str, float], batch_sizes: list[int]) -> dict[str, float]:
+    """A variant's speed-ups over its unpruned `reference`: theoretical (dense FLOPs of the reference over the
+    variant's effective FLOPs, i.e. nonzero weights) and measured (p50 latency ratio at each batch size)."""
+    result = {}
+    if "flops_dense" in reference and "flops_effective" in variant:
+        result["theoretical_speedup"] = reference["flops_dense"] / variant["flops_effective"]
+    for batch_size in batch_sizes:
+        name = f"latency_ms_p50_bs{batch_size}"
+        if name in reference and name in variant:
+            result[f"measured_speedup_bs{batch_size}"] = reference[name] / variant[name]
+    return result

@@ -20,7 +20,7 @@ from xbench.components.pruning import (
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import UnknownNameError
 from xbench.core.suite import PerfConfig, PruningConfig
-from xbench.measure.perf import Figures, device_name, measure
+from xbench.measure.perf import Figures, device_name, measure, speedups
 
 
 def parse_prune(spec: str) -> tuple[str, float]:
@@ -108,9 +108,5 @@ def profile(
         result["variants"][label] = {"figures": figures.values, "missing": figures.missing}
     if prune is not None:
         base, pruned = (result["variants"][label]["figures"] for label in variants)
-        pruned["theoretical_speedup"] = base["flops_dense"] / pruned["flops_effective"]
-        for batch_size in batch_sizes:
-            name = f"latency_ms_p50_bs{batch_size}"
-            if name in base and name in pruned:
-                pruned[f"measured_speedup_bs{batch_size}"] = base[name] / pruned[name]
+        pruned.update(speedups(base, pruned, batch_sizes))
     return result

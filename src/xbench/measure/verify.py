@@ -12,24 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from quantus.functions.perturb_func import (
-    batch_baseline_replacement_by_indices,
-    batch_uniform_noise,
-)
 from torch import nn
 
 from xbench.components.attributions import tie_shares
 from xbench.components.explainers import explain_tensor, explainers, quantus_explain_func
-from xbench.measure.engine import EngineContext, engine_metrics, prepare_metric, run_metric
+from xbench.measure.engine import EngineContext, Replay, engine_metrics, prepare_metric, run_metric
 from xbench.measure.metrics import metrics, quantus_class_for
 from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 
 VERIFY_EXPLAINER = "saliency"
-# Quantus 0.6 fails on these with RGB inputs, so they are compared on a 1-channel copy of the model.
-GRAYSCALE_ONLY_IN_QUANTUS = {
-    "road": "Quantus 0.6's ROAD indexes pixels with C*H*W feature indices (IndexError on RGB)",
-    "irof": "Quantus 0.6's IROF builds a 1-channel mask for C-channel images (AssertionError on RGB)",
-}
 
 
 @dataclass(frozen=True)
@@ -149,65 +140,27 @@ class Verification:
 
 
 def verification_params(image_size: int) -> dict[str, dict[str, Any]]:
-    """Per-metric parameters: xbench's defaults for the image size, with sample counts cut to keep a run short."""
-    params = {name: metrics.get(name).resolve({}, image_size) for name in engine_metrics.names()}
-    params["faithfulness_correlation"].update(nr_runs=20)
-    params["monotonicity_correlation"].update(nr_samples=4, features_in_step=image_size * image_size // 4)
-    params["max_sensitivity"].update(nr_samples=8)
-    params["avg_sensitivity"].update(nr_samples=8)
-    params["road"] = {"percentages": list(range(5, 100, 10))}
+    """Per-metric parameters: xbench's defaults for the image size, with the sample counts each engine metric's
+    `verify_params` cuts to keep a run short."""
+    params = {}
+    for name in engine_metrics.names():
+        shorter = engine_metrics.get(name).verify_params
+        params[name] = metrics.get(name).resolve({}, image_size) | (shorter(image_size) if shorter else {})
     return params
 
 
 class _Recorder:
     """A Quantus perturb_func that records what it was asked to do, so the engine can replay the same draws."""
 
-    def __init__(self, function: Callable[..., np.ndarray], record: Callable[..., Any]) -> None:
-        self.function, self.record = function, record
+    def __init__(self, replay: Replay) -> None:
+        assert replay.perturb_func is not None and replay.record is not None
+        self.function, self.record = replay.perturb_func, replay.record
         self.calls: list[Any] = []
 
     def __call__(self, arr: np.ndarray, indices: np.ndarray, **kwargs: Any) -> np.ndarray:
         result = self.function(arr=arr, indices=indices, **kwargs)
         self.calls.append(self.record(arr, indices, result))
         return result
-
-
-def _recorder(name: str) -> _Recorder | None:
-    if name == "faithfulness_correlation":
-        return _Recorder(batch_baseline_replacement_by_indices, lambda arr, indices, result: indices.copy())
-    if name == "monotonicity_correlation":
-        return _Recorder(
-            batch_baseline_replacement_by_indices,
-            lambda arr, indices, result: result[np.arange(len(result)), indices[:, 0]].copy(),
-        )
-    if name in ("max_sensitivity", "avg_sensitivity"):
-        return _Recorder(batch_uniform_noise, lambda arr, indices, result: (result - arr).copy())
-    return None
-
-
-def _draws(name: str, recorder: _Recorder | None) -> dict[str, Any]:
-    if recorder is None:
-        return {}
-    calls = recorder.calls
-    if name == "faithfulness_correlation":
-        return {"subsets": np.stack(calls)}
-    if name == "monotonicity_correlation":
-        return {"baselines": np.stack(calls)}
-    return {"noise": np.stack(calls)}
-
-
-def _road_noise(a: np.ndarray, x: np.ndarray, percentages: list[int], seed: int) -> np.ndarray:
-    """The Gaussian draws Quantus's ROAD makes after np.random.seed(seed), placed on the pixels they perturb."""
-    draws = np.random.RandomState(seed)  # the stream Quantus's private generator gives for `seed`
-    count, channels = x.shape[:2]
-    order = np.argsort(-a.reshape(count, -1), axis=1)
-    area = order.shape[1]
-    noise = np.zeros((len(percentages), count, channels, area), dtype=np.float64)
-    for index, percentage in enumerate(percentages):
-        for image in range(count):
-            top = order[image, : int(area * percentage / 100)]
-            noise[index, image][:, top] = draws.randn(channels, len(top))
-    return noise.reshape(len(percentages), *x.shape)
 
 
 def orders_features(name: str) -> bool:
@@ -227,7 +180,8 @@ def quantus_reference(
     explain_func: Callable[..., np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], float]:
     """Quantus's raw per-image output, the draws it made (for the engine to replay) and its wall time."""
-    recorder = _recorder(name)
+    replay = engine_metrics.get(name).replay
+    recorder = _Recorder(replay) if replay is not None and replay.perturb_func is not None else None
     extra = {"perturb_func": recorder} if recorder else {}
     quantus_class = quantus_class_for(metrics.get(name))
     instance = quantus_class(
@@ -248,11 +202,13 @@ def quantus_reference(
             explain_func=explain_func,
         )
     seconds = time.perf_counter() - started  # the recorder's copies cost microseconds against the model's passes
-    draws = _draws(name, recorder)
+    draws: dict[str, Any] = {}
+    if replay is not None and recorder is not None:
+        draws[replay.key] = np.stack(recorder.calls)
+    if replay is not None and replay.rebuild is not None:
+        draws[replay.key] = replay.rebuild(a, x, params, seed)
     if view.record:
         draws["orders"] = view.orders
-    if name == "road":
-        draws["noise"] = _road_noise(a, x, params.get("percentages") or list(range(1, 100, 2)), seed)
     return np.asarray(result, dtype=np.float64).reshape(len(x), -1), draws, seconds
 
 
@@ -396,14 +352,15 @@ def verify_all(
                 continue
             if progress:
                 progress(f"{name} ({case})")
-            if name in GRAYSCALE_ONLY_IN_QUANTUS:
+            one_channel_why = engine_metrics.get(name).quantus_needs_one_channel
+            if one_channel_why:
                 gray_times = gray_times or pass_times(gray[0], tuple(gray[1].shape[1:]), device)
                 gx, gy, attributions = case_attributions(case, gray[0], gray[1], gray[2], gray[3], device)
                 if not len(gx):
                     skipped(name, case)
                     continue
                 result = verify_metric(name, gray[0], gx, gy, attributions, device, gray_times, params[name], seed)
-                result.note = f"1-channel model: {GRAYSCALE_ONLY_IN_QUANTUS[name]}"
+                result.note = f"1-channel model: {one_channel_why}"
             else:
                 cx, cy, attributions = case_attributions(case, model, x, y, a, device)
                 if not len(cx):

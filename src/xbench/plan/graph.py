@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from xbench.core.cache import content_key
-from xbench.core.cells import Cell
+from xbench.core.cells import Cell, pruning_label
 from xbench.core.suite import schedule_steps
 
 NodeKind = Literal["train", "prune", "select", "cell"]
@@ -43,7 +43,8 @@ class Node(BaseModel):
             return f"train {cell.model.name} | seed {cell.seed}"
         if self.kind == "prune":
             assert cell.pruning is not None
-            return f"prune {cell.model.name} | {cell.pruning.method} CR {cell.compression_rate:g} | seed {cell.seed}"
+            variant = pruning_label(cell.pruning.method, cell.compression_rate)
+            return f"prune {cell.model.name} | {variant} | seed {cell.seed}"
         if self.kind == "select":
             return f"select eval images of {cell.model.name} (correct under all {len(self.depends_on)} variants)"
         return cell.label

@@ -13,9 +13,9 @@ import io
 import numpy as np
 
 from xbench.core.results import CellResult
+from xbench.core.suite import DEFAULT_GALLERY_IMAGES
 
 HEATMAP_IMAGES = 8
-GALLERY_IMAGES = 4
 OCCLUSION_TOP_FRACTION = 0.10  # the seed paper's top-10 % occlusion maps
 
 
@@ -48,7 +48,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 def gallery_strips(images: np.ndarray, attributions: np.ndarray) -> dict[str, bytes]:
     """The leaderboard gallery's two views of the first images, as the seed paper showed them to people."""
-    count = min(GALLERY_IMAGES, len(attributions))
+    count = min(DEFAULT_GALLERY_IMAGES, len(attributions))
     overlays = [overlay(images[i], attributions[i, 0]) for i in range(count)]
     occlusions = [occlusion(images[i], attributions[i, 0]) for i in range(count)]
     return {
