@@ -1,8 +1,10 @@
-"""The torch metric engine against Quantus 0.6 and the forward-pass floor (the figures `xbench verify-metrics` prints).
+"""The torch metric engine against its references and the forward-pass floor (the figures `xbench verify-metrics`
+prints).
 
 Each benchmark times the engine on a randomly initialised resnet18 at 64 px, 8 images, with Quantus's recorded draws
-replayed; `extra_info` in the JSON holds the max abs difference to Quantus, Quantus's time, the floor and the pass
-counts. Nothing here asserts a time: the figures are recorded and compared with `--benchmark-compare`.
+replayed; `extra_info` in the JSON holds the max abs difference to the reference (Quantus 0.6, or the independent
+implementation a metric Quantus lacks names), the reference's time, the floor and the pass counts. Nothing here
+asserts a time: the figures are recorded and compared with `--benchmark-compare`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from xbench.components.explainers import explain_tensor, explainers
 from xbench.measure.engine import EngineContext, engine_metrics, run_metric
 from xbench.measure.metrics import metrics
 from xbench.measure.verify import (
-    GRAYSCALE_ONLY_IN_QUANTUS,
     VERIFY_EXPLAINER,
     pass_times,
     random_inputs,
@@ -28,7 +29,7 @@ MODEL, IMAGE_SIZE, IMAGES = "resnet18", 64, 8
 
 @pytest.mark.parametrize("name", engine_metrics.names())
 def test_engine_metric(benchmark: pytest.FixtureRequest, name: str) -> None:
-    channels = 1 if name in GRAYSCALE_ONLY_IN_QUANTUS else 3
+    channels = 1 if engine_metrics.get(name).quantus_needs_one_channel else 3
     model, x, y, a = random_inputs(MODEL, IMAGE_SIZE, IMAGES, seed=0, in_chans=channels)
     plugin = explainers.get(VERIFY_EXPLAINER)
 

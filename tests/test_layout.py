@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 import xbench
+from tests.conftest import ROOT
 
 PACKAGE = Path(xbench.__file__).parent
 # Lowest first: a package may import from itself and from those before it, never from those after it.
@@ -45,3 +49,42 @@ def test_no_stage_imports_a_later_stage() -> None:
             if stage is not None and STAGES.index(stage) > STAGES.index(own):
                 upward.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert upward == []
+
+
+def _module_name(path: Path) -> str:
+    parts = ("xbench", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_time_imports(path: Path, known: set[str]) -> set[str]:
+    """The xbench modules a module imports when it is imported: its top-level imports (not those inside functions,
+    which run later, nor those under `if TYPE_CHECKING:`, which never run)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            candidates = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.update(c for c in candidates if c in known)
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name in known}
+
+
+def test_no_import_cycle() -> None:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: _import_time_imports(path, set(modules)) - {name} for name, path in modules.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as cycle:
+        raise AssertionError(f"import cycle: {' -> '.join(cycle.args[1])}") from None
+
+
+def test_the_benchmarks_collect() -> None:
+    """The benchmarks are not in the test lanes (they time things); an import they lost still fails here."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(ROOT / "benchmarks")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -21,7 +21,7 @@ def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Pat
     assert set(rows) == {"selectivity", "road"}
     for row in rows.values():
         assert row["max_abs_diff"] <= 1e-4
-        assert row["engine_seconds"] > 0 and row["quantus_seconds"] > 0 and row["floor_seconds"] > 0
+        assert row["engine_seconds"] > 0 and row["reference_seconds"] > 0 and row["floor_seconds"] > 0
         assert row["floor_ratio"] == row["engine_seconds"] / row["floor_seconds"]
     assert "1-channel" in rows["road"]["note"]
 

@@ -165,6 +165,8 @@ class EngineContext:
 
 
 RecordFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# An independent implementation of a metric that has no Quantus twin: (model, x, y, a, params, device) -> per image.
+ReferenceFn = Callable[[nn.Module, np.ndarray, np.ndarray, np.ndarray, dict[str, Any], torch.device], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,9 @@ class EngineMetric:
     verify_params: Callable[[int], dict[str, Any]] | None = None
     # why Quantus cannot compute the metric on RGB inputs, if it cannot (verify then compares on a 1-channel model)
     quantus_needs_one_channel: str = ""
+    # for a metric Quantus lacks: the independent implementation verify compares it with, and what that is
+    reference: ReferenceFn | None = None
+    reference_name: str = ""
 
     def parameters(self) -> set[str]:
         signature = inspect.signature(self.compute)
@@ -218,11 +223,16 @@ def engine_metric(
     replay: Replay | None = None,
     verify_params: Callable[[int], dict[str, Any]] | None = None,
     quantus_needs_one_channel: str = "",
+    reference: ReferenceFn | None = None,
+    reference_name: str = "",
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    """Register `fn(context, x, y, a, **params)` as the engine's `name`, with its verification hooks (`Replay`)."""
+    """Register `fn(context, x, y, a, **params)` as the engine's `name`, with its verification hooks (`Replay`, or a
+    `reference` implementation for a metric Quantus lacks)."""
 
     def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        metric = EngineMetric(name, fn, version, prepare, replay, verify_params, quantus_needs_one_channel)
+        metric = EngineMetric(
+            name, fn, version, prepare, replay, verify_params, quantus_needs_one_channel, reference, reference_name
+        )
         engine_metrics.register(name)(metric)
         return fn
 
