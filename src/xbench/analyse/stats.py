@@ -22,13 +22,15 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from xbench.analyse.trust import MetricTrust, metric_trust
 from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
+from xbench.core.results import PRUNING_FIELDS, PerturbedScores
 
 ALPHA = 0.05
 POWER = 0.8  # of a planned run: the seeds that would decide a comparison this often
@@ -50,7 +52,6 @@ METHOD = (
     "corrected equivalence p < 0.05; else better or worse when the corrected difference p < 0.05; else undecided. "
     "With one seed the test is over images within one trained model."
 )
-PRUNING_FIELDS = ("pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule")
 Verdict = Literal["better", "worse", "equivalent", "undecided"]
 
 
@@ -424,6 +425,10 @@ class Reliability:
     seed_pairs: int
     comparisons: int
     significant: int
+    # the suite's meta-evaluation (analyse.trust), over every explainer; NaN without one
+    noise_resilience: float = math.nan
+    adversary_reactivity: float = math.nan
+    meta_consistency: float = math.nan
 
     @property
     def significant_share(self) -> float:
@@ -439,6 +444,7 @@ class SuiteStats:
     reliability: list[Reliability]
     seeds: list[int]
     margins: dict[str, str]  # metric -> how its margin was set, as people read it
+    trust: list[MetricTrust] = field(default_factory=list)  # the meta-evaluation, per metric and explainer
 
     @property
     def single_seed(self) -> bool:
@@ -488,12 +494,14 @@ def suite_stats(
     records: list[dict[str, Any]],
     per_image: dict[str, dict[str, np.ndarray]],
     margins: Mapping[str, float] | None = None,
+    meta: Mapping[str, Sequence[PerturbedScores]] | None = None,
 ) -> SuiteStats:
     """Every comparison of a suite (each metric, and accuracy) with its verdict, Holm's correction over all of them
     (differences and equivalence, each its own family) and, for the undecided, the seeds that would decide them.
 
     `margins` are the suite's `equivalence:` (metric -> margin in its units); a metric without one gets
-    `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`."""
+    `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`. `meta` (run id -> the cell's scores
+    under perturbation) adds each metric's meta-evaluation to its reliability (`analyse.trust`)."""
     margins = dict(margins or {})
     directions = _directions(records)
     suite_seeds = len({int(r.get("seed", 0)) for r in records})
@@ -547,7 +555,20 @@ def suite_stats(
     for metric in directions:
         described.setdefault(metric, f"±{DEFAULT_MARGIN_SHARE:g} × its SD across images at CR 1 (default)")
     described.setdefault(ACCURACY, f"±{accuracy_margin:g} (default: the allowed accuracy drop)")
-    return SuiteStats(comparisons, reliability(records, comparisons, directions), seeds, described)
+    trust = metric_trust(records, per_image, meta or {})
+    overall = {t.metric: t for t in trust if t.explainer is None}
+    reliable = [
+        replace(
+            r,
+            noise_resilience=overall[r.metric].noise_resilience,
+            adversary_reactivity=overall[r.metric].adversary_reactivity,
+            meta_consistency=overall[r.metric].meta_consistency,
+        )
+        if r.metric in overall
+        else r
+        for r in reliability(records, comparisons, directions)
+    ]
+    return SuiteStats(comparisons, reliable, seeds, described, trust)
 
 
 def _identity(

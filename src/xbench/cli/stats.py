@@ -87,6 +87,7 @@ def stats_command(
     Example: xbench stats --suite quick --plan
     """
     from xbench.analyse.stats import ACCURACY, METHOD, suite_stats
+    from xbench.analyse.trust import READING
     from xbench.core.errors import XbenchInputError
     from xbench.store.bundle import open_results
 
@@ -100,7 +101,7 @@ def stats_command(
     margins = store.equivalence(suite)
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
-    result = suite_stats(records, store.per_image_scores(records), margins)
+    result = suite_stats(records, store.per_image_scores(records), margins, store.meta_evaluations(records))
     if plan:
         typer.echo(plan_text(suite, result))
         return
@@ -123,6 +124,8 @@ def stats_command(
                 "verdicts": result.verdicts,
                 "comparisons": comparisons,
                 "reliability": [{k: finite_or_none(v) for k, v in r.to_dict().items()} for r in result.reliability],
+                "trust": [{k: finite_or_none(v) for k, v in t.to_dict().items()} for t in result.trust],
+                "trust_reading": READING if result.trust else None,
             },
             indent=2,
         )
@@ -234,6 +237,46 @@ def print_table(suite: str, result: object) -> None:
             "[yellow]One seed: the intervals count only image-to-image variation within one trained model; a finding "
             "needs several seeds.[/]"
         )
+    print_trust(console, result)
+
+
+def print_trust(console: object, result: object) -> None:
+    """The metric trust table: seed stability per metric and, with a meta-evaluation, its noise resilience and
+    adversary reactivity over all explainers and per explainer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from xbench.analyse.stats import SuiteStats
+    from xbench.analyse.trust import READING, MetricTrust
+
+    assert isinstance(result, SuiteStats) and isinstance(console, Console)
+    table = Table(title="metric trust", title_justify="left")
+    table.add_column("metric")
+    table.add_column("explainer")
+    for column in ("seed stability τ", "noise resilience", "adversary reactivity", "MC", "minor Δ accuracy"):
+        table.add_column(column, justify="right")
+    by_metric: dict[str, list[MetricTrust]] = {t.metric: [] for t in result.trust}
+    for figures in result.trust:
+        by_metric[figures.metric].append(figures)
+    for reliability in result.reliability:
+        rows: list[MetricTrust | None] = [*by_metric.get(reliability.metric, [])] or [None]
+        for trust in rows:
+            table.add_row(
+                reliability.metric if trust is None or trust.explainer is None else "",
+                "all" if trust is None or trust.explainer is None else trust.explainer,
+                _number(reliability.seed_tau) if trust is None or trust.explainer is None else "",
+                _number(trust.noise_resilience) if trust else "—",
+                _number(trust.adversary_reactivity) if trust else "—",
+                _number(trust.meta_consistency) if trust else "—",
+                f"{_number(trust.minor_accuracy_change)} pts" if trust else "—",
+            )
+    console.print(table)
+    reading = "Seed stability: mean Kendall τ between the seeds' rankings of the cells (1 = every seed agrees). "
+    if result.trust:
+        reading += READING
+    else:
+        reading += "No meta-evaluation in this suite (`meta_evaluation:` adds noise resilience and reactivity)."
+    console.print(reading, soft_wrap=True)
 
 
 def _number(value: float | None, p: bool = False) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from xbench.core.cache import content_key
-from xbench.core.suite import ComponentSpec, DatasetConfig, FinetuneConfig, ModelConfig, PerfConfig
+from xbench.core.suite import ComponentSpec, DatasetConfig, FinetuneConfig, MetaEvaluation, ModelConfig, PerfConfig
 
 
 def pruning_label(method: str | None, compression_rate: float) -> str:
@@ -68,11 +68,12 @@ class Cell(_Frozen):
     versions: dict[str, str]
     eval_selection: SelectionSpec | None = None  # None: the data set's eval images (left out of the key while unset)
     gallery_images: int | None = None  # raw attributions kept; None: the default (left out of the key while unset)
+    meta_evaluation: MetaEvaluation | None = None  # perturbed re-scoring; None: none (left out of the key while unset)
 
     @model_serializer(mode="wrap")
     def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for name in ("eval_selection", "gallery_images"):
+        for name in ("eval_selection", "gallery_images", "meta_evaluation"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data

@@ -20,6 +20,8 @@ from xbench.core.cells import Cell
 from xbench.core.numbers import finite_or_none
 
 RESULT_VERSION = 1
+# The keys of a flat record (`to_record`) that together name a pruning configuration.
+PRUNING_FIELDS = ("pruning_method", "pruning_scope", "pruning_granularity", "pruning_schedule")
 
 
 class _Frozen(BaseModel):
@@ -57,6 +59,24 @@ class MetricResult(_Frozen):
         return float(finite.std()) if len(finite) and not self.batch_level else math.nan
 
 
+class PerturbedScores(_Frozen):
+    """One perturbation of a cell's meta-evaluation (`xbench.measure.perturbations`): per random draw, which eval
+    images keep the unperturbed model's prediction, the accuracy, and every metric's per-image scores of fresh
+    explanations under it."""
+
+    perturbation: str  # weight_noise | input_noise | randomised_layers
+    disruptive: bool
+    kept_prediction: tuple[tuple[bool, ...], ...] = Field(description="[draw][image]: prediction unchanged")
+    accuracy: tuple[float, ...] = Field(description="per draw: accuracy on the scored images under the perturbation")
+    reference_accuracy: float = Field(description="accuracy on the scored images, unperturbed")
+    scores: dict[str, tuple[tuple[float | None, ...], ...]] = Field(description="metric -> [draw][image] scores")
+
+    def metric_scores(self, metric: str) -> np.ndarray:
+        """(draws, images) float64 scores of `metric`, NaN where not scored."""
+        rows = self.scores.get(metric, ())
+        return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+
+
 class ArtifactRef(_Frozen):
     """A raw array in the content-addressed artifact store (`<digest>.npy`), by what it holds."""
 
@@ -87,6 +107,9 @@ class CellResult(_Frozen):
     metrics: dict[str, MetricResult]
     artifacts: tuple[ArtifactRef, ...] = ()
     environment: dict[str, str] = Field(default_factory=dict, description="versions, git sha, device")
+    meta_evaluation: tuple[PerturbedScores, ...] = Field(
+        (), description="the suite's meta_evaluation: scores under minor and disruptive perturbations"
+    )
 
     @property
     def scored_images(self) -> list[int]:

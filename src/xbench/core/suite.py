@@ -188,6 +188,22 @@ class EvalSelection(_Strict):
     per_class: int | None = Field(None, ge=1)
 
 
+class MetaEvaluation(_Strict):
+    """Meta-evaluation of the suite's metrics (MetaQuantus; Hedstrom et al., TMLR 2023): each cell is scored again
+    under `draws` random draws of each perturbation, with fresh explanations. Minor perturbations (noise on the
+    weights, noise on the inputs) should not move a trustworthy metric (noise resilience); a disruptive one (the last
+    layers re-initialised, as in model-randomisation tests) should (adversary reactivity)."""
+
+    draws: int = Field(3, ge=1, le=50, description="Random draws of each perturbation per cell.")
+    weight_noise: float = Field(
+        0.001, gt=0, description="Minor: every weight multiplied by N(1, weight_noise) (MetaQuantus's model noise)."
+    )
+    input_noise: float = Field(0.01, gt=0, description="Minor: N(0, input_noise) added to the (normalised) inputs.")
+    randomised_layers: int = Field(
+        1, ge=1, description="Disruptive: the last this-many layers with weights are re-initialised (top down)."
+    )
+
+
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     plugins: list[str] = Field(
@@ -227,6 +243,11 @@ class Suite(_Strict):
         description="Equivalence margins, in each figure's own units ({accuracy: 0.01, sparseness: 0.02}): a "
         "difference to CR 1 inside ±margin counts as no meaningful change. Default: accuracy the allowed accuracy "
         "drop (0.01), a metric 0.2 × its SD across images at CR 1.",
+    )
+    meta_evaluation: MetaEvaluation | None = Field(
+        None,
+        description="Score each cell again under minor and disruptive perturbations and report each metric's noise "
+        "resilience and adversary reactivity (MetaQuantus); unset: no meta-evaluation.",
     )
     gallery_images: int | None = Field(
         None,

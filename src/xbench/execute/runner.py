@@ -29,11 +29,12 @@ from xbench.core.cache import Cache, content_key, library_versions
 from xbench.core.cells import Cell, PlannedSuite
 from xbench.core.errors import XbenchInputError
 from xbench.core.plugins import load_plugins
-from xbench.core.results import ArtifactStore, CellResult, MetricResult
+from xbench.core.results import ArtifactStore, CellResult, MetricResult, PerturbedScores
 from xbench.core.suite import DEFAULT_GALLERY_IMAGES, ComponentSpec, PruningConfig, Suite
 from xbench.measure.engine import PassCounter, prepare_metric
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
 from xbench.measure.perf import Figures, device_name, measure, speedups
+from xbench.measure.perturbations import PERTURBATIONS, draw_seed, perturbed
 from xbench.plan.expand import expand
 from xbench.plan.graph import Node
 from xbench.plan.planner import validate
@@ -305,6 +306,7 @@ class CellExecutor:
                 missing=missing,
                 batch_level=metric.batch_level,
             )
+        meta_evaluation = self.meta_evaluation(cell, variant, data) if cell.meta_evaluation is not None else ()
         count = min(cell.gallery_images or DEFAULT_GALLERY_IMAGES, images)
         pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
         return CellResult(
@@ -324,7 +326,79 @@ class CellExecutor:
                 self.artifacts.put("gallery_attributions", attributions[:count].astype(np.float32)),
             ),
             environment=run_environment(self.device),
+            meta_evaluation=meta_evaluation,
         )
+
+    def meta_evaluation(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[PerturbedScores, ...]:
+        """The cell's metrics again under each perturbation's draws: the model and inputs perturbed, the images
+        explained afresh by the perturbed model, every per-image metric scored on them (MetaQuantus's protocol)."""
+        config = cell.meta_evaluation
+        assert config is not None
+        plugin = explainers.get(cell.explainer.name)
+        x, y = data.eval_x, data.eval_y
+        unperturbed = predict(variant.model, x, self.device)
+        chosen = [metrics.get(spec.name) for spec in cell.metrics]
+        results = []
+        for perturbation in PERTURBATIONS:
+            kept, accuracy = [], []
+            scores: dict[str, list[tuple[float | None, ...]]] = {m.name: [] for m in chosen if not m.batch_level}
+            for draw in range(config.draws):
+                seed = draw_seed(cell.seed, perturbation.name, draw)
+                model, inputs = perturbed(
+                    perturbation.name,
+                    variant.model,
+                    x,
+                    seed,
+                    config.weight_noise,
+                    config.input_noise,
+                    config.randomised_layers,
+                )
+                model.to(self.device).eval()
+                predictions = predict(model, inputs, self.device)
+                kept.append(tuple(bool(v) for v in (predictions == unperturbed)))
+                accuracy.append(float((predictions == y).double().mean()))
+                attributions = explain(plugin, cell.explainer.params, model, inputs, y, self.device)
+                explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
+
+                def explain_again(batch: torch.Tensor, targets: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
+                    return explain_tensor(
+                        plugin, cell.explainer.params, model, batch, targets, self.device, batch_size=len(batch)
+                    )
+
+                for spec, metric in zip(cell.metrics, chosen, strict=True):
+                    if metric.batch_level:
+                        continue
+                    try:
+                        scored = score(
+                            metric,
+                            spec.params,
+                            model,
+                            inputs.numpy(),
+                            y.numpy(),
+                            attributions,
+                            data.eval_masks,
+                            self.device,
+                            seed,
+                            explain_func,
+                            engine=cell.engine,
+                            explain_tensor_func=explain_again,
+                        ).scores
+                    except XbenchInputError:
+                        raise
+                    except Exception:  # as in the cell itself: a metric that fails here is unscored, not a lost run
+                        scored = np.full(len(y), np.nan)
+                    scores[metric.name].append(tuple(float(v) if math.isfinite(v) else None for v in scored))
+            results.append(
+                PerturbedScores(
+                    perturbation=perturbation.name,
+                    disruptive=perturbation.disruptive,
+                    kept_prediction=tuple(kept),
+                    accuracy=tuple(accuracy),
+                    reference_accuracy=float((unperturbed == y).double().mean()),
+                    scores={name: tuple(rows) for name, rows in scores.items()},
+                )
+            )
+        return tuple(results)
 
     def run_node(self, node: Node) -> str:
         """Compute one node of the task graph. Train and prune nodes leave their weights in the cache and return their

@@ -96,6 +96,7 @@ def expand(suite: Suite, resolution: Resolution, device: str) -> list[Cell]:
                         versions=versions,
                         eval_selection=selections.get(model.name),
                         gallery_images=suite.gallery_images,
+                        meta_evaluation=suite.meta_evaluation,
                     )
                 )
     return cells

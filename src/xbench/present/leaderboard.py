@@ -32,8 +32,10 @@ from xbench.analyse.stats import (
     summarise_cells,
     sweet_spots,
 )
+from xbench.analyse.trust import READING as TRUST_READING
 from xbench.core.numbers import is_finite_number
 from xbench.core.references import Reference, load_reference, replication_rows
+from xbench.core.results import PerturbedScores
 from xbench.present.jinja import environment
 from xbench.store.links import run_url, runs_url
 
@@ -77,6 +79,7 @@ class SuiteResults:
     human: list[dict[str, Any]] = field(default_factory=list)  # human-study reports (`xbench human analyse --suite`)
     equivalence: dict[str, float] = field(default_factory=dict)  # the suite's equivalence margins (`equivalence:`)
     experiment_id: str | None = None  # the suite's MLflow experiment, for links into the MLflow UI
+    meta: dict[str, tuple[PerturbedScores, ...]] = field(default_factory=dict)  # run_id -> meta-evaluation scores
 
     @property
     def metric_names(self) -> list[str]:
@@ -108,6 +111,7 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
         human=store.human_studies(suite),
         equivalence=store.equivalence(suite),
         experiment_id=store.experiment_id(suite),
+        meta=store.meta_evaluations(records),
     )
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
@@ -591,14 +595,36 @@ def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: S
             "comparisons": r.comparisons,
             "significant": r.significant,
             "share": f"{r.significant_share:.0%}" if r.comparisons else "–",
+            "resilience": readable(r.noise_resilience),
+            "reactivity": readable(r.adversary_reactivity),
+            "mc": readable(r.meta_consistency),
         }
         for r in stats.reliability
+    ]
+    per_explainer = [
+        {
+            "metric": t.metric,
+            "explainer": t.explainer,
+            "iac_nr": readable(t.iac_nr),
+            "iec_nr": readable(t.iec_nr),
+            "iac_ar": readable(t.iac_ar),
+            "iec_ar": readable(t.iec_ar),
+            "resilience": readable(t.noise_resilience),
+            "reactivity": readable(t.adversary_reactivity),
+            "mc": readable(t.meta_consistency),
+            "minor_accuracy": readable(t.minor_accuracy_change),
+            "tests": t.tests,
+        }
+        for t in stats.trust
+        if t.explainer is not None
     ]
     return {
         "names": names,
         "rows": rows,
         "worst": [{"a": a, "b": b, "tau": f"{tau:.2f}"} for tau, a, b in disagreements[:5]],
         "reliability": reliability,
+        "trust": per_explainer,
+        "trust_reading": TRUST_READING if per_explainer else "",
     }
 
 
@@ -756,7 +782,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, ml
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
     max_accuracy_drop = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
-    stats = suite_stats(results.records, results.per_image, margins)
+    stats = suite_stats(results.records, results.per_image, margins, results.meta)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
     return (
         environment("xbench.present")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -21,7 +22,8 @@ import numpy as np
 from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.extras import require_extra
-from xbench.core.results import ArtifactStore, CellResult, per_image_scores, to_record
+from xbench.core.results import ArtifactStore, CellResult, PerturbedScores, per_image_scores, to_record
+from xbench.measure.meta_consistency import cell_consistency
 from xbench.store import leases
 
 DEFAULT_DB = "xbench.db"
@@ -92,6 +94,14 @@ class ResultRecords:
         """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
         return {
             r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
+        }
+
+    def meta_evaluations(self, records: list[dict[str, Any]]) -> dict[str, tuple[PerturbedScores, ...]]:
+        """run_id -> the cell's scores under the suite's meta-evaluation perturbations (none: no entry)."""
+        return {
+            r["run_id"]: self._results[r["run_id"]].meta_evaluation
+            for r in records
+            if r["run_id"] in self._results and self._results[r["run_id"]].meta_evaluation
         }
 
 
@@ -535,6 +545,15 @@ def result_metrics(result: CellResult) -> dict[str, float]:
         values[f"score_seconds_per_image.{name}"] = metric.seconds / max(1, len(scores))
         values[f"metric_forward_passes_per_image.{name}"] = metric.forward_passes_per_image
         values[f"metric_backward_passes_per_image.{name}"] = metric.backward_passes_per_image
+        if result.meta_evaluation and not metric.batch_level:
+            # this cell's share of the meta-evaluation (IEC_NR ranks explainers, so it is a suite figure only)
+            tests = cell_consistency(name, metric.higher_is_better, scores, result.meta_evaluation)
+            for test in ("iac_nr", "iac_ar", "iec_ar"):
+                finite = [v for v in getattr(tests, test) if math.isfinite(v)]
+                values[f"meta.{name}.{test}"] = float(np.mean(finite)) if finite else math.nan
+    for perturbed in result.meta_evaluation:
+        changes = [abs(a - perturbed.reference_accuracy) for a in perturbed.accuracy]
+        values[f"meta.accuracy_change.{perturbed.perturbation}"] = float(np.mean(changes)) if changes else math.nan
     values["score_seconds"] = sum(metric.seconds for metric in result.metrics.values())
     return values
 

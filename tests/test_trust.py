@@ -1,0 +1,172 @@
+"""Meta-evaluation of metrics (MetaQuantus): its perturbations, its four consistency tests against their definitions,
+and the trust table they make.
+
+The `metaquantus` package (0.0.5) cannot be installed beside the pinned stack: it pins cachetools==5.3.1 and tox
+needs cachetools>=7.0.3. So the tests check the formulas of its `compute_iac_score` and `compute_iec_*` as written
+there, on cases worked out here (SciPy's Wilcoxon test included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wilcoxon
+from torch import nn
+
+from xbench.analyse.trust import metric_trust
+from xbench.core.results import PerturbedScores
+from xbench.measure.meta_consistency import (
+    inter_consistency_adversary,
+    inter_consistency_noise,
+    intra_consistency,
+)
+from xbench.measure.perturbations import (
+    PERTURBATIONS,
+    draw_seed,
+    noisy_inputs,
+    noisy_weights,
+    randomised_layers,
+    weighted_layers,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def test_intra_consistency_is_the_wilcoxon_p_over_the_chosen_images() -> None:
+    q, q_hat = RNG.normal(size=30), RNG.normal(size=30) + 0.3
+    images = np.arange(30) % 3 != 0
+    p = wilcoxon(q[images], q_hat[images], zero_method="zsplit", alternative="two-sided").pvalue
+    assert intra_consistency(q, q_hat, images, adversary=False) == pytest.approx(p)
+    assert intra_consistency(q, q_hat, images, adversary=True) == pytest.approx(1 - p)
+    # scores that did not move: no evidence of a change, so fully resilient and not at all reactive
+    assert intra_consistency(q, q.copy(), images, adversary=False) == 1.0
+    assert intra_consistency(q, q.copy(), images, adversary=True) == 0.0
+    assert math.isnan(intra_consistency(q, q_hat, np.zeros(30, dtype=bool), adversary=False))
+
+
+def test_inter_consistency_under_noise_is_the_share_of_rank_places_kept() -> None:
+    # three explainers (rows) on four images (columns)
+    q = np.array([[0.1, 0.5, 0.9, 0.2], [0.2, 0.4, 0.8, 0.3], [0.3, 0.6, 0.7, 0.1]])
+    kept_order = q + 0.01
+    assert inter_consistency_noise(q, kept_order, np.ones(4, dtype=bool)) == 1.0
+    swapped = q.copy()
+    swapped[[0, 1], 0] = swapped[[1, 0], 0]  # image 0: explainers 0 and 1 trade places, explainer 2 stays top
+    # image 0 keeps 1 of its 3 places, the others all 3: (1 + 3 + 3 + 3) / 12
+    assert inter_consistency_noise(q, swapped, np.ones(4, dtype=bool)) == pytest.approx(10 / 12)
+    assert inter_consistency_noise(q, swapped, np.array([False, True, True, True])) == 1.0
+    assert math.isnan(inter_consistency_noise(q[:1], swapped[:1], np.ones(4, dtype=bool)))  # one explainer
+
+
+def test_inter_consistency_under_attack_counts_the_images_the_attack_made_worse() -> None:
+    q = np.array([0.5, 0.5, 0.5, 0.5])
+    q_hat = np.array([0.4, 0.6, 0.5, 0.1])
+    everything = np.ones(4, dtype=bool)
+    assert inter_consistency_adversary(q, q_hat, everything, higher_is_better=True) == 0.5  # images 0 and 3
+    assert inter_consistency_adversary(q, q_hat, everything, higher_is_better=False) == 0.25  # image 1
+    assert inter_consistency_adversary(q, q_hat, np.array([True, False, False, False]), True) == 1.0
+
+
+def _meta(scores: dict[str, np.ndarray], kept: np.ndarray, disruptive: bool, name: str) -> PerturbedScores:
+    rows = {metric: tuple(tuple(float(v) for v in row) for row in values) for metric, values in scores.items()}
+    return PerturbedScores(
+        perturbation=name,
+        disruptive=disruptive,
+        kept_prediction=tuple(tuple(bool(v) for v in row) for row in kept),
+        accuracy=(0.9,) * len(kept),
+        reference_accuracy=0.9,
+        scores=rows,
+    )
+
+
+def test_a_metric_that_ignores_the_model_is_resilient_but_not_reactive() -> None:
+    """Two explainers, one variant and seed, two metrics: `faithful` drops when the model is randomised and barely
+    moves under noise; `blind` (a function of the image alone) never moves."""
+    images, draws = 40, 3
+    records, per_image, meta = [], {}, {}
+    image_term = RNG.normal(size=images)
+    for index, explainer in enumerate(["gradcam", "saliency"]):
+        run = f"run-{explainer}"
+        faithful = 0.6 + 0.1 * index + 0.05 * image_term
+        blind = image_term.copy()
+        records.append(
+            {
+                "run_id": run,
+                "model": "m",
+                "pruning_method": "none",
+                "pruning_scope": "none",
+                "pruning_granularity": "none",
+                "pruning_schedule": "none",
+                "compression_rate": 1.0,
+                "seed": 0,
+                "explainer": explainer,
+                "metric_directions": {"faithful": "higher", "blind": "higher"},
+            }
+        )
+        per_image[run] = {"faithful": faithful, "blind": blind}
+        kept = np.ones((draws, images), dtype=bool)
+        noise = np.random.default_rng(7).normal(scale=1e-4, size=(draws, images))
+        minor = {"faithful": faithful + noise, "blind": np.tile(blind, (draws, 1))}
+        disrupted = {"faithful": faithful - 0.3 + noise, "blind": np.tile(blind, (draws, 1))}
+        meta[run] = (
+            _meta(minor, kept, False, "weight_noise"),
+            _meta(minor, kept, False, "input_noise"),
+            _meta(disrupted, ~kept, True, "randomised_layers"),
+        )
+    trust = {(t.metric, t.explainer): t for t in metric_trust(records, per_image, meta)}
+    blind, faithful = trust[("blind", None)], trust[("faithful", None)]
+    assert blind.iac_ar == 0.0 and blind.iec_ar == 0.0 and blind.adversary_reactivity == 0.0
+    assert blind.noise_resilience == 1.0
+    assert faithful.iac_ar > 0.99 and faithful.iec_ar == 1.0 and faithful.adversary_reactivity > 0.99
+    assert faithful.iec_nr == 1.0  # the explainers' order (saliency above gradcam) survives the noise
+    assert faithful.meta_consistency > blind.meta_consistency
+    assert {t.explainer for t in trust.values()} == {None, "gradcam", "saliency"}
+    assert trust[("faithful", "gradcam")].tests == 3 * draws
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(1, 2, 3)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def test_weight_noise_is_small_keeps_pruned_weights_at_zero_and_leaves_the_model_alone() -> None:
+    model = _Tiny()
+    with torch.no_grad():
+        model.features.weight[0] = 0.0  # a pruned filter
+    state = torch.random.get_rng_state()
+    noisy = noisy_weights(model, 0.001, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # no global draw
+    assert (noisy.features.weight[0] == 0).all()
+    ratio = noisy.head.weight / model.head.weight
+    assert 0 < (ratio - 1).abs().max() < 0.01
+    assert torch.equal(noisy_weights(model, 0.001, seed=3).head.weight, noisy.head.weight)
+    assert not torch.equal(noisy_weights(model, 0.001, seed=4).head.weight, noisy.head.weight)
+
+
+def test_randomising_the_last_layer_changes_it_alone_and_is_seeded() -> None:
+    model = _Tiny()
+    state = torch.random.get_rng_state()
+    randomised = randomised_layers(model, 1, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert weighted_layers(model) == [model.features, model.head]
+    assert torch.equal(randomised.features.weight, model.features.weight)
+    assert not torch.equal(randomised.head.weight, model.head.weight)
+    assert torch.equal(randomised_layers(model, 1, seed=5).head.weight, randomised.head.weight)
+    both = randomised_layers(model, 2, seed=5)
+    assert not torch.equal(both.features.weight, model.features.weight)
+
+
+def test_input_noise_and_draw_seeds() -> None:
+    x = torch.zeros(2, 1, 4, 4)
+    noisy = noisy_inputs(x, 0.01, seed=1)
+    assert 0 < noisy.abs().max() < 0.1 and torch.equal(noisy, noisy_inputs(x, 0.01, seed=1))
+    seeds = {draw_seed(0, p.name, draw) for p in PERTURBATIONS for draw in range(3)}
+    assert len(seeds) == 9  # every perturbation and draw its own stream
+    assert [p.disruptive for p in PERTURBATIONS] == [False, False, True]
