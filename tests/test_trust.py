@@ -8,16 +8,22 @@ there, on cases worked out here (SciPy's Wilcoxon test included).
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy.stats import wilcoxon
 from torch import nn
 
+from tests.conftest import xbench
 from xbench.analyse.trust import metric_trust
 from xbench.core.results import PerturbedScores
+from xbench.core.suite import SUITES_DIR
 from xbench.measure.meta_consistency import (
     inter_consistency_adversary,
     inter_consistency_noise,
@@ -170,3 +176,51 @@ def test_input_noise_and_draw_seeds() -> None:
     seeds = {draw_seed(0, p.name, draw) for p in PERTURBATIONS for draw in range(3)}
     assert len(seeds) == 9  # every perturbation and draw its own stream
     assert [p.disruptive for p in PERTURBATIONS] == [False, False, True]
+
+
+BROKEN = '''
+from xbench.measure.metric import torch_metric
+
+
+@torch_metric("blind_brightness", higher_is_better=True, category="faithfulness")
+def blind_brightness(context, x, y, a):
+    """Mean |pixel| of the image: a broken metric that ignores the attribution (and the model)."""
+    return x.abs().flatten(1).mean(dim=1)
+'''
+
+
+@pytest.mark.slow  # runs a suite end to end
+def test_metric_trust_suite_finds_a_metric_that_ignores_the_attribution_unreactive(tmp_path: Path) -> None:
+    (tmp_path / "broken_metric.py").write_text(BROKEN)
+    suite = yaml.safe_load((SUITES_DIR / "metric-trust.yaml").read_text())
+    suite.update(
+        name="trust-check",
+        plugins=["broken_metric"],
+        seeds=[0],
+        explainers=["saliency", "input_x_gradient"],
+        metrics=["blind_brightness", {"name": "insertion", "step": 192}, "average_drop"],
+        meta_evaluation={**suite["meta_evaluation"], "draws": 2},
+    )
+    suite["dataset"]["eval_size"] = 16
+    suite["pruning"][0]["compression_rates"] = [1]
+    (tmp_path / "trust.yaml").write_text(yaml.safe_dump(suite))
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    xbench("run", "suite", "trust.yaml", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, env=env, check=True)
+
+    stats = json.loads(
+        xbench("stats", "--suite", "trust-check", "--format", "json", cwd=tmp_path, env=env, check=True).stdout
+    )
+    reliability = {r["metric"]: r for r in stats["reliability"]}
+    assert reliability["blind_brightness"]["adversary_reactivity"] == 0.0  # randomising the model cannot move it
+    assert reliability["insertion"]["adversary_reactivity"] > 0.5
+    per_explainer = {(t["metric"], t["explainer"]) for t in stats["trust"]}
+    assert ("insertion", "saliency") in per_explainer and ("average_drop", "input_x_gradient") in per_explainer
+    assert stats["trust_reading"] and "Adversary reactivity" in stats["trust_reading"]
+
+    table = xbench("stats", "--suite", "trust-check", cwd=tmp_path, env=env, check=True).stdout
+    assert "metric trust" in table and "blind_brightness" in table
+
+    site = tmp_path / "site"
+    xbench("leaderboard", "build", "--suite", "trust-check", "--out", str(site), cwd=tmp_path, env=env, check=True)
+    page = next(site.rglob("trust-check*.html")).read_text()
+    assert 'id="trust-table"' in page and 'id="trust-per-explainer"' in page and "blind_brightness" in page

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xbench.analyse.trust import MetricTrust, metric_trust
+from xbench.analyse.trust import MetricTrust, human_agreement, metric_trust
 from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
 from xbench.core.results import PRUNING_FIELDS, PerturbedScores
@@ -429,6 +429,8 @@ class Reliability:
     noise_resilience: float = math.nan
     adversary_reactivity: float = math.nan
     meta_consistency: float = math.nan
+    # with a human study of the suite: how often the metric prefers what most people preferred
+    human_agreement: float = math.nan
 
     @property
     def significant_share(self) -> float:
@@ -495,13 +497,15 @@ def suite_stats(
     per_image: dict[str, dict[str, np.ndarray]],
     margins: Mapping[str, float] | None = None,
     meta: Mapping[str, Sequence[PerturbedScores]] | None = None,
+    human: Sequence[Mapping[str, Any]] = (),
 ) -> SuiteStats:
     """Every comparison of a suite (each metric, and accuracy) with its verdict, Holm's correction over all of them
     (differences and equivalence, each its own family) and, for the undecided, the seeds that would decide them.
 
     `margins` are the suite's `equivalence:` (metric -> margin in its units); a metric without one gets
     `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`. `meta` (run id -> the cell's scores
-    under perturbation) adds each metric's meta-evaluation to its reliability (`analyse.trust`)."""
+    under perturbation) adds each metric's meta-evaluation to its reliability (`analyse.trust`), `human` (the suite's
+    human-study reports) its agreement with people."""
     margins = dict(margins or {})
     directions = _directions(records)
     suite_seeds = len({int(r.get("seed", 0)) for r in records})
@@ -557,17 +561,18 @@ def suite_stats(
     described.setdefault(ACCURACY, f"±{accuracy_margin:g} (default: the allowed accuracy drop)")
     trust = metric_trust(records, per_image, meta or {})
     overall = {t.metric: t for t in trust if t.explainer is None}
-    reliable = [
-        replace(
-            r,
-            noise_resilience=overall[r.metric].noise_resilience,
-            adversary_reactivity=overall[r.metric].adversary_reactivity,
-            meta_consistency=overall[r.metric].meta_consistency,
-        )
-        if r.metric in overall
-        else r
-        for r in reliability(records, comparisons, directions)
-    ]
+    agreement = human_agreement(human)
+    reliable = []
+    for r in reliability(records, comparisons, directions):
+        if r.metric in overall:
+            meta_evaluated = overall[r.metric]
+            r = replace(
+                r,
+                noise_resilience=meta_evaluated.noise_resilience,
+                adversary_reactivity=meta_evaluated.adversary_reactivity,
+                meta_consistency=meta_evaluated.meta_consistency,
+            )
+        reliable.append(replace(r, human_agreement=agreement.get(r.metric, math.nan)))
     return SuiteStats(comparisons, reliable, seeds, described, trust)
 
 
@@ -629,6 +634,7 @@ class SafeCompression:
     safe_rate: float | None
     rates: tuple[float, ...]  # every CR of the group
     blocking: dict[float, list[Comparison | None]]  # CR -> the comparisons that are not equivalent or better there
+    metrics: tuple[str, ...] = ()  # the metrics the verdict rests on (accuracy besides)
 
     @property
     def found(self) -> bool:
@@ -657,7 +663,8 @@ def safe_compression(stats: SuiteStats) -> list[SafeCompression]:
             decided: list[Comparison | None] = [*comparisons, accuracy.get((*key[:5], rate))]
             blocking[rate] = [c for c in decided if c is None or c.verdict not in ("equivalent", "better")]
         safe = [rate for rate, blockers in blocking.items() if not blockers]
-        result.append(SafeCompression(*key, max(safe) if safe else None, tuple(sorted(by_rate)), blocking))
+        rests_on = tuple(sorted({c.metric for comparisons in by_rate.values() for c in comparisons}))
+        result.append(SafeCompression(*key, max(safe) if safe else None, tuple(sorted(by_rate)), blocking, rests_on))
     return result
 
 

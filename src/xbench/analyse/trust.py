@@ -97,6 +97,17 @@ def _trust(tests: CellConsistency, metric: str, explainer: str | None) -> Metric
     )
 
 
+def human_agreement(reports: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """metric -> how often it prefers what most people preferred, from the newest human study of the suite that
+    measured it (`xbench human analyse --suite`; reports come newest first)."""
+    agreement: dict[str, float] = {}
+    for report in reports:
+        for row in report.get("agreement") or []:
+            if row.get("agreement") is not None:
+                agreement.setdefault(str(row["metric"]), float(row["agreement"]))
+    return agreement
+
+
 def metric_trust(
     records: Sequence[Mapping[str, Any]],
     per_image: Mapping[str, Mapping[str, np.ndarray]],

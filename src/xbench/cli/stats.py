@@ -101,7 +101,8 @@ def stats_command(
     margins = store.equivalence(suite)
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
-    result = suite_stats(records, store.per_image_scores(records), margins, store.meta_evaluations(records))
+    per_image, meta = store.per_image_scores(records), store.meta_evaluations(records)
+    result = suite_stats(records, per_image, margins, meta, store.human_studies(suite))
     if plan:
         typer.echo(plan_text(suite, result))
         return
@@ -253,7 +254,7 @@ def print_trust(console: object, result: object) -> None:
     table = Table(title="metric trust", title_justify="left")
     table.add_column("metric")
     table.add_column("explainer")
-    for column in ("seed stability τ", "noise resilience", "adversary reactivity", "MC", "minor Δ accuracy"):
+    for column in ("seed stability τ", "noise resilience", "adversary reactivity", "MC", "minor Δ accuracy", "people"):
         table.add_column(column, justify="right")
     by_metric: dict[str, list[MetricTrust]] = {t.metric: [] for t in result.trust}
     for figures in result.trust:
@@ -269,6 +270,7 @@ def print_trust(console: object, result: object) -> None:
                 _number(trust.adversary_reactivity) if trust else "—",
                 _number(trust.meta_consistency) if trust else "—",
                 f"{_number(trust.minor_accuracy_change)} pts" if trust else "—",
+                _number(reliability.human_agreement) if trust is None or trust.explainer is None else "",
             )
     console.print(table)
     reading = "Seed stability: mean Kendall τ between the seeds' rankings of the cells (1 = every seed agrees). "
@@ -276,6 +278,10 @@ def print_trust(console: object, result: object) -> None:
         reading += READING
     else:
         reading += "No meta-evaluation in this suite (`meta_evaluation:` adds noise resilience and reactivity)."
+    reading += (
+        " People: how often the metric prefers what most people preferred in the suite's newest human study that"
+        " measured it (— without one)."
+    )
     console.print(reading, soft_wrap=True)
 
 

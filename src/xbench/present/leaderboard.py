@@ -26,6 +26,7 @@ from xbench.analyse.stats import (
     METHOD,
     CellSummary,
     Comparison,
+    Reliability,
     SuiteStats,
     safe_compression,
     suite_stats,
@@ -341,6 +342,7 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
     """The page's headline: per model × pruning × explainer, the largest CR at which accuracy and every metric are
     equivalent to CR 1 or better, each CR's blocking comparisons one click away."""
     rows = []
+    trust = {r.metric: r for r in stats.reliability}
     for safe in safe_compression(stats):
         steps = []
         for rate in safe.rates:
@@ -371,9 +373,19 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
                 "safe_rate": f"{safe.safe_rate:g}" if safe.found else "none",
                 "found": safe.found,
                 "steps": steps,
+                "rests_on": ", ".join(_trusted(trust.get(metric), metric) for metric in safe.metrics),
             }
         )
     return {"rows": rows, "found": sum(r["found"] for r in rows)}
+
+
+def _trusted(reliability: Reliability | None, metric: str) -> str:
+    """A metric's name with what says how far to trust it: its meta-consistency, else its seed stability."""
+    if reliability is not None and is_finite_number(reliability.meta_consistency):
+        return f"{metric} (MC {reliability.meta_consistency:.2f})"
+    if reliability is not None and is_finite_number(reliability.seed_tau):
+        return f"{metric} (seed τ {reliability.seed_tau:.2f})"
+    return metric
 
 
 def sweet_view(results: SuiteResults, stats: SuiteStats, max_accuracy_drop: float) -> dict[str, Any]:
@@ -598,6 +610,7 @@ def agreement_view(results: SuiteResults, summaries: list[CellSummary], stats: S
             "resilience": readable(r.noise_resilience),
             "reactivity": readable(r.adversary_reactivity),
             "mc": readable(r.meta_consistency),
+            "people": readable(r.human_agreement),
         }
         for r in stats.reliability
     ]
@@ -782,7 +795,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, ml
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
     max_accuracy_drop = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
-    stats = suite_stats(results.records, results.per_image, margins, results.meta)
+    stats = suite_stats(results.records, results.per_image, margins, results.meta, results.human)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
     return (
         environment("xbench.present")
