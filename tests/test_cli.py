@@ -417,6 +417,8 @@ def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> No
 def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
     metrics = xbench("list", "metrics", cwd=tmp_path, check=True).stdout
     assert "pixel_flipping" in metrics and "lower is better" in metrics
+    lacking_in_quantus = ("insertion", "deletion", "average_drop", "increase_in_confidence", "average_gain")
+    assert all(name in metrics for name in lacking_in_quantus)
     assert "gradcam" in xbench("list", "explainers", cwd=tmp_path, check=True).stdout
     assert "resnet18" in xbench("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
     assert xbench("list", "nonsense", cwd=tmp_path).returncode == 2

@@ -4,14 +4,12 @@ work out by hand; `test_engine.py` compares them with RISE's loop and pytorch-gr
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import xbench
 from xbench.core.errors import XbenchInputError
 from xbench.measure.engine import EngineContext, run_metric
 from xbench.measure.metrics import metrics
@@ -136,8 +134,3 @@ def test_a_bad_step_or_baseline_says_what_is_allowed() -> None:
         run("deletion", [1, 2, 3, 4], [1, 2, 3, 4], step=0)
     with pytest.raises(XbenchInputError, match="blur, black, white, mean or a number"):
         run("insertion", [1, 2, 3, 4], [1, 2, 3, 4], step=1, baseline="uniform")
-
-
-def test_list_metrics_shows_the_five(tmp_path: Path) -> None:
-    listed = xbench("list", "metrics", cwd=tmp_path, check=True).stdout
-    assert all(name in listed for name in FIELD_METRICS), listed

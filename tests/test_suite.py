@@ -66,7 +66,8 @@ def test_quick_suite_matches_the_documented_shape() -> None:
     assert suite.pruning[0].compression_rates == [1, 2, 4, 8, 32]
     assert suite.explainers[0].params == {"target_layer": "layer2"}  # an 8x8 Grad-CAM at 64 px (README)
     assert [e.name for e in suite.explainers] == ["gradcam", "saliency", "integrated_gradients"]
-    assert len(suite.metrics) == 5
+    names = [m.name for m in suite.metrics]
+    assert len(names) == 6 and {"insertion", "deletion"} <= set(names)  # the field's RISE metrics (issue #28)
 
 
 def test_seed_and_seeds_are_exclusive_and_seeds_distinct() -> None:

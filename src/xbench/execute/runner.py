@@ -357,7 +357,9 @@ class CellExecutor:
                 predictions = predict(model, inputs, self.device)
                 kept.append(tuple(bool(v) for v in (predictions == unperturbed)))
                 accuracy.append(float((predictions == y).double().mean()))
-                attributions = explain(plugin, cell.explainer.params, model, inputs, y, self.device)
+                with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+                    torch.manual_seed(seed)  # a stochastic explainer draws the same noise on every run, scoped here
+                    attributions = explain(plugin, cell.explainer.params, model, inputs, y, self.device)
                 explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
 
                 def explain_again(batch: torch.Tensor, targets: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
