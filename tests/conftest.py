@@ -19,20 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = SUITES_DIR / "smoke.yaml"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (the test lanes run on every core): a module's tests stay on one
-    worker, so its module fixtures are built once; every user of the session's smoke run shares a worker, so the
-    suite runs once; the tests that start Ray clusters, PostgreSQL or MLflow servers run one at a time."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            group = "smoke-run"
-        elif item.get_closest_marker("cluster"):
-            group = "services"
-        else:
-            group = item.module.__name__ if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test reads the user's MLflow store or cache, or writes into the working tree."""
