@@ -37,6 +37,7 @@ from xbench.measure.perturbations import (
     randomised_layers,
     weighted_layers,
 )
+from xbench.present.leaderboard import suite_filename
 
 RNG = np.random.default_rng(0)
 
@@ -217,10 +218,10 @@ def test_metric_trust_suite_finds_a_metric_that_ignores_the_attribution_unreacti
     assert ("insertion", "saliency") in per_explainer and ("average_drop", "input_x_gradient") in per_explainer
     assert stats["trust_reading"] and "Adversary reactivity" in stats["trust_reading"]
 
-    table = xbench("stats", "--suite", "trust-check", cwd=tmp_path, env=env, check=True).stdout
+    table = xbench("stats", "--suite", "trust-check", cwd=tmp_path, env={**env, "COLUMNS": "100"}, check=True).stdout
     assert "metric trust" in table and "blind_brightness" in table
 
     site = tmp_path / "site"
     xbench("leaderboard", "build", "--suite", "trust-check", "--out", str(site), cwd=tmp_path, env=env, check=True)
-    page = next(site.rglob("trust-check*.html")).read_text()
+    page = (site / suite_filename("trust-check")).read_text()
     assert 'id="trust-table"' in page and 'id="trust-per-explainer"' in page and "blind_brightness" in page

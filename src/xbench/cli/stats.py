@@ -252,10 +252,12 @@ def print_trust(console: object, result: object) -> None:
 
     assert isinstance(result, SuiteStats) and isinstance(console, Console)
     table = Table(title="metric trust", title_justify="left")
-    table.add_column("metric")
-    table.add_column("explainer")
-    for column in ("seed stability τ", "noise resilience", "adversary reactivity", "MC", "minor Δ accuracy", "people"):
-        table.add_column(column, justify="right")
+    table.add_column("metric", overflow="fold")
+    table.add_column("explainer", overflow="fold")
+    # seed stability τ, noise resilience, adversary reactivity, meta-consistency, accuracy moved by the minor noise
+    # (points), agreement with people: short headers, so the table fits a terminal
+    for column in ("seed τ", "resilience", "reactivity", "MC", "minor Δacc", "people"):
+        table.add_column(column, justify="right", min_width=len(column))
     by_metric: dict[str, list[MetricTrust]] = {t.metric: [] for t in result.trust}
     for figures in result.trust:
         by_metric[figures.metric].append(figures)
@@ -269,11 +271,14 @@ def print_trust(console: object, result: object) -> None:
                 _number(trust.noise_resilience) if trust else "—",
                 _number(trust.adversary_reactivity) if trust else "—",
                 _number(trust.meta_consistency) if trust else "—",
-                f"{_number(trust.minor_accuracy_change)} pts" if trust else "—",
+                _number(trust.minor_accuracy_change) if trust else "—",
                 _number(reliability.human_agreement) if trust is None or trust.explainer is None else "",
             )
     console.print(table)
-    reading = "Seed stability: mean Kendall τ between the seeds' rankings of the cells (1 = every seed agrees). "
+    reading = (
+        "Seed τ: mean Kendall τ between the seeds' rankings of the cells (1 = every seed agrees). Minor Δacc: how far "
+        "the minor perturbations moved accuracy, in points. "
+    )
     if result.trust:
         reading += READING
     else:
