@@ -218,7 +218,7 @@ def test_metric_trust_suite_finds_a_metric_that_ignores_the_attribution_unreacti
     assert ("insertion", "saliency") in per_explainer and ("average_drop", "input_x_gradient") in per_explainer
     assert stats["trust_reading"] and "Adversary reactivity" in stats["trust_reading"]
 
-    table = xbench("stats", "--suite", "trust-check", cwd=tmp_path, env={**env, "COLUMNS": "100"}, check=True).stdout
+    table = xbench("stats", "--suite", "trust-check", cwd=tmp_path, env={**env, "COLUMNS": "160"}, check=True).stdout
     assert "metric trust" in table and "blind_brightness" in table
 
     site = tmp_path / "site"
