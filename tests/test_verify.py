@@ -37,6 +37,7 @@ def test_floor_runs_exactly_the_counted_passes_at_the_best_batch_size() -> None:
     model.register_forward_hook(lambda _, inputs, __: batches.append((len(inputs[0]), inputs[0].requires_grad)))
     run = floor_run(model, (3, 32, 32), torch.device("cpu"), batch_size=8, forward_passes=20, backward_passes=6)
     seconds = run()
-    # 14 forward-only passes: two full batches, the second pro-rated; 6 back-propagated: one full batch
-    assert batches == [(8, False), (8, False), (8, True)]
+    # 14 forward-only passes: two full batches, the second pro-rated; 6 back-propagated: fewer than a batch, so one
+    # batch of their own (a full batch pro-rated would be a floor nothing can reach)
+    assert batches == [(8, False), (8, False), (6, True)]
     assert 0 < seconds < float("inf")

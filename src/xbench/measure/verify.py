@@ -86,12 +86,16 @@ def floor_run(
     """A timed run of just the passes a metric needs, at `batch_size` on distinct random inputs: forward passes
     under no_grad, and forward + backward (input gradients) for those that were back-propagated.
 
-    The last batch is run full and its time pro-rated. Timed alongside the engine, in the same repeats, so that both
-    see the same machine: a floor timed once up front is off by +-10 % on a shared CPU.
+    The last batch is run full and its time pro-rated; passes fewer than one batch run as one batch of their own
+    (no run of them can be faster than that, and a full batch pro-rated would be a floor nothing can reach). Timed
+    alongside the engine, in the same repeats, so that both see the same machine: a floor timed once up front is off
+    by +-10 % on a shared CPU.
     """
     pool = [torch.randn(batch_size, *image_shape, device=device) for _ in range(4)]
 
     def timed(images: int, backward: bool) -> float:
+        if 0 < images < batch_size:
+            return timed_batch(images, backward)
         batches = -(-images // batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -107,6 +111,21 @@ def floor_run(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return (time.perf_counter() - started) * images / max(1, batches * batch_size)
+
+    def timed_batch(images: int, backward: bool) -> float:
+        inputs = pool[0][:images]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        if backward:
+            inputs = inputs.detach().requires_grad_()
+            torch.autograd.grad(model(inputs)[:, 0].sum(), inputs)
+        else:
+            with torch.no_grad():
+                model(inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
 
     def run() -> float:
         return timed(max(0, forward_passes - backward_passes), False) + timed(backward_passes, True)
