@@ -288,6 +288,12 @@ def print_trust(console: object, result: object) -> None:
         " measured it (— without one)."
     )
     console.print(reading, soft_wrap=True)
+    moved = [t for t in result.trust if t.explainer is None and t.minor_accuracy_change >= 1.0]
+    if moved:
+        console.print(
+            f"[yellow]The minor perturbations moved accuracy by {max(t.minor_accuracy_change for t in moved):.1f} "
+            "points (≥ 1): they are not minor for this model; lower meta_evaluation.weight_noise or input_noise.[/]"
+        )
 
 
 def _number(value: float | None, p: bool = False) -> str:
