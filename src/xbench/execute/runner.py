@@ -337,7 +337,9 @@ class CellExecutor:
         plugin = explainers.get(cell.explainer.name)
         x, y = data.eval_x, data.eval_y
         unperturbed = predict(variant.model, x, self.device)
+        reference_accuracy = float((unperturbed == y).double().mean())
         chosen = [metrics.get(spec.name) for spec in cell.metrics]
+        explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)  # takes the model per call
         results = []
         for perturbation in PERTURBATIONS:
             kept, accuracy = [], []
@@ -360,7 +362,6 @@ class CellExecutor:
                 with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
                     torch.manual_seed(seed)  # a stochastic explainer draws the same noise on every run, scoped here
                     attributions = explain(plugin, cell.explainer.params, model, inputs, y, self.device)
-                explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
 
                 def explain_again(batch: torch.Tensor, targets: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
                     return explain_tensor(
@@ -396,7 +397,7 @@ class CellExecutor:
                     disruptive=perturbation.disruptive,
                     kept_prediction=tuple(kept),
                     accuracy=tuple(accuracy),
-                    reference_accuracy=float((unperturbed == y).double().mean()),
+                    reference_accuracy=reference_accuracy,
                     scores={name: tuple(rows) for name, rows in scores.items()},
                 )
             )
