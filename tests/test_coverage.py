@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import xbench
 from xbench.components.explainers import explainers
+from xbench.components.models import timm_model
 from xbench.core.suite import SUITES_DIR, load_suite
 from xbench.measure.metrics import metrics
 
@@ -32,9 +33,10 @@ def test_every_explainer_and_metric_logs_a_score_or_a_reason(tmp_path: Path) -> 
     runs = mlflow.search_runs(experiment_names=["xbench/coverage"], output_format="list")
     cells = [run for run in runs if run.data.tags.get("xbench.role") == "cell"]
     pairs = {(run.data.params["model"], run.data.params["explainer"]) for run in cells}
-    cnn_only = {name for name in explainers.names() if explainers.get(name).limited}
-    assert {e for m, e in pairs if m == "test_resnet"} == set(explainers.names())
-    assert {e for m, e in pairs if m == "test_vit"} == set(explainers.names()) - cnn_only
+    for model_name in ("test_resnet", "test_vit"):
+        model = timm_model(model_name, num_classes=8, image_size=32)
+        supported = {name for name in explainers.names() if explainers.get(name).unsupported_reason(model) is None}
+        assert {e for m, e in pairs if m == model_name} == supported
     assert len(cells) == 2 * len(pairs)  # dense and CR 2 of each pair
 
     scored = 0

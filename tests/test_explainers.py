@@ -13,6 +13,9 @@ from xbench.plan.planner import plan
 @pytest.mark.parametrize("name", explainers.names())
 def test_every_explainer_gives_one_map_per_image(name: str, tiny_model: torch.nn.Module, small_data: ImageData) -> None:
     plugin = explainers.get(name)
+    if plugin.unsupported_reason(tiny_model):  # transformer explainers: tests/test_transformer_explainers.py
+        assert plugin.limited
+        return
     params = plugin.resolve({})
     x, y = small_data.eval_x[:4], small_data.eval_y[:4]
     attributions = explain(plugin, params, tiny_model, x, y, torch.device("cpu"), batch_size=3)
@@ -56,6 +59,7 @@ def test_every_explainer_explains_a_vit_or_says_why_not(name: str, small_data: I
     if plugin.cnn_only:
         assert "token (ViT-like) model" in (plugin.unsupported_reason(vit) or "")
         return
+    assert plugin.unsupported_reason(vit) is None
     attributions = explain(
         plugin, plugin.resolve({}), vit, small_data.eval_x[:4], small_data.eval_y[:4], torch.device("cpu")
     )
@@ -100,11 +104,11 @@ def test_lrp_conserves_the_target_relevance_on_a_plain_cnn(name: str) -> None:
 def test_lrp_canonizes_timm_resnet_blocks_and_restores_them(tiny_model: torch.nn.Module) -> None:
     from zennit.composites import EpsilonPlusFlat
 
-    from xbench.components.explainers import _lrp_canonizers
+    from xbench.components.explainers import lrp_canonizers
 
     block = tiny_model.layer1[0]
     original_forward = block.forward
-    composite = EpsilonPlusFlat(canonizers=_lrp_canonizers(tiny_model))
+    composite = EpsilonPlusFlat(canonizers=lrp_canonizers(tiny_model))
     with composite.context(tiny_model):
         assert hasattr(block, "canonizer_sum") and block.forward != original_forward
     assert not hasattr(block, "canonizer_sum") and block.forward == original_forward

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from xbench.components.data import Dataset, ImageData, dataset, datasets
 from xbench.components.explainers import Explainer, explainer, explainers
-from xbench.components.pruning import Pruner, pruners, structured_pruner, unstructured_pruner
+from xbench.components.pruners import Pruner, pruners, structured_pruner, unstructured_pruner
 from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import Registry, UnknownNameError

@@ -52,7 +52,7 @@ def _registry(kind: str):
 
         return datasets
     if kind == "pruners":
-        from xbench.components.pruning import pruners
+        from xbench.components.pruners import pruners
 
         return pruners
     if kind == "explainers":

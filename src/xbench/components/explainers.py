@@ -1,165 +1,45 @@
-"""Explainers: Captum and pytorch-grad-cam behind one registry; output is (N, 1, H, W) float32 attributions."""
+"""The explainers: Captum, pytorch-grad-cam and Zennit behind one registry (`explainer.py`), plus the transformer
+explainers in `transformer_explainers.py`; output is (N, 1, H, W) float32 attributions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from xbench.components import transformer_explainers  # noqa: F401  (registers attention rollout and friends)
+from xbench.components.explainer import (
+    Explainer,
+    ExplainFn,
+    default_target_layer,
+    explain,
+    explain_tensor,
+    explainer,
+    explainers,
+    is_token_model,
+    postprocess,
+    quantus_explain_func,
+)
 from xbench.core.errors import XbenchInputError
-from xbench.core.registry import Registry
 
-ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Explainer:
-    """`explain(model, x, targets, params)` returns raw attributions; `defaults` are its parameters, all recorded."""
-
-    name: str
-    explain: ExplainFn
-    defaults: dict[str, Any]
-    version: str
-    description: str
-    library: str
-    post: dict[str, Any] = field(default_factory=dict)
-    cnn_only: bool = False
-    supports: Callable[[nn.Module], str | None] | None = None
-
-    @property
-    def limited(self) -> bool:
-        """Whether some architectures are refused (checked at plan time on a randomly initialised copy)."""
-        return self.cnn_only or self.supports is not None
-
-    def unsupported_reason(self, model: nn.Module) -> str | None:
-        """Why this explainer cannot explain `model`, or None."""
-        if self.cnn_only and is_token_model(model):
-            return "it needs a convolutional feature map, and this is a token (ViT-like) model"
-        return self.supports(model) if self.supports else None
-
-    def resolve(self, params: dict[str, Any], field_path: str = "explainers") -> dict[str, Any]:
-        """Suite params over defaults; unknown params are an input error naming the allowed ones."""
-        allowed = {**self.defaults, **self.post}
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise XbenchInputError(
-                f"unknown parameter(s) {', '.join(unknown)} for explainer {self.name!r}; "
-                f"allowed: {', '.join(sorted(allowed)) or 'none'}",
-                field=field_path,
-            )
-        return {**allowed, **params}
-
-
-explainers: Registry[Explainer] = Registry("explainer")
+__all__ = [
+    "ExplainFn",
+    "Explainer",
+    "default_target_layer",
+    "explain",
+    "explain_tensor",
+    "explainer",
+    "explainers",
+    "is_token_model",
+    "postprocess",
+    "quantus_explain_func",
+]
 
 # Post-processing, explicit and recorded: channel reduction and absolute value (grad-cam maps are already 1-channel).
 _GRADIENT_POST = {"channel_reduction": "sum", "absolute": False}
-
-
-def explainer(
-    name: str,
-    library: str,
-    defaults: dict[str, Any] | None = None,
-    post: dict[str, Any] | None = None,
-    version: str = "1",
-    cnn_only: bool = False,
-    supports: Callable[[nn.Module], str | None] | None = None,
-) -> Callable[[ExplainFn], ExplainFn]:
-    def decorator(fn: ExplainFn) -> ExplainFn:
-        doc = (fn.__doc__ or "").strip().splitlines()
-        description = doc[0] if doc else ""
-        explainers.register(name)(
-            Explainer(
-                name, fn, dict(defaults or {}), version, description, library, dict(post or {}), cnn_only, supports
-            )
-        )
-        return fn
-
-    return decorator
-
-
-def explain_tensor(
-    plugin: Explainer,
-    params: dict[str, Any],
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Attributions for the target classes `y`, batched on `device`, post-processed to (N, 1, H, W), on `device`."""
-    model.to(device).eval()
-    parts = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        attribution = plugin.explain(model, xb, yb, params).detach().float()
-        parts.append(postprocess(attribution, params))
-    return torch.cat(parts)
-
-
-def explain(
-    plugin: Explainer,
-    params: dict[str, Any],
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """`explain_tensor`, as a float32 NumPy array on the CPU."""
-    return explain_tensor(plugin, params, model, x, y, device, batch_size).cpu().numpy().astype(np.float32)
-
-
-def quantus_explain_func(plugin: Explainer, params: dict[str, Any], device: torch.device) -> Callable[..., np.ndarray]:
-    """The explainer as Quantus calls it when a metric explains again (robustness, randomisation)."""
-
-    def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: Any) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
-        y = torch.as_tensor(np.asarray(targets)).long().reshape(-1)
-        return explain(plugin, params, model, x, y, device)
-
-    return explain_func
-
-
-def postprocess(attribution: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-    if attribution.ndim == 3:
-        attribution = attribution.unsqueeze(1)
-    if params.get("absolute"):
-        attribution = attribution.abs()
-    if attribution.shape[1] > 1:
-        reduction = params.get("channel_reduction", "sum")
-        if reduction not in ("sum", "mean", "max"):
-            raise XbenchInputError(f"channel_reduction must be sum, mean or max, got {reduction!r}")
-        reduced = getattr(attribution, reduction)(dim=1, keepdim=True)
-        attribution = reduced.values if reduction == "max" else reduced
-    return attribution
-
-
-def is_token_model(model: nn.Module) -> bool:
-    """ViT-like timm models (class/register tokens before the patch tokens)."""
-    return getattr(model, "num_prefix_tokens", None) is not None
-
-
-def default_target_layer(model: nn.Module) -> str:
-    """The last feature stage of a timm CNN (from timm's feature_info), where Grad-CAM is usually taken.
-
-    For ViT-like models, the first norm of the last block: after it only the class token reaches the head, so the
-    patch tokens would get no gradient.
-    """
-    blocks = getattr(model, "blocks", None)
-    if is_token_model(model) and blocks is not None and len(blocks):
-        return f"blocks.{len(blocks) - 1}.norm1"
-    info = getattr(model, "feature_info", None)
-    if info:
-        return info[-1]["module"]
-    raise XbenchInputError(
-        f"{type(model).__name__} has no timm feature_info; set target_layer for this explainer in the suite"
-    )
 
 
 @explainer("saliency", "captum", post={"channel_reduction": "max", "absolute": True})
@@ -381,7 +261,7 @@ def sobel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, 
 # ---------------------------------------------------------------------------------------------------- Zennit LRP
 
 
-def _lrp_canonizers(model: nn.Module) -> list[Any]:
+def lrp_canonizers(model: nn.Module) -> list[Any]:
     """BatchNorm merged into the preceding conv, and timm ResNet residual sums made explicit (zennit's torchvision
     ResNet canonizer, rewritten for timm's BasicBlock/Bottleneck), so relevance is conserved through both."""
     from timm.models.resnet import BasicBlock, Bottleneck
@@ -411,7 +291,7 @@ def _lrp_canonizers(model: nn.Module) -> list[Any]:
     return [SequentialMergeBatchNorm(), AttributeCanonizer(attributes)]
 
 
-def _lrp_supports(model: nn.Module) -> str | None:
+def lrp_unsupported(model: nn.Module) -> str | None:
     """LRP needs every residual sum canonized: timm ResNets (BasicBlock/Bottleneck) and plain VGG-style CNNs."""
     from timm.models.resnet import ResNet
     from timm.models.vgg import VGG
@@ -429,7 +309,7 @@ def _lrp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, composite_name: str
     from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
 
     copied = _without_inplace(model)
-    canonizers = _lrp_canonizers(copied)
+    canonizers = lrp_canonizers(copied)
     if composite_name == "epsilon_gamma_box":
         # The box rule needs the input's bounds: those of this batch of (normalised) images.
         low, high = torch.full_like(x, float(x.min())), torch.full_like(x, float(x.max()))
@@ -444,13 +324,13 @@ def _lrp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, composite_name: str
     return relevance
 
 
-@explainer("lrp_epsilon_gamma_box", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=_lrp_supports)
+@explainer("lrp_epsilon_gamma_box", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=lrp_unsupported)
 def lrp_epsilon_gamma_box(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     """LRP (Bach et al. 2015), Zennit's EpsilonGammaBox: box rule on the input, gamma on convs, epsilon on dense."""
     return _lrp(model, x, y, "epsilon_gamma_box")
 
 
-@explainer("lrp_epsilon_plus_flat", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=_lrp_supports)
+@explainer("lrp_epsilon_plus_flat", "zennit", post=_GRADIENT_POST, cnn_only=True, supports=lrp_unsupported)
 def lrp_epsilon_plus_flat(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     """LRP, Zennit's EpsilonPlusFlat: flat rule on the input, z+ on convs, epsilon on dense layers."""
     return _lrp(model, x, y, "epsilon_plus_flat")

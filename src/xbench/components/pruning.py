@@ -26,7 +26,7 @@ from xbench.components.data import ImageData
 from xbench.components.models import FitOptions, fit, timm_model
 from xbench.core.cache import Cache, content_key, library_versions
 from xbench.core.registry import Registry
-from xbench.core.suite import PruningConfig, TrainConfig, schedule_steps
+from xbench.core.suite import PerfConfig, PruningConfig, TrainConfig, schedule_steps
 
 Importance = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
@@ -35,8 +35,9 @@ ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
 @dataclass(frozen=True)
 class Pruner:
     """A pruning method. Its kind is its class: how one step prunes a model, what its compression rate counts, how
-    far the achieved rate may miss the request, and which architectures it cannot prune. A new kind (say 2:4
-    semi-structured) is a subclass in its own file, registered with `pruners.register(name)(MyKind(...))`."""
+    far the achieved rate may miss the request, and which architectures it cannot prune. A new kind is a subclass in
+    its own file, registered with `pruners.register(name)(MyKind(...))` (`nm_sparsity.py` and `lrp_pruning.py` are
+    two); the catalogue `pruners.py` imports the built-in ones."""
 
     name: str
     version: str
@@ -72,6 +73,17 @@ class Pruner:
     def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
         """(the compression rate `pruned` reached, what that rate counts), as this kind counts it."""
         raise NotImplementedError(f"pruning kind {self.kind!r} has no achieved_rate")
+
+    def compression_rate_error(self, compression_rate: float) -> str | None:
+        """Why this method cannot reach `compression_rate` on any model (checked at plan time), or None."""
+        return None
+
+    def sparse_figures(
+        self, model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Speed figures with kernels made for this kind's sparsity (values, and the reason for each one missing);
+        none for kinds whose pruned models run as they are."""
+        return {}, {}
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,16 @@ class StructuredPruner(Pruner):
     ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
         pruned, _ = channel_pruned(model, self, config, base_params / compression_rate, data, seed, device)
         return pruned, []
+
+    def prepared(self, model: nn.Module, data: ImageData, device: torch.device) -> StructuredPruner:
+        """This method ready to rank `model`'s channels: itself, or (for a kind whose ranking needs a pass over data,
+        such as LRP relevance) a copy holding what that pass found, so the channel-ratio search makes it once."""
+        return self
+
+    def importance_for(self, model: nn.Module, data: ImageData, device: torch.device) -> Any:
+        """The torch-pruning importance that ranks `model`'s channels (the method's factory; a kind that ranks by what
+        the model computes on data, such as LRP relevance, overrides this)."""
+        return self.channel_importance()
 
     def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
         params = sum(p.numel() for p in original.parameters())
@@ -414,7 +436,7 @@ def _remove_channels(
         channel_pruner = tp.pruner.BasePruner(
             model,
             example_inputs,
-            importance=pruner.channel_importance(),
+            importance=pruner.importance_for(model, data, device),
             pruning_ratio=ratio,
             global_pruning=config.granularity == "global",
             max_pruning_ratio=0.95,
@@ -508,6 +530,7 @@ def channel_pruned(
     """
     low, high = 0.0, 0.95
     best: tuple[float, nn.Module, float] | None = None
+    pruner = pruner.prepared(model, data, device)
     for _ in range(30):
         ratio = (low + high) / 2
         candidate = copy.deepcopy(model)

@@ -24,6 +24,7 @@ from xbench.components.attributions import tie_shares
 from xbench.components.data import ImageData, datasets, load_dataset
 from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
 from xbench.components.models import model_preprocessing, predict, trained_model, trained_model_key
+from xbench.components.pruners import pruners
 from xbench.components.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.core.cache import Cache, content_key, library_versions
 from xbench.core.cells import Cell, PlannedSuite
@@ -165,6 +166,11 @@ class CellExecutor:
         figures = Figures({"accuracy": float(correct.mean()), **report})
         perf = cell.perf
         figures.update(measure(model, cell.dataset.image_size, self.device, perf))
+        if cell.pruning is not None:  # kernels made for the method's sparsity (2:4), where it has them
+            values, missing = pruners.get(cell.pruning.method).sparse_figures(
+                model, cell.dataset.image_size, self.device, perf
+            )
+            figures.update(Figures(values, missing))
         base = (reference.figures if reference else figures).values
         figures.values.update(speedups(base, figures.values, perf.batch_sizes))
         return _Variant(key, model, figures, correct)

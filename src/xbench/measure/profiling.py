@@ -10,13 +10,8 @@ from torch import nn
 
 from xbench.components.data import ImageData
 from xbench.components.models import check_model_name, timm_model
-from xbench.components.pruning import (
-    achieved_rate_error,
-    make_permanent,
-    prunability_error,
-    pruners,
-    sparsity_report,
-)
+from xbench.components.pruners import pruners
+from xbench.components.pruning import achieved_rate_error, make_permanent, prunability_error, sparsity_report
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import UnknownNameError
 from xbench.core.suite import PerfConfig, PruningConfig

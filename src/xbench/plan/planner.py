@@ -9,7 +9,8 @@ from typing import Any
 from xbench.components.data import datasets
 from xbench.components.explainers import explainers
 from xbench.components.models import check_model_name, check_model_options, timm_model
-from xbench.components.pruning import prunability_error, pruners
+from xbench.components.pruners import pruners
+from xbench.components.pruning import prunability_error
 from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.plugins import load_plugins
@@ -92,7 +93,11 @@ def validate(suite: Suite) -> Resolution:
         check_model_name(model.name, f"models[{index}].name")
         check_model_options(model.name, model.options, suite.dataset.image_size, f"models[{index}].options")
     for index, config in enumerate(suite.pruning):
-        _check_name(pruners, config.method, f"pruning[{index}].method")
+        pruner = _check_name(pruners, config.method, f"pruning[{index}].method")
+        for rate in config.compression_rates:
+            rate_message = pruner.compression_rate_error(rate)
+            if rate_message:
+                raise XbenchInputError(rate_message, field=f"pruning[{index}].compression_rates")
         for model in suite.models:
             message = prunability_error(
                 model.name,
