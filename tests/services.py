@@ -29,15 +29,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def debian_package(package: str) -> None:
+    """apt-get install `package` when the tests run as root on Debian (a no-op otherwise: callers check the files)."""
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+            subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+
+
 def postgres_bin() -> Path | None:
     """The directory of PostgreSQL's server programs, installing Debian's package when missing and possible."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
-            subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    if not found:
+        debian_package("postgresql")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent if found else None
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fashion_mnist_dir() -> Path | None:
+    """Debian's `dataset-fashion-mnist` files (the four idx .gz files), installing the package when missing."""
+    if not (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        debian_package("dataset-fashion-mnist")
+    return FASHION_MNIST_DIR if (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists() else None
 
 
 def _as_owner(command: list[str]) -> list[str]:

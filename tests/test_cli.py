@@ -419,7 +419,11 @@ def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
     assert "pixel_flipping" in metrics and "lower is better" in metrics
     lacking_in_quantus = ("insertion", "deletion", "average_drop", "increase_in_confidence", "average_gain")
     assert all(name in metrics for name in lacking_in_quantus)
-    assert "gradcam" in xbench("list", "explainers", cwd=tmp_path, check=True).stdout
+    explainers = xbench("list", "explainers", cwd=tmp_path, check=True).stdout
+    assert all(name in explainers for name in ("gradcam", "attention_rollout", "transformer_attribution", "attnlrp"))
+    pruners = xbench("list", "pruners", cwd=tmp_path, check=True).stdout.split()
+    assert {"lrp", "channel_lrp", "nm_2_4"} <= set(pruners)
+    assert "torchvision" in xbench("list", "datasets", cwd=tmp_path, check=True).stdout.split()
     assert "resnet18" in xbench("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
     assert xbench("list", "nonsense", cwd=tmp_path).returncode == 2
 

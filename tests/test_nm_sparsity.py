@@ -15,6 +15,7 @@ from xbench.components.pruners import pruners
 from xbench.components.pruning import make_permanent, scope_modules, sparsity_report
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import FinetuneConfig, PerfConfig, PruningConfig, parse_suite
+from xbench.measure.perf import latency
 from xbench.plan.planner import validate
 
 CPU = torch.device("cpu")
@@ -63,12 +64,12 @@ def test_other_rates_are_refused_at_plan_time_naming_the_field() -> None:
 
 
 def test_off_sparse_tensor_cores_the_speed_figure_says_why_it_is_missing(tiny_model: nn.Module) -> None:
-    values, missing = pruners.get("nm_2_4").sparse_figures(tiny_model, 32, CPU, PerfConfig(batch_sizes=[1, 4]))
+    values, missing = pruners.get("nm_2_4").sparse_figures(tiny_model, 32, CPU, PerfConfig(batch_sizes=[1, 4]), latency)
     assert values == {}
     assert set(missing) == {"semi_structured_speedup_bs1", "semi_structured_speedup_bs4"}
     assert "no speed-up is expected" in missing["semi_structured_speedup_bs1"]
     assert semi_structured_unavailable(CPU) == missing["semi_structured_speedup_bs4"]
-    assert pruners.get("magnitude").sparse_figures(tiny_model, 32, CPU, PerfConfig()) == ({}, {})
+    assert pruners.get("magnitude").sparse_figures(tiny_model, 32, CPU, PerfConfig(), latency) == ({}, {})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="semi-structured kernels need a CUDA GPU")
@@ -80,6 +81,6 @@ def test_on_a_gpu_the_2_4_linear_layers_run_semi_structured() -> None:  # pragma
     for layer in (model[1], model[3]):
         torch.nn.utils.prune.custom_from_mask(layer, "weight", nm_mask(layer.weight, 2, 4))
         torch.nn.utils.prune.remove(layer, "weight")
-    values, missing = pruners.get("nm_2_4").sparse_figures(model, 32, device, PerfConfig(batch_sizes=[64]))
+    values, missing = pruners.get("nm_2_4").sparse_figures(model, 32, device, PerfConfig(batch_sizes=[64]), latency)
     assert values.get("semi_structured_layers") == 2, missing
     assert values["semi_structured_speedup_bs64"] > 0

@@ -15,7 +15,7 @@ Importing this module imports torch (the plug-in kinds are torch code); the plan
 
 from __future__ import annotations
 
-from xbench.components.data import Dataset, ImageData, dataset, datasets
+from xbench.components.datasets import Dataset, ImageData, dataset, datasets
 from xbench.components.explainers import Explainer, explainer, explainers
 from xbench.components.pruners import Pruner, pruners, structured_pruner, unstructured_pruner
 from xbench.core.cells import Cell

@@ -48,7 +48,7 @@ def _registry(kind: str):
 
     load_plugins()  # installed plug-ins (the xbench.plugins entry points) are listed with the built-in ones
     if kind == "datasets":
-        from xbench.components.data import datasets
+        from xbench.components.datasets import datasets
 
         return datasets
     if kind == "pruners":

@@ -120,10 +120,16 @@ DatasetLoader = Callable[[DatasetConfig, int, Path], ImageData]
 class Dataset:
     name: str
     load: DatasetLoader
-    has_masks: bool
+    has_masks: bool | Callable[[DatasetConfig], bool]  # or, when it depends on the options, a function of them
     description: str
     real_images: bool = False  # transformed by the model's timm data config (`dataset.preprocessing` when unset)
     options: type[BaseModel] | None = None  # the model `dataset.options` is validated against; None: takes none
+
+    def provides_masks(self, config: DatasetConfig) -> bool:
+        """Whether the eval images of `config` come with ground-truth masks (localisation metrics need them)."""
+        if config.masks is not None:
+            return True
+        return self.has_masks(config) if callable(self.has_masks) else self.has_masks
 
     def parse_options(self, config: DatasetConfig) -> BaseModel | None:
         """`dataset.options` checked against this dataset's options model (XbenchInputError names the field)."""
@@ -148,7 +154,10 @@ datasets: Registry[Dataset] = Registry("dataset")
 
 
 def dataset(
-    name: str, has_masks: bool, real_images: bool = False, options: type[BaseModel] | None = None
+    name: str,
+    has_masks: bool | Callable[[DatasetConfig], bool],
+    real_images: bool = False,
+    options: type[BaseModel] | None = None,
 ) -> Callable[[DatasetLoader], DatasetLoader]:
     """Register `load(config, seed, cache_root) -> ImageData`. `options`: a pydantic model of the dataset's own
     settings (`dataset: {name: ..., options: {...}}` in a suite), checked at plan time; the loader reads them with
@@ -359,7 +368,7 @@ def folder_transforms(config: DatasetConfig) -> tuple[Callable[[Any], torch.Tens
     return transforms.Compose([*steps, evaluation]), evaluation
 
 
-def _mask_transform(config: DatasetConfig) -> Callable[[Any], torch.Tensor]:
+def mask_transform(config: DatasetConfig) -> Callable[[Any], torch.Tensor]:
     """The eval transform's geometry (resize, centre crop) with nearest-neighbour sampling, for masks."""
     from torchvision import transforms
 
@@ -384,7 +393,7 @@ def _eval_masks(samples: list[tuple[str, int]], config: DatasetConfig) -> np.nda
     folder = Path(config.masks or "").expanduser()
     if not folder.is_dir():
         raise XbenchInputError(f"{folder} is not a folder", field="dataset.masks")
-    transform = _mask_transform(config)
+    transform = mask_transform(config)
     masks = np.empty((len(samples), 1, config.image_size, config.image_size), dtype=bool)
     for row, (path, _) in enumerate(samples):
         image_path = Path(path)
@@ -439,26 +448,36 @@ def box_mask(xml_path: Path, image_size: tuple[int, int]) -> Any:
     return mask
 
 
-def _from_folders(train: Any, evaluation: Any, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:
-    """Training images streamed, eval images in memory, both through timm's transforms of `config`."""
-    train_transform, eval_transform = folder_transforms(config)
+def sample_split(
+    train_count: int, eval_count: int, config: DatasetConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The seed's draw from a data set's splits: `train_size` training indices, `eval_size` eval indices and, when
+    `validation_size` is set, that many further eval-split indices for early stopping (disjoint from the eval ones)."""
     rng = np.random.default_rng(seed)
-    train_all, eval_all = _samples(train), _samples(evaluation)
-    train_indices = rng.permutation(len(train_all))[: config.train_size]
-    eval_order = np.random.default_rng([seed, 1]).permutation(len(eval_all))
-    eval_indices = eval_order[: config.eval_size]
-    train_samples = [(str(train_all[i][0]), int(train_all[i][1])) for i in train_indices]
-    eval_samples = [(str(eval_all[i][0]), int(eval_all[i][1])) for i in eval_indices]
-    validation = None
+    train_indices = rng.permutation(train_count)[: config.train_size]
+    eval_order = np.random.default_rng([seed, 1]).permutation(eval_count)
+    held_out = None
     if config.validation_size is not None:
         # the seed's split of the official validation set: test images and early-stopping images, disjoint
-        if config.eval_size + config.validation_size > len(eval_all):
+        if config.eval_size + config.validation_size > eval_count:
             raise XbenchInputError(
                 f"eval_size {config.eval_size} + validation_size {config.validation_size} is more than the eval"
-                f" split's {len(eval_all)} images",
+                f" split's {eval_count} images",
                 field="dataset.validation_size",
             )
         held_out = eval_order[config.eval_size : config.eval_size + config.validation_size]
+    return train_indices, eval_order[: config.eval_size], held_out
+
+
+def _from_folders(train: Any, evaluation: Any, classes: list[str], config: DatasetConfig, seed: int) -> ImageData:
+    """Training images streamed, eval images in memory, both through timm's transforms of `config`."""
+    train_transform, eval_transform = folder_transforms(config)
+    train_all, eval_all = _samples(train), _samples(evaluation)
+    train_indices, eval_indices, held_out = sample_split(len(train_all), len(eval_all), config, seed)
+    train_samples = [(str(train_all[i][0]), int(train_all[i][1])) for i in train_indices]
+    eval_samples = [(str(eval_all[i][0]), int(eval_all[i][1])) for i in eval_indices]
+    validation = None
+    if held_out is not None:
         validation = StreamedImages([(str(eval_all[i][0]), int(eval_all[i][1])) for i in held_out], eval_transform)
     streamed = StreamedImages(train_samples, train_transform)
     eval_images = StreamedImages(eval_samples, eval_transform)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
-from xbench.components.pruning import UnstructuredPruner, pruners, scope_modules, weight_of
+from xbench.components.pruning import LatencyTimer, UnstructuredPruner, pruners, scope_modules, weight_of
 from xbench.core.suite import PerfConfig, PruningConfig
 
 
@@ -109,7 +109,7 @@ class SemiStructuredPruner(UnstructuredPruner):
         return None
 
     def sparse_figures(
-        self, model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig
+        self, model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig, timer: LatencyTimer
     ) -> tuple[dict[str, float], dict[str, str]]:
         """Latency with semi-structured sparse kernels in the Linear layers that carry the pattern, against the same
         model dense in half precision, where the GPU has the kernels; otherwise the reason no such figure exists."""
@@ -117,8 +117,6 @@ class SemiStructuredPruner(UnstructuredPruner):
         reason = semi_structured_unavailable(device)
         if reason is not None:
             return {}, dict.fromkeys(names, reason)
-        from xbench.measure.perf import latency
-
         try:
             sparse, converted = semi_structured_copy(model, self.n, self.m)
         except (RuntimeError, ValueError) as exc:  # shapes or dtypes cuSPARSELt/CUTLASS do not take
@@ -132,7 +130,7 @@ class SemiStructuredPruner(UnstructuredPruner):
         missing: dict[str, str] = {}
         for size in settings.batch_sizes:
             for label, runner in (("dense_half", dense), ("semi_structured", sparse)):
-                figures = latency(runner, image_size, size, device, settings)
+                figures = timer(runner, image_size, size, device, settings)
                 for key, value in figures.values.items():
                     if key.startswith("latency_ms_p50"):
                         values[key.replace("_bs", f"_{label}_bs")] = value

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -30,6 +30,15 @@ from xbench.core.suite import PerfConfig, PruningConfig, TrainConfig, schedule_s
 
 Importance = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
+
+
+class TimedFigures(Protocol):
+    values: dict[str, float]
+    missing: dict[str, str]
+
+
+# latency(model, image_size, batch_size, device, settings): passed in by the caller, since timing is a later stage
+LatencyTimer = Callable[[nn.Module, int, int, torch.device, PerfConfig], TimedFigures]
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,10 @@ class Pruner:
         return None
 
     def sparse_figures(
-        self, model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig
+        self, model: nn.Module, image_size: int, device: torch.device, settings: PerfConfig, timer: LatencyTimer
     ) -> tuple[dict[str, float], dict[str, str]]:
-        """Speed figures with kernels made for this kind's sparsity (values, and the reason for each one missing);
-        none for kinds whose pruned models run as they are."""
+        """Speed figures with kernels made for this kind's sparsity (values, and the reason for each one missing),
+        timed by `timer` (the measure stage's `latency`); none for kinds whose pruned models run as they are."""
         return {}, {}
 
 

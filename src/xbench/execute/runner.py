@@ -21,7 +21,7 @@ from torch import nn
 
 from xbench import __version__
 from xbench.components.attributions import tie_shares
-from xbench.components.data import ImageData, datasets, load_dataset
+from xbench.components.datasets import ImageData, datasets, load_dataset
 from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
 from xbench.components.models import model_preprocessing, predict, trained_model, trained_model_key
 from xbench.components.pruners import pruners
@@ -34,7 +34,7 @@ from xbench.core.results import ArtifactStore, CellResult, MetricResult, Perturb
 from xbench.core.suite import DEFAULT_GALLERY_IMAGES, ComponentSpec, PruningConfig, Suite
 from xbench.measure.engine import PassCounter, prepare_metric
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
-from xbench.measure.perf import Figures, device_name, measure, speedups
+from xbench.measure.perf import Figures, device_name, latency, measure, speedups
 from xbench.measure.perturbations import PERTURBATIONS, draw_seed, perturbed
 from xbench.plan.expand import expand
 from xbench.plan.graph import Node
@@ -168,7 +168,7 @@ class CellExecutor:
         figures.update(measure(model, cell.dataset.image_size, self.device, perf))
         if cell.pruning is not None:  # kernels made for the method's sparsity (2:4), where it has them
             values, missing = pruners.get(cell.pruning.method).sparse_figures(
-                model, cell.dataset.image_size, self.device, perf
+                model, cell.dataset.image_size, self.device, perf, latency
             )
             figures.update(Figures(values, missing))
         base = (reference.figures if reference else figures).values

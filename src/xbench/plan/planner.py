@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from xbench.components.data import datasets
+from xbench.components.datasets import datasets
 from xbench.components.explainers import explainers
 from xbench.components.models import check_model_name, check_model_options, timm_model
 from xbench.components.pruners import pruners
@@ -121,7 +121,7 @@ def validate(suite: Suite) -> Resolution:
         for i, spec in enumerate(suite.explainers)
     ]
     skipped = unsupported_pairs(suite)
-    has_masks = dataset.has_masks or suite.dataset.masks is not None
+    has_masks = dataset.provides_masks(suite.dataset)
     resolved_metrics = tuple(
         _resolve_metric(spec, i, suite.dataset.image_size, has_masks, suite.engine)
         for i, spec in enumerate(suite.metrics)
