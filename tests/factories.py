@@ -23,10 +23,13 @@ def _planned() -> tuple[Cell, PruningVariant]:
     return cells[0], pruning
 
 
-def cell(model: str = "m", rate: float = 1.0, explainer: str = "saliency", seed: int = 0) -> Cell:
-    """A cell of `model` pruned to `rate` (layer-wise L1 magnitude on its conv weights; none at CR 1)."""
+def cell(
+    model: str = "m", rate: float = 1.0, explainer: str = "saliency", seed: int = 0, method: str = "magnitude"
+) -> Cell:
+    """A cell of `model` pruned to `rate` (layer-wise `method`, default L1 magnitude, on its conv weights; none at
+    CR 1)."""
     base, pruned = _planned()
-    pruning = None if rate == 1 else pruned
+    pruning = None if rate == 1 else pruned.model_copy(update={"method": method})
     return base.model_copy(
         update={
             "model": base.model.model_copy(update={"name": model}),
@@ -47,10 +50,11 @@ def cell_result(
     higher_is_better: Mapping[str, bool] | None = None,
     correct: Sequence[bool] | np.ndarray | None = None,
     figures: Mapping[str, float] | None = None,
+    method: str = "magnitude",
 ) -> CellResult:
     """A cell's result with the given per-image metric scores (NaN or None: not scored) and correctness; accuracy is
     the share correct unless `figures` says otherwise."""
-    the_cell = cell(model, rate, explainer, seed)
+    the_cell = cell(model, rate, explainer, seed, method)
     scores = dict(scores or {})
     images = len(next(iter(scores.values()))) if scores else len(correct if correct is not None else (True,))
     correct = tuple(bool(c) for c in (correct if correct is not None else (True,) * images))
@@ -82,7 +86,8 @@ def cell_result(
 
 def run_id(result: CellResult) -> str:
     c = result.cell
-    return f"{c.model.name}-cr{c.compression_rate:g}-{c.explainer.name}-s{c.seed}"
+    method = "" if c.pruning is None or c.pruning.method == "magnitude" else f"-{c.pruning.method}"
+    return f"{c.model.name}{method}-cr{c.compression_rate:g}-{c.explainer.name}-s{c.seed}"
 
 
 def record(result: CellResult, suite: str = "s", provenance: dict[str, str] | None = None) -> dict[str, Any]:

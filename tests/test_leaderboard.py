@@ -193,3 +193,58 @@ def test_a_comparison_with_fewer_seeds_than_the_suite_is_marked_on_the_page(tmp_
     build([results], tmp_path)
     page = (tmp_path / suite_filename("demo")).read_text()
     assert "use fewer seeds than the" in page and page.count("2 ⚠") >= 3  # saliency and gradcam metrics, accuracy
+
+
+def test_pruning_methods_share_a_panel_only_when_their_rates_count_the_same_thing(tmp_path: Path) -> None:
+    """magnitude and lrp (CR of the conv weights) side by side; channel_magnitude (CR of the whole model) apart."""
+    rng = np.random.default_rng(1)
+    records, per_image = [], {}
+    for seed in (0, 1, 2):
+        for method, basis in (("magnitude", "scope"), ("lrp", "scope"), ("channel_magnitude", "model")):
+            for rate in (1, 2, 4):
+                other = 1 + (rate - 1) * 0.4  # the figure the method's requested CR does not count
+                figures = {
+                    "compression_rate_scope": float(rate) if basis == "scope" else other,
+                    "compression_rate_model": float(rate) if basis == "model" else other,
+                }
+                shift = 0.2 * np.log2(rate) if method == "lrp" else 0.0
+                sparseness = 0.5 + shift + rng.normal(0, 0.05, IMAGES)
+                result = factories.cell_result(
+                    "resnet18",
+                    rate,
+                    "saliency",
+                    seed,
+                    scores={"sparseness": sparseness},
+                    figures=figures,
+                    method=method,
+                )
+                r = factories.record(result, "methods")
+                if any(existing["run_id"] == r["run_id"] for existing in records):
+                    continue  # the unpruned cell is one cell, whatever method follows it
+                records.append(r)
+                per_image[r["run_id"]] = {"sparseness": sparseness, "correct": np.ones(IMAGES)}
+    build([SuiteResults("methods", records, per_image, {})], tmp_path)
+    page = (tmp_path / suite_filename("methods")).read_text()
+    section = page[page.index('id="methods"') : page.index('id="pareto"')]
+    assert "CR of the scope" in section and "CR of the model" not in section
+    assert ">magnitude<" in section and ">lrp<" in section and "channel_magnitude" not in section
+    assert section.count("<svg") == 2  # accuracy and sparseness for resnet18 · saliency
+    # a method this process does not know is placed by the figure its requested rates match
+    renamed = [
+        {**r, "pruning_method": "my_channels"} if r["pruning_method"] == "channel_magnitude" else r for r in records
+    ]
+    renamed += [
+        {**r, "pruning_method": "my_other_channels", "run_id": f"{r['run_id']}-b"}
+        for r in renamed
+        if r["pruning_method"] == "my_channels"
+    ]
+    per_image.update(
+        {f"{r['run_id']}-b": per_image[r["run_id"]] for r in records if r["pruning_method"] == "channel_magnitude"}
+    )
+    build([SuiteResults("methods", renamed, per_image, {})], tmp_path / "plugins")
+    page = (tmp_path / "plugins" / suite_filename("methods")).read_text()
+    section = page[page.index('id="methods"') : page.index('id="pareto"')]
+    assert "CR of the model" in section and ">my_channels<" in section
+    single = study()
+    build([single], tmp_path / "one")
+    assert 'id="methods"' not in (tmp_path / "one" / suite_filename("demo")).read_text()

@@ -546,6 +546,65 @@ def curves_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str
     return {"charts": charts, "legend": [{"name": n, "color": colors[n]} for n in explainer_names]}
 
 
+def _rate_basis(method: str, cells: Iterable[CellSummary]) -> str:
+    """What a method's requested CR counts: its kind says (structured methods count the whole model, the others the
+    pruned scope); for a method from a plug-in this process has not loaded, the figure (`compression_rate_scope` or
+    `compression_rate_model`) that its requested rates match best."""
+    from xbench.components.pruners import pruners  # torch: only for pages that compare methods
+
+    if method in pruners:
+        return "the whole model" if pruners.get(method).structured else "the pruned scope"
+    misses: dict[str, list[float]] = {"the pruned scope": [], "the whole model": []}
+    for cell in cells:
+        for basis, figure in (
+            ("the pruned scope", "compression_rate_scope"),
+            ("the whole model", "compression_rate_model"),
+        ):
+            achieved = cell.values.get(figure)
+            if is_finite_number(achieved) and achieved > 0 and cell.compression_rate > 1:
+                misses[basis].append(abs(math.log(achieved / cell.compression_rate)))
+    scored = {basis: float(np.mean(values)) for basis, values in misses.items() if values}
+    return min(scored, key=lambda basis: scored[basis]) if scored else "the pruned scope"
+
+
+def methods_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str, Any]:
+    """Pruning methods side by side, one line each through the same compression rates, per model, explainer and
+    metric; only methods whose CR counts the same thing share a panel (unstructured: the pruned scope; structured:
+    the whole model). Empty for suites with one method."""
+    curves = _curves(summaries)
+    methods = sorted({key[1] for key in curves if key[1] != "none"})
+    groups: dict[str, list[str]] = defaultdict(list)
+    for method in methods:
+        pruned = [s for s in summaries if s.pruning_method == method]
+        groups[_rate_basis(method, pruned)].append(method)
+    groups = {basis: names for basis, names in groups.items() if len(names) > 1}
+    if not groups:
+        return {"charts": [], "legend": []}
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(methods)}
+    charts = []
+    for basis, names in sorted(groups.items()):
+        panels = sorted({(key[0], key[2]) for key in curves if key[1] in names})
+        for metric in [ACCURACY, *results.metric_names]:
+            arrow = "↑" if metric == ACCURACY or results.higher_is_better(metric) else "↓"
+            seen_models = set()
+            for model, explainer in panels:
+                if metric == ACCURACY and model in seen_models:  # accuracy does not depend on the explainer
+                    continue
+                seen_models.add(model)
+                series = {
+                    method: [
+                        (rate, s.values.get(metric, math.nan), *s.intervals.get(metric, (math.nan, math.nan)), s.label)
+                        for rate, s in sorted(curves.get((model, method, explainer), {}).items())
+                    ]
+                    for method in names
+                }
+                where = model if metric == ACCURACY else f"{model} · {explainer}"
+                short = "CR of the model" if basis == "the whole model" else "CR of the scope"
+                charts.append(line_chart(f"{metric} {arrow}", f"{where} · {short}", series, colors))
+    legend = [{"name": n, "color": colors[n]} for n in methods if any(n in names for names in groups.values())]
+    return {"charts": charts, "legend": legend}
+
+
 def pareto_view(results: SuiteResults, summaries: list[CellSummary]) -> list[dict[str, Any]]:
     charts = []
     for metric in results.metric_names:
@@ -817,6 +876,7 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, ml
             safe=safe_view(stats),
             sweet=sweet_view(results, stats, max_accuracy_drop),
             curves=curves_view(results, summaries),
+            methods=methods_view(results, summaries),
             pareto=pareto_view(results, summaries),
             agreement=agreement_view(results, summaries, stats),
             gallery=gallery_view(results, summaries),

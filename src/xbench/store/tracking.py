@@ -663,6 +663,9 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         "metric_engine": cell.engine,
     }
     params.update({f"model.{k}": v for k, v in cell.model.options.items()})
+    params.update({f"dataset.{k}": v for k, v in (cell.dataset.options or {}).items()})
+    if cell.dataset.path:
+        params["dataset_path"] = cell.dataset.path
     params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
     for spec in cell.metrics:
         params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
