@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import SMOKE, xbench
+from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite
-from xbench.plan.planner import plan
+from xbench.plan.planner import plan, validate
 from xbench.store.tracking import Store
 
 
@@ -294,7 +295,19 @@ BAD_SUITES = {
 }
 
 
-@pytest.mark.parametrize("case", [*BAD_SUITES, "malformed yaml", "missing suite"])
+@pytest.mark.parametrize("case", list(BAD_SUITES))
+def test_a_bad_suite_field_is_named_with_what_is_allowed(case: str, tmp_path: Path) -> None:
+    """What `run suite` checks before it writes anything (loading, then validating), in this process; the exit code
+    and the untouched folder are checked through the real command line below."""
+    data, expected = BAD_SUITES[case]
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(XbenchInputError) as error:
+        validate(load_suite(str(suite_file))[0])
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("case", ["unknown model", "margin of an unknown figure", "malformed yaml", "missing suite"])
 def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case: str, tmp_path: Path) -> None:
     suite_file = tmp_path / "suite.yaml"
     if case == "malformed yaml":
@@ -328,9 +341,7 @@ def _finished_cells(database: Path) -> int:
 
 def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     suite_file = tmp_path / "resume.yaml"
-    suite_file.write_text(
-        yaml.safe_dump(_smoke_with(name="resume", seeds=[0], pruning__0__compression_rates=[1, 2, 4, 8]))
-    )
+    suite_file.write_text(yaml.safe_dump(_smoke_with(name="resume", seeds=[0], pruning__0__compression_rates=[1, 2])))
     total = len(plan(load_suite(str(suite_file))[0], "cpu"))
     command = [
         sys.executable,
