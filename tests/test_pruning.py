@@ -104,12 +104,13 @@ def test_a_later_step_keeps_earlier_pruned_weights_pruned(tiny_model: nn.Module)
     assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(0.75, abs=0.005)
 
 
+@pytest.mark.parametrize("method", ["magnitude", "lrp"])  # lrp: relevance recomputed on each step's model
 def test_iterative_pruning_fine_tunes_under_the_mask_and_caches_each_step(
-    tmp_path: Path, small_data: ImageData, tiny_model: nn.Module
+    tmp_path: Path, small_data: ImageData, tiny_model: nn.Module, method: str
 ) -> None:
     cache = Cache(tmp_path)
     train = TrainConfig(epochs=1, lr=0.01, batch_size=32)
-    settings = config(schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=0.01))
+    settings = config(method=method, schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=0.01))
     model = pruned_model(
         tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache, torch.device("cpu")
     )
@@ -188,10 +189,13 @@ def test_a_pruned_structure_is_rebuilt_without_pickle(small_data: ImageData, tin
     torch.testing.assert_close(rebuilt.eval()(x), pruned.eval()(x))
 
 
-def test_structured_pruning_through_the_cache(tmp_path: Path, small_data: ImageData, tiny_model: nn.Module) -> None:
+@pytest.mark.parametrize("method", ["channel_magnitude", "channel_lrp"])
+def test_structured_pruning_through_the_cache(
+    tmp_path: Path, small_data: ImageData, tiny_model: nn.Module, method: str
+) -> None:
     cache = Cache(tmp_path)
     train = TrainConfig(epochs=1, batch_size=32)
-    settings = config(method="channel_magnitude", schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=1e-3))
+    settings = config(method=method, schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=1e-3))
     first = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
     assert sparsity_report(first, "conv", original=tiny_model)["compression_rate_model"] == pytest.approx(4, rel=0.05)
     again = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
