@@ -11,7 +11,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import xbench
+from tests.conftest import xbench, xbench_here
 from tests.services import fashion_mnist_dir
 from xbench.core.suite import SUITES_DIR
 
@@ -57,7 +57,7 @@ def test_explain_prune_suite_pairs_lrp_and_magnitude_at_the_same_rates(tmp_path:
         counted = "compression_rate_model" if method.startswith("channel_") else "compression_rate_scope"
         if method != "none":
             assert run.data.metrics[counted] == pytest.approx(rate, rel=0.02), (method, rate)
-    xbench(
+    xbench_here(
         "leaderboard", "build", "--suite", "explain-prune", "--out", str(tmp_path / "site"), cwd=tmp_path, check=True
     )
     page = next((tmp_path / "site").glob("*explain-prune*.html")).read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, xbench
+from tests.conftest import ROOT, xbench_here
 
 pytestmark = pytest.mark.slow  # end to end through the CLI: export, four readers, both sources
 
@@ -27,7 +27,7 @@ def _same_tree(a: Path, b: Path) -> list[str]:
 
 def test_a_bundle_reproduces_the_store_built_page_stats_check_and_study(smoke_run: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "smoke-results"
-    xbench("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run, check=True)
+    xbench_here("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run, check=True)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["format"] == "xbench-results-bundle" and manifest["suite"] == "smoke"
     assert {"torch", "timm", "quantus"} <= set(manifest["library_versions"]) and len(manifest["cells"]) == 8
@@ -39,28 +39,30 @@ def test_a_bundle_reproduces_the_store_built_page_stats_check_and_study(smoke_ru
     assert (bundle / "results.csv").read_text().count("\n") == 9
 
     # The leaderboard: byte for byte the same site.
-    xbench("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "from-store"), cwd=smoke_run, check=True)
-    xbench(
+    xbench_here(
+        "leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "from-store"), cwd=smoke_run, check=True
+    )
+    xbench_here(
         "leaderboard", "build", "--from", str(bundle), "--out", str(tmp_path / "from-bundle"), cwd=tmp_path, check=True
     )
     assert _same_tree(tmp_path / "from-store", tmp_path / "from-bundle") == []
 
     # The statistics: the same figures.
-    from_store = xbench("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout
-    from_bundle = xbench(
+    from_store = xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout
+    from_bundle = xbench_here(
         "stats", "--suite", "smoke", "--format", "json", "--from", str(bundle), cwd=tmp_path, check=True
     )
     assert json.loads(from_bundle.stdout) == json.loads(from_store)
 
     # The CI gate: the same verdict.
     baseline = str(ROOT / "leaderboard" / "baselines" / "smoke.json")
-    gate_store = xbench("check", "--baseline", baseline, cwd=smoke_run)
-    gate_bundle = xbench("check", "--baseline", baseline, "--from", str(bundle), cwd=tmp_path)
+    gate_store = xbench_here("check", "--baseline", baseline, cwd=smoke_run)
+    gate_bundle = xbench_here("check", "--baseline", baseline, "--from", str(bundle), cwd=tmp_path)
     assert gate_bundle.returncode == gate_store.returncode and gate_bundle.stdout == gate_store.stdout
 
     # A human study drawn from either: the same stimuli and manifest.
     for source, args, cwd in (("store", [], smoke_run), ("bundle", ["--from", str(bundle)], tmp_path)):
-        xbench(
+        xbench_here(
             "human",
             "export",
             "--suite",
@@ -78,15 +80,15 @@ def test_a_bundle_reproduces_the_store_built_page_stats_check_and_study(smoke_ru
 def test_a_bundle_is_checked_before_it_is_read(smoke_run: Path, tmp_path: Path) -> None:
     not_a_bundle = tmp_path / "empty"
     not_a_bundle.mkdir()
-    result = xbench("stats", "--suite", "smoke", "--from", str(not_a_bundle), cwd=tmp_path)
+    result = xbench_here("stats", "--suite", "smoke", "--from", str(not_a_bundle), cwd=tmp_path)
     assert result.returncode == 2 and "not a results bundle" in result.stderr
     bundle = tmp_path / "b"
-    xbench("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run, check=True)
-    again = xbench("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run)
+    xbench_here("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run, check=True)
+    again = xbench_here("export", "--suite", "smoke", "--bundle", str(bundle), cwd=smoke_run)
     assert again.returncode == 2 and "not empty" in again.stderr
-    wrong = xbench("stats", "--suite", "quick", "--from", str(bundle), cwd=tmp_path)
+    wrong = xbench_here("stats", "--suite", "quick", "--from", str(bundle), cwd=tmp_path)
     assert wrong.returncode == 2 and "suites there: smoke" in wrong.stderr
     run_id = json.loads((bundle / "manifest.json").read_text())["cells"][0]["run_id"]
     (bundle / "cells" / run_id / "result.json").write_text("{damaged")
-    damaged = xbench("stats", "--suite", "smoke", "--from", str(bundle), cwd=tmp_path)
+    damaged = xbench_here("stats", "--suite", "smoke", "--from", str(bundle), cwd=tmp_path)
     assert damaged.returncode == 2 and f"cells/{run_id}/result.json is missing or damaged" in damaged.stderr

@@ -1,4 +1,5 @@
-"""End to end: the real `xbench` command line on the smoke suite, against a real SQLite MLflow store."""
+"""End to end: the `xbench` command line on the smoke suite, against a real SQLite MLflow store. Runs, kills and
+concurrency go through the real process (`xbench`); what a command prints is read from its `main` (`xbench_here`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMOKE, xbench
+from tests.conftest import SMOKE, xbench, xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite
 from xbench.plan.planner import plan, validate
@@ -127,7 +128,9 @@ def test_progress_reaches_a_log_as_lines_while_the_suite_runs(smoke_run: Path) -
 
 
 def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
-    records = json.loads(xbench("export", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
+    records = json.loads(
+        xbench_here("export", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout
+    )
     assert len(records) == len(plan(load_suite(str(SMOKE))[0], "cpu"))
     required = {
         "suite",
@@ -153,13 +156,13 @@ def test_export_json_and_csv(smoke_run: Path, tmp_path: Path) -> None:
     for record in records:
         assert required <= set(record)
     out = tmp_path / "smoke.csv"
-    xbench("export", "--suite", "smoke", "--format", "csv", "-o", str(out), cwd=smoke_run, check=True)
+    xbench_here("export", "--suite", "smoke", "--format", "csv", "-o", str(out), cwd=smoke_run, check=True)
     header = out.read_text().splitlines()[0].split(",")
     assert required <= set(header)
 
 
 def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_path: Path) -> None:
-    xbench("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "site"), cwd=smoke_run, check=True)
+    xbench_here("leaderboard", "build", "--suite", "smoke", "--out", str(tmp_path / "site"), cwd=smoke_run, check=True)
     index = (tmp_path / "site" / "index.html").read_text()
     assert 'href="suite-smoke.html"' in index and "http" not in index
     page = (tmp_path / "site" / "suite-smoke.html").read_text()
@@ -174,7 +177,7 @@ def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_pat
 
 
 def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:
-    result = json.loads(xbench("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
+    result = json.loads(xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
     suite = load_suite(str(SMOKE))[0]
     assert result["seeds"] == suite.replicate_seeds and not result["within_one_trained_model"]
     # 1 pruned CR x (2 explainers x 5 metrics + accuracy)
@@ -186,14 +189,14 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
         assert row["within_one_trained_model"] is False and row["fewer_seeds_than_suite"] is False
     assert sum(result["verdicts"].values()) == len(result["comparisons"]) and "accuracy" in result["margins"]
     assert {r["metric"] for r in result["reliability"]} == {m.name for m in suite.metrics}
-    planned = xbench("stats", "--suite", "smoke", "--plan", cwd=smoke_run, check=True).stdout
+    planned = xbench_here("stats", "--suite", "smoke", "--plan", cwd=smoke_run, check=True).stdout
     assert "Seeds that would decide" in planned and "suite smoke: 2 seeds" in planned
     # For a person, by default: a table with one row per comparison and how to read the verdicts.
-    table = xbench("stats", "--suite", "smoke", cwd=smoke_run, check=True, env={"COLUMNS": "250"}).stdout
+    table = xbench_here("stats", "--suite", "smoke", cwd=smoke_run, check=True, env={"COLUMNS": "250"}).stdout
     assert "95 % interval" in table and "p (Holm)" in table and "Holm's correction" in table
     counts = ", ".join(f"{n} {verdict}" for verdict, n in result["verdicts"].items())
     assert counts in table and table.count("test_resnet") == len(result["comparisons"])
-    bad = xbench("stats", "--suite", "smoke", "--format", "yaml", cwd=smoke_run)
+    bad = xbench_here("stats", "--suite", "smoke", "--format", "yaml", cwd=smoke_run)
     assert bad.returncode == 2 and "yaml" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -229,16 +232,16 @@ def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path
 
 def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:
     baseline = tmp_path / "baseline.json"
-    xbench("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
-    assert xbench("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
+    xbench_here("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
+    assert xbench_here("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
     data = json.loads(baseline.read_text())
     cell = next(c for c in data["cells"].values() if c["values"]["sparseness"] is not None)
     cell["values"]["sparseness"] += 0.5  # the baseline now claims a far better score than the current one
     baseline.write_text(json.dumps(data))
-    result = xbench("check", "--baseline", str(baseline), cwd=smoke_run)
+    result = xbench_here("check", "--baseline", str(baseline), cwd=smoke_run)
     assert result.returncode == 1
     assert "regressed" in result.stderr and "sparseness" in result.stderr and cell["label"][:12] in result.stderr
-    assert xbench("check", "--baseline", str(tmp_path / "missing.json"), cwd=smoke_run).returncode == 2
+    assert xbench_here("check", "--baseline", str(tmp_path / "missing.json"), cwd=smoke_run).returncode == 2
 
 
 @pytest.mark.slow
@@ -341,7 +344,16 @@ def _finished_cells(database: Path) -> int:
 
 def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     suite_file = tmp_path / "resume.yaml"
-    suite_file.write_text(yaml.safe_dump(_smoke_with(name="resume", seeds=[0], pruning__0__compression_rates=[1, 2])))
+    # Small on purpose: what is tested is the kill and the resume, not the scores.
+    light = _smoke_with(
+        name="resume",
+        seeds=[0],
+        pruning__0__compression_rates=[1, 2],
+        dataset__train_size=128,
+        models__0__train__epochs=1,
+        metrics=["sparseness", "complexity"],
+    )
+    suite_file.write_text(yaml.safe_dump(light))
     total = len(plan(load_suite(str(suite_file))[0], "cpu"))
     command = [
         sys.executable,
@@ -421,22 +433,22 @@ def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Pa
     ],
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
-    result = xbench(*command, "--help", cwd=tmp_path, check=True)
+    result = xbench_here(*command, "--help", cwd=tmp_path, check=True)
     assert "Example:" in result.stdout
 
 
 def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
-    metrics = xbench("list", "metrics", cwd=tmp_path, check=True).stdout
+    metrics = xbench_here("list", "metrics", cwd=tmp_path, check=True).stdout
     assert "pixel_flipping" in metrics and "lower is better" in metrics
     lacking_in_quantus = ("insertion", "deletion", "average_drop", "increase_in_confidence", "average_gain")
     assert all(name in metrics for name in lacking_in_quantus)
-    explainers = xbench("list", "explainers", cwd=tmp_path, check=True).stdout
+    explainers = xbench_here("list", "explainers", cwd=tmp_path, check=True).stdout
     assert all(name in explainers for name in ("gradcam", "attention_rollout", "transformer_attribution", "attnlrp"))
-    pruners = xbench("list", "pruners", cwd=tmp_path, check=True).stdout.split()
+    pruners = xbench_here("list", "pruners", cwd=tmp_path, check=True).stdout.split()
     assert {"lrp", "channel_lrp", "nm_2_4"} <= set(pruners)
-    assert "torchvision" in xbench("list", "datasets", cwd=tmp_path, check=True).stdout.split()
-    assert "resnet18" in xbench("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
-    assert xbench("list", "nonsense", cwd=tmp_path).returncode == 2
+    assert "torchvision" in xbench_here("list", "datasets", cwd=tmp_path, check=True).stdout.split()
+    assert "resnet18" in xbench_here("list", "models", "--filter", "resnet1*", cwd=tmp_path, check=True).stdout
+    assert xbench_here("list", "nonsense", cwd=tmp_path).returncode == 2
 
 
 def test_a_server_for_other_machines_asks_for_auth_and_keeps_the_database_password_out_of_argv(tmp_path: Path) -> None:
@@ -445,9 +457,9 @@ def test_a_server_for_other_machines_asks_for_auth_and_keeps_the_database_passwo
     uri, environment = password_out_of_uri("postgresql://xbench:s3cret@db:5432/xbench")
     assert uri == "postgresql://xbench@db:5432/xbench" and environment == {"PGPASSWORD": "s3cret"}
     start = ["server", "start", "--backend-store-uri", "postgresql://xbench:s3cret@db:5432/xbench", "--print"]
-    open_server = xbench(*start, "--host", "0.0.0.0", cwd=tmp_path)
+    open_server = xbench_here(*start, "--host", "0.0.0.0", cwd=tmp_path)
     assert open_server.returncode == 2 and "--host" in open_server.stderr and "--auth" in open_server.stderr
-    anonymous = xbench(*start, "--host", "0.0.0.0", "--allow-anonymous", cwd=tmp_path, check=True)
+    anonymous = xbench_here(*start, "--host", "0.0.0.0", "--allow-anonymous", cwd=tmp_path, check=True)
     assert "without authentication" in anonymous.stderr and "s3cret" not in anonymous.stdout
-    secured = xbench(*start, "--host", "0.0.0.0", "--auth", cwd=tmp_path, check=True)
+    secured = xbench_here(*start, "--host", "0.0.0.0", "--auth", cwd=tmp_path, check=True)
     assert "--app-name basic-auth" in secured.stdout and "s3cret" not in secured.stdout

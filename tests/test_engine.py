@@ -20,7 +20,8 @@ IMAGE_SIZE = 32
 
 @pytest.fixture(scope="module")
 def verified() -> dict[str, object]:
-    results, _ = verify_all("resnet10t", IMAGE_SIZE, images=4, seed=0, device=CPU, cases=["random"])
+    # Scores only (timed=False): the floor and the engine's timing have their own test below.
+    results, _ = verify_all("resnet10t", IMAGE_SIZE, images=4, seed=0, device=CPU, cases=["random"], timed=False)
     return {result.metric: result for result in results}
 
 
@@ -31,7 +32,7 @@ ORDERING = [name for name in engine_metrics.names() if "ties" in engine_metrics.
 def verified_with_ties() -> dict[tuple[str, str], object]:
     """Tied attributions need maps of some resolution: 64 px gives resnet10t's Grad-CAM a 2x2 map to upsample."""
     results, _ = verify_all(  # two images: Quantus's reference is most of the fast lane's time otherwise
-        "resnet10t", 64, images=2, seed=0, device=CPU, names=ORDERING, cases=["gradcam", "flat_background"]
+        "resnet10t", 64, images=2, seed=0, device=CPU, names=ORDERING, cases=["gradcam", "flat_background"], timed=False
     )
     return {(result.metric, result.case): result for result in results}
 
@@ -96,7 +97,7 @@ def test_pixel_flipping_with_random_ties_treats_both_corners_alike() -> None:
 def test_engine_matches_its_reference_within_1e_4(name: str, verified: dict[str, object]) -> None:
     result = verified[name]
     assert result.max_abs_diff <= 1e-4, result
-    assert result.forward_passes > 0 and result.engine_seconds > 0 and result.floor_seconds > 0
+    assert result.forward_passes > 0 and result.engine_seconds > 0
 
 
 def test_every_engine_metric_is_verified(verified: dict[str, object]) -> None:

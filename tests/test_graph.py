@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite, parse_suite
 from xbench.execute.backends import BackendOptions
@@ -98,7 +98,9 @@ def test_backend_options_name_the_wrong_field(options: BackendOptions, field: st
 
 
 def test_a_wrong_backend_exits_2_naming_the_choices_and_writes_nothing(tmp_path: Path) -> None:
-    result = xbench("run", "suite", "smoke", "--backend", "spark", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    result = xbench_here(
+        "run", "suite", "smoke", "--backend", "spark", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "--backend" in result.stdout + result.stderr and "local, ray" in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.human.analysis import Answer as HumanAnswer
 from xbench.human.analysis import Manifest, analyse, krippendorff_alpha, read_answers, read_manifest
@@ -212,7 +212,7 @@ def test_cli_reads_the_study_pages_csv_and_prints_the_documented_json(tmp_path: 
     manifest = _pairwise_manifest(tmp_path)
     rows = [[worker, stimulus, answer, 1500, "2026-12-02T10:00:00Z"] for worker, stimulus, answer in _planted(6, 2, 2)]
     results = _write(tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds", "answered_at"], rows)
-    output = xbench(
+    output = xbench_here(
         "human", "analyse", str(results), "--manifest", str(manifest), "--format", "json", cwd=tmp_path, check=True
     )
     report = json.loads(output.stdout)
@@ -221,7 +221,7 @@ def test_cli_reads_the_study_pages_csv_and_prints_the_documented_json(tmp_path: 
     assert {"a", "b", "a_count", "b_count", "equal_count", "equal_rate", "chi2_p", "binom_p"} <= set(pair)
     assert (pair["a_count"], pair["b_count"], pair["equal_count"]) == (6, 2, 2)
     assert report["per_worker"]["W0"]["median_seconds"] == pytest.approx(1.5)
-    bad = xbench("human", "analyse", str(manifest), "--manifest", str(manifest), cwd=tmp_path)
+    bad = xbench_here("human", "analyse", str(manifest), "--manifest", str(manifest), cwd=tmp_path)
     assert bad.returncode == 2 and "neither an MTurk batch results file" in bad.stdout + bad.stderr
 
 
@@ -272,7 +272,7 @@ def test_an_answer_outside_the_mapping_is_an_input_error_naming_it(tmp_path: Pat
     manifest = _pairwise_manifest(tmp_path)
     rows = [["W0", "s1.png", "left", 900], ["W1", "s2.png", "Left", 900]]
     results = _write(tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds"], rows)
-    bad = xbench("human", "analyse", str(results), "--manifest", str(manifest), cwd=tmp_path)
+    bad = xbench_here("human", "analyse", str(results), "--manifest", str(manifest), cwd=tmp_path)
     assert bad.returncode == 2
     message = bad.stdout + bad.stderr
     assert "row 3" in message and "'answer'" in message and "'Left'" in message and "left, right, equal" in message

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.human.study import build_study, render, side_by_side
 from xbench.store.tracking import Store
 
@@ -50,7 +50,7 @@ def test_each_pairwise_stimulus_shows_its_manifest_variants_on_their_sides(pairw
 
 def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{smoke_run / 'xbench.db'}"
-    xbench(
+    xbench_here(
         "human",
         "export",
         "--suite",
@@ -82,7 +82,7 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
         ("--images", "99", "share 4 explained images"),
         ("--model", "vgg16", "is not in the suite"),
     ]:
-        result = xbench(
+        result = xbench_here(
             "human",
             "export",
             "--suite",
@@ -99,13 +99,13 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
         assert result.returncode == 2 and message in output and option in output
         assert not (tmp_path / "bad").exists()
     # an export into a folder that holds one already is refused, unless --force
-    again = xbench(
+    again = xbench_here(
         "human", "export", "--suite", "smoke", "--tracking-uri", uri, "--seed", "5", "--out", str(study), cwd=tmp_path
     )
     assert (
         again.returncode == 2 and "--out" in again.stdout + again.stderr and "not empty" in again.stdout + again.stderr
     )
-    xbench(
+    xbench_here(
         "human",
         "export",
         "--suite",
@@ -129,6 +129,6 @@ def test_export_writes_the_files_and_refuses_bad_options(smoke_run: Path, tmp_pa
     answers.write_text(
         "worker,stimulus,answer,milliseconds\n" + "".join(f"W1,{r['stimulus']},left,900\n" for r in rows)
     )
-    mixed = xbench("human", "analyse", str(answers), "--manifest", str(study / "manifest.csv"), cwd=tmp_path)
+    mixed = xbench_here("human", "analyse", str(answers), "--manifest", str(study / "manifest.csv"), cwd=tmp_path)
     output = mixed.stdout + mixed.stderr
     assert mixed.returncode == 2 and study_id in output and "another export" in output

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def _answer_page(browser: object, page: Path, downloads: Path, worker: str, choo
 
 
 def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path) -> None:
-    xbench(
+    xbench_here(
         "human",
         "export",
         "--suite",
@@ -90,7 +90,7 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     ]
     combined = store / "answers.csv"
     combined.write_text(answers[0].read_text() + "".join(answers[1].read_text().splitlines(True)[1:]))
-    output = xbench(
+    output = xbench_here(
         "human",
         "analyse",
         str(combined),
@@ -122,7 +122,7 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     assert run.data.params["design"] == "pairwise" and run.data.params["pairs"] == "CR 1:CR 4"
     assert run.data.metrics["human.CR 1 vs CR 4.prefer_a"] == 1.0
     again = json.loads(
-        xbench(
+        xbench_here(
             "human",
             "analyse",
             str(combined),
@@ -148,7 +148,7 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
     )
     assert "P1" not in logged and "P2" not in logged and "w-" in logged
     assert all(worker.startswith("w-") for worker in logged_report["per_worker"])
-    xbench("leaderboard", "build", "--suite", "smoke", "--out", "site", cwd=store, check=True)
+    xbench_here("leaderboard", "build", "--suite", "smoke", "--out", "site", cwd=store, check=True)
     from selenium.webdriver.common.by import By
 
     browser.get((store / "site" / "suite-smoke.html").as_uri())
@@ -161,7 +161,9 @@ def test_pairwise_round_trip_through_the_study_page(browser: object, store: Path
 
 
 def test_identify_round_trip_through_the_study_page(browser: object, store: Path) -> None:
-    xbench("human", "export", "--suite", "smoke", "--design", "identify", "--out", "identify", cwd=store, check=True)
+    xbench_here(
+        "human", "export", "--suite", "smoke", "--design", "identify", "--out", "identify", cwd=store, check=True
+    )
     study = store / "identify"
     manifest = _manifest(study / "manifest.csv")
     assert {row["view"] for row in manifest.values() if not row["expected"]} == {"occlusion"}
@@ -171,7 +173,7 @@ def test_identify_round_trip_through_the_study_page(browser: object, store: Path
         return row["expected"] or (row["class"] if row["variant"] == "CR 1" else "dont_know")
 
     answers = _answer_page(browser, study / "study.html", store / "downloads-identify", "P9", name_cr1_only)
-    output = xbench(
+    output = xbench_here(
         "human",
         "analyse",
         str(answers),
@@ -193,7 +195,7 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    xbench("human", "export", "--suite", "smoke", "--per-task", "2", "--out", "mturk", cwd=store, check=True)
+    xbench_here("human", "export", "--suite", "smoke", "--per-task", "2", "--out", "mturk", cwd=store, check=True)
     study = store / "mturk"
     template = (study / "mturk" / "template.html").read_text()
     with (study / "mturk" / "input.csv").open(newline="") as handle:
@@ -239,7 +241,7 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
     results = study / "Batch_1_batch_results.csv"
     with results.open("w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    output = xbench(
+    output = xbench_here(
         "human",
         "analyse",
         str(results),

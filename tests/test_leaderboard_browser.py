@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, xbench
+from tests.conftest import ROOT, xbench_here
 from xbench.present.leaderboard import SuiteResults, build, suite_filename
 
 ARTIFACTS = Path(os.environ.get("XBENCH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -21,7 +21,7 @@ ARTIFACTS = Path(os.environ.get("XBENCH_TEST_ARTIFACTS", ROOT / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def smoke_site(smoke_run: Path) -> Path:
-    xbench("leaderboard", "build", "--out", "site", cwd=smoke_run, check=True)
+    xbench_here("leaderboard", "build", "--out", "site", cwd=smoke_run, check=True)
     return smoke_run / "site"
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import xbench
+from tests.conftest import xbench, xbench_here
 from xbench.core.suite import SUITES_DIR
 
 OFFLINE = {"XBENCH_OFFLINE": "1"}
 
 
 def test_paper_dry_run_lists_its_cells_and_names_what_it_cannot_reach_offline(tmp_path: Path) -> None:
-    result = xbench("run", "suite", "paper", "--dry-run", cwd=tmp_path, env=OFFLINE)
+    result = xbench_here("run", "suite", "paper", "--dry-run", cwd=tmp_path, env=OFFLINE)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "21 cells = 1 model(s) × 7 CR(s) × 1 explainer(s) × 3 seed(s)" in result.stdout
     assert "CR 2 → 4 → 8 → 16 → 32 → 64" in result.stdout and "correct_under_all, 50 per class" in result.stdout
@@ -25,7 +25,7 @@ def test_paper_dry_run_lists_its_cells_and_names_what_it_cannot_reach_offline(tm
 
 
 def test_paper_tiny_dry_run_passes(tmp_path: Path) -> None:
-    result = xbench("run", "suite", "paper-tiny", "--dry-run", cwd=tmp_path, env=OFFLINE)
+    result = xbench_here("run", "suite", "paper-tiny", "--dry-run", cwd=tmp_path, env=OFFLINE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "work: 3 trainings, 18 pruning steps, 1 eval selections, 21 cells" in result.stdout
 
@@ -46,7 +46,7 @@ def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replicat
         check=True,
         env={"XBENCH_CACHE_DIR": str(tmp_path / "cache")},
     )
-    records = json.loads(xbench("export", "--suite", "paper-tiny", cwd=tmp_path, check=True).stdout)
+    records = json.loads(xbench_here("export", "--suite", "paper-tiny", cwd=tmp_path, check=True).stdout)
     assert len(records) == 21
     assert sorted({r["compression_rate"] for r in records}) == [1, 2, 4, 8, 16, 32, 64]
     selected = {r["eval_selected"] for r in records}
@@ -54,7 +54,9 @@ def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replicat
     for record in records:
         assert record["eval_candidates"] == 48 and record["eval_qualified"] >= record["eval_selected"]
         assert 0 < record["attribution_localisation"] <= 1
-    xbench("leaderboard", "build", "--suite", "paper-tiny", "--out", str(tmp_path / "site"), cwd=tmp_path, check=True)
+    xbench_here(
+        "leaderboard", "build", "--suite", "paper-tiny", "--out", str(tmp_path / "site"), cwd=tmp_path, check=True
+    )
     page = (tmp_path / "site" / "suite-paper-tiny.html").read_text()
     assert "Replication of merkle2025" in page
     table = page[page.index('id="replication"') : page.index('id="provenance"')]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import PerfConfig
 from xbench.measure.profiling import parse_prune, profile
@@ -41,7 +41,7 @@ def test_bad_prune_specs_are_input_errors(spec: str, message: str) -> None:
 
 
 def test_profile_command_prints_json(tmp_path: Path) -> None:
-    result = xbench(
+    result = xbench_here(
         "profile",
         "test_resnet",
         "--image-size",
@@ -93,6 +93,6 @@ def test_a_rate_the_solver_cannot_reach_is_an_error_not_a_row() -> None:
 
 
 def test_profile_command_exits_2_on_a_no_op_prune(tmp_path: Path) -> None:
-    result = xbench("profile", "test_vit", "--image-size", "32", "--prune", "channel_magnitude:2", cwd=tmp_path)
+    result = xbench_here("profile", "test_vit", "--image-size", "32", "--prune", "channel_magnitude:2", cwd=tmp_path)
     assert result.returncode == 2
     assert "use scope 'conv_linear'" in result.stderr and "figure" not in result.stdout

@@ -1,4 +1,4 @@
-"""`xbench verify-metrics` through the real CLI (JSON figures per metric, bad input exits 2), and its floor."""
+"""`xbench verify-metrics` through the CLI's main (JSON figures per metric, bad input exits 2), and its floor."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.measure.verify import floor_run, random_inputs
 
 
 def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Path) -> None:
     arguments = ["--device", "cpu", "--model", "resnet10t", "--image-size", "32", "--images", "2"]
     metrics = ["--metric", "selectivity", "--metric", "road"]
-    result = xbench("verify-metrics", *arguments, *metrics, "--format", "json", cwd=tmp_path, check=True)
+    result = xbench_here("verify-metrics", *arguments, *metrics, "--format", "json", cwd=tmp_path, check=True)
     report = json.loads(result.stdout)
     assert report["device"] == "cpu" and report["best_batch_size"] > 0
     rows = {row["metric"]: row for row in report["metrics"]}
@@ -27,7 +27,7 @@ def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Pat
 
 
 def test_verify_metrics_names_the_engine_metrics_on_a_typo(tmp_path: Path) -> None:
-    result = xbench("verify-metrics", "--metric", "pixel_flip", cwd=tmp_path)
+    result = xbench_here("verify-metrics", "--metric", "pixel_flip", cwd=tmp_path)
     assert result.returncode == 2 and "pixel_flipping" in result.stderr + result.stdout
 
 

@@ -270,7 +270,10 @@ def verify_metric(
     seed: int = 0,
     explainer: str = VERIFY_EXPLAINER,
     repeats: int = 3,
+    timed: bool = True,
 ) -> Verification:
+    """The engine's scores against the reference's; `timed` also times the engine (best of `repeats`) against the
+    floor of the passes it made. Untimed, the engine runs once and the floor is not measured (NaN)."""
     plugin = explainers.get(explainer)
     explainer_params = plugin.resolve({})
     needs_explain = metrics.get(name).needs_explain_func
@@ -285,7 +288,7 @@ def verify_metric(
     prepare_metric(name, device)  # compiled code is loaded before the clock starts, as the runner does
     engine_seconds = floor_seconds = float("inf")
     floor: Callable[[], float] | None = None
-    for _ in range(repeats):  # best of `repeats` for both, interleaved
+    for _ in range(repeats if timed else 1):  # best of `repeats` for both, interleaved
         context = EngineContext(model, device, batch_size=times.batch_size, seed=seed, explain=explain, draws=draws)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -294,6 +297,9 @@ def verify_metric(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         engine_seconds = min(engine_seconds, time.perf_counter() - started)
+        if not timed:
+            floor_seconds = float("nan")
+            continue
         if floor is None:
             counter = context.counter
             floor = floor_run(model, tuple(x.shape[1:]), device, times.batch_size, counter.forward, counter.backward)
@@ -377,11 +383,13 @@ def verify_all(
     names: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
     cases: list[str] | None = None,
+    timed: bool = True,
 ) -> tuple[list[Verification], PassTimes]:
     """Every engine metric (or `names`) against Quantus; ROAD and IROF on a 1-channel copy of the model.
 
     `cases` (default: all of ATTRIBUTION_CASES) adds tied attributions for the metrics that order features; the
-    engine then replays the order Quantus's argsort gave the tied values.
+    engine then replays the order Quantus's argsort gave the tied values. `timed=False` checks the scores only: no
+    pass times or floors are measured (NaN), the engine runs once at the largest batch size.
     """
     device = device or torch.device("cpu")
 
@@ -391,8 +399,9 @@ def verify_all(
 
     model, x, y, a = random_inputs(model_name, image_size, images, seed)
     gray = random_inputs(model_name, image_size, images, seed, in_chans=1)
-    times = pass_times(model, tuple(x.shape[1:]), device)
-    gray_times: PassTimes | None = None
+    untimed = PassTimes(forward=float("nan"), backward=float("nan"), batch_size=256)
+    times = pass_times(model, tuple(x.shape[1:]), device) if timed else untimed
+    gray_times: PassTimes | None = None if timed else untimed
     params = verification_params(image_size)
     results = []
     for name in names or engine_metrics.names():
@@ -408,7 +417,9 @@ def verify_all(
                 if not len(gx):
                     skipped(name, case)
                     continue
-                result = verify_metric(name, gray[0], gx, gy, attributions, device, gray_times, params[name], seed)
+                result = verify_metric(
+                    name, gray[0], gx, gy, attributions, device, gray_times, params[name], seed, timed=timed
+                )
                 result.note = f"1-channel model: {one_channel_why}"
             else:
                 cx, cy, attributions = case_attributions(case, model, x, y, a, device)
@@ -424,7 +435,9 @@ def verify_all(
                         .cpu()
                         .numpy()
                     )
-                result = verify_metric(name, model, cx, cy, attributions, device, times, params[name], seed)
+                result = verify_metric(
+                    name, model, cx, cy, attributions, device, times, params[name], seed, timed=timed
+                )
             result.case = case
             result.tie_share = float(tie_shares(attributions)["tie_share"].mean())
             results.append(result)
