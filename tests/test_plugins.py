@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMOKE, xbench
+from tests.conftest import SMOKE, xbench, xbench_here
 
 PLUGIN = '''
 from xbench.api import explainer
@@ -61,12 +61,7 @@ def test_without_the_plugin_the_name_is_unknown_and_a_missing_module_is_named(tm
         ("unplugged", "unknown explainer 'input_magnitude'"),
         ("missing", "plugins[0]: cannot import plug-in module 'no_such_module'"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "xbench", "run", "suite", f"{name}.yaml"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-        )
+        result = xbench_here("run", "suite", f"{name}.yaml", cwd=tmp_path)  # registers nothing: safe in this process
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
