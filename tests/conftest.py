@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 
 from tests.browser import browser  # noqa: F401  (a fixture: headless Chromium for the page tests)
 from xbench.components.data import ImageData, load_dataset
@@ -94,6 +95,18 @@ def xbench_here(
     if check and result.returncode != 0:
         raise AssertionError(f"xbench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def light_smoke(directory: Path) -> Path:
+    """The smoke suite with its cells (2 seeds x 2 CRs x 2 explainers) trained on 128 images for one epoch and scored
+    on two cheap metrics: for tests of how runs are stored and shared, not of their scores. Returns the YAML's path."""
+    suite = yaml.safe_load(SMOKE.read_text())
+    suite["dataset"]["train_size"] = 128
+    suite["models"][0]["train"]["epochs"] = 1
+    suite["metrics"] = ["sparseness", "complexity"]
+    path = directory / "smoke.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -216,9 +216,9 @@ def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path
     one_seed = _smoke_with(seeds=[0])
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(one_seed))
     cache = str(tmp_path / "cache")
-    xbench("run", "suite", "one.yaml", "--cache-dir", cache, cwd=tmp_path, check=True)
+    xbench_here("run", "suite", "one.yaml", "--cache-dir", cache, cwd=tmp_path, check=True)
     first = {r.info.run_id for r in active_runs(tmp_path)}
-    extended = xbench("run", "suite", "one.yaml", "--seeds", "0-1", "--cache-dir", cache, cwd=tmp_path, check=True)
+    extended = xbench_here("run", "suite", "one.yaml", "--seeds", "0-1", "--cache-dir", cache, cwd=tmp_path, check=True)
     cells = 4  # 2 compression rates x 2 explainers, per seed
     assert "new: 1" in extended.stdout + extended.stderr
     assert f"{cells} cells run, {cells} already done" in extended.stdout
@@ -226,7 +226,7 @@ def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path
     assert first <= {r.info.run_id for r in runs}  # seed 0's runs are the same runs
     seeds = sorted(r.data.params["seed"] for r in runs if "seed" in r.data.params)
     assert seeds.count("0") == seeds.count("1") == cells  # every cell once per seed, none twice
-    stats = json.loads(xbench("stats", "--suite", "smoke", "--format", "json", cwd=tmp_path, check=True).stdout)
+    stats = json.loads(xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=tmp_path, check=True).stdout)
     assert stats["seeds"] == [0, 1]
 
 
@@ -251,19 +251,20 @@ def test_a_rerun_with_the_same_seeds_passes_a_baseline_whose_tolerances_come_fro
     """The gate does not flake: smoke run again from scratch (new store, new cache) with the same two seeds passes the
     baseline written from the first run, with tolerances of 3 seed spreads; a regression beyond them fails."""
     baseline = tmp_path / "baseline.json"
-    xbench("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
+    xbench_here("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
     assert json.loads(baseline.read_text())["tolerances"] == {}  # every tolerance from the seed spread
     rerun = tmp_path / "rerun"
     rerun.mkdir()
+    # In a process of its own, the fixture's run in this one: the scores repeat across processes.
     xbench("run", "suite", str(SMOKE), "--cache-dir", str(rerun / "cache"), "--no-progress", cwd=rerun, check=True)
-    assert xbench("check", "--baseline", str(baseline), cwd=rerun).returncode == 0
+    assert xbench_here("check", "--baseline", str(baseline), cwd=rerun).returncode == 0
     data = json.loads(baseline.read_text())
     cell = next(c for c in data["cells"].values() if c.get("seed_spread", {}).get("pixel_flipping"))
     value = cell["values"]["pixel_flipping"]
     # beyond 3 spreads and the floor (a quarter of the default rule), whichever is larger; lower is better
     cell["values"]["pixel_flipping"] = value - (4 * cell["seed_spread"]["pixel_flipping"] + 0.01 + 0.025 * abs(value))
     baseline.write_text(json.dumps(data))
-    result = xbench("check", "--baseline", str(baseline), cwd=rerun)
+    result = xbench_here("check", "--baseline", str(baseline), cwd=rerun)
     assert result.returncode == 1 and "pixel_flipping" in result.stderr
 
 

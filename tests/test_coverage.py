@@ -1,4 +1,4 @@
-"""The coverage suite: every explainer and every metric on a CNN and a ViT, run through the real CLI.
+"""The coverage suite: every explainer and every metric on a CNN and a ViT, run through the CLI's main.
 
 Each (cell, metric) must log a score or an explicit NaN with its reason; nothing may crash the suite.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import xbench
+from tests.conftest import xbench_here
 from xbench.components.explainers import explainers
 from xbench.components.models import timm_model
 from xbench.core.suite import SUITES_DIR, load_suite
@@ -25,7 +25,7 @@ def test_every_explainer_and_metric_logs_a_score_or_a_reason(tmp_path: Path) -> 
     suite, _ = load_suite(str(COVERAGE))
     assert {spec.name for spec in suite.explainers} == set(explainers.names())
     assert {spec.name for spec in suite.metrics} == set(metrics.names())
-    xbench(
+    xbench_here(
         "run", "suite", str(COVERAGE), "--cache-dir", str(tmp_path / "cache"), "--no-progress", cwd=tmp_path, check=True
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import xbench, xbench_here
+from tests.conftest import xbench_here
 from xbench.core.suite import SUITES_DIR
 
 OFFLINE = {"XBENCH_OFFLINE": "1"}
@@ -32,11 +32,15 @@ def test_paper_tiny_dry_run_passes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replication_table(tmp_path: Path) -> None:
+    """The shipped suite with two of its three seeds: the protocol (training, iterative pruning CR 2 -> 64 with
+    fine-tuning, one eval selection for every variant, the replication table) is the same, in two thirds of the time;
+    `--dry-run` of the suite as shipped is tested above."""
     suite = yaml.safe_load((SUITES_DIR / "paper-tiny.yaml").read_text())
+    suite["seeds"] = [0, 1]
     suite["reference"] = "merkle2025"  # the page's replication table (the figures are not comparable: shapes)
     path = tmp_path / "paper-tiny.yaml"
     path.write_text(yaml.safe_dump(suite))
-    xbench(
+    xbench_here(
         "run",
         "suite",
         str(path),
@@ -47,7 +51,7 @@ def test_paper_tiny_runs_the_protocol_end_to_end_and_the_page_shows_the_replicat
         env={"XBENCH_CACHE_DIR": str(tmp_path / "cache")},
     )
     records = json.loads(xbench_here("export", "--suite", "paper-tiny", cwd=tmp_path, check=True).stdout)
-    assert len(records) == 21
+    assert len(records) == 14  # 7 CRs x 2 seeds
     assert sorted({r["compression_rate"] for r in records}) == [1, 2, 4, 8, 16, 32, 64]
     selected = {r["eval_selected"] for r in records}
     assert len(selected) == 1 and 1 <= selected.pop() <= 16  # 2 per class of 8, the same for every cell

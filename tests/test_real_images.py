@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from tests.conftest import xbench, xbench_here
+from tests.conftest import xbench_here
 from xbench.components.data import SHAPE_CLASSES, load_dataset, write_image_folder
 from xbench.components.models import FitOptions, fit, model_preprocessing
 from xbench.core.errors import XbenchInputError
@@ -206,7 +206,7 @@ def test_a_pretrained_style_run_at_224_px_offline_end_to_end(folder: Path, tmp_p
     }
     path = tmp_path / "real-224.yaml"
     path.write_text(yaml.safe_dump(suite))
-    xbench("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True)
+    xbench_here("run", "suite", str(path), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, check=True)
     records = json.loads(xbench_here("export", "--suite", "real-224", cwd=tmp_path, check=True).stdout)
     assert len(records) == 2
     # one selection for both variants: the same count of images, chosen from all eval images, at most 2 per class

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMOKE
+from tests.conftest import light_smoke
 from tests.services import mlflow_server, postgres, postgres_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def _two_runs_at_once(url: str, workdir: Path) -> None:
+    suite = light_smoke(workdir)
     runs = []
     for name in ("first", "second"):
         log = (workdir / f"{name}.log").open("w")
@@ -26,7 +27,7 @@ def _two_runs_at_once(url: str, workdir: Path) -> None:
             "xbench",
             "run",
             "suite",
-            str(SMOKE),
+            str(suite),
             "--tracking-uri",
             url,
             "--cache-dir",
@@ -75,20 +76,21 @@ def test_a_server_started_with_auth_refuses_anonymous_clients_and_logs_an_authen
 
     from tests.conftest import xbench
 
+    suite = light_smoke(tmp_path)
     admin = {"XBENCH_SERVER_ADMIN": "lab-admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-secret-12345"}
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server", "--auth", env=admin) as url:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
         assert refused.value.code == 401
         anonymous = xbench(
-            "run", "suite", str(SMOKE), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path
+            "run", "suite", str(suite), "--tracking-uri", url, "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path
         )
         assert anonymous.returncode != 0
         credentials = {"MLFLOW_TRACKING_USERNAME": "lab-admin", "MLFLOW_TRACKING_PASSWORD": "a-long-secret-12345"}
         xbench(
             "run",
             "suite",
-            str(SMOKE),
+            str(suite),
             "--tracking-uri",
             url,
             "--cache-dir",

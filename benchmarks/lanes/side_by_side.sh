@@ -1,8 +1,43 @@
 #!/bin/bash
-V=${VENV:-$PWD/.venv}/bin  # run from the repository root; /tmp/old and /tmp/new are the two checkouts
+# The test lanes of two checkouts, one after the other on one machine with nothing else running: /tmp/old (the tree
+# before #27, 42faea8) and /tmp/new (HEAD), one venv, each on its own PYTHONPATH. Run from the repository root:
+#   bash benchmarks/lanes/side_by_side.sh            # fast lanes (make test), then full lanes (make test-all = .ci/run)
+#   LANES=fast bash benchmarks/lanes/side_by_side.sh # fast lanes only
+# Each lane is what its Makefile target runs: the old tree's targets were pytest alone; the new ones run ruff check,
+# ruff format --check and mypy first. Output: /tmp/sidebyside.log (and each lane's slowest tests: /tmp/lane-*.log).
+V=${VENV:-$PWD/.venv}/bin
+LANES=${LANES:-fast full}
+
+lane() {  # tree, name, pytest marker expression ("" for all)
+    local tree=$1 name=$2 marks=$3 started linted ended
+    cd "/tmp/$tree" || exit 1
+    started=$(date +%s)
+    if [ "$tree" = new ]; then
+        $V/ruff check src tests benchmarks docs >/dev/null && $V/ruff format --check src tests benchmarks docs >/dev/null \
+            && PYTHONPATH=/tmp/new/src $V/mypy | tail -1
+    fi
+    linted=$(date +%s)
+    # the slowest tests of each lane go to /tmp/lane-<tree>-<name>.log
+    if [ -n "$marks" ]; then
+        PYTHONPATH=/tmp/$tree/src $V/python -m pytest -q -m "$marks" -p no:cacheprovider --durations=30 \
+            >"/tmp/lane-$tree-$name.log" 2>&1
+    else
+        PYTHONPATH=/tmp/$tree/src $V/python -m pytest -q -p no:cacheprovider --durations=30 >"/tmp/lane-$tree-$name.log" 2>&1
+    fi
+    tail -1 "/tmp/lane-$tree-$name.log"
+    ended=$(date +%s)
+    echo "$tree $name: $((ended - started)) s (lint and types $((linted - started)) s) at $(git -C "/tmp/$tree" log --oneline -1)"
+}
+
 {
-echo "old (42faea8) fast lane: pytest -m 'not slow'"
-cd /tmp/old; s=$(date +%s); PYTHONPATH=/tmp/old/src $V/python -m pytest -q -m "not slow" -p no:cacheprovider 2>&1 | tail -1; e=$(date +%s); echo "old seconds: $((e-s))"
-echo "new (HEAD) fast lane: ruff check, ruff format --check, mypy, pytest -m 'not slow'"
-cd /tmp/new; s=$(date +%s); $V/ruff check src tests benchmarks docs >/dev/null && $V/ruff format --check src tests benchmarks docs >/dev/null && PYTHONPATH=/tmp/new/src $V/mypy 2>&1 | tail -1; m=$(date +%s); echo "new lint+types seconds: $((m-s))"; PYTHONPATH=/tmp/new/src $V/python -m pytest -q -m "not slow" -p no:cacheprovider 2>&1 | tail -1; e=$(date +%s); echo "new seconds: $((e-s))"
+    for which in $LANES; do
+        if [ "$which" = fast ]; then
+            lane old fast "not slow"
+            lane new fast "not slow"
+        else
+            lane old full ""
+            lane new full ""
+        fi
+    done
+    echo done
 } > /tmp/sidebyside.log 2>&1
