@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SMOKE, xbench
+from tests.conftest import ROOT, SMOKE, xbench, xbench_here
 from tests.services import mlflow_server, postgres, postgres_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -171,14 +171,16 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
         outputs: dict[str, dict[str, str]] = {}
         for name, uri in (("local", local_uri), ("ray", server)):
             outputs[name] = {
-                "export": xbench("export", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True).stdout,
-                "stats": xbench(
+                "export": xbench_here(
+                    "export", "--suite", "smoke", "--tracking-uri", uri, cwd=tmp_path, check=True
+                ).stdout,
+                "stats": xbench_here(
                     "stats", "--suite", "smoke", "--format", "json", "--tracking-uri", uri, cwd=tmp_path, check=True
                 ).stdout,
-                "check": xbench("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
+                "check": xbench_here("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
             }
             site = tmp_path / f"site-{name}"
-            xbench(
+            xbench_here(
                 "leaderboard",
                 "build",
                 "--suite",
