@@ -368,8 +368,8 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
         "--no-progress",
     ]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while _finished_cells(tmp_path / "xbench.db") < 1 and process.poll() is None and time.monotonic() < deadline:
+    # No deadline: the run either logs a cell or exits (then the assertion below says so); CI's limit ends a hang.
+    while _finished_cells(tmp_path / "xbench.db") < 1 and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
