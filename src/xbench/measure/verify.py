@@ -33,11 +33,14 @@ class PassTimes:
     batch_size: int
 
 
+PASS_BATCH_SIZES = (16, 32, 64, 128, 256)  # tried by pass_times for the best per-image time
+
+
 def pass_times(
     model: nn.Module,
     image_shape: tuple[int, ...],
     device: torch.device,
-    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256),
+    batch_sizes: tuple[int, ...] = PASS_BATCH_SIZES,
     repeats: int = 3,
 ) -> PassTimes:
     """The best per-image forward time over `batch_sizes`, and the backward time at that batch size."""
@@ -399,7 +402,7 @@ def verify_all(
 
     model, x, y, a = random_inputs(model_name, image_size, images, seed)
     gray = random_inputs(model_name, image_size, images, seed, in_chans=1)
-    untimed = PassTimes(forward=float("nan"), backward=float("nan"), batch_size=256)
+    untimed = PassTimes(forward=float("nan"), backward=float("nan"), batch_size=max(PASS_BATCH_SIZES))
     times = pass_times(model, tuple(x.shape[1:]), device) if timed else untimed
     gray_times: PassTimes | None = None if timed else untimed
     params = verification_params(image_size)
