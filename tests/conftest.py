@@ -54,6 +54,13 @@ class QuadrantModel(torch.nn.Module):
         return torch.stack([score, -score], dim=1)
 
 
+def _checked(result: subprocess.CompletedProcess, args: tuple[str, ...], check: bool) -> subprocess.CompletedProcess:
+    """The result, or with `check` an AssertionError naming the command and showing its output when it failed."""
+    if check and result.returncode != 0:
+        raise AssertionError(f"xbench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
 def xbench(
     *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False
 ) -> subprocess.CompletedProcess:
@@ -63,9 +70,7 @@ def xbench(
     result = subprocess.run(
         [sys.executable, "-m", "xbench", *args], cwd=cwd, env=environment, capture_output=True, text=True
     )  # no timeout: a slower or busier machine takes longer, and CI's own limit ends a hung run
-    if check and result.returncode != 0:
-        raise AssertionError(f"xbench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
+    return _checked(result, args, check)
 
 
 def xbench_here(
@@ -92,9 +97,7 @@ def xbench_here(
         os.environ.clear()
         os.environ.update(saved_environment)
     result = subprocess.CompletedProcess(["xbench", *args], code, stdout.getvalue(), stderr.getvalue())
-    if check and result.returncode != 0:
-        raise AssertionError(f"xbench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
+    return _checked(result, args, check)
 
 
 def light_smoke(directory: Path) -> Path:
