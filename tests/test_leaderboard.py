@@ -73,9 +73,16 @@ def study(model: str = "resnet18", seeds: tuple[int, ...] = (0, 1, 2)) -> SuiteR
 
 def test_a_sweet_spot_needs_a_significant_gain_and_an_accuracy_drop_bounded_by_its_ci() -> None:
     results = study()
-    spots = {(s.explainer, s.metric): s for s in sweet_spots(suite_stats(results.records, results.per_image), 0.01)}
+    stats = suite_stats(results.records, results.per_image)
+    # CR 2 changes no prediction of the 40 images, but that bounds its accuracy drop only to about 0.1 (the count
+    # model's Wilson bound on the share that could change): a drop within 1 point cannot be shown
+    strict = {(s.explainer, s.metric): s for s in sweet_spots(stats, 0.01)}
+    assert not strict[("saliency", "sparseness")].found
+    assert "may exceed 0.01" in strict[("saliency", "sparseness")].note
+    spots = {(s.explainer, s.metric): s for s in sweet_spots(stats, 0.2)}
     saliency = spots[("saliency", "sparseness")]
     assert saliency.found and saliency.best.compression_rate == 2  # CR 4 gains more but loses 40 points
+    assert 0.05 < saliency.accuracy.ci_high < 0.2 and saliency.accuracy.mean_diff == 0
     assert "no detectable improvement" in spots[("gradcam", "sparseness")].note
     loose = sweet_spots(suite_stats(results.records, results.per_image), 0.6)
     assert next(s for s in loose if (s.explainer, s.metric) == ("saliency", "sparseness")).best.compression_rate == 4
@@ -108,7 +115,8 @@ def test_site_has_every_section_and_is_self_contained(tmp_path: Path) -> None:
     assert 'id="safe"' in page and "Safe compression" in page
     assert "verdict-better best" in page and 'class="ci"' in page and "data:image/png;base64," in page
     assert "4.93 M" in page and "179 MFLOPs" in page and "seed stability" in page
-    assert "undecided" in page and "equivalent (within the margin)" in page and "One seed." not in page
+    # accuracy at CR 2 changes no prediction of 40 images: undecided (a count bound, not certainty), never equivalent
+    assert "undecided" in page and "equivalent (within the margin)" not in page and "One seed." not in page
     assert "2.14.1" in page and "abc123" in page
     assert 'href="suite-demo.html"' in index.read_text()
     for text in (page, index.read_text()):
@@ -169,10 +177,12 @@ def test_safe_compression_heads_the_page_with_its_evidence_one_click_away(tmp_pa
     build([study()], tmp_path, max_accuracy_drop=0.05)
     page = (tmp_path / suite_filename("demo")).read_text()
     safe = page[page.index('id="safe"') : page.index('id="effects"')]
-    assert "resnet18" in safe and "CR 4 ✗" in safe  # accuracy falls from 0.9 to 0.5 at CR 4
+    # CR 2 changes no prediction of the 40 images, which bounds its accuracy drop only to about 0.1 (> 0.05): the
+    # ladder fails at CR 2 for accuracy, and CR 4 (accuracy 0.9 -> 0.5) is not tested
+    assert "resnet18" in safe and "CR 2 ✗" in safe and "CR 4 not tested" in safe
+    assert re.search(r"CR 2 blocked by [^<]*accuracy \(not shown within its margin\)", safe)
     anchors = re.findall(r'href="#(cmp-[^"]+)"', safe)
     assert anchors and all(f'id="{anchor}"' in page for anchor in anchors)  # each blocker links to its row
-    assert "undecided" in page or "equivalent" in page
 
 
 def test_a_reference_file_that_does_not_match_the_schema_is_an_input_error_naming_it(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xbench.analyse.decide import decide, families, family_weights, safe_sequences
 from xbench.analyse.trust import MetricTrust, human_agreement, metric_trust
 from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
@@ -45,12 +46,18 @@ MAX_PLANNED_SEEDS = 200
 METHOD = (
     "Each CR is compared with CR 1 of the same model, seeds and images (an image a constant map cannot score in any "
     "seed is left out of every seed, so the design stays crossed). Seeds and images are both random: the mean "
-    "difference's standard error comes from their variance components, with Satterthwaite's degrees of freedom "
-    "taken at an upper bound of the seed component, and one t distribution gives the 95 % interval, the p of a "
-    "difference and the p of equivalence (two one-sided tests against the metric's margin). Holm's correction runs "
-    "over the suite's comparisons, once for differences and once for equivalence. Verdict: equivalent when the "
-    "corrected equivalence p < 0.05; else better or worse when the corrected difference p < 0.05; else undecided. "
-    "With one seed the test is over images within one trained model."
+    "difference's standard error comes from their variance components, the seed component moderated across the "
+    "suite's comparisons of the same metric (an empirical-Bayes prior, as limma's moderated t, whose degrees of "
+    "freedom are cut to what the suite's correlated comparisons can carry) and never below what the share of images "
+    "that changed allows (a Wilson bound: no certainty from no variation); one t distribution gives the 95 % interval, "
+    "the p of a difference and the p of equivalence (two one-sided tests against the metric's margin). Families: "
+    "differences are corrected by weighted Holm over the suite's comparisons (half the 0.05 error rate for accuracy's, "
+    "half for the metrics'), equivalence likewise as a second family; verdict equivalent when its corrected p < 0.05, "
+    "else better or worse when the difference's is, else undecided. Safe compression is a third family: per "
+    "explainer, accuracy and every metric must each be shown no worse than its margin (an intersection-union test), "
+    "walked up the CR ladder and stopping at the first CR that fails, with Holm across the explainers. With one seed "
+    "the test is over images within one trained model. Default margins are fixed before the test or carry their own "
+    "error: accuracy 0.01, a metric 0.2 × a lower 95 % bound of its SD across images at CR 1."
 )
 Verdict = Literal["better", "worse", "equivalent", "undecided"]
 
@@ -176,31 +183,59 @@ def planned_crossed_se(estimate: CrossedMean, replicates: int) -> tuple[float, f
     )
 
 
-def seeds_to_decide(estimate: CrossedMean, margin: float, tests: int = 1, power: float = POWER) -> int | None:
-    """The fewest seeds with which a comparison would be decided with probability `power`, if the true difference
-    were the one estimated now and the variance components those estimated: shown different (|δ| beyond what the
-    test can tell from 0) or shown equivalent (|δ| inside the margin), at α / `tests` (Bonferroni over the suite's
-    comparisons, the strictest step of Holm's). Optimistic for a large estimate (an effect that stood out is usually
-    overestimated). None when it cannot be planned (one seed: the seed variance is unknown) or `MAX_PLANNED_SEEDS`
-    would not do (the images' variance alone is too large for the margin)."""
-    from scipy.stats import norm
+def seeds_to_decide(
+    estimate: CrossedMean,
+    margin: float,
+    tests: int = 1,
+    power: float = POWER,
+    *,
+    level: float | None = None,
+    seed_df: float | None = None,
+    kept_per_seed: float = 1.0,
+    all_images: int | None = None,
+) -> int | None:
+    """The fewest seeds with which a comparison would be decided with probability `power`: shown different (|δ|
+    beyond what the test can tell from 0) or shown equivalent (|δ| inside the margin), at `level` (default α /
+    `tests`, Bonferroni over the suite's comparisons, the strictest step of Holm's). None when it cannot be planned
+    (one seed: the seed variance is unknown) or `MAX_PLANNED_SEEDS` would not do.
+
+    The estimates it plans from are uncertain, and a plan that trusts them over-promises (an effect that stood out is
+    usually overestimated; a seed variance that came out small by chance asks for too few seeds). So the plan holds
+    for every true difference within one standard error of the estimate, and, given `seed_df` (the seed term's
+    degrees of freedom), for the seed variance at its 80 % upper confidence bound. With `all_images` and
+    `kept_per_seed` (the share of images each seed leaves scorable: constant maps), the images kept shrink as seeds
+    are added, as they will."""
+    from scipy.stats import chi2, norm
 
     if estimate.n_replicates < 2 or not math.isfinite(margin) or margin <= 0 or not math.isfinite(estimate.mean):
         return None
-    alpha = ALPHA / max(tests, 1)
-    delta = abs(estimate.mean)
+    alpha = level if level is not None else ALPHA / max(tests, 1)
+    se_now = estimate.se if math.isfinite(estimate.se) else 0.0
+    deltas = (max(abs(estimate.mean) - se_now, 0.0), abs(estimate.mean), abs(estimate.mean) + se_now)
+    inflation = seed_df / float(chi2.ppf(0.2, seed_df)) if seed_df and math.isfinite(seed_df) else 1.0
+    cautious = replace(
+        estimate,
+        replicate_var=estimate.replicate_var * inflation
+        + estimate.residual_var / max(estimate.n_images, 1) * (inflation - 1),
+    )
 
     def decided(seeds: int) -> bool:
-        se, df = planned_crossed_se(estimate, seeds)
+        images = estimate.n_images
+        if all_images is not None:
+            images = max(int(all_images * kept_per_seed**seeds), 2)
+        se, df = planned_crossed_se(replace(cautious, n_images=images), seeds)
         if se == 0:
             return True
-        different = norm.cdf(delta / se - t_quantile(1 - alpha / 2, df))
-        one_sided = t_quantile(1 - alpha, df)
-        equivalent = norm.cdf((margin - delta) / se - one_sided) + norm.cdf((margin + delta) / se - one_sided) - 1
-        return bool(max(different, equivalent) >= power)
+        worst = 1.0
+        for delta in deltas:
+            different = norm.cdf(delta / se - t_quantile(1 - alpha / 2, df))
+            one_sided = t_quantile(1 - alpha, df)
+            equivalent = norm.cdf((margin - delta) / se - one_sided) + norm.cdf((margin + delta) / se - one_sided) - 1
+            worst = min(worst, max(different, equivalent))
+        return bool(worst >= power)
 
-    # More seeds only shrink the standard error and the critical values, so the first seed count that decides is
-    # found by bisection.
+    # More seeds shrink the standard error and the critical values (and lose a few images), so the first seed count
+    # that decides is found by bisection.
     if not decided(MAX_PLANNED_SEEDS):
         return None
     low, high = 1, MAX_PLANNED_SEEDS  # decided(high); low is below the first that decides
@@ -208,6 +243,21 @@ def seeds_to_decide(estimate: CrossedMean, margin: float, tests: int = 1, power:
         middle = (low + high) // 2
         low, high = (low, middle) if decided(middle) else (middle, high)
     return high
+
+
+def planned_seeds(comparison: Comparison, level: float) -> int | None:
+    """`seeds_to_decide` for a suite's comparison at its family level, with its uncertainty and image losses."""
+    pairs = comparison.n_images + comparison.n_excluded
+    seeds = max(comparison.n_seeds, 1)
+    kept = comparison.n_images / pairs if pairs else 1.0
+    return seeds_to_decide(
+        comparison.estimate,
+        comparison.margin,
+        level=level,
+        seed_df=comparison.df if math.isfinite(comparison.df) else None,
+        kept_per_seed=kept ** (1 / seeds) if kept > 0 else 1.0,
+        all_images=pairs // seeds if pairs else None,
+    )
 
 
 def clustered_mean(values: np.ndarray, workers: Sequence[str], images: Sequence[Any]) -> CrossedMean:
@@ -370,6 +420,11 @@ class Comparison:
     significant: bool = False
     verdict: Verdict = "undecided"
     seeds_needed: int | None = None  # seeds that would decide it (undecided comparisons; `seeds_to_decide`)
+    family: str = ""  # the correction's family ("accuracy" or "metrics"; SuiteStats.families says how)
+    p_noninferior: float = math.nan  # one-sided: no worse than the margin (safe compression's test)
+    p_inferior: float = math.nan  # one-sided: worse by more than the margin
+    prior_df: float = 0.0  # the moderated seed term's prior df (0: not moderated)
+    floored: bool = False  # the standard error is the count floor's (few or no images changed)
 
     @property
     def better(self) -> bool | None:
@@ -447,6 +502,7 @@ class SuiteStats:
     seeds: list[int]
     margins: dict[str, str]  # metric -> how its margin was set, as people read it
     trust: list[MetricTrust] = field(default_factory=list)  # the meta-evaluation, per metric and explainer
+    families: dict[str, str] = field(default_factory=dict)  # family -> what its correction covers, in words
 
     @property
     def single_seed(self) -> bool:
@@ -474,12 +530,27 @@ def _directions(records: list[dict[str, Any]]) -> dict[str, bool]:
 
 
 def default_margin(reference: Mapping[int, np.ndarray]) -> float:
-    """`DEFAULT_MARGIN_SHARE` of the reference's SD across images (mean over seeds): a difference smaller than a fifth
-    of how much images differ from one another at CR 1, i.e. below Cohen's 'small' effect."""
-    spreads = [
-        float(np.nanstd(np.asarray(v, dtype=float), ddof=1)) for v in reference.values() if np.isfinite(v).sum() > 1
-    ]
-    return DEFAULT_MARGIN_SHARE * float(np.mean(spreads)) if spreads else math.nan
+    """`DEFAULT_MARGIN_SHARE` of a lower 95 % confidence bound of the reference's SD across images: a difference
+    smaller than a fifth of how much images differ from one another at CR 1 (below Cohen's 'small' effect).
+
+    The SD is estimated on the very images the equivalence test then judges, so its own error would carry into the
+    test (an SD that comes out large by chance makes a wide margin and a false "equivalent"). Taking its lower bound
+    carries that error: the variance's standard error from the sample's kurtosis (so skewed and heavy-tailed scores
+    widen it), on the images (not seeds × images: the seeds score the same images), one-sided at 95 %."""
+    rows = [np.asarray(v, dtype=float) for v in reference.values()]
+    rows = [row for row in rows if np.isfinite(row).sum() > 3]
+    if not rows:
+        return math.nan
+    images = int(np.mean([np.isfinite(row).sum() for row in rows]))
+    centred = np.concatenate([row[np.isfinite(row)] - np.nanmean(row) for row in rows])
+    variance = float(np.mean(np.square(centred))) * images / (images - 1)
+    if variance <= 0:
+        return math.nan
+    fourth = float(np.mean(centred**4))
+    # Var(s²) ≈ (μ4 - σ⁴ (n - 3) / (n - 1)) / n; on the log scale, divided by σ⁴
+    log_error = math.sqrt(max(fourth / variance**2 - (images - 3) / (images - 1), 2 / (images - 1)) / images)
+    lower_sd = math.sqrt(variance * math.exp(-1.6448536269514722 * log_error))
+    return DEFAULT_MARGIN_SHARE * lower_sd
 
 
 def verdict_of(p_holm: float, p_equivalent_holm: float, better: bool | None) -> Verdict:
@@ -522,42 +593,80 @@ def suite_stats(
         if "correct" in images:
             accuracy[(record["model"], _pruning(record), float(record["compression_rate"]))][seed] = images["correct"]
 
-    rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    questions: list[dict[str, Any]] = []
+    identities: dict[str, tuple[str, str | None, tuple[str, ...], str, bool]] = {}
     for (model, explainer, pruning, rate), by_metric in sorted(scores.items(), key=lambda item: str(item[0])):
         if pruning[0] == "none":
             continue
         reference = scores.get((model, explainer, ("none",) * 4, 1.0), {})
         for metric, variant in by_metric.items():
-            if metric in reference:
-                margin = margins.get(metric, default_margin(reference[metric]))
-                identity = _identity(model, explainer, pruning, rate, metric, directions[metric])
-                rows.append((identity, compare_paired(reference[metric], variant, margin)))
+            if metric not in reference:
+                continue
+            name = "|".join((model, *pruning, explainer, metric))
+            if name not in identities:
+                identities[name] = (model, explainer, pruning, metric, directions[metric])
+                questions.append(
+                    {
+                        "name": name,
+                        "metric": metric,
+                        "higher_is_better": directions[metric],
+                        "margin": margins.get(metric, default_margin(reference[metric])),
+                        "reference": reference[metric],
+                        "variants": {},
+                    }
+                )
+            next(q for q in questions if q["name"] == name)["variants"][rate] = variant
     accuracy_margin = margins.get(ACCURACY, DEFAULT_ACCURACY_MARGIN)
     for (model, pruning, rate), variant in sorted(accuracy.items(), key=lambda item: str(item[0])):
         unpruned = accuracy.get((model, ("none",) * 4, 1.0))
         if pruning[0] != "none" and unpruned:
-            identity = _identity(model, None, pruning, rate, ACCURACY, True)
-            rows.append((identity, compare_paired(unpruned, variant, accuracy_margin)))
+            name = "|".join((model, *pruning, ACCURACY))
+            if name not in identities:
+                identities[name] = (model, None, pruning, ACCURACY, True)
+                questions.append(
+                    {
+                        "name": name,
+                        "metric": ACCURACY,
+                        "family": ACCURACY,
+                        "binary": True,
+                        "higher_is_better": True,
+                        "margin": accuracy_margin,
+                        "reference": unpruned,
+                        "variants": {},
+                    }
+                )
+            next(q for q in questions if q["name"] == name)["variants"][rate] = variant
 
-    adjusted = holm([float(figures["p"]) for _, figures in rows])
-    adjusted_equivalent = holm([float(figures["p_equivalent"]) for _, figures in rows])
-    comparisons = []
-    for (identity, figures), p_holm, p_equivalent_holm in zip(rows, adjusted, adjusted_equivalent, strict=True):
+    decided = decide(questions)
+    weights, _ = family_weights([row["family"] for row in decided])
+    comparisons: list[Comparison] = []
+    for row in decided:
+        model, explainer, pruning, metric, higher = identities[row["name"]]
+        identity = _identity(model, explainer, pruning, row["cr"], metric, higher)
+        figures = {k: row[k] for k in _FIGURES}
         comparison = Comparison(
             **identity,
             **figures,
             suite_seeds=suite_seeds,
-            p_holm=p_holm,
-            p_equivalent_holm=p_equivalent_holm,
-            significant=math.isfinite(p_holm) and p_holm < ALPHA,
+            p_holm=row["p_adjusted"],
+            p_equivalent_holm=row["p_equivalent_adjusted"],
+            significant=math.isfinite(row["p_adjusted"]) and row["p_adjusted"] < ALPHA,
+            verdict=row["verdict"],
+            family=row["family"],
+            p_noninferior=row["p_noninferior"],
+            p_inferior=row["p_inferior"],
+            prior_df=row["prior_df"],
+            floored=row["floored"],
         )
-        verdict = verdict_of(p_holm, p_equivalent_holm, comparison.better)
-        needed = seeds_to_decide(comparison.estimate, comparison.margin, len(rows)) if verdict == "undecided" else None
-        comparisons.append(replace(comparison, verdict=verdict, seeds_needed=needed))
+        level = ALPHA * weights[len(comparisons)]
+        needed = planned_seeds(comparison, level) if comparison.verdict == "undecided" else None
+        comparisons.append(replace(comparison, seeds_needed=needed))
     seeds = sorted({int(r.get("seed", 0)) for r in records})
     described = {metric: f"±{value:g}" for metric, value in margins.items()}
     for metric in directions:
-        described.setdefault(metric, f"±{DEFAULT_MARGIN_SHARE:g} × its SD across images at CR 1 (default)")
+        described.setdefault(
+            metric, f"±{DEFAULT_MARGIN_SHARE:g} × a lower 95 % bound of its SD across images at CR 1 (default)"
+        )
     described.setdefault(ACCURACY, f"±{accuracy_margin:g} (default: the allowed accuracy drop)")
     trust = metric_trust(records, per_image, meta or {})
     overall = {t.metric: t for t in trust if t.explainer is None}
@@ -573,7 +682,28 @@ def suite_stats(
                 meta_consistency=meta_evaluated.meta_consistency,
             )
         reliable.append(replace(r, human_agreement=agreement.get(r.metric, math.nan)))
-    return SuiteStats(comparisons, reliable, seeds, described, trust)
+    return SuiteStats(comparisons, reliable, seeds, described, trust, families(questions))
+
+
+_FIGURES = (
+    "n_seeds",
+    "n_images",
+    "n_excluded",
+    "reference_mean",
+    "variant_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "effect_size",
+    "p",
+    "p_equivalent",
+    "margin",
+    "df",
+    "se",
+    "seed_sd",
+    "image_sd",
+    "residual_sd",
+)
 
 
 def _identity(
@@ -622,8 +752,10 @@ def reliability(
 
 @dataclass(frozen=True)
 class SafeCompression:
-    """Per model × pruning config × explainer: the largest CR at which accuracy and every metric are equivalent to
-    CR 1 or better (none when no CR is), with the comparisons that decide it."""
+    """Per model × pruning config × explainer: the CR ladder walked up from the smallest CR, each step passing when
+    accuracy and every metric are shown no worse than their margins (one-sided tests at the sequence's `level`);
+    the safe CR is the last step that passed (none when the first failed), and the first failing step's blocking
+    comparisons say why. Steps above the failure are not tested (a fixed sequence stops at its first failure)."""
 
     model: str
     pruning_method: str
@@ -633,15 +765,27 @@ class SafeCompression:
     explainer: str
     safe_rate: float | None
     rates: tuple[float, ...]  # every CR of the group
-    blocking: dict[float, list[Comparison | None]]  # CR -> the comparisons that are not equivalent or better there
+    blocking: dict[float, list[Comparison | None]]  # tested CR -> the comparisons not shown non-inferior there
     metrics: tuple[str, ...] = ()  # the metrics the verdict rests on (accuracy besides)
+    failed_rate: float | None = None  # the first CR that failed (None: every CR passed)
+    shown_unsafe: bool = False  # at the failed CR some comparison is shown worse than its margin
+    level: float = ALPHA  # the level each step was tested at (α split by Holm across the explainers)
 
     @property
     def found(self) -> bool:
         return self.safe_rate is not None
 
+    @property
+    def untested(self) -> tuple[float, ...]:
+        return tuple(r for r in self.rates if self.failed_rate is not None and r > self.failed_rate)
 
-def safe_compression(stats: SuiteStats) -> list[SafeCompression]:
+    @property
+    def decided(self) -> bool:
+        """Every CR passed, or the first failure is shown unsafe (not only not shown safe)."""
+        return self.failed_rate is None or self.shown_unsafe
+
+
+def safe_compression(stats: SuiteStats, alpha: float = ALPHA) -> list[SafeCompression]:
     accuracy = {
         (c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule, c.compression_rate): c
         for c in stats.comparisons
@@ -655,16 +799,44 @@ def safe_compression(stats: SuiteStats) -> list[SafeCompression]:
         if c.metric != ACCURACY and c.explainer is not None:
             pruning = (c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule)
             groups[(*pruning, c.explainer)][c.compression_rate].append(c)
-    result = []
+    sequences: dict[tuple[str, ...], dict[float, list[tuple[Comparison | None, float, float]]]] = {}
     for key, by_rate in sorted(groups.items(), key=lambda item: str(item[0])):
-        blocking: dict[float, list[Comparison | None]] = {}
+        ladder: dict[float, list[tuple[Comparison | None, float, float]]] = {}
         for rate, comparisons in by_rate.items():
             # accuracy's comparison; None where there is none, and then accuracy cannot be shown safe
-            decided: list[Comparison | None] = [*comparisons, accuracy.get((*key[:5], rate))]
-            blocking[rate] = [c for c in decided if c is None or c.verdict not in ("equivalent", "better")]
-        safe = [rate for rate, blockers in blocking.items() if not blockers]
+            members: list[Comparison | None] = [*comparisons, accuracy.get((*key[:5], rate))]
+            ladder[rate] = [
+                (c, math.nan, math.nan) if c is None else (c, c.p_noninferior, c.p_inferior) for c in members
+            ]
+        sequences[key] = ladder
+    result = []
+    for walked in safe_sequences(sequences, alpha):
+        key = walked.key
+        model, method, scope, granularity, schedule, explainer = key
+        by_rate = groups[key]
+        blocking: dict[float, list[Comparison | None]] = {
+            rate: [] for rate in walked.rates if walked.failed_rate is None or rate < walked.failed_rate
+        }
+        if walked.failed_rate is not None:
+            blocking[walked.failed_rate] = list(walked.blocking)
         rests_on = tuple(sorted({c.metric for comparisons in by_rate.values() for c in comparisons}))
-        result.append(SafeCompression(*key, max(safe) if safe else None, tuple(sorted(by_rate)), blocking, rests_on))
+        result.append(
+            SafeCompression(
+                model,
+                method,
+                scope,
+                granularity,
+                schedule,
+                explainer,
+                walked.safe_rate,
+                walked.rates,
+                blocking,
+                rests_on,
+                walked.failed_rate,
+                walked.shown_unsafe,
+                walked.level,
+            )
+        )
     return result
 
 

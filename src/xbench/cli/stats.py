@@ -25,6 +25,7 @@ COLUMNS = (
     "compression_rate",
     "higher_is_better",
     "verdict",
+    "family",
     "margin",
     "n_seeds",
     "suite_seeds",
@@ -42,6 +43,7 @@ COLUMNS = (
     "p_holm",
     "p_equivalent",
     "p_equivalent_holm",
+    "p_noninferior",
     "significant",
     "better",
     "df",
@@ -79,14 +81,15 @@ def stats_command(
     pruning config and explainer) with its verdict: better, worse, equivalent (within ±margin: no meaningful change)
     or undecided; plus per-metric reliability across seeds.
 
-    The table shows each comparison's verdict, difference with its 95 % interval and Holm-corrected p. JSON:
+    The table shows each comparison's verdict, difference with its 95 % interval and its family's corrected p
+    (weighted Holm: see the families line under it). JSON:
     {"method", "seeds", "margins", "verdicts", "comparisons": [...], "reliability": [...]}. CSV: the comparisons.
 
     Example: xbench stats --suite quick --format csv -o quick-stats.csv
 
     Example: xbench stats --suite quick --plan
     """
-    from xbench.analyse.stats import ACCURACY, METHOD, suite_stats
+    from xbench.analyse.stats import ACCURACY, METHOD, safe_compression, suite_stats
     from xbench.analyse.trust import READING
     from xbench.core.errors import XbenchInputError
     from xbench.store.bundle import open_results
@@ -122,7 +125,9 @@ def stats_command(
                 "seeds": result.seeds,
                 "within_one_trained_model": result.single_seed,
                 "margins": result.margins,
+                "families": result.families,
                 "verdicts": result.verdicts,
+                "safe_compression": [_safe_dict(s) for s in safe_compression(result)],
                 "comparisons": comparisons,
                 "reliability": [{k: finite_or_none(v) for k, v in r.to_dict().items()} for r in result.reliability],
                 "trust": [{k: finite_or_none(v) for k, v in t.to_dict().items()} for t in result.trust],
@@ -144,6 +149,35 @@ def stats_command(
         typer.echo(f"wrote {len(comparisons)} comparisons ({counts}) to {output}", err=True)
 
 
+def _safe_dict(safe: object) -> dict[str, object]:
+    from xbench.analyse.stats import SafeCompression
+
+    assert isinstance(safe, SafeCompression)
+    return {
+        "model": safe.model,
+        "pruning_method": safe.pruning_method,
+        "pruning_scope": safe.pruning_scope,
+        "pruning_granularity": safe.pruning_granularity,
+        "pruning_schedule": safe.pruning_schedule,
+        "explainer": safe.explainer,
+        "safe_rate": safe.safe_rate,
+        "failed_rate": safe.failed_rate,
+        "shown_unsafe": safe.shown_unsafe,
+        "decided": safe.decided,
+        "level": safe.level,
+        "blocking": [
+            "accuracy (no comparison)" if c is None else f"{c.metric} (p no worse {c.p_noninferior:.3g})"
+            for c in safe.blocking.get(safe.failed_rate, [])
+            if safe.failed_rate is not None
+        ]
+        if safe.failed_rate is not None
+        else [],
+        "family": "safe compression: per explainer, accuracy and every metric no worse than its margin (each at "
+        "the level; no correction within the conjunction), up the CR ladder until the first failure; Holm across "
+        "the explainers' ladders",
+    }
+
+
 def plan_text(suite: str, result: object) -> str:
     """The `--plan` report: per undecided comparison the seeds that would decide it, then the command."""
     from xbench.analyse.stats import MAX_PLANNED_SEEDS, POWER, SuiteStats
@@ -154,9 +188,9 @@ def plan_text(suite: str, result: object) -> str:
         f"suite {suite}: {len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}); "
         + ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()),
         f"Seeds that would decide each undecided comparison with {POWER:.0%} power (shown different, or equivalent "
-        f"within its margin), if the true difference and the seed, image and residual variances were those estimated "
-        f"now, at α = 0.05 / {len(result.comparisons)} comparisons (Bonferroni, Holm's strictest step), the images as "
-        "now. Optimistic for large differences (an effect that stands out is usually overestimated):",
+        "within its margin) at its family's strictest level (weighted Holm's first step), for any true difference "
+        "within one standard error of the estimate and the seed variance at its 80 % upper bound, with the images "
+        "that constant maps leave scorable shrinking as seeds are added:",
     ]
     if not undecided:
         lines.append("  none: every comparison is decided")
@@ -208,7 +242,7 @@ def print_table(suite: str, result: object) -> None:
     table = Table(title=f"suite {suite}: each CR against CR 1, {len(result.seeds)} seed(s)", title_justify="left")
     for column in ("model", "pruning", "CR", "explainer", "metric", "verdict"):
         table.add_column(column, justify="right" if column == "CR" else "left")
-    for column in ("Δ (variant − CR 1)", "95 % interval", "margin", "p (Holm)", "seeds"):
+    for column in ("Δ (variant − CR 1)", "95 % interval", "margin", "p (family)", "seeds"):
         table.add_column(column, justify="right")
     colours = {"better": "green", "worse": "red", "equivalent": "cyan", "undecided": "yellow"}
     for c in sorted(result.comparisons, key=lambda c: (order.get(c.verdict, 4), _label(c))):
@@ -228,9 +262,11 @@ def print_table(suite: str, result: object) -> None:
     console.print(table)
     counts = ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()) or "no comparisons"
     console.print(
-        f"{counts}. better/worse: the difference is significant after Holm's correction (p < {ALPHA}); equivalent: "
-        "its 95 % interval lies within ±margin; undecided: neither, which is not evidence of no effect "
-        f"(`--plan` says how many seeds would decide it). Method: {METHOD}.",
+        f"{counts}. better/worse: the difference is significant after its family's correction (p < {ALPHA}); "
+        "equivalent: the two one-sided tests against ±margin hold after the correction (at one comparison, its 90 % "
+        "interval inside ±margin); undecided: neither, which is not evidence of no effect (`--plan` says how many "
+        f"seeds would decide it). Families: {'; '.join(f'{k}: {v}' for k, v in result.families.items())}. "
+        f"Method: {METHOD}.",
         soft_wrap=True,
     )
     if result.single_seed:

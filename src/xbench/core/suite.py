@@ -49,6 +49,7 @@ _OPTIONAL_DATASET_FIELDS = (
     "loader_workers",
     "validation_size",
     "options",
+    "explain_size",
 )
 
 
@@ -56,7 +57,19 @@ class DatasetConfig(_Strict):
     name: str = "shapes"
     image_size: int = Field(64, ge=16, le=1024)
     train_size: int = Field(2000, ge=1)
-    eval_size: int = Field(64, ge=1)
+    eval_size: int = Field(
+        64,
+        ge=1,
+        le=1_000_000,
+        description="Eval images: accuracy and its per-image `correct` come from all of them.",
+    )
+    explain_size: int | None = Field(
+        None,
+        ge=2,
+        le=1_000_000,
+        description="How many of the eval images (the first, in the data set's drawn order) are explained and scored "
+        "by the metrics; unset: all of them. Accuracy is decided on many more images than explanations need.",
+    )
     path: str | None = Field(None, description="Root folder for imagefolder/imagenette (train/ and val/ inside).")
     variant: Literal["full", "320", "160"] | None = Field(
         None, description="imagenette: full-size, 320 px or 160 px (default) images."

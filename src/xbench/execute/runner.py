@@ -236,6 +236,10 @@ class CellExecutor:
         variant = self.variant(cell, pool)  # accuracy and cost on every eval image
         data, figures = pool, Figures(dict(variant.figures.values), dict(variant.figures.missing))
         selected: dict[str, Any] = {}
+        explain_size = cell.dataset.explain_size
+        if cell.eval_selection is None and explain_size is not None and explain_size < len(pool.eval_y):
+            # accuracy above came from every eval image; explanations and metrics from the first `explain_size`
+            data = pool.eval_subset(np.arange(explain_size, dtype=np.int64))
         if cell.eval_selection is not None:  # explanations and metrics on the selected images only
             selected = self.selection(cell, pool)
             data = pool.eval_subset(np.asarray(selected["indices"], dtype=np.int64))

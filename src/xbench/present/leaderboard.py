@@ -325,6 +325,7 @@ def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
         "count": len(rows),
         "verdicts": stats.verdicts,
         "margins": _margins_text(stats.margins),
+        "families": "; ".join(f"{name}: {text}" for name, text in stats.families.items()) or "none",
         "fewer_seeds": sum(r["fewer_seeds"] for r in rows),
     }
 
@@ -343,20 +344,26 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
     equivalent to CR 1 or better, each CR's blocking comparisons one click away."""
     rows = []
     trust = {r.metric: r for r in stats.reliability}
-    for safe in safe_compression(stats):
+    safes = safe_compression(stats)
+    for safe in safes:
         steps = []
         for rate in safe.rates:
+            if rate in safe.untested:
+                steps.append({"rate": f"{rate:g}", "safe": False, "untested": True, "blockers": []})
+                continue
             blockers = safe.blocking[rate]
             steps.append(
                 {
                     "rate": f"{rate:g}",
                     "safe": not blockers,
+                    "untested": False,
                     "blockers": [
                         {"text": "accuracy: no comparison"}
                         if c is None
                         else {
                             "text": (
-                                f"{c.metric}: {VERDICT_TEXT[c.verdict]} (Δ {c.mean_diff:.3g}, margin ±{c.margin:.3g})"
+                                f"{c.metric}: not shown within ±{c.margin:.3g} (Δ {c.mean_diff:.3g}, p no worse "
+                                f"{c.p_noninferior:.2g} against the level {safe.level:.2g}; {VERDICT_TEXT[c.verdict]})"
                             ),
                             "href": "#" + comparison_anchor(c),
                         }
@@ -364,6 +371,12 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
                     ],
                 }
             )
+        if safe.failed_rate is None:
+            answer = f"safe up to CR {safe.safe_rate:g}, the largest tested"
+        else:
+            names = ", ".join("accuracy" if c is None else c.metric for c in safe.blocking[safe.failed_rate])
+            how = "shown worse than its margin" if safe.shown_unsafe else "not shown within its margin"
+            answer = f"CR {safe.failed_rate:g} blocked by {names} ({how})"
         rows.append(
             {
                 "model": safe.model,
@@ -372,11 +385,13 @@ def safe_view(stats: SuiteStats) -> dict[str, Any]:
                 f"{safe.pruning_schedule})",
                 "safe_rate": f"{safe.safe_rate:g}" if safe.found else "none",
                 "found": safe.found,
+                "answer": answer,
                 "steps": steps,
                 "rests_on": ", ".join(_trusted(trust.get(metric), metric) for metric in safe.metrics),
             }
         )
-    return {"rows": rows, "found": sum(r["found"] for r in rows)}
+    level = min((safe.level for safe in safes), default=0.05)
+    return {"rows": rows, "found": sum(r["found"] for r in rows), "level": f"{level:.2g}"}
 
 
 def _trusted(reliability: Reliability | None, metric: str) -> str:

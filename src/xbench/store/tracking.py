@@ -650,6 +650,7 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         "image_size": cell.dataset.image_size,
         "train_size": cell.dataset.train_size,
         "eval_size": cell.dataset.eval_size,
+        "explain_size": cell.dataset.explain_size or cell.dataset.eval_size,
         "seed": cell.seed,
         "data_seed": cell.data_seed,
         "tie_draws": cell.tie_draws,
