@@ -1,7 +1,9 @@
 """The statistics' own error rates, by simulation on data shaped like the study's.
 
     python benchmarks/calibration.py                 # the full table (2,000 runs a setting; about 10 minutes)
-    python benchmarks/calibration.py --runs 200      # a quick look
+    python benchmarks/calibration.py --runs 200 --suite-runs 200     # a quick look
+
+Whole suites (`xbench.analyse.decide`, what `xbench stats`, the page and the gate use): `suite_level.py`.
 
 Prints a table and writes `benchmarks/calibration.json`.
 
@@ -36,6 +38,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from xbench.analyse.stats import compare_paired  # noqa: E402
 from xbench.human.analysis import Answer, Manifest, identify_stats, pairwise_stats  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from suite_level import suite_calibration, suite_table  # noqa: E402
 
 PAIRED_SETTINGS = [  # (seed SD, image SD, residual SD): the issue's three, then others a reviewer may try
     (1.0, 1.0, 1.0),
@@ -254,14 +259,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000, help="simulated comparisons per setting and effect")
     parser.add_argument("--crowd-runs", type=int, default=None, help="simulated studies per setting (default --runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--suite-runs", type=int, default=2000, help="simulated whole suites per setting")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "calibration.json")
     args = parser.parse_args()
     started = time.perf_counter()
     result = calibrate(args.runs, args.crowd_runs or args.runs, args.seed)
+    result["suite"] = suite_calibration(args.suite_runs, args.seed)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["command"] = " ".join(["python benchmarks/calibration.py", *sys.argv[1:]])
     args.out.write_text(json.dumps(result, indent=1, default=lambda v: None if math.isnan(v) else v) + "\n")
     print(table(result))
+    print()
+    print(suite_table(result["suite"]))
     print(f"\n{result['seconds']} s; written to {args.out}")
 
 

@@ -44,3 +44,35 @@ def test_crowd_p_counts_workers_and_images_where_the_answer_level_test_does_not(
     assert pairwise["design"] == "pairwise" and pairwise["false_positives"] <= 0.06, pairwise
     assert pairwise["answer_level_false_positives"] > 0.2, pairwise
     assert identify["false_positives"] <= 0.06 and identify["power_0.5"] > 0.2, identify
+
+
+@pytest.fixture(scope="module")
+def suite_level():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("suite_level", ROOT / "benchmarks" / "suite_level.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_whole_suites_verdicts_keep_their_error_rates(suite_level) -> None:
+    """The small, fixed-seed version of the suite-level table (the full one, 2,000 suites a row, is in the docs):
+    `quick`-shaped suites with 3 seeds whose comparisons share seeds and images. Under no effect anywhere few suites
+    show any better/worse; with every difference at its margin, no suite shows an equivalent or a safe CR; power for
+    a one-SD effect is well above the 0.17 of one flat Holm at 2 df; a drop on the same few images is never called
+    equivalent; following a 3-seed plan decides most of what it promised; `--until-decided` claims no false safe CR."""
+    result = suite_level.suite_calibration(160, seed=3, seeds=(3,))
+    three = result["suites"][0]
+    assert three["suite_false_difference"] <= 0.08, three
+    assert three["false_positives"] <= 0.06 and three["coverage_null"] >= 0.94, three
+    assert three["suite_false_equivalence"] <= 0.05 and three["suite_false_safe"] <= 0.05, three
+    assert three["power_1"] >= 0.25 and three["coverage_effect"] >= 0.93, three
+    accuracy = {(r["images"], r["true_drop"]): r["called_equivalent"] for r in result["accuracy"]}
+    assert accuracy[(64, 0.02)] <= 0.05 and accuracy[(2048, 0.02)] <= 0.05
+    assert accuracy[(64, 0.0)] == 0 and accuracy[(2048, 0.0)] >= 0.9  # 64 images cannot show ±1 point; 2,048 can
+    assert all(r["false_equivalence"] <= 0.06 for r in result["margins"]), result["margins"]
+    assert result["plan"]["promised"] >= 10 and result["plan"]["delivered"] >= 0.75, result["plan"]
+    assert result["sequential"]["suite_false_safe"] <= 0.05, result["sequential"]

@@ -176,6 +176,45 @@ def test_leaderboard_build_writes_a_self_contained_page(smoke_run: Path, tmp_pat
     assert page.count("data:image/png;base64,") == 2 * 2 * 2  # 2 CRs x 2 explainers x (overlay, occlusion)
 
 
+def test_until_decided_adds_seeds_in_rounds_each_look_at_its_spent_level(smoke_run: Path, tmp_path: Path) -> None:
+    """From the smoke run's 2 seeds, at most 3, one a round: look 1 reuses the 2 seeds, look 2 runs seed 2 only; each
+    look is tested at its α-spending share (they add up to 0.05), and the report says each ladder's safe CR."""
+    import shutil
+
+    from xbench.analyse.decide import spent_levels
+
+    shutil.copy(smoke_run / "xbench.db", tmp_path / "xbench.db")
+    shutil.copytree(smoke_run / "cache", tmp_path / "cache")
+    result = xbench_here(
+        "run",
+        "suite",
+        str(SMOKE),
+        "--until-decided",
+        "--max-seeds",
+        "3",
+        "--seeds-per-round",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        cwd=tmp_path,
+        check=True,
+    )
+    output = result.stdout + result.stderr
+    first, second = spent_levels([2, 3], 3)
+    assert first + second == pytest.approx(0.05)
+    if "look 2 of at most 2" not in output:  # both ladders decided at 2 seeds: nothing more to run
+        assert "2 of 2 explainer ladders decided" in output
+    else:  # a ladder undecided at 2 seeds: seed 2 was run and its cells logged
+        assert f"α = {second:.4f}" in output
+        runs = Store(f"sqlite:///{tmp_path / 'xbench.db'}").load_results("smoke")
+        assert sorted({int(r["seed"]) for r in runs}) == [0, 1, 2]
+    assert "look 1 of at most 2" in output and f"α = {first:.4f}" in output
+    assert "suite smoke: safe compression after" in output
+    for explainer in ("gradcam", "saliency"):
+        assert f"test_resnet magnitude {explainer}: safe up to" in output
+
+
 def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:
     result = json.loads(xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
     suite = load_suite(str(SMOKE))[0]
@@ -296,6 +335,10 @@ BAD_SUITES = {
     ),
     "margin not positive": (_smoke_with(equivalence={"accuracy": 0}), "equivalence.accuracy: must be > 0"),
     "a suite named by dots": (_smoke_with(name=".."), "name: must contain a letter, digit"),
+    "more images explained than evaluated": (
+        _smoke_with(dataset__explain_size=17),
+        "dataset.explain_size: must be at most dataset.eval_size (16), got 17",
+    ),
 }
 
 

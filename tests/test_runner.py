@@ -48,6 +48,23 @@ def test_a_cell_shipped_as_json_runs_and_reports_every_figure(tmp_path: Path) ->
     assert "xbench.git_sha" in result.environment and "torch_version" in result.environment
 
 
+def test_accuracy_comes_from_every_eval_image_and_explanations_from_explain_size(tmp_path: Path) -> None:
+    """`dataset.eval_size` 12 and `explain_size` 3: `correct` and accuracy on all 12, each metric's scores (and the
+    scores.csv rows) on the first 3, and the MLflow param says both."""
+    from xbench.core.results import per_image_scores
+    from xbench.store.tracking import cell_params
+
+    cell = tiny_suite(48)[1]
+    cell = cell.model_copy(update={"dataset": cell.dataset.model_copy(update={"eval_size": 12, "explain_size": 3})})
+    result = CellExecutor(Cache(tmp_path / "cache"), torch.device("cpu")).execute(cell)
+    assert len(result.correct) == 12 and result.figures["accuracy"] == pytest.approx(sum(result.correct) / 12)
+    assert len(result.metrics["sparseness"].per_image) == 3 and result.scored_images == [0, 1, 2]
+    scores = per_image_scores(result)
+    assert len(scores["correct"]) == 12 and len(scores["sparseness"]) == 3
+    params = cell_params(cell)
+    assert params["eval_size"] == 12 and params["explain_size"] == 3
+
+
 def test_a_metric_that_can_score_no_image_is_an_explicit_nan_with_a_reason(tmp_path: Path) -> None:
     # At 32 px the last stage of test_resnet is 1x1, so every Grad-CAM map is constant.
     cell = tiny_suite(32)[0]

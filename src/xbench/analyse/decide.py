@@ -366,25 +366,58 @@ def estimate(m: Moments, prior: Prior = NO_PRIOR) -> Estimate:
 # ---------------------------------------------------------------------------------------------------- families
 
 
-def weighted_holm(p_values: Sequence[float], weights: Sequence[float]) -> list[float]:
-    """Adjusted p-values of Holm's weighted step-down procedure (Holm 1979): hypotheses are taken in order of
-    p / weight; the k-th is rejected at level α · w_k / (the weights not yet rejected), so a rejected hypothesis passes
-    its weight on. NaN p-values take no part (and no weight). Equal weights give Holm's adjustment."""
-    finite = [i for i, p in enumerate(p_values) if math.isfinite(p) and weights[i] > 0]
+def chained_holm(p_values: Sequence[float], chains: Sequence[Sequence[int]], weights: Sequence[float]) -> list[float]:
+    """Adjusted p-values of a sequentially rejective procedure made of weighted chains (a graphical procedure in the
+    sense of Bretz et al. 2009). Each chain is an ordered walk over hypotheses; its head is its first hypothesis not
+    yet rejected, and a head is tested at α × (the weights of the chains whose head it is) / (the weights of the
+    chains not yet exhausted). A rejection moves each chain on to its next unrejected hypothesis at the same weight
+    (a fixed sequence: no correction along it); an exhausted chain hands its weight on to the others (Holm). A chain
+    stops at a head that is not rejected, or whose p is NaN.
+
+    Family-wise error ≤ α under any dependence: a hypothesis's level can only grow as others are rejected (its
+    chains stay its own until it is rejected, and exhausted chains only shrink the total), so a first false rejection
+    implies p ≤ α × its weight in the state where exactly the false hypotheses are rejected, and those weights of the
+    true hypotheses add up to at most 1 (Bonferroni).
+
+    Exact adjusted p-values as Bretz et al.'s Algorithm 2: repeatedly take the head with the least p / its share of
+    the weight; its adjusted p is that ratio, at least the previous one."""
     adjusted = [math.nan] * len(p_values)
-    remaining = float(sum(weights[i] for i in finite))
+    rejected: set[int] = set()
+    positions = [0] * len(chains)
     running = 0.0
-    for index in sorted(finite, key=lambda i: p_values[i] / weights[i]):
-        running = max(running, min(1.0, p_values[index] * remaining / weights[index]))
-        adjusted[index] = running
-        remaining -= weights[index]
+    while True:
+        heads: dict[int, float] = defaultdict(float)
+        for c, chain in enumerate(chains):
+            while positions[c] < len(chain) and chain[positions[c]] in rejected:
+                positions[c] += 1
+            if positions[c] < len(chain) and weights[c] > 0:
+                heads[chain[positions[c]]] += weights[c]
+        total = sum(heads.values())
+        if not heads or total <= 0:
+            break
+
+        def ratio(index: int, total: float = total, heads: dict[int, float] = heads) -> float:
+            p = p_values[index]
+            return p * total / heads[index] if math.isfinite(p) else math.inf
+
+        best = min(sorted(heads), key=ratio)
+        level = ratio(best)
+        if not math.isfinite(level):
+            break  # every head has a NaN p: nothing behind them can be reached
+        running = max(running, min(1.0, level))
+        adjusted[best] = running
+        rejected.add(best)
+    for chain in chains:
+        for index in chain:
+            if index not in rejected and math.isfinite(p_values[index]):
+                adjusted[index] = 1.0  # behind a NaN p: never tested
     return adjusted
 
 
 def family_weights(families: Sequence[str]) -> tuple[list[float], dict[str, str]]:
-    """Each comparison's weight in the suite's correction, and each family's description: accuracy's comparisons
-    share `ACCURACY_SHARE` of the error rate when there are metric comparisons too, the metrics the rest; equal
-    within each."""
+    """Each question's weight in the suite's correction (one entry per question, named by its family), and each
+    family's description: accuracy's questions share `ACCURACY_SHARE` of the error rate when there are metric
+    questions too, the metrics the rest; equal within each."""
     counts: dict[str, int] = defaultdict(int)
     for family in families:
         counts[family] += 1
@@ -395,9 +428,11 @@ def family_weights(families: Sequence[str]) -> tuple[list[float], dict[str, str]
         weights.append(share / counts[family])
     described = {
         family: (
-            f"{counts[family]} comparisons of {family}, {shares.get(family, 1.0 / len(counts)):.0%} of the suite's "
-            f"{ALPHA:g} error rate, weighted Holm over all {len(families)} comparisons of the suite (a decided "
-            "comparison passes its share on); the same for equivalence"
+            f"{counts[family]} {'question' if counts[family] == 1 else 'questions'} of {family} share "
+            f"{shares.get(family, 1.0 / len(counts)):.0%} of the suite's {ALPHA:g} error rate; each question's CR "
+            "ladder is a chain: differences walked down from its largest CR and up from its smallest (half its share "
+            "each), equivalence up from its smallest, a rejection moving the chain on and a finished question "
+            "handing its share on (a graphical procedure: at most 5 % chance of any false verdict in the suite)"
         )
         for family in counts
     }
@@ -407,7 +442,7 @@ def family_weights(families: Sequence[str]) -> tuple[list[float], dict[str, str]
 # ------------------------------------------------------------------------------------------------------- decide
 
 
-def _question_family(question: Mapping[str, Any]) -> str:
+def question_family(question: Mapping[str, Any]) -> str:
     return str(
         question.get("family") or ("accuracy" if question.get("metric", question["name"]) == "accuracy" else "metrics")
     )
@@ -460,7 +495,7 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
             {
                 "name": question["name"],
                 "cr": rate,
-                "family": _question_family(question),
+                "family": question_family(question),
                 "higher_is_better": higher,
                 "margin": margin,
                 "mean_diff": m.mean,
@@ -485,9 +520,20 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
                 "floored": bool(m.usable and e.se > 0 and e.se**2 <= m.floor * (1 + 1e-12)),
             }
         )
-    weights, _ = family_weights([row["family"] for row in rows])
-    adjusted = weighted_holm([row["p"] for row in rows], weights)
-    adjusted_equivalent = weighted_holm([row["p_equivalent"] for row in rows], weights)
+    # one ladder per question: differences walked down from the largest CR ("from which CR does it change?"),
+    # equivalence up from the smallest ("up to which CR does it stay?")
+    ladders: dict[str, list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        ladders[row["name"]].append(index)
+    ascending = [sorted(members, key=lambda i: rows[i]["cr"]) for members in ladders.values()]
+    chain_weights, _ = family_weights([rows[chain[0]]["family"] for chain in ascending])
+    # differences: half of each question's weight walks down from its largest CR, half up from its smallest (so a
+    # change at heavy pruning and one at mild pruning, the seed paper's finding, are both reachable); equivalence
+    # walks up from the smallest CR
+    both_ways = [chain[::-1] for chain in ascending] + ascending
+    halves = [w / 2 for w in chain_weights] * 2
+    adjusted = chained_holm([row["p"] for row in rows], both_ways, halves)
+    adjusted_equivalent = chained_holm([row["p_equivalent"] for row in rows], ascending, chain_weights)
     for row, p_adjusted, p_equivalent_adjusted in zip(rows, adjusted, adjusted_equivalent, strict=True):
         row["p_adjusted"] = p_adjusted
         row["p_equivalent_adjusted"] = p_equivalent_adjusted
@@ -513,7 +559,7 @@ def _verdict(row: Mapping[str, Any], alpha: float) -> str:
 
 def families(questions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """How each family's correction was made, in words (for the output)."""
-    labels = [_question_family(q) for q in questions for _ in q["variants"]]
+    labels = [question_family(q) for q in questions for _ in q["variants"]]
     return family_weights(labels)[1]
 
 
@@ -584,3 +630,25 @@ def _walk(key: Any, ladder: Mapping[float, Sequence[tuple[Any, float, float]]], 
 
 def _passes(p: float, level: float) -> bool:
     return math.isfinite(p) and p < level
+
+
+# ------------------------------------------------------------------------------------------------ seeds until decided
+
+
+def spent_levels(seed_counts: Sequence[int], max_seeds: int, alpha: float = ALPHA) -> list[float]:
+    """The level of each look of a run that adds seeds until decided (`xbench run suite --until-decided`): Pocock-type
+    α spending (Lan & DeMets 1983), α(t) = α · ln(1 + (e - 1) t) with t = seeds / max_seeds, and each look tested at
+    the increment α(t_k) - α(t_k-1). The increments add up to at most α whatever the looks' correlation (Bonferroni
+    over looks), so a verdict kept from any look keeps the family's error rate; Pocock's shape spends much of α early,
+    where a run that can stop early wants it."""
+
+    def spent(seeds: int) -> float:
+        fraction = min(max(seeds / max_seeds, 0.0), 1.0)
+        return alpha * math.log(1 + (math.e - 1) * fraction)
+
+    levels, before = [], 0.0
+    for seeds in seed_counts:
+        now = spent(seeds)
+        levels.append(max(now - before, 0.0))
+        before = max(before, now)
+    return levels

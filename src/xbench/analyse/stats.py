@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xbench.analyse.decide import decide, families, family_weights, safe_sequences
+from xbench.analyse.decide import decide, families, family_weights, question_family, safe_sequences
 from xbench.analyse.trust import MetricTrust, human_agreement, metric_trust
 from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
@@ -245,16 +245,34 @@ def seeds_to_decide(
     return high
 
 
-def planned_seeds(comparison: Comparison, level: float) -> int | None:
-    """`seeds_to_decide` for a suite's comparison at its family level, with its uncertainty and image losses."""
-    pairs = comparison.n_images + comparison.n_excluded
-    seeds = max(comparison.n_seeds, 1)
-    kept = comparison.n_images / pairs if pairs else 1.0
+def planned_seeds(figures: Comparison | Mapping[str, Any], level: float) -> int | None:
+    """`seeds_to_decide` for one of a suite's comparisons (a `Comparison`, or a row of `decide`) at its family's
+    level, with the uncertainty of its estimates and the images constant maps take away."""
+    row = figures.to_dict() if isinstance(figures, Comparison) else figures
+
+    def square(name: str) -> float:
+        value = float(row[name])
+        return value**2 if math.isfinite(value) else math.nan
+
+    seeds = max(int(row["n_seeds"]), 1)
+    pairs = int(row["n_images"]) + int(row["n_excluded"])
+    kept = int(row["n_images"]) / pairs if pairs else 1.0
+    df = float(row["df"])
+    estimate = CrossedMean(
+        float(row["mean_diff"]),
+        float(row["se"]),
+        df,
+        int(row["n_seeds"]),
+        int(row["n_images"]) // seeds,
+        square("seed_sd"),
+        square("image_sd"),
+        square("residual_sd"),
+    )
     return seeds_to_decide(
-        comparison.estimate,
-        comparison.margin,
+        estimate,
+        float(row["margin"]),
         level=level,
-        seed_df=comparison.df if math.isfinite(comparison.df) else None,
+        seed_df=df if math.isfinite(df) else None,
         kept_per_seed=kept ** (1 / seeds) if kept > 0 else 1.0,
         all_images=pairs // seeds if pairs else None,
     )
@@ -638,7 +656,8 @@ def suite_stats(
             next(q for q in questions if q["name"] == name)["variants"][rate] = variant
 
     decided = decide(questions)
-    weights, _ = family_weights([row["family"] for row in decided])
+    question_weights, _ = family_weights([question_family(q) for q in questions])
+    share = {q["name"]: w / len(q["variants"]) for q, w in zip(questions, question_weights, strict=True)}
     comparisons: list[Comparison] = []
     for row in decided:
         model, explainer, pruning, metric, higher = identities[row["name"]]
@@ -658,7 +677,7 @@ def suite_stats(
             prior_df=row["prior_df"],
             floored=row["floored"],
         )
-        level = ALPHA * weights[len(comparisons)]
+        level = ALPHA * share[row["name"]]  # the strictest level its family's procedure can test it at
         needed = planned_seeds(comparison, level) if comparison.verdict == "undecided" else None
         comparisons.append(replace(comparison, seeds_needed=needed))
     seeds = sorted({int(r.get("seed", 0)) for r in records})

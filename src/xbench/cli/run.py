@@ -82,6 +82,17 @@ def run_suite_command(
         help="Training seeds to run instead of the suite's seeds: a range and/or list (0-9, 0,1,2, 0-4,7). Cells of "
         "seeds already run are reused, so this extends a finished suite by the new seeds' cells only.",
     ),
+    until_decided: bool = typer.Option(
+        False,
+        "--until-decided",
+        help="Add seeds in rounds (--seeds-per-round) until every explainer's safe compression is decided (a safe CR "
+        "up to the largest, or the next CR shown worse than its margin), or --max-seeds is reached. Each look is "
+        "tested at its share of α (Pocock-type α spending), so the looks keep the suite's 5 % error rate.",
+    ),
+    max_seeds: int = typer.Option(10, "--max-seeds", min=2, max=200, help="--until-decided: the most seeds to run."),
+    seeds_per_round: int = typer.Option(
+        2, "--seeds-per-round", min=1, max=50, help="--until-decided: seeds added per round."
+    ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -102,6 +113,8 @@ def run_suite_command(
     Example: xbench run suite smoke --backend ray --workers 2 --tracking-uri http://127.0.0.1:5000
 
     Example: xbench run suite quick --seeds 0-4   (two more seeds for a 3-seed suite: only their cells run)
+
+    Example: xbench run suite quick --until-decided --max-seeds 9   (3, 5, 7, 9 seeds until safe compression is decided)
     """
     from xbench.core.errors import XbenchInputError
     from xbench.core.suite import load_suite, with_seeds
@@ -140,9 +153,29 @@ def run_suite_command(
         if report.problems:
             raise XbenchInputError("cannot run it from here:\n  " + "\n  ".join(report.problems))
         return
+    if until_decided:
+        run_until_decided(suite, path, tracking_uri, cache_dir, device, options, progress, max_seeds, seeds_per_round)
+        return
+    _run_once(suite, path, tracking_uri, cache_dir, device, options, progress)
+
+
+def _run_once(
+    suite: object,
+    path: Path | None,
+    tracking_uri: str | None,
+    cache_dir: Path | None,
+    device: str | None,
+    options: object,
+    progress: bool,
+) -> None:
+    """Run the suite's cells not yet in the store and print what ran."""
     from xbench.core.cache import Cache
+    from xbench.core.suite import Suite
+    from xbench.execute.backends import BackendOptions, RayCluster
     from xbench.execute.planmemo import finished_without_planning
 
+    assert isinstance(suite, Suite) and isinstance(options, BackendOptions)
+    requested = device or suite.device
     finished = finished_without_planning(suite, requested, Cache(cache_dir), tracking_uri, options.address)
     if finished is not None:
         console.print(
@@ -198,6 +231,74 @@ def run_suite_command(
         f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
         + browse_hint(summary.suite, summary.tracking_uri, summary.experiment_id)
     )
+
+
+def run_until_decided(
+    suite: object,
+    path: Path | None,
+    tracking_uri: str | None,
+    cache_dir: Path | None,
+    device: str | None,
+    options: object,
+    progress: bool,
+    max_seeds: int,
+    per_round: int,
+) -> None:
+    """Seeds in rounds until every safe-compression ladder is decided. Each look k is tested at its α-spending share
+    (`analyse.decide.spent_levels`); a ladder decided at a look keeps that decision (the shares add up to α, so the
+    suite's chance of a false safe CR stays ≤ 5 % across all looks)."""
+    from xbench.analyse.decide import spent_levels
+    from xbench.analyse.stats import SafeCompression, safe_compression, suite_stats
+    from xbench.core.errors import XbenchInputError
+    from xbench.core.suite import Suite, with_seeds
+    from xbench.store.bundle import open_results
+
+    assert isinstance(suite, Suite)
+    first = list(suite.replicate_seeds)
+    if len(first) < 2:
+        raise XbenchInputError("needs at least 2 seeds to start from (the suite's seeds or --seeds)", "--until-decided")
+    if max_seeds < len(first):
+        raise XbenchInputError(
+            f"must be at least the {len(first)} seeds the run starts with, got {max_seeds}", field="--max-seeds"
+        )
+    looks = sorted({*range(len(first), max_seeds, per_round), max_seeds})
+    levels = spent_levels(looks, max_seeds)
+    extra = [seed for seed in range(max(first) + 1, max(first) + 1 + max_seeds)]
+    decided: dict[tuple[str, str, str, str], tuple[int, SafeCompression]] = {}
+    ladders: dict[tuple[str, str, str, str], SafeCompression] = {}
+    for look, (count, level) in enumerate(zip(looks, levels, strict=True), start=1):
+        seeds = (first + extra)[:count]
+        console.print(
+            f"[bold]look {look} of at most {len(looks)}[/]: {count} seeds ({_seed_list(seeds)}), safe compression "
+            f"tested at α = {level:.4f} (this look's share of 0.05)"
+        )
+        _run_once(with_seeds(suite, seeds), path, tracking_uri, cache_dir, device, options, progress)
+        store = open_results(tracking_uri, None)
+        records = [r for r in store.load_results(suite.name) if int(r.get("seed", 0)) in seeds]
+        stats = suite_stats(records, store.per_image_scores(records), store.equivalence(suite.name))
+        for safe in safe_compression(stats, alpha=level):
+            key = (safe.model, safe.pruning_method, safe.pruning_scope, safe.explainer)
+            ladders.setdefault(key, safe)
+            if safe.decided and key not in decided:
+                decided[key] = (count, safe)
+            elif key not in decided:
+                ladders[key] = safe
+        console.print(f"  {len(decided)} of {len(ladders)} explainer ladders decided")
+        if ladders and len(decided) == len(ladders):
+            break
+    console.print(f"[bold]suite {suite.name}: safe compression after {count} seeds[/]")
+    for key, last in sorted(ladders.items()):
+        model, method, _scope, explainer = key
+        seeds_at, safe = decided.get(key, (count, last))
+        when = f"decided at {seeds_at} seeds" if key in decided else f"undecided at {count} seeds"
+        rate = "none" if safe.safe_rate is None else f"CR {safe.safe_rate:g}"
+        blocked = (
+            ""
+            if safe.failed_rate is None
+            else f"; CR {safe.failed_rate:g} "
+            + ("shown worse than its margin" if safe.shown_unsafe else "not shown within its margin")
+        )
+        console.print(f"  {model} {method} {explainer}: safe up to {rate}{blocked} ({when})")
 
 
 def browse_hint(suite: str, tracking_uri: str, experiment_id: str | None) -> str:

@@ -290,6 +290,21 @@ class Suite(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _explain_size_fits(self) -> Suite:
+        explain = self.dataset.explain_size
+        if explain is not None and explain > self.dataset.eval_size:
+            raise _FieldError(
+                "dataset.explain_size", f"must be at most dataset.eval_size ({self.dataset.eval_size}), got {explain}"
+            )
+        if explain is not None and self.eval_selection.method != "random":
+            raise _FieldError(
+                "dataset.explain_size",
+                f"eval_selection {self.eval_selection.method!r} chooses the explained images itself; leave "
+                "explain_size unset, or use eval_selection: {method: random}",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _margins_named(self) -> Suite:
         allowed = ["accuracy", *(spec.name for spec in self.metrics)]
         for name, margin in self.equivalence.items():

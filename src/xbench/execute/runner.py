@@ -237,9 +237,11 @@ class CellExecutor:
         data, figures = pool, Figures(dict(variant.figures.values), dict(variant.figures.missing))
         selected: dict[str, Any] = {}
         explain_size = cell.dataset.explain_size
+        explained: tuple[int, ...] | None = None
         if cell.eval_selection is None and explain_size is not None and explain_size < len(pool.eval_y):
             # accuracy above came from every eval image; explanations and metrics from the first `explain_size`
-            data = pool.eval_subset(np.arange(explain_size, dtype=np.int64))
+            explained = tuple(range(explain_size))
+            data = pool.eval_subset(np.asarray(explained, dtype=np.int64))
         if cell.eval_selection is not None:  # explanations and metrics on the selected images only
             selected = self.selection(cell, pool)
             data = pool.eval_subset(np.asarray(selected["indices"], dtype=np.int64))
@@ -328,7 +330,7 @@ class CellExecutor:
             missing=figures.missing,
             correct=tuple(bool(c) for c in variant.correct),
             labels=tuple(int(label) for label in pool.eval_y),
-            eval_indices=tuple(selected["indices"]) if cell.eval_selection is not None else None,
+            eval_indices=tuple(selected["indices"]) if cell.eval_selection is not None else explained,
             class_names=tuple(data.class_names),
             metrics=results,
             artifacts=(
