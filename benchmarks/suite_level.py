@@ -29,12 +29,12 @@ from collections import defaultdict
 import numpy as np
 
 from suite_simulation import ACCURACY_MARGIN, CRS, EXPLAINERS, MARGIN, simulate_suite
-from xbench.analyse.decide import ALPHA, decide, family_weights, question_family, safe_sequences, spent_levels
+from xbench.analyse.decide import ALPHA, decide, safe_sequences, spent_levels
 from xbench.analyse.stats import default_margin, planned_seeds
 
 SUITE_SEEDS = (3, 5, 10)
 LOOKS = (3, 5, 7, 9)
-PLAN_CAP = 12  # promised seed counts above this are not followed (too slow to simulate); counted apart
+PLAN_CAP = 30  # promised seed counts above this are not followed (too slow to simulate); counted apart
 
 
 def _safe(rows: list[dict], level: float) -> list:
@@ -158,14 +158,11 @@ def plan_rows(runs: int, rng: np.random.Generator) -> dict[str, float]:
             for rate in CRS
         }
         suite = simulate_suite(rng, PLAN_CAP, delta=deltas)
-        questions = suite.questions(3)
-        rows = decide(questions)
-        weights, _ = family_weights([question_family(q) for q in questions])
-        share = {q["name"]: w / len(q["variants"]) for q, w in zip(questions, weights, strict=True)}
+        rows = decide(suite.questions(3))
         plans = {}
         for row in rows:
             if row["verdict"] == "undecided":
-                needed = planned_seeds(row, ALPHA * share[row["name"]])
+                needed = planned_seeds(row)
                 if needed is not None and needed <= PLAN_CAP:
                     plans[(row["name"], row["cr"])] = max(needed, 3)
                 elif needed is not None:

@@ -104,7 +104,7 @@ def test_an_array_over_the_cap_is_refused_by_its_header_even_with_a_matching_dig
         np.lib.format.write_array_header_1_0(
             handle, {"descr": "<f8", "fortran_order": False, "shape": (MAX_ARRAY_BYTES // 8 + 1,)}
         )
-    with pytest.raises(XbenchInputError, match="over the .*-byte cap"):
+    with pytest.raises(XbenchInputError, match=r"over the .*-byte cap"):
         _load_npy(path.read_bytes(), path, "--from")
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(XbenchInputError, match="Python objects"):

@@ -215,3 +215,10 @@ def test_the_default_margin_carries_its_own_error() -> None:
     for scores, most in ((normal, 0.9), (heavy, 0.8)):
         sample = 0.2 * float(np.mean([np.std(v, ddof=1) for v in scores.values()]))
         assert 0.5 * sample < default_margin(scores) < most * sample
+
+
+def test_compare_paired_names_the_seed_whose_images_differ_in_number() -> None:
+    from xbench.analyse.stats import compare_paired
+
+    with pytest.raises(XbenchInputError, match="seed 2 has 5 images, but seed 0"):
+        compare_paired({0: np.zeros(6), 2: np.zeros(6)}, {0: np.ones(6), 2: np.ones(5)})

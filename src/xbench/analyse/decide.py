@@ -106,14 +106,11 @@ def _count_floor(differences: np.ndarray, values_range: float) -> float:
     return values_range**2 * max(unseen, 0.0) / images
 
 
-def moments(reference: Mapping[int, Any], variant: Mapping[int, Any], binary: bool = False) -> Moments:
-    """The table's figures from per-seed per-image scores of both sides (the same images in the same order; NaN = not
-    scorable). An image some seed could not score is left out of every seed, so the design stays crossed; a seed
-    with fewer than two images left is dropped. Arrays of different lengths are an error naming the seed."""
-    seeds = sorted(set(reference) & set(variant))
+def check_lengths(reference: Mapping[int, Any], variant: Mapping[int, Any]) -> None:
+    """Every seed's per-image scores, on both sides, 1-D and of one length; else an input error naming the seed."""
     lengths = {}
     for side, arrays in (("reference", reference), ("variant", variant)):
-        for seed in seeds:
+        for seed in sorted(set(reference) & set(variant)):
             array = np.asarray(arrays[seed], dtype=float)
             if array.ndim != 1:
                 raise XbenchInputError(f"seed {seed}: per-image scores must be 1-D, got shape {array.shape}", side)
@@ -126,6 +123,14 @@ def moments(reference: Mapping[int, Any], variant: Mapping[int, Any], binary: bo
             "seed must score the same images in the same order",
             odd[0],
         )
+
+
+def moments(reference: Mapping[int, Any], variant: Mapping[int, Any], binary: bool = False) -> Moments:
+    """The table's figures from per-seed per-image scores of both sides (the same images in the same order; NaN = not
+    scorable). An image some seed could not score is left out of every seed, so the design stays crossed; a seed
+    with fewer than two images left is dropped. Arrays of different lengths are an error naming the seed."""
+    seeds = sorted(set(reference) & set(variant))
+    check_lengths(reference, variant)
     if not seeds:
         return Moments(*(math.nan,) * 4, 0, 0, 0, 0.0, math.nan, math.nan, math.nan)
     ref = np.stack([np.asarray(reference[s], dtype=float) for s in seeds])
@@ -538,6 +543,19 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
         row["p_adjusted"] = p_adjusted
         row["p_equivalent_adjusted"] = p_equivalent_adjusted
         row["verdict"] = _verdict(row, alpha)
+    # Where each question's chains now stand: more seeds can only decide a comparison its chain has reached (the
+    # first undecided from either end for a difference, from the smallest CR for equivalence), at the chain's level.
+    for chain, weight in zip(ascending, chain_weights, strict=True):
+        different = [i for i in chain if math.isfinite(adjusted[i]) and adjusted[i] < alpha]
+        equivalent = [i for i in chain if math.isfinite(adjusted_equivalent[i]) and adjusted_equivalent[i] < alpha]
+        open_difference = [i for i in chain if i not in different]
+        open_equivalence = [i for i in chain if i not in equivalent]
+        heads = {open_difference[0], open_difference[-1]} if open_difference else set()
+        for i in chain:
+            rows[i]["difference_level"] = alpha * weight / 2 if i in heads else math.nan
+            reachable = bool(open_equivalence) and i == open_equivalence[0]
+            rows[i]["equivalence_level"] = alpha * weight if reachable else math.nan
+            rows[i]["question_weight"] = weight
     return rows
 
 

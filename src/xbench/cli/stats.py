@@ -188,9 +188,10 @@ def plan_text(suite: str, result: object) -> str:
         f"suite {suite}: {len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}); "
         + ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()),
         f"Seeds that would decide each undecided comparison with {POWER:.0%} power (shown different, or equivalent "
-        "within its margin) at its family's strictest level (weighted Holm's first step), for any true difference "
-        "within one standard error of the estimate and the seed variance at its 80 % upper bound, with the images "
-        "that constant maps leave scorable shrinking as seeds are added:",
+        "within its margin) at the level its question's chain tests it at now, for any true difference within two "
+        "standard errors of the estimate and the seed variance at its 80 % upper bound, with the images that "
+        "constant maps leave scorable shrinking as seeds are added. Only comparisons a chain has reached can be "
+        "promised; the others wait for a neighbouring CR:",
     ]
     if not undecided:
         lines.append("  none: every comparison is decided")
@@ -203,6 +204,8 @@ def plan_text(suite: str, result: object) -> str:
             need = f"{c.seeds_needed} seeds"
         elif c.n_seeds < 2:
             need = "unknown: one seed gives no seed-to-seed variance (run 3 or more)"
+        elif not (math.isfinite(c.difference_level) or math.isfinite(c.equivalence_level)):
+            need = "not yet reachable: its question's chains stop at a CR that must be decided first"
         else:
             need = f"more than {MAX_PLANNED_SEEDS} seeds (too close to the margin, or the images vary too much for it)"
         lines.append(f"  {_label(c):<{width}}  Δ {c.mean_diff:+.3g}, margin ±{c.margin:.3g}: {need}")
