@@ -335,6 +335,28 @@ BAD_SUITES = {
     ),
     "margin not positive": (_smoke_with(equivalence={"accuracy": 0}), "equivalence.accuracy: must be > 0"),
     "a suite named by dots": (_smoke_with(name=".."), "name: must contain a letter, digit"),
+    "an infinite compression rate": (
+        _smoke_with(pruning__0__compression_rates=[1, float("inf")]),
+        "pruning[0].compression_rates[1]: Input should be a finite number",
+    ),
+    "a NaN compression rate": (
+        _smoke_with(pruning__0__compression_rates=[float("nan")]),
+        "pruning[0].compression_rates[0]: Input should be a finite number",
+    ),
+    "a compression rate of 1e300": (
+        _smoke_with(pruning__0__compression_rates=[1e300]),
+        "pruning[0].compression_rates[0]: must be <= 10000",
+    ),
+    "an infinite learning rate": (
+        _smoke_with(models__0__train__lr=float("inf")),
+        "models[0].train.lr: Input should be a finite number",
+    ),
+    "an infinite margin": (_smoke_with(equivalence={"accuracy": float("inf")}), "equivalence.accuracy"),
+    "a training set of 1e15 images": (
+        _smoke_with(dataset__train_size=10**15),
+        "dataset.train_size: Input should be less than or equal to 10000000",
+    ),
+    "a seed of 10^26": (_smoke_with(seeds=[0, 10**26]), "seeds[1]"),
     "more images explained than evaluated": (
         _smoke_with(dataset__explain_size=17),
         "dataset.explain_size: must be at most dataset.eval_size (16), got 17",
@@ -352,6 +374,20 @@ def test_a_bad_suite_field_is_named_with_what_is_allowed(case: str, tmp_path: Pa
     with pytest.raises(XbenchInputError) as error:
         validate(load_suite(str(suite_file))[0])
     assert expected in str(error.value)
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path: Path) -> None:
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(SMOKE.read_text() + "seeds: [5, 6]\n")  # smoke already says seeds: [0, 1]
+    with pytest.raises(XbenchInputError, match="the key 'seeds' is given twice"):
+        load_suite(str(suite_file))
+
+
+def test_a_plan_larger_than_max_cells_is_refused_before_planning(tmp_path: Path) -> None:
+    result = xbench_here("run", "suite", str(SMOKE), "--seeds", "0-100000", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2 and "--max-cells" in result.stderr and "400,004 cells" in result.stderr
+    assert "(100,001 seeds)" in result.stderr  # not a hundred thousand numbers
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("case", ["unknown model", "margin of an unknown figure", "malformed yaml", "missing suite"])

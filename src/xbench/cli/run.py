@@ -39,7 +39,19 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
+def planned_cells(suite: object, seeds: int | None = None) -> int:
+    """An upper bound of the cells a suite plans, counted without planning: models × (CR 1 + every pruning config's
+    other rates) × explainers × seeds."""
+    from xbench.core.suite import Suite
+
+    assert isinstance(suite, Suite)
+    variants = 1 + sum(len([r for r in p.compression_rates if r != 1]) for p in suite.pruning)
+    return len(suite.models) * variants * len(suite.explainers) * (seeds or len(suite.replicate_seeds))
+
+
 def _seed_list(seeds: list[int]) -> str:
+    if len(seeds) > 12:
+        return f"{', '.join(map(str, seeds[:5]))}, ..., {', '.join(map(str, seeds[-2:]))} ({len(seeds):,} seeds)"
     return ", ".join(map(str, seeds)) or "none"
 
 
@@ -89,6 +101,13 @@ def run_suite_command(
         "up to the largest, or the next CR shown worse than its margin), or --max-seeds is reached. Each look is "
         "tested at its share of α (Pocock-type α spending), so the looks keep the suite's 5 % error rate.",
     ),
+    max_cells: int = typer.Option(
+        20_000,
+        "--max-cells",
+        min=1,
+        help="Refuse a plan of more cells than this (a typo such as --seeds 0-100000 would otherwise plan for "
+        "minutes and run for months); raise it for a study that big.",
+    ),
     max_seeds: int = typer.Option(10, "--max-seeds", min=2, max=200, help="--until-decided: the most seeds to run."),
     seeds_per_round: int = typer.Option(
         2, "--seeds-per-round", min=1, max=50, help="--until-decided: seeds added per round."
@@ -132,6 +151,13 @@ def run_suite_command(
             + (f"; new: {_seed_list(added)}" if added else "")
             + (f"; left out: {_seed_list(dropped)}" if dropped else "")
             + ")"
+        )
+    planned = planned_cells(suite, max_seeds if until_decided else None)
+    if planned > max_cells:
+        raise XbenchInputError(
+            f"the suite would plan up to {planned:,} cells, more than --max-cells {max_cells:,} allows: check the "
+            "seeds, compression rates and explainers, or raise --max-cells",
+            field="--max-cells",
         )
     options = BackendOptions(backend, address, workers, threads, gpus_per_task).validated()
     if device is not None and device not in ("auto", "cpu", "cuda"):

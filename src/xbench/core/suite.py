@@ -20,8 +20,15 @@ SUITES_DIR = Path(str(resources.files("xbench") / "suites"))
 DEFAULT_GALLERY_IMAGES = 4
 
 
+MAX_SEED = 2**63 - 1  # torch and numpy take seeds below 2^64; one below 2^63 also fits a signed 64-bit integer
+MAX_COMPRESSION_RATE = 10_000.0  # 99.99 % of the scope pruned; the iterative chain then has at most 14 steps
+MAX_IMAGES = 10_000_000
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or NaN anywhere a number is asked for: a rate, a learning rate or a margin that is not finite validates
+    # as a float but cannot be right
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Preprocessing(_Strict):
@@ -56,7 +63,7 @@ _OPTIONAL_DATASET_FIELDS = (
 class DatasetConfig(_Strict):
     name: str = "shapes"
     image_size: int = Field(64, ge=16, le=1024)
-    train_size: int = Field(2000, ge=1)
+    train_size: int = Field(2000, ge=1, le=MAX_IMAGES)
     eval_size: int = Field(
         64,
         ge=1,
@@ -111,7 +118,7 @@ def _drop_unset(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 class TrainConfig(_Strict):
     epochs: int = Field(3, ge=0, description="Epochs; with early_stop_patience, the most epochs.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
@@ -141,7 +148,7 @@ class ModelConfig(_Strict):
 class FinetuneConfig(_Strict):
     epochs: int = Field(1, ge=0)
     steps: int | None = Field(None, ge=1, description="Optimiser steps instead of epochs, when set.")
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, le=10)
     batch_size: int | None = Field(None, ge=1, description="Default: the model's training batch size.")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     early_stop_patience: int | None = Field(
@@ -163,6 +170,11 @@ class PruningConfig(_Strict):
         for index, rate in enumerate(self.compression_rates):
             if rate < 1:
                 raise _FieldError(f"compression_rates[{index}]", f"must be >= 1 (1 = unpruned), got {rate}")
+            if rate > MAX_COMPRESSION_RATE:
+                raise _FieldError(
+                    f"compression_rates[{index}]",
+                    f"must be <= {MAX_COMPRESSION_RATE:g} (99.99 % of the scope pruned), got {rate:g}",
+                )
         return self
 
 
@@ -224,14 +236,16 @@ class Suite(_Strict):
         description="Modules to import before planning, whose registrations add datasets, pruners, explainers or "
         "metrics (e.g. my_package.my_explainers); see xbench.core.plugins.",
     )
-    seed: int = Field(0, ge=0, description="One training seed (shorthand for seeds: [seed]).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="One training seed (shorthand for seeds: [seed]).")
     seeds: list[int] | None = Field(
         None,
         min_length=1,
         description="Replicates: each seed is an independent training run (initialisation, data order, random "
         "pruning, fine-tuning, explainer and metric randomness); the statistics compare CRs across them.",
     )
-    data_seed: int = Field(0, ge=0, description="Draws the data set (and so the eval images), the same for all seeds.")
+    data_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Draws the data set (and so the eval images), the same for all seeds."
+    )
     tie_draws: int = Field(
         1, ge=1, le=100, description="Score ordering metrics with this many random tie orders; logs their spread."
     )
@@ -276,11 +290,15 @@ class Suite(_Strict):
         if self.seeds is not None:
             if "seed" in self.model_fields_set:
                 raise _FieldError("seeds", "give seed (one) or seeds (replicates), not both")
+            seen: set[int] = set()
             for index, seed in enumerate(self.seeds):
                 if seed < 0:
                     raise _FieldError(f"seeds[{index}]", f"must be >= 0, got {seed}")
-                if seed in self.seeds[:index]:
+                if seed > MAX_SEED:
+                    raise _FieldError(f"seeds[{index}]", f"must be < 2^63, got {seed}")
+                if seed in seen:
                     raise _FieldError(f"seeds[{index}]", f"seed {seed} is listed twice")
+                seen.add(seed)
         return self
 
     @model_validator(mode="after")
@@ -404,10 +422,29 @@ def list_suites() -> list[str]:
     return sorted(names)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
 def load_suite(name_or_path: str) -> tuple[Suite, Path]:
     path = find_suite(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise XbenchInputError(f"{path}: malformed YAML: {exc}") from None
     return parse_suite(data, source=str(path)), path
