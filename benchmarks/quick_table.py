@@ -34,8 +34,8 @@ def table(stats: dict) -> str:
     counts = stats["verdicts"]
     seeds = len(stats["seeds"])
     lines = [
-        f"{len(stats['comparisons'])} comparisons, {seeds} seeds: **{counts['worse']} worse, {counts['better']} better, "
-        f"{counts['equivalent']} equivalent and {counts['undecided']} undecided**.",
+        f"{len(stats['comparisons'])} comparisons, {seeds} seeds: **{counts['worse']} worse, {counts['better']} "
+        f"better, {counts['equivalent']} equivalent and {counts['undecided']} undecided**.",
         "",
         "| " + f"{seeds} seeds | " + " | ".join(f"CR {r:g}" for r in RATES) + " |",
         "|---|" + "---|" * len(RATES),
