@@ -531,6 +531,25 @@ def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:
     assert xbench_here("list", "nonsense", cwd=tmp_path).returncode == 2
 
 
+def test_a_percent_encoded_database_password_is_decoded_and_every_secret_file_is_private(tmp_path: Path) -> None:
+    import stat
+
+    from xbench.cli.server import auth_config, password_out_of_uri
+
+    uri, environment = password_out_of_uri("postgresql://xbench:pa%40ss%2Fw@db:5432/xbench")
+    assert uri == "postgresql://xbench@db:5432/xbench" and environment == {"PGPASSWORD": "pa@ss/w"}
+    old = tmp_path / "mlflow-auth.db"
+    old.write_text("")
+    old.chmod(0o644)  # as MLflow made it before: the admin's password hash readable by every local user
+    auth_config(tmp_path / "mlflow-basic-auth.ini", old)
+    for name in ("mlflow-basic-auth.ini", "mlflow-auth.db", "mlflow-flask-secret"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    auth_config(fresh / "mlflow-basic-auth.ini", fresh / "mlflow-auth.db")
+    assert stat.S_IMODE((fresh / "mlflow-auth.db").stat().st_mode) == 0o600
+
+
 def test_a_server_for_other_machines_asks_for_auth_and_keeps_the_database_password_out_of_argv(tmp_path: Path) -> None:
     from xbench.cli.server import password_out_of_uri
 

@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import typer
 
@@ -58,11 +58,15 @@ def password_out_of_uri(uri: str) -> tuple[str, dict[str, str]]:
             "put the database password in the database's own configuration, not in the URI (it would show in ps)",
             field="--backend-store-uri",
         )
-    return uri.replace(f":{parsed.password}@", "@", 1), {"PGPASSWORD": parsed.password}
+    # the URI carries the password percent-encoded (pa%40ss for pa@ss); PGPASSWORD takes it as it is
+    return uri.replace(f":{parsed.password}@", "@", 1), {"PGPASSWORD": unquote(parsed.password)}
 
 
 def auth_config(path: Path, auth_database: Path) -> dict[str, str]:
-    """MLflow's basic-auth configuration (owner-readable), and the environment that points the server at it."""
+    """MLflow's basic-auth configuration, and the environment that points the server at it. Every file that holds a
+    secret is the owner's alone (0600) from its creation: the configuration, the Flask secret and the auth database
+    (the users' password hashes), which MLflow would otherwise create world-readable on its first start (an empty
+    file is an empty SQLite database)."""
     user = os.environ.get(ADMIN_USER_VARIABLE, "admin")
     text = (
         "[mlflow]\n"
@@ -74,6 +78,9 @@ def auth_config(path: Path, auth_database: Path) -> dict[str, str]:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
+    descriptor = os.open(auth_database, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    os.chmod(auth_database, 0o600)  # one made by an earlier version, or by MLflow, is made private too
     environment = {"MLFLOW_AUTH_CONFIG_PATH": str(path.resolve())}
     if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):  # the CSRF key: kept, so restarts keep sessions valid
         secret = path.with_name("mlflow-flask-secret")
