@@ -66,8 +66,9 @@ def _mturk_rows(answers: list[tuple[str, str, str]]) -> tuple[list[str], list[li
 
 
 def _planted(a: int, b: int, equal: int) -> list[tuple[str, str, str]]:
-    """`a` answers preferring CR 1, `b` preferring CR 4 and `equal` "equal", spread over s1..s4 and 10 workers, with
-    CR 1's side following each stimulus' manifest row."""
+    """`a` answers preferring CR 1, `b` preferring CR 4 and `equal` "equal", spread over s1..s4, each worker answering
+    each of the four stimuli once (worker k answers the k-th four), with CR 1's side following each stimulus' manifest
+    row."""
     stimuli = ["s1.png", "s2.png", "s3.png", "s4.png"]
     cr1_side = {"s1.png": "left", "s2.png": "right", "s3.png": "left", "s4.png": "right"}
     other = {"left": "right", "right": "left"}
@@ -75,7 +76,7 @@ def _planted(a: int, b: int, equal: int) -> list[tuple[str, str, str]]:
     for index, kind in enumerate(["a"] * a + ["b"] * b + ["equal"] * equal):
         stimulus = stimuli[index % 4]
         side = cr1_side[stimulus] if kind == "a" else other[cr1_side[stimulus]] if kind == "b" else "equal"
-        answers.append((f"W{index % 10}", stimulus, side))
+        answers.append((f"W{index // 4}", stimulus, side))
     return answers
 
 
@@ -84,7 +85,7 @@ def test_planted_pairwise_counts_and_p_values_match_scipy(tmp_path: Path) -> Non
     header, rows = _mturk_rows([*_planted(30, 12, 8), ("W0", "s5.png", "left"), ("W1", "s5.png", "right")])
     answers, unusable = read_answers(_write(tmp_path / "results.csv", header, rows), manifest)
     report = analyse(answers, manifest, unusable=unusable)
-    assert report["design"] == "pairwise" and report["answers"] == 52 and report["workers"] == 10
+    assert report["design"] == "pairwise" and report["answers"] == 52 and report["workers"] == 13
     first, second = report["pairs"]
     assert (first["a"], first["b"]) == ("CR 1", "CR 4") and (second["a"], second["b"]) == ("CR 1", "CR 16")
     assert (first["a_count"], first["b_count"], first["equal_count"]) == (30, 12, 8)
@@ -129,7 +130,7 @@ def test_attention_checks_score_workers_and_can_exclude_them(tmp_path: Path) -> 
     strict = analyse(parsed, manifest, min_check_accuracy=0.5)
     assert strict["excluded_workers"] == ["W1"]
     w1 = sum(1 for worker, stimulus, _ in answers if worker == "W1" and stimulus.startswith("s"))
-    assert strict["answers"] == 16 - w1 and strict["workers"] == 9
+    assert strict["answers"] == 16 - w1 and strict["workers"] == 3
 
 
 def test_several_stimuli_per_hit_and_custom_columns(tmp_path: Path) -> None:
@@ -292,3 +293,75 @@ def test_pairwise_reports_a_headline_p_from_workers_and_images_beside_the_seed_p
     assert pair["preference"] == pytest.approx((30 - 12) / 50)
     assert pair["ci_low"] < pair["preference"] < pair["ci_high"] and pair["df"] == 3  # 4 images, 10 workers
     assert pair["p_holm"] == pair["p"] and "seed paper" in report["p_note"]
+
+
+def test_a_worker_answering_a_stimulus_again_is_an_error_or_counted_once(tmp_path: Path) -> None:
+    """One worker answering each stimulus 6 times counted 6 times (a preference count 3 -> 23): now an error naming
+    the worker and stimulus, or with first_answer_only the first answer kept and the repeats counted."""
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    answers = [("W0", "s1.png", "left")] * 6 + [("W1", "s1.png", "right"), ("W2", "s2.png", "right")]
+    path = _write(tmp_path / "results.csv", *_mturk_rows(answers))
+    with pytest.raises(XbenchInputError, match=r"5 repeated answers .*'W0' answered 's1.png'"):
+        read_answers(path, manifest)
+    counts: dict[str, int] = {}
+    kept, _ = read_answers(path, manifest, first_answer_only=True, counts=counts)
+    assert len(kept) == 3 and counts["repeated_answers"] == 5
+    assert analyse(kept, manifest)["pairs"][0]["a_count"] == 2  # W0's one answer and W2's, not seven
+
+
+def test_a_manifest_listing_a_stimulus_twice_is_an_error(tmp_path: Path) -> None:
+    path = _pairwise_manifest(tmp_path)
+    path.write_text(path.read_text() + "s1.png,0,circle,CR 4,CR 1,heatmap,\n")
+    with pytest.raises(XbenchInputError, match=r"lists stimulus 's1.png' again"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("value", ["NaN", "inf", "-5"])
+def test_timing_values_must_be_finite_and_not_negative(tmp_path: Path, value: str) -> None:
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    path = _write(
+        tmp_path / "answers.csv", ["worker", "stimulus", "answer", "milliseconds"], [["W0", "s1.png", "left", value]]
+    )
+    with pytest.raises(XbenchInputError, match="line 2: milliseconds must be a finite number >= 0"):
+        read_answers(path, manifest)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("worker,stimulus,answer\nW\xe9,s1.png,left\n".encode("latin-1"), "not UTF-8 text"),
+        (b"\x00\x01\x02\xff\xfe binary", "not UTF-8 text"),
+        (("worker,stimulus,answer\nW0,s1.png," + "x" * 140_000 + "\n").encode(), "not a readable CSV"),
+    ],
+)
+def test_a_results_file_that_is_not_utf8_csv_is_an_input_error(tmp_path: Path, content: bytes, expected: str) -> None:
+    manifest = read_manifest(_pairwise_manifest(tmp_path))
+    path = tmp_path / "answers.csv"
+    path.write_bytes(content)
+    with pytest.raises(XbenchInputError, match=expected):
+        read_answers(path, manifest)
+
+
+def test_a_malformed_study_json_is_an_input_error(tmp_path: Path) -> None:
+    path = _pairwise_manifest(tmp_path)
+    (tmp_path / "study.json").write_text("{broken")
+    with pytest.raises(XbenchInputError, match=r"study.json is damaged"):
+        read_manifest(path)
+
+
+def test_text_cells_that_look_like_formulas_are_neutralised_and_read_back(tmp_path: Path) -> None:
+    from xbench.core.spreadsheet import csv_safe, csv_unsafe
+    from xbench.human.analysis import pseudonymised_answers
+
+    for cell in ('=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx"):
+        assert csv_safe(cell) == "'" + cell and csv_unsafe(str(csv_safe(cell))) == cell
+    assert csv_safe("circle") == "circle" and csv_safe(3) == 3
+    results = _write(
+        tmp_path / "answers.csv",
+        ["worker", "stimulus", "answer", "comment"],
+        [["W0", "s1.png", "left", '=HYPERLINK("http://evil")']],
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    logged = pseudonymised_answers(results, b"k" * 32, out).read_text()
+    assert "'=HYPERLINK" in logged and "\n=HYPERLINK" not in logged and ",=HYPERLINK" not in logged

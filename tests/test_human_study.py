@@ -231,7 +231,7 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
         rows.append(
             [
                 f"H{hit}",
-                "W1",
+                f"W{hit}",  # one worker per HIT: a stimulus may come back in another HIT
                 30,
                 inputs["stimulus_1"],
                 inputs["stimulus_2"],
@@ -252,7 +252,10 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
         cwd=store,
         check=True,
     )
-    report = json.loads(output.stdout)
+    def no_bare_nan(constant: str) -> None:
+        raise AssertionError(f"invalid JSON: bare {constant}")
+
+    report = json.loads(output.stdout, parse_constant=no_bare_nan)  # strict JSON: a missing figure is null
     stimuli = [name for inputs in batch for name in inputs.values()]
     real = [name for name in stimuli if not manifest[name]["expected"]]
     assert report["answers"] == len(real) and report["unusable_rows"] == 0

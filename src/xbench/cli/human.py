@@ -132,6 +132,12 @@ def analyse_command(
     ),
     format: TextOrJson = typer.Option(TextOrJson.text, "--format", help="text | json"),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
+    first_answer_only: bool = typer.Option(
+        False,
+        "--first-answer-only",
+        help="Keep each worker's first answer to a stimulus and leave out the repeats (the report says how many); "
+        "without it, a repeated answer is an error.",
+    ),
 ) -> None:
     """Counts, chi-squared and binomial tests, Krippendorff's alpha and per-worker attention checks of a study's
     answers; with --suite, how often each metric prefers what most people preferred, and an MLflow run.
@@ -166,10 +172,12 @@ def analyse_command(
             )
         columns[key] = column
     study = read_manifest(manifest)
-    answers, unusable = read_answers(results, study, columns, answer_prefix)
+    counts: dict[str, int] = {}
+    answers, unusable = read_answers(results, study, columns, answer_prefix, first_answer_only, counts)
     if not answers:
         raise XbenchInputError(f"{results} holds no answer to a stimulus of {manifest}", field="RESULTS")
     report = analyse(answers, study, min_check_accuracy, unusable)
+    report["repeated_answers_left_out"] = counts.get("repeated_answers", 0)
     if suite is not None:
         from xbench.store.tracking import Store
 
@@ -187,4 +195,17 @@ def analyse_command(
             answers_file = pseudonymised_answers(results, pseudonym, Path(workdir))
             run_id = store.log_human_study(suite, shared, [manifest, answers_file, text_file])
         report["run_id"] = run_id
-    typer.echo(json.dumps(report, indent=1) if format == "json" else text_report(report))
+    # valid JSON: a figure that is not a number is null, never a bare NaN
+    typer.echo(json.dumps(_finite(report), indent=1, allow_nan=False) if format == "json" else text_report(report))
+
+
+def _finite(value: object) -> object:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

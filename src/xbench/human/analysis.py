@@ -41,6 +41,7 @@ import numpy as np
 from xbench.analyse.stats import CrossedMean, clustered_mean, holm
 from xbench.core.errors import XbenchInputError
 from xbench.core.results import CellResult
+from xbench.core.spreadsheet import csv_safe, csv_unsafe
 from xbench.human.study import DONT_KNOW, MANIFEST_COLUMNS, PAIRWISE_ANSWERS, STUDY_COLUMN
 
 DEFAULT_PAIRWISE_COLUMNS = {answer: f"Answer.{answer}{{k}}.on" for answer in PAIRWISE_ANSWERS}
@@ -76,13 +77,37 @@ class Answer:
     milliseconds: float | None
 
 
+def read_csv(path: Path, field: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a CSV file that came from outside: anything but UTF-8 text, a field over csv's limit or a
+    malformed line is an input error naming the file (and line), not a traceback."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or ())
+            rows = [{k: csv_unsafe(v) if isinstance(v, str) else v for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise XbenchInputError(
+            f"{path} is not UTF-8 text (byte {exc.start}): save it as a UTF-8 CSV and try again", field=field
+        ) from None
+    except csv.Error as exc:
+        raise XbenchInputError(f"{path} is not a readable CSV: {exc}", field=field) from None
+    return header, rows
+
+
 def read_manifest(path: Path) -> Manifest:
     if not path.is_file():
         raise XbenchInputError(f"no manifest at {path}", field="--manifest")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or ())
-        rows = {row["stimulus"]: row for row in reader} if "stimulus" in columns else {}
+    header, listed = read_csv(path, "--manifest")
+    columns = set(header)
+    rows: dict[str, dict[str, str]] = {}
+    if "stimulus" in columns:
+        for number, row in enumerate(listed, start=2):
+            if row["stimulus"] in rows:
+                raise XbenchInputError(
+                    f"{path} line {number} lists stimulus {row['stimulus']!r} again: each stimulus once",
+                    field="--manifest",
+                )
+            rows[row["stimulus"]] = row
     description = load_description(path)
     options = frozenset(str(name) for name in description.get("classes", []))
     ids = {str(row[STUDY_COLUMN]) for row in rows.values() if row.get(STUDY_COLUMN)}
@@ -103,30 +128,70 @@ def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
 
 
-def read_answers(
-    path: Path, manifest: Manifest, columns: Mapping[str, str] | None = None, class_prefix: str | None = None
+def _milliseconds(value: str | None, path: Path, line: int) -> float | None:
+    number = _number(value)
+    if number is not None and not (math.isfinite(number) and number >= 0):
+        raise XbenchInputError(
+            f"{path} line {line}: milliseconds must be a finite number >= 0, got {value!r}", field="RESULTS"
+        )
+    return number
+
+
+def _once_each(
+    answers: list[Answer], path: Path, first_answer_only: bool, unusable: int, counts: dict[str, int] | None
 ) -> tuple[list[Answer], int]:
-    """(answers, rows without a usable answer) from an MTurk batch results file or the study page's CSV.
+    """One answer per worker and stimulus: a worker who answered a stimulus again is an error (each repeat would
+    count as another person's answer), or with `first_answer_only` the first is kept and the rest counted."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[Answer] = []
+    repeated: list[Answer] = []
+    for answer in answers:
+        key = (answer.worker, answer.stimulus)
+        (repeated if key in seen else kept).append(answer)
+        seen.add(key)
+    if repeated and not first_answer_only:
+        first = repeated[0]
+        raise XbenchInputError(
+            f"{path}: {len(repeated)} repeated answers (worker {first.worker!r} answered {first.stimulus!r} more "
+            "than once, and others): each would count as another person's; pass --first-answer-only to keep each "
+            "worker's first answer to a stimulus",
+            field="RESULTS",
+        )
+    if counts is not None:
+        counts["repeated_answers"] = len(repeated)
+    return kept, unusable
+
+
+def read_answers(
+    path: Path,
+    manifest: Manifest,
+    columns: Mapping[str, str] | None = None,
+    class_prefix: str | None = None,
+    first_answer_only: bool = False,
+    counts: dict[str, int] | None = None,
+) -> tuple[list[Answer], int]:
+    """(answers, rows without a usable answer) from an MTurk batch results file or the study page's CSV. A worker's
+    repeated answer to a stimulus is an error, or with `first_answer_only` left out (`counts["repeated_answers"]`
+    says how many).
 
     `columns` maps answers to result columns (`{k}` is the position suffix of a HIT with several stimuli: "" or "_2"):
     pairwise left/right/equal (boolean columns), identify `label` (one column holding the class name) or `dont_know`
     (a boolean column, with one-hot class columns `class_prefix<class>`, optionally ending in MTurk's `.on`)."""
     if not path.is_file():
         raise XbenchInputError(f"no results file at {path}", field="RESULTS")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or ())
-        rows = list(reader)
+    header, rows = read_csv(path, "RESULTS")
     if "WorkerId" in header:
-        return _mturk_answers(rows, header, manifest, dict(columns or {}), class_prefix or DEFAULT_CLASS_PREFIX, path)
+        found = _mturk_answers(rows, header, manifest, dict(columns or {}), class_prefix or DEFAULT_CLASS_PREFIX, path)
+        return _once_each(found[0], path, first_answer_only, found[1], counts)
     if {"worker", "stimulus", "answer"} <= set(header):
         check_same_study({row["stimulus"] for row in rows if row.get("stimulus")}, manifest, path)
         answers = []
         for number, row in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them, the header line 1
             if row["stimulus"] in manifest.rows and row["answer"]:
                 value = _checked_answer(row["answer"], manifest, path, "answer", number)
-                answers.append(Answer(row["worker"], row["stimulus"], value, _number(row.get("milliseconds"))))
-        return answers, len(rows) - len(answers)
+                milliseconds = _milliseconds(row.get("milliseconds"), path, number)
+                answers.append(Answer(row["worker"], row["stimulus"], value, milliseconds))
+        return _once_each(answers, path, first_answer_only, len(rows) - len(answers), counts)
     raise XbenchInputError(
         f"{path} is neither an MTurk batch results file (WorkerId, Input.*, Answer.* columns) nor a study page's "
         "answers (worker, stimulus, answer columns)",
@@ -191,7 +256,7 @@ def check_same_study(names: set[str], manifest: Manifest, path: Path) -> None:
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -226,6 +291,11 @@ def _mturk_answers(
             if answer is None:
                 unusable += 1
                 continue
+            if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+                raise XbenchInputError(
+                    f"{path} line {number}: WorkTimeInSeconds must be a finite number >= 0, got {seconds}",
+                    field="RESULTS",
+                )
             milliseconds = None if seconds is None else 1000 * seconds / len(inputs)
             answers.append(Answer(row["WorkerId"], stimulus, answer, milliseconds))
     return answers, unusable
@@ -704,10 +774,7 @@ def pseudonymised_report(report: Mapping[str, Any], key: bytes) -> dict[str, Any
 def pseudonymised_answers(results: Path, key: bytes, out: Path) -> Path:
     """A copy of the results file with its worker column (MTurk's `WorkerId`, the study page's `worker`) replaced by
     pseudonyms: the file that is logged instead of the raw one."""
-    with results.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or ())
-        rows = list(reader)
+    header, rows = read_csv(results, "RESULTS")
     target = out / results.name
     with target.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
@@ -716,11 +783,19 @@ def pseudonymised_answers(results: Path, key: bytes, out: Path) -> Path:
             for column in ("WorkerId", "worker"):
                 if row.get(column):
                     row[column] = pseudonym(row[column], key)
-            writer.writerow(row)
+            writer.writerow({column: csv_safe(value) for column, value in row.items()})
     return target
 
 
 def load_description(manifest_path: Path) -> dict[str, Any]:
     """The export's study.json beside the manifest, or {} when there is none."""
     path = manifest_path.parent / "study.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise XbenchInputError(f"{path} is damaged: {exc}", field="--manifest") from None
+    if not isinstance(description, dict):
+        raise XbenchInputError(f"{path} is not a study description (a JSON object)", field="--manifest")
+    return description

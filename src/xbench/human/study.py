@@ -34,6 +34,7 @@ import numpy as np
 
 from xbench.core.errors import XbenchInputError
 from xbench.core.results import CellResult
+from xbench.core.spreadsheet import csv_safe
 from xbench.present import drawing
 
 Design = Literal["pairwise", "identify"]
@@ -418,7 +419,11 @@ def write_study(study: StudyExport, out: Path, per_task: int, base_url: str | No
         writer = csv.DictWriter(handle, fieldnames=[*MANIFEST_COLUMNS[study.design], STUDY_COLUMN])
         writer.writeheader()
         study_id = study.description["study_id"]
-        writer.writerows(stimulus.row(study.design) | {STUDY_COLUMN: study_id} for stimulus in study.stimuli)
+        # class names come from the data set's folders: neutralised, since people open manifest.csv in spreadsheets
+        writer.writerows(
+            {k: csv_safe(v) for k, v in (stimulus.row(study.design) | {STUDY_COLUMN: study_id}).items()}
+            for stimulus in study.stimuli
+        )
     text = instructions(study.design, study.class_names, study.description["top_fraction"])
     (out / "instructions.txt").write_text(text + "\n")
     (out / "study.json").write_text(json.dumps(study.description, indent=1) + "\n")
