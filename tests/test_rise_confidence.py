@@ -134,3 +134,59 @@ def test_a_bad_step_or_baseline_says_what_is_allowed() -> None:
         run("deletion", [1, 2, 3, 4], [1, 2, 3, 4], step=0)
     with pytest.raises(XbenchInputError, match="blur, black, white, mean or a number"):
         run("insertion", [1, 2, 3, 4], [1, 2, 3, 4], step=1, baseline="uniform")
+
+
+class ScaledSum(SumModel):
+    """SumModel's logits times 10: certain enough that float32's softmax gives exactly 1.0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10 * super().forward(x)
+
+
+def test_a_model_certain_in_float32_still_gets_its_confidence_figures() -> None:
+    """Y = sigmoid(40) and O = sigmoid(50) are both 1.0 in float32, so 1 - Y cancelled to 0 (the engine said 0, the
+    reference NaN or inf); from log-probabilities, gain = (e^-40 - e^-50) / e^-40 = 1 - e^-10."""
+    images = np.array([3, 1, 1, -1], dtype=np.float32).reshape(1, 1, 2, 2)
+    maps = np.array([1, 1, 1, 0], dtype=np.float32).reshape(1, 1, 2, 2)  # keeps the first three: sum 4 -> 5
+    assert torch.tensor([40.0, 0.0]).softmax(0)[0].item() == 1.0  # the cancellation this guards against
+
+    def engine(name: str) -> float:
+        return float(run_metric(name, {}, EngineContext(ScaledSum(), CPU), images, np.array([0]), maps)[0])
+
+    assert engine("average_gain") == pytest.approx(100 * (1 - math.exp(-10)), rel=1e-9)
+    assert engine("increase_in_confidence") == 100.0 and engine("average_drop") == 0.0
+    from xbench.measure.confidence import grad_cam_reference
+
+    for name in ("average_gain", "average_drop", "increase_in_confidence"):
+        reference = grad_cam_reference(name)(ScaledSum(), images, np.array([0]), maps, {}, CPU)
+        assert np.isfinite(reference).all() and reference[0] == pytest.approx(engine(name), rel=1e-9), name
+
+
+def test_engine_and_reference_agree_on_a_model_trained_to_certainty() -> None:
+    """A small CNN trained until its softmax is exactly 1.0 in float32 on most images: every confidence figure is
+    finite, and the engine equals its pytorch-grad-cam reference on every image."""
+    from xbench.measure.confidence import grad_cam_reference
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 8, 8, generator=generator)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()  # top half brighter than the bottom
+    x[y == 1, 0, :4] += 2.0
+    x[y == 0, 0, 4:] += 2.0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 2))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        certain = (model(x).softmax(-1).gather(1, y[:, None]) == 1.0).float().mean().item()
+    assert certain > 0.5  # the float32 softmax rounds most images' Y to exactly 1
+    maps = torch.rand(32, 1, 8, 8, generator=generator).numpy()
+    images, labels = x.numpy(), y.numpy()
+    for name in ("average_gain", "average_drop", "increase_in_confidence"):
+        found = run_metric(name, {}, EngineContext(model, CPU), images, labels, maps)
+        reference = grad_cam_reference(name)(model, images, labels, maps, {}, CPU)
+        assert np.isfinite(found).all() and np.isfinite(reference).all(), name
+        np.testing.assert_allclose(found, reference, rtol=1e-6, atol=1e-9, err_msg=name)

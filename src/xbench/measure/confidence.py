@@ -10,7 +10,11 @@ mean over images is the papers' figure):
 - `increase_in_confidence` = 100 * [O > Y]: whether the masked image is more confident; higher is better;
 - `average_gain` = 100 * max(0, O - Y) / (1 - Y): the confidence it gains, of what it could; higher is better.
 
-Two forward passes per image, streamed in one batch stream.
+Two forward passes per image, streamed in one batch stream. The figures come from log-probabilities in float64
+(log Y, log O from the logits), so a model that is certain in float32 (Y = 1.0 after its softmax rounds) still gives
+them: O / Y = exp(log O - log Y), 1 - Y = -expm1(log Y). Where a figure is truly undefined it is 0: a probability of 0
+has nothing to lose (`average_drop`), one of exactly 1 even in float64 (a logit margin beyond about 745) nothing to
+gain (`average_gain`).
 """
 
 from __future__ import annotations
@@ -37,40 +41,56 @@ def explanation_mask(a: Tensor, absolute: bool) -> Tensor:
     return scaled.view_as(relevance)
 
 
-def confidences(context: EngineContext, x: Tensor, y: Tensor, a: Tensor, absolute: bool) -> tuple[Tensor, Tensor]:
-    """(Y, O): target probabilities on the images and on the images masked by their maps, in one batch stream."""
+def log_confidences(context: EngineContext, x: Tensor, y: Tensor, a: Tensor, absolute: bool) -> tuple[Tensor, Tensor]:
+    """(log Y, log O): target log-probabilities on the images and on the images masked by their maps, float64."""
     masked = x * explanation_mask(a, absolute)
-    scores = context.target_scores(itertools.chain([(x, y)], [(masked, y)]), y.repeat(2), softmax=True)
-    return scores[: len(x)].double(), scores[len(x) :].double()
+    scores = context.target_log_probabilities(itertools.chain([(x, y)], [(masked, y)]), y.repeat(2))
+    return scores[: len(x)], scores[len(x) :]
 
 
-def _share(part: Tensor, whole: Tensor) -> Tensor:
-    """part / whole, and 0 where `whole` is 0 (a probability of 0 has nothing to lose, one of 1 nothing to gain)."""
-    return torch.where(whole > 0, part / whole.clamp_min(torch.finfo(whole.dtype).tiny), torch.zeros_like(part))
+def confidence_changes(log_y: Any, log_o: Any, which: str) -> Any:
+    """The three figures from log Y and log O (torch tensors or numpy arrays, float64), without cancellation."""
+    lib: Any = torch if isinstance(log_y, Tensor) else np
+    zero, one = lib.zeros_like(log_y), lib.ones_like(log_y)
+    if which == "increase_in_confidence":
+        return lib.where(log_o > log_y, 100 * one, zero)
+    finite = lib.isfinite(log_y)
+    ratio_minus_one = lib.expm1(lib.where(finite, log_o - log_y, zero))  # O / Y - 1
+    if which == "average_drop":  # 100 max(0, Y - O) / Y = 100 max(0, 1 - O / Y); Y = 0 has nothing to lose
+        return lib.where(finite, 100 * lib.clip(-ratio_minus_one, 0, None), zero)
+    # 100 max(0, O - Y) / (1 - Y) = 100 max(0, Y (O / Y - 1)) / (-expm1(log Y)); Y = 1 has nothing to gain
+    room = -lib.expm1(log_y)
+    gained = lib.clip(lib.exp(log_y) * ratio_minus_one, 0, None)
+    return lib.where(room > 0, 100 * gained / lib.where(room > 0, room, one), zero)
+
+
+def _log_probability(logits: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log softmax of the target, -log1p(Σ_{k≠y} e^(l_k - l_y)) with scipy (the reference's own arithmetic)."""
+    from scipy.special import logsumexp
+
+    others = logits - logits[rows, targets][:, None]
+    others[rows, targets] = -np.inf
+    return np.asarray(-np.logaddexp(0.0, logsumexp(others, axis=1)), dtype=np.float64)
 
 
 def grad_cam_reference(which: str) -> ReferenceFn:
-    """The metric from pytorch-grad-cam's `CamMultImageConfidenceChange` (O - Y, with `ClassifierOutputSoftmaxTarget`
-    and maps scaled by its `scale_cam_image`), and Y from a plain forward pass."""
+    """The metric as pytorch-grad-cam's `CamMultImageConfidenceChange` computes it (the image multiplied by the map
+    scaled by its `scale_cam_image`, the target's softmax before and after), with the probabilities taken in float64
+    from the logits: its float32 softmax rounds a confident model's Y to 1.0 and then divides 0 by 0."""
 
     def reference(
         model: nn.Module, x: np.ndarray, y: np.ndarray, a: np.ndarray, params: dict[str, Any], device: torch.device
     ) -> np.ndarray:
-        from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
         from pytorch_grad_cam.utils.image import scale_cam_image
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
         maps = (np.abs(a) if params.get("abs", False) else a).sum(1)
         inputs = torch.as_tensor(x, device=device)
-        targets = [ClassifierOutputSoftmaxTarget(int(target)) for target in y]
-        change = CamMultImageConfidenceChange()(inputs, scale_cam_image(maps), targets, model).astype(np.float64)
+        masks = torch.as_tensor(scale_cam_image(maps), device=device, dtype=inputs.dtype)
+        rows, targets = np.arange(len(y)), torch.as_tensor(y).long()
         with torch.no_grad():
-            original = model(inputs).softmax(-1)[np.arange(len(y)), torch.as_tensor(y).long()].double().cpu().numpy()
-        if which == "average_drop":
-            return 100 * np.maximum(-change, 0) / original
-        if which == "increase_in_confidence":
-            return 100 * (change > 0).astype(np.float64)
-        return 100 * np.maximum(change, 0) / (1 - original)
+            log_y = _log_probability(model(inputs).double().cpu().numpy(), rows, targets.numpy())
+            log_o = _log_probability(model(inputs * masks[:, None]).double().cpu().numpy(), rows, targets.numpy())
+        return np.asarray(confidence_changes(log_y, log_o, which), dtype=np.float64)
 
     return reference
 
@@ -88,19 +108,16 @@ def _confidence_metric(name: str, higher_is_better: bool) -> Any:
 @_confidence_metric("average_drop", higher_is_better=False)
 def average_drop(context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *, abs: bool = False) -> Tensor:
     """100 * max(0, Y - O) / Y: the share of its confidence the image loses when masked by its explanation."""
-    original, masked = confidences(context, x, y, a, abs)
-    return 100 * _share((original - masked).clamp_min(0), original)
+    return confidence_changes(*log_confidences(context, x, y, a, abs), "average_drop")
 
 
 @_confidence_metric("increase_in_confidence", higher_is_better=True)
 def increase_in_confidence(context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *, abs: bool = False) -> Tensor:
     """100 * [O > Y]: 100 where the image masked by its explanation is more confident than the image, else 0."""
-    original, masked = confidences(context, x, y, a, abs)
-    return 100 * (masked > original).double()
+    return confidence_changes(*log_confidences(context, x, y, a, abs), "increase_in_confidence")
 
 
 @_confidence_metric("average_gain", higher_is_better=True)
 def average_gain(context: EngineContext, x: Tensor, y: Tensor, a: Tensor, *, abs: bool = False) -> Tensor:
     """100 * max(0, O - Y) / (1 - Y): the share of the confidence it could gain that the masked image gains."""
-    original, masked = confidences(context, x, y, a, abs)
-    return 100 * _share((masked - original).clamp_min(0), 1 - original)
+    return confidence_changes(*log_confidences(context, x, y, a, abs), "average_gain")

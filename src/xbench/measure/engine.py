@@ -150,6 +150,16 @@ class EngineContext:
         values = logits.softmax(dim=-1) if softmax else logits
         return values.gather(1, targets.view(-1, 1)).squeeze(1)
 
+    def target_log_probabilities(self, blocks: Blocks, targets: Tensor) -> Tensor:
+        """log p of each image's target class, from the logits in float64: a confident model's p is 1.0 in float32
+        (its softmax rounds), while log p and 1 - p = -expm1(log p) keep what is left."""
+        logits = self.logits(blocks, total=len(targets)).double()
+        index = targets.view(-1, 1)
+        # log p = -log(1 + Σ_{k≠y} e^(l_k - l_y)): log_softmax's l_y - logsumexp(l) rounds to 0 once the margin
+        # passes ~37 even in float64, while this keeps -e^(-margin)
+        others = logits.scatter(1, index, -torch.inf) - logits.gather(1, index)
+        return -torch.nn.functional.softplus(torch.logsumexp(others, dim=1))
+
     def explain_batches(self, inputs: Tensor, targets: Tensor) -> Tensor:
         if self.explain is None:
             raise ValueError("this metric explains again and needs the cell's explainer")
