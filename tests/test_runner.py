@@ -1,6 +1,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,6 +111,32 @@ def test_a_damaged_cache_file_is_named_removed_and_computed_again(tmp_path: Path
     for path in [*damaged, explanation]:
         assert f"damaged cache file {path}" in logged.out + logged.err
         assert path.exists() and path.stat().st_size > 100  # written again
+    assert again.figures["accuracy"] == first.figures["accuracy"]
+    assert again.metrics["sparseness"].mean == pytest.approx(first.metrics["sparseness"].mean)
+
+
+def test_damage_that_still_parses_is_found_by_the_digest_named_and_recomputed(tmp_path: Path, capsys) -> None:
+    """64 KiB zeroed inside a cached model (its header intact: safetensors still loads it) and a zeroed explanation
+    (still a valid .npy) were used silently; now each file's sha256 beside it finds them, and a fresh executor (a new
+    process) removes, names and recomputes them, with the same figures."""
+    cells = tiny_suite(48)
+    cache_dir = tmp_path / "cache"
+    first = CellExecutor(Cache(cache_dir), torch.device("cpu")).execute(cells[1])
+    model = sorted((cache_dir / "models").glob("*.safetensors"))[0]
+    assert model.with_name(model.name + ".sha256").is_file()
+    data = bytearray(model.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header : header + 65536] = bytes(min(65536, len(data) - header))
+    model.write_bytes(bytes(data))
+    from safetensors.torch import load_file
+
+    assert load_file(str(model))  # the damage still parses
+    explanation = next((cache_dir / "explanations").glob("*.npy"))
+    np.save(explanation, np.zeros_like(np.load(explanation)), allow_pickle=False)
+    again = CellExecutor(Cache(cache_dir), torch.device("cpu")).execute(cells[1])
+    logged = capsys.readouterr()
+    for path in (model, explanation):
+        assert f"damaged cache file {path}" in logged.out + logged.err and "does not match" in logged.out + logged.err
     assert again.figures["accuracy"] == first.figures["accuracy"]
     assert again.metrics["sparseness"].mean == pytest.approx(first.metrics["sparseness"].mean)
 

@@ -41,11 +41,26 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+DIGEST_SUFFIX = ".sha256"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Cache:
-    """Files under `root/<kind>/<key><suffix>`, each written atomically so a killed run never leaves half a file."""
+    """Files under `root/<kind>/<key><suffix>`, each written atomically so a killed run never leaves half a file, with
+    its sha256 beside it (`<file>.sha256`), checked before the file is used (once per process and file): damage that
+    still parses (zeroed blocks inside a safetensors file, a zeroed .npy) is found, named and computed again, not used.
+    A file from before digests were kept gets its digest on first read."""
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._verified: set[tuple[str, int, int]] = set()  # (path, size, mtime) checked in this process
 
     def path(self, kind: str, key: str, suffix: str) -> Path:
         return self.root / kind / f"{key}{suffix}"
@@ -57,11 +72,37 @@ class Cache:
         try:
             writer(Path(temporary))
             os.chmod(temporary, 0o644)  # mkstemp makes files private; a cache is shared like any other file
+            digest = file_digest(Path(temporary))
             os.replace(temporary, target)
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
+        self._write_digest(target, digest)
         return target
+
+    def _write_digest(self, target: Path, digest: str) -> None:
+        sidecar = target.with_name(target.name + DIGEST_SUFFIX)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=DIGEST_SUFFIX)
+        with os.fdopen(handle, "w") as stream:
+            stream.write(digest + "\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, sidecar)
+
+    def _check_digest(self, path: Path) -> None:
+        """Raise when the file's bytes no longer match the digest written with it."""
+        stat = path.stat()
+        seen = (str(path), stat.st_size, stat.st_mtime_ns)
+        if seen in self._verified:
+            return
+        sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+        actual = file_digest(path)
+        if sidecar.exists():
+            expected = sidecar.read_text().strip()
+            if actual != expected:
+                raise ValueError(f"its sha256 {actual[:12]}… does not match the {expected[:12]}… written with it")
+        else:
+            self._write_digest(path, actual)
+        self._verified.add(seen)
 
     def read(self, path: Path, reader: Callable[[Path], T], *companions: Path) -> T | None:
         """reader(path), or None when the file is absent or cannot be read.
@@ -71,14 +112,24 @@ class Cache:
         """
         if not path.exists():
             return None
+        from xbench.core.progress import log
+
+        damaged_file = path
         try:
+            for checked in (path, *companions):
+                damaged_file = checked
+                if checked.exists():
+                    self._check_digest(checked)
+            damaged_file = path
             return reader(path)
         except Exception as exc:  # whatever the reader raises (safetensors' Rust errors, NumPy, JSON), the file is bad
-            from xbench.core.progress import log
-
-            log(f"damaged cache file {path} ({type(exc).__name__}: {str(exc)[:200]}); removed, computing it again")
+            log(
+                f"damaged cache file {damaged_file} ({type(exc).__name__}: {str(exc)[:200]}); removed, computing it "
+                "again"
+            )
             for damaged in (path, *companions):
                 damaged.unlink(missing_ok=True)
+                damaged.with_name(damaged.name + DIGEST_SUFFIX).unlink(missing_ok=True)
             return None
 
     def write_json(self, target: Path, data: Any) -> Path:
