@@ -252,6 +252,7 @@ def test_the_mturk_template_renders_the_stimuli_and_names_the_default_answer_col
         cwd=store,
         check=True,
     )
+
     def no_bare_nan(constant: str) -> None:
         raise AssertionError(f"invalid JSON: bare {constant}")
 

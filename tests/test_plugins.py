@@ -128,3 +128,43 @@ def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_ru
     assert bad.returncode == 2, bad.stderr
     assert "dataset.options.factor" in bad.stderr and "dataset.options.colour" in bad.stderr
     assert "options of dimmed_shapes: factor" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+CONSTANT_PLUGIN = '''
+from xbench.api import explainer
+
+
+@explainer("flat", "my_lab")
+def flat(model, x, targets, params):
+    """The same value everywhere: an explainer that says nothing."""
+    return x.abs().sum(dim=1, keepdim=True) * 0 + 1
+'''
+
+
+def test_a_cell_whose_every_explanation_is_constant_is_warned_about(tmp_path: Path) -> None:
+    """Every map constant (a broken explainer) gave a finished cell of NaN metrics without a word; now the cell
+    carries a warning in its missing figures and the run says it."""
+    (tmp_path / "flat_explainer.py").write_text(CONSTANT_PLUGIN)
+    result = _run(
+        """
+        import json, torch
+        from xbench.core.cache import Cache
+        from xbench.core.suite import parse_suite
+        from xbench.execute.runner import CellExecutor
+        from xbench.plan.planner import plan
+        suite = parse_suite({
+            "name": "flat", "plugins": ["flat_explainer"],
+            "dataset": {"image_size": 32, "train_size": 32, "eval_size": 4},
+            "models": [{"name": "test_resnet", "train": {"epochs": 1, "batch_size": 16}}],
+            "explainers": ["flat"], "metrics": ["sparseness"],
+            "perf": {"batch_sizes": [2], "warmup": 0, "repeats": 2},
+        })
+        result = CellExecutor(Cache("cache"), torch.device("cpu")).execute(plan(suite, "cpu")[0])
+        print(json.dumps({"missing": result.missing, "constant": result.figures["attribution_constant_count"]}))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["constant"] == 4 and "all 4 explanations are NaN or constant" in found["missing"]["explanations"]
+    assert "warning:" in result.stderr + result.stdout

@@ -263,6 +263,17 @@ class CellExecutor:
         figures.values["attribution_tie_share"] = float(shares["tie_share"].mean())
         figures.values["attribution_min_share"] = float(shares["min_share"].mean())
         figures.values["attribution_constant_count"] = float(shares["constant"].sum())
+        nonfinite = ~np.isfinite(attributions.reshape(len(attributions), -1)).all(axis=1)
+        figures.values["attribution_nonfinite_count"] = float(nonfinite.sum())
+        if (nonfinite | shares["constant"]).all():
+            from xbench.core.progress import log
+
+            warning = (
+                f"all {images} explanations are NaN or constant: no metric of this cell says anything about the "
+                "explainer (a broken explainer, or a damaged file)"
+            )
+            figures.missing["explanations"] = warning
+            log(f"warning: {cell.label}: {warning}")
         plugin = explainers.get(cell.explainer.name)
         explain_func = quantus_explain_func(plugin, cell.explainer.params, self.device)
 
