@@ -169,9 +169,10 @@ def test_moderation_borrows_degrees_of_freedom_from_the_suites_other_comparisons
                 tuple(rng.normal(0, 1, 3)),
             )
         )
-    (prior,) = fit_priors({"m": members}, {"m": [np.asarray(m.seed_means) for m in members]}).values()
-    assert prior.s0_square == pytest.approx(1 + 0.04 / 64, rel=0.35)
-    assert prior.d0 > 10
+    (priors,) = fit_priors({"m": members}, {"m": [np.asarray(m.seed_means) for m in members]}).values()
+    assert len(priors) == 40 and len({p.s0_square for p in priors}) == 1  # no trend given: one centre
+    assert priors[0].s0_square == pytest.approx(1 + 0.04 / 64, rel=0.35)
+    assert priors[0].d0 > 10
     reference = rng.normal(0, 1, (3, 64))
     questions = [
         question(
@@ -180,6 +181,22 @@ def test_moderation_borrows_degrees_of_freedom_from_the_suites_other_comparisons
         for i in range(40)
     ]
     assert min(row["df"] for row in decide(questions)) > 6
+
+
+def test_the_prior_follows_a_trend_in_log_cr() -> None:
+    """Seed variance 4× larger at CR 32 than at CR 2 (as heavier pruning varies more from seed to seed): with log CR
+    as the trend, each comparison's prior scale follows it instead of one centre for all."""
+    rng = np.random.default_rng(8)
+    members, covariate = [], []
+    for rate in (2.0, 4.0, 8.0, 32.0):
+        for _ in range(10):
+            sd = math.sqrt(rate / 2) / 2  # variance 0.25 at CR 2 ... 4 at CR 32
+            row_means = rng.normal(0, sd, 3)
+            members.append(Moments(0.0, float(row_means.var(ddof=1)), 0.01, 0.01, 3, 64, 0, 0.0, 0, 0, 1, ()))
+            covariate.append(math.log(rate))
+    (priors,) = fit_priors({"m": members}, None, {"m": covariate}).values()
+    at_2, at_32 = priors[0].s0_square, priors[-1].s0_square
+    assert 8 < at_32 / at_2 < 32  # 16 in truth
 
 
 def test_safe_compression_walks_up_the_ladder_and_stops_at_the_first_failure() -> None:

@@ -9,8 +9,9 @@ The design (checked by simulation in `benchmarks/calibration.py`, whose small ve
   freedom, and a t with 2 df needs t > 4.3 at 0.05 and t > 27 after a correction over 76 comparisons. The seed mean
   squares of a suite's comparisons share a scaled inverse-χ² prior (its scale per metric, its spread d0 across the
   suite, both estimated from the suite as `fitFDist` does), so each comparison's seed term is shrunk towards its
-  metric's typical value and gains d0 degrees of freedom. The prior's own scale is estimated from the metric's pooled
-  seed df, so the gained df are cut to what that pool can carry (`_moderated_df`).
+  metric's typical value and gains d0 degrees of freedom (`fit_priors` can also fit limma-trend's line in a
+  covariate; in log CR it doubled the far tail of p, so the suite does not use it). The prior's own scale is
+  estimated from the metric's pooled seed df, so the gained df are cut to what that pool can carry (`_moderated_df`).
 - **No certainty from no variation**: an image whose score changed in no seed still may change in another; the share
   of images that changed has a Wilson upper bound, and the variance of the mean is never below the range of the
   scores squared times that bound's excess over the observed share, over the images (`_count_floor`). With 0/1
@@ -19,7 +20,8 @@ The design (checked by simulation in `benchmarks/calibration.py`, whose small ve
 - **Families shaped to the questions**: the difference verdicts (better, worse) are one family over the suite,
   corrected by weighted Holm with half the error rate for accuracy's comparisons and half for the metrics'
   (accuracy asks whether the model changed, the metrics whether its explanations did); a rejected hypothesis passes
-  its weight on (Holm 1979, weighted). The equivalence verdicts are a second family, corrected the same way. Safe
+  its weight on (Holm 1979, weighted). The equivalence verdicts are a second family: each question's ladder walked
+  up from its smallest CR as a chain (`chained_holm`). Safe
   compression (`safe_sequences`) is a third: per explainer, an intersection-union test (accuracy and every metric
   non-inferior within its margin, each at the sequence's level; a conjunction needs no correction) walked up the CR
   ladder as a fixed sequence that stops at the first failure, with Holm across the explainers' sequences.
@@ -222,21 +224,25 @@ def _shared_square(members: Sequence[Moments], seed_means: Sequence[np.ndarray])
 
 
 def fit_priors(
-    groups: Mapping[str, Sequence[Moments]], seed_means: Mapping[str, Sequence[np.ndarray]] | None = None
-) -> dict[str, Prior]:
-    """limma's `fitFDist` on the seed mean squares: each group (a metric) its own scale, one prior df d0 for the
-    suite from the spread of log mean squares around their group's centre, minus what their own df explain. The
-    comparisons' seed effects are correlated (`_shared_square`), which narrows that spread by (1 - ρ̄²) and cuts the
-    pooled df to Σdf / (1 + (k - 1) ρ̄²). A group of fewer than `MIN_TO_MODERATE` comparisons, or a zero mean
-    square, does not take part."""
+    groups: Mapping[str, Sequence[Moments]],
+    seed_means: Mapping[str, Sequence[np.ndarray]] | None = None,
+    trends: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, list[Prior]]:
+    """limma's `fitFDist` on the seed mean squares, with a trend (limma-trend): within each group (a metric) the log
+    mean square's centre is a line in a covariate (log CR: heavier pruning varies more from seed to seed), and one
+    prior df d0 for the suite comes from the spread of log mean squares around their group's line, minus what their
+    own df explain. The comparisons' seed effects are correlated (`_shared_square`), which narrows that spread by
+    (1 - ρ̄²) and cuts the pooled df to Σdf / (1 + (k - 1) ρ̄²). Returns each group's priors in its members' order;
+    a group of fewer than `MIN_TO_MODERATE` comparisons, or a member with a zero mean square, gets `NO_PRIOR`."""
     from scipy.special import digamma, polygamma
 
     seed_means = seed_means or {}
+    trends = trends or {}
     centred: list[float] = []
     excess_trigamma: list[float] = []
     fourth: list[float] = []  # the log mean squares' 4th cumulants, for the spread estimate's own error
     effective = 0.0  # comparisons, counted after their shared seed effects
-    centres: dict[str, tuple[float, float]] = {}
+    lines: dict[str, tuple[list[int], np.ndarray, float]] = {}  # group -> (members, fitted centres, pooled df)
     for name, members in groups.items():
         chosen = [i for i, m in enumerate(members) if m.seeds >= 2 and math.isfinite(m.row_square) and m.row_square > 0]
         usable = [members[i] for i in chosen]
@@ -246,15 +252,22 @@ def fit_priors(
         shared = _shared_square(usable, [means[i] for i in chosen]) if means is not None else 1.0
         df = np.array([m.seeds - 1.0 for m in usable])
         logs = np.log([m.row_square for m in usable]) - digamma(df / 2) + np.log(df / 2)
-        centre = float(logs.mean())
         k = len(usable)
-        centres[name] = (centre, float(df.sum()) / (1 + (k - 1) * shared))
-        # unbiased within-group spread: divided by (k - 1) per group, pooled
-        centred += list((logs - centre) * math.sqrt(k / (k - 1)))
+        covariate = np.asarray([trends[name][i] for i in chosen], dtype=float) if name in trends else np.zeros(k)
+        spread_x = covariate - covariate.mean()
+        fitted_parameters = 1
+        slope = 0.0
+        if k > MIN_TO_MODERATE and float(np.square(spread_x).sum()) > 0:
+            slope = float((spread_x * (logs - logs.mean())).sum() / np.square(spread_x).sum())
+            fitted_parameters = 2
+        fitted = logs.mean() + slope * spread_x
+        lines[name] = (chosen, fitted, float(df.sum()) / (1 + (k - 1) * shared))
+        # unbiased within-group spread around its line: divided by (k - parameters), pooled
+        centred += list((logs - fitted) * math.sqrt(k / (k - fitted_parameters)))
         excess_trigamma += list(polygamma(1, df / 2) * (1 - shared))
         fourth += list(polygamma(3, df / 2) * (1 - shared) ** 2)
         effective += k / (1 + (k - 1) * shared)
-    if not centres:
+    if not lines:
         return {}
     spread = float(np.mean(np.square(centred))) - float(np.mean(excess_trigamma))
     # The spread is estimated from few, correlated comparisons: when it comes out small by chance, d0 comes out large
@@ -264,11 +277,14 @@ def fit_priors(
     error = math.sqrt((float(np.mean(fourth)) + 2 * float(np.mean(excess_trigamma)) ** 2) / max(effective, 1.0))
     spread = max(spread, SPREAD_BOUND * error)
     d0 = 2 * _trigamma_inverse(spread) if spread > 0 else math.inf
-    priors = {}
-    for name, (centre, pooled) in centres.items():
-        # limma's scale: exp(mean log s² + digamma(d0/2) - log(d0/2)); the correction vanishes as d0 grows
-        correction = 0.0 if math.isinf(d0) else float(digamma(d0 / 2)) - math.log(d0 / 2)
-        priors[name] = Prior(math.exp(centre + correction), d0, pooled)
+    # limma's scale: exp(fitted log s² + digamma(d0/2) - log(d0/2)); the correction vanishes as d0 grows
+    correction = 0.0 if math.isinf(d0) else float(digamma(d0 / 2)) - math.log(d0 / 2)
+    priors: dict[str, list[Prior]] = {}
+    for name, (chosen, fitted, pooled) in lines.items():
+        own = [NO_PRIOR] * len(groups[name])
+        for index, centre in zip(chosen, fitted, strict=True):
+            own[index] = Prior(math.exp(float(centre) + correction), d0, pooled)
+        priors[name] = own
     return priors
 
 
@@ -434,10 +450,11 @@ def family_weights(families: Sequence[str]) -> tuple[list[float], dict[str, str]
     described = {
         family: (
             f"{counts[family]} {'question' if counts[family] == 1 else 'questions'} of {family} share "
-            f"{shares.get(family, 1.0 / len(counts)):.0%} of the suite's {ALPHA:g} error rate; each question's CR "
-            "ladder is a chain: differences walked down from its largest CR and up from its smallest (half its share "
-            "each), equivalence up from its smallest, a rejection moving the chain on and a finished question "
-            "handing its share on (a graphical procedure: at most 5 % chance of any false verdict in the suite)"
+            f"{shares.get(family, 1.0 / len(counts)):.0%} of the suite's {ALPHA:g} error rate. Differences: weighted "
+            "Holm over the suite's comparisons, each question's share split over its CRs, a decided comparison "
+            "passing its weight on. Equivalence: each question's CR ladder walked up from its smallest CR, a "
+            "rejection moving on at the same level and a finished question handing its share on. Both are closed "
+            "tests: at most 5 % chance of any false verdict of their kind in the suite"
         )
         for family in counts
     }
@@ -483,12 +500,18 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
                 raise XbenchInputError(f"{question['name']} CR {float(rate):g}: {error}", "questions") from None
             cells.append((question, float(rate), m))
     groups: dict[str, list[Moments]] = defaultdict(list)
-    for question, _, m in cells:
-        groups[str(question.get("metric", question["name"]))].append(m)
-    priors = fit_priors(groups, {name: [np.asarray(m.seed_means) for m in members] for name, members in groups.items()})
+    position: list[tuple[str, int]] = []
+    for question, _rate, m in cells:
+        group = str(question.get("metric", question["name"]))
+        position.append((group, len(groups[group])))
+        groups[group].append(m)
+    means = {name: [np.asarray(m.seed_means) for m in members] for name, members in groups.items()}
+    # no trend in log CR: fitted to a suite's 4-5 CR levels, whose comparisons share each level's pruned models, the
+    # line follows chance and the far tail of p doubled (calibration.py); the prior has one centre per metric
+    priors = fit_priors(groups, means)
     rows = []
-    for question, rate, m in cells:
-        prior = priors.get(str(question.get("metric", question["name"])), NO_PRIOR)
+    for (question, rate, m), (group, index) in zip(cells, position, strict=True):
+        prior = priors[group][index] if group in priors else NO_PRIOR
         e = estimate(m, prior)
         margin = float(question["margin"])
         higher = bool(question["higher_is_better"])
@@ -535,9 +558,12 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
     # differences: half of each question's weight walks down from its largest CR, half up from its smallest (so a
     # change at heavy pruning and one at mild pruning, the seed paper's finding, are both reachable); equivalence
     # walks up from the smallest CR
-    both_ways = [chain[::-1] for chain in ascending] + ascending
-    halves = [w / 2 for w in chain_weights] * 2
-    adjusted = chained_holm([row["p"] for row in rows], both_ways, halves)
+    # differences: each comparison on its own at its question's share split over the question's CRs (weighted
+    # Holm); chains walked from either end lost comparisons behind a CR that did not differ (a non-monotone
+    # metric), so only equivalence walks a chain, up from the smallest CR
+    singles = [[i] for chain in ascending for i in chain]
+    single_weights = [w / len(chain) for chain, w in zip(ascending, chain_weights, strict=True) for _ in chain]
+    adjusted = chained_holm([row["p"] for row in rows], singles, single_weights)
     adjusted_equivalent = chained_holm([row["p_equivalent"] for row in rows], ascending, chain_weights)
     for row, p_adjusted, p_equivalent_adjusted in zip(rows, adjusted, adjusted_equivalent, strict=True):
         row["p_adjusted"] = p_adjusted
@@ -546,13 +572,10 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
     # Where each question's chains now stand: more seeds can only decide a comparison its chain has reached (the
     # first undecided from either end for a difference, from the smallest CR for equivalence), at the chain's level.
     for chain, weight in zip(ascending, chain_weights, strict=True):
-        different = [i for i in chain if math.isfinite(adjusted[i]) and adjusted[i] < alpha]
         equivalent = [i for i in chain if math.isfinite(adjusted_equivalent[i]) and adjusted_equivalent[i] < alpha]
-        open_difference = [i for i in chain if i not in different]
         open_equivalence = [i for i in chain if i not in equivalent]
-        heads = {open_difference[0], open_difference[-1]} if open_difference else set()
         for i in chain:
-            rows[i]["difference_level"] = alpha * weight / 2 if i in heads else math.nan
+            rows[i]["difference_level"] = alpha * weight / len(chain)
             reachable = bool(open_equivalence) and i == open_equivalence[0]
             rows[i]["equivalence_level"] = alpha * weight if reachable else math.nan
             rows[i]["question_weight"] = weight
