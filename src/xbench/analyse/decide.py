@@ -542,6 +542,10 @@ def decide(questions: Sequence[Mapping[str, Any]], alpha: float = ALPHA) -> list
                 "variant_mean": m.variant_mean,
                 "effect_size": _effect_size(m),
                 "seed_sd": math.sqrt(e.seed_var) if math.isfinite(e.seed_var) else math.nan,
+                # the comparison's own seed SD, before moderation (what `--plan` plans from when it is larger)
+                "own_seed_sd": math.sqrt(max(m.row_square - m.residual_square / m.images, 0.0))
+                if m.seeds > 1 and math.isfinite(m.row_square)
+                else math.nan,
                 "image_sd": math.sqrt(e.image_var) if math.isfinite(e.image_var) else math.nan,
                 "residual_sd": math.sqrt(e.residual_var) if math.isfinite(e.residual_var) else math.nan,
                 "prior_df": prior.d0 if prior.d0 > 0 else 0.0,

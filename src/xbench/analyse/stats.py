@@ -263,6 +263,8 @@ def planned_seeds(figures: Comparison | Mapping[str, Any]) -> int | None:
     chains test it at (`difference_level`, `equivalence_level`; NaN where no chain has reached it yet: then None),
     with the uncertainty of its estimates and the images constant maps take away."""
     row = figures.to_dict() if isinstance(figures, Comparison) else figures
+    if row.get("floored"):
+        return None  # its bound comes from how few images changed: more images decide it, more seeds do not
 
     def square(name: str) -> float:
         value = float(row[name])
@@ -278,7 +280,9 @@ def planned_seeds(figures: Comparison | Mapping[str, Any]) -> int | None:
         df,
         int(row["n_seeds"]),
         int(row["n_images"]) // seeds,
-        square("seed_sd"),
+        # a comparison still undecided is, more often than not, one whose seed variance the suite's prior shrank
+        # too far: plan from the larger of the moderated and its own
+        max(square("seed_sd"), square("own_seed_sd")) if math.isfinite(square("own_seed_sd")) else square("seed_sd"),
         square("image_sd"),
         square("residual_sd"),
     )
@@ -459,6 +463,7 @@ class Comparison:
     p_inferior: float = math.nan  # one-sided: worse by more than the margin
     prior_df: float = 0.0  # the moderated seed term's prior df (0: not moderated)
     floored: bool = False  # the standard error is the count floor's (few or no images changed)
+    own_seed_sd: float = math.nan  # the seed SD before moderation
     # the levels its chains test it at now (NaN: not reached yet, it waits for a neighbouring CR to be decided)
     difference_level: float = math.nan
     equivalence_level: float = math.nan
@@ -693,6 +698,7 @@ def suite_stats(
             p_inferior=row["p_inferior"],
             prior_df=row["prior_df"],
             floored=row["floored"],
+            own_seed_sd=row["own_seed_sd"],
             difference_level=row["difference_level"],
             equivalence_level=row["equivalence_level"],
         )

@@ -204,6 +204,8 @@ def plan_text(suite: str, result: object) -> str:
             need = f"{c.seeds_needed} seeds"
         elif c.n_seeds < 2:
             need = "unknown: one seed gives no seed-to-seed variance (run 3 or more)"
+        elif c.floored:
+            need = "more eval images, not seeds: too few images changed for the count bound to decide it"
         elif not (math.isfinite(c.difference_level) or math.isfinite(c.equivalence_level)):
             need = "not yet reachable: its question's chains stop at a CR that must be decided first"
         else:
