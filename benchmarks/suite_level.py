@@ -150,6 +150,8 @@ def margin_rows(runs: int, rng: np.random.Generator) -> list[dict]:
 def plan_rows(runs: int, rng: np.random.Generator) -> dict[str, float]:
     """Follow `--plan` from a 3-seed pilot: how many of the comparisons it promises are then decided."""
     promised = delivered = beyond_cap = 0
+    if runs == 0:
+        return {"runs": 0, "promised": 0, "delivered": math.nan, "beyond_cap": 0}
     for _ in range(runs):
         deltas = {
             (m, e, rate): (float(rng.normal(0, 0.8)) if rng.random() < 0.5 else 0.0)
@@ -217,7 +219,9 @@ def sequential_rows(runs: int, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def suite_calibration(runs: int, seed: int = 0, seeds: tuple[int, ...] = SUITE_SEEDS) -> dict:
+def suite_calibration(
+    runs: int, seed: int = 0, seeds: tuple[int, ...] = SUITE_SEEDS, plan_runs: int | None = None
+) -> dict:
     rng = np.random.default_rng([seed, 41])
     suites = [{"seeds": n, "spread": 2.0, "runs": runs, **suite_rates(n, runs, rng)} for n in seeds]
     milder = {"seeds": 3, "spread": math.sqrt(2), "runs": runs, **suite_rates(3, runs, rng, spread=math.sqrt(2))}
@@ -225,7 +229,7 @@ def suite_calibration(runs: int, seed: int = 0, seeds: tuple[int, ...] = SUITE_S
         "suites": [*suites, milder],
         "accuracy": accuracy_rows(max(runs // 4, 1), rng),
         "margins": margin_rows(max(runs // 4, 1), rng),
-        "plan": plan_rows(max(runs // 20, 1), rng),
+        "plan": plan_rows(max(runs // 20, 1) if plan_runs is None else plan_runs, rng),
         "sequential": sequential_rows(max(runs // 4, 1), rng),
     }
 

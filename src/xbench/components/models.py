@@ -223,7 +223,10 @@ def _validation_accuracy(
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 128) -> torch.Tensor:
     model.to(device).eval()
-    return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    with torch.no_grad():  # thousands of eval images: no autograd graph to build and free per batch
+        return torch.cat(
+            [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+        )
 
 
 def accuracy(model: nn.Module, data: ImageData, device: torch.device) -> float:
