@@ -37,7 +37,9 @@ def main() -> None:
             seconds[n].append(time.perf_counter() - started)
     small, large = (statistics.median(seconds[n]) for n in (64, 2048))
     print(f"predict, median of 5: 64 images {small:.3f} s, 2,048 images {large:.3f} s ({large / small:.1f}x)")
-    print(f"added to quick ({VARIANTS} variants): {VARIANTS * (large - small):.0f} s on {torch.get_num_threads()} threads")
+    print(
+        f"added to quick ({VARIANTS} variants): {VARIANTS * (large - small):.0f} s on {torch.get_num_threads()} threads"
+    )
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def plan_text(suite: str, result: object) -> str:
         f"suite {suite}: {len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}); "
         + ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()),
         f"Seeds that would decide each undecided comparison with {POWER:.0%} power (shown different, or equivalent "
-        "within its margin) at the level its question's chain tests it at now, for any true difference within two "
+        "within its margin) at the level its family tests it at now, for any true difference within 2.5 "
         "standard errors of the estimate and the seed variance at its 80 % upper bound, with the images that "
         "constant maps leave scorable shrinking as seeds are added. Only comparisons a chain has reached can be "
         "promised; the others wait for a neighbouring CR:",
