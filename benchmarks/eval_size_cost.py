@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from xbench.components.models import predict, timm_model  # noqa: E402
+from xbench.components.models import predict, timm_model
 
 VARIANTS = 15
 
