@@ -190,8 +190,8 @@ def plan_text(suite: str, result: object) -> str:
         f"Seeds that would decide each undecided comparison with {POWER:.0%} power (shown different, or equivalent "
         "within its margin) at the level its family tests it at now, for any true difference within 2.5 "
         "standard errors of the estimate and the seed variance at its 80 % upper bound, with the images that "
-        "constant maps leave scorable shrinking as seeds are added. Only comparisons a chain has reached can be "
-        "promised; the others wait for a neighbouring CR:",
+        "constant maps leave scorable shrinking as seeds are added (equivalence is tested up each CR ladder, so "
+        "a comparison whose smaller CR is not yet equivalent can only be shown different):",
     ]
     if not undecided:
         lines.append("  none: every comparison is decided")
@@ -206,8 +206,6 @@ def plan_text(suite: str, result: object) -> str:
             need = "unknown: one seed gives no seed-to-seed variance (run 3 or more)"
         elif c.floored:
             need = "more eval images, not seeds: too few images changed for the count bound to decide it"
-        elif not (math.isfinite(c.difference_level) or math.isfinite(c.equivalence_level)):
-            need = "not yet reachable: its question's chains stop at a CR that must be decided first"
         else:
             need = f"more than {MAX_PLANNED_SEEDS} seeds (too close to the margin, or the images vary too much for it)"
         lines.append(f"  {_label(c):<{width}}  Δ {c.mean_diff:+.3g}, margin ±{c.margin:.3g}: {need}")
