@@ -369,16 +369,18 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     if isinstance(inner, _FieldError):
         return (f"{field}.{inner.field}" if field else inner.field), inner.message
     if error["type"] == "extra_forbidden":
-        parent_path = field.rsplit(".", 1)[0] if "." in field else ""
-        return field, f"unknown key (allowed keys: {', '.join(_allowed_keys(parent_path))})"
+        parents = [str(p) for p in error["loc"][:-1] if not isinstance(p, int) and not str(p).startswith("function-")]
+        return field, f"unknown key (allowed keys: {', '.join(_allowed_keys(parents))})"
     return field, error["msg"].removeprefix("Value error, ")
 
 
-def _allowed_keys(parent_path: str) -> list[str]:
+def _allowed_keys(parents: list[str]) -> list[str]:
+    """The keys the model at `parents` (field names from the suite down, as the error's location gives them) allows;
+    a name that is no field (a key that itself holds dots or brackets) stops the walk where it is."""
     model: type[BaseModel] = Suite
-    for part in parent_path.replace("]", "").replace("[", ".").split("."):
-        if not part or part.isdigit():
-            continue
+    for part in parents:
+        if part not in model.model_fields:
+            break
         annotation = model.model_fields[part].annotation
         inner = getattr(annotation, "__args__", (annotation,))[0]
         if isinstance(inner, type) and issubclass(inner, BaseModel):
