@@ -376,6 +376,15 @@ def test_a_bad_suite_field_is_named_with_what_is_allowed(case: str, tmp_path: Pa
     assert expected in str(error.value)
 
 
+@pytest.mark.parametrize("content", [b"not weights", b"PK\x03\x04 truncated zip", b""])
+def test_a_checkpoint_path_that_is_not_weights_is_an_input_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "w.bin").write_bytes(content)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(_smoke_with(models__0__options={"checkpoint_path": str(tmp_path / "w.bin")})))
+    with pytest.raises(XbenchInputError, match=r"models\[0\]\.options: timm.create_model\('test_resnet'\) does not"):
+        validate(load_suite(str(suite_file))[0])
+
+
 def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path: Path) -> None:
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(SMOKE.read_text() + "seeds: [5, 6]\n")  # smoke already says seeds: [0, 1]

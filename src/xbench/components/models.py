@@ -37,10 +37,27 @@ def check_model_options(name: str, options: dict[str, Any], image_size: int, fie
     """Plan-time check that timm.create_model takes the suite's options for this model."""
     if not options:
         return
+    import pickle
+
     try:
         timm_model(name, 2, image_size, **options)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise XbenchInputError(f"timm.create_model({name!r}) does not take these options: {exc}", field=field) from None
+    # what timm raises for options it cannot use, a checkpoint_path among them (a file that is not weights: torch's
+    # refusal to unpickle, a truncated archive, an IndexError in timm's key remapping, a missing file)
+    except (
+        TypeError,
+        ValueError,
+        AssertionError,
+        RuntimeError,
+        IndexError,
+        KeyError,
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as exc:
+        raise XbenchInputError(
+            f"timm.create_model({name!r}) does not take these options: {type(exc).__name__}: {str(exc)[:300]}",
+            field=field,
+        ) from None
 
 
 def timm_model(name: str, num_classes: int, image_size: int | None = None, **kwargs: Any) -> nn.Module:
