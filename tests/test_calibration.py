@@ -1,6 +1,6 @@
 """The small, fixed-seed version of `benchmarks/calibration.py`: the statistics keep their error rates on data shaped
 like the study's (seeds × images crossed for the metrics; workers × images for people). The full table (2,000 runs a
-setting) is in the README; this holds its worst settings with fewer runs."""
+setting, and 2,000 whole suites a row) is in docs/guide/statistics.md; this holds its worst settings with fewer runs."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def calibration():
-    spec = importlib.util.spec_from_file_location("calibration", ROOT / "benchmarks" / "calibration.py")
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module (calibration.py puts benchmarks/ on sys.path for its helpers)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return _benchmark("calibration")
 
 
 def test_comparisons_keep_their_false_positive_rate_and_coverage_with_few_seeds(calibration) -> None:
@@ -47,15 +52,8 @@ def test_crowd_p_counts_workers_and_images_where_the_answer_level_test_does_not(
 
 
 @pytest.fixture(scope="module")
-def suite_level():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("suite_level", ROOT / "benchmarks" / "suite_level.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def suite_level(calibration):
+    return _benchmark("suite_level")  # after calibration.py, which puts benchmarks/ on sys.path
 
 
 def test_a_whole_suites_verdicts_keep_their_error_rates(suite_level) -> None:

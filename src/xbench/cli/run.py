@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -180,21 +182,35 @@ def run_suite_command(
             raise XbenchInputError("cannot run it from here:\n  " + "\n  ".join(report.problems))
         return
     if until_decided:
-        run_until_decided(suite, path, tracking_uri, cache_dir, device, options, progress, max_seeds, seeds_per_round)
+        run_until_decided(
+            suite, RunPlace(path, tracking_uri, cache_dir, device, options, progress), max_seeds, seeds_per_round
+        )
         return
-    _run_once(suite, path, tracking_uri, cache_dir, device, options, progress)
+    _run_once(suite, RunPlace(path, tracking_uri, cache_dir, device, options, progress))
 
 
-def _run_once(
-    suite: object,
-    path: Path | None,
-    tracking_uri: str | None,
-    cache_dir: Path | None,
-    device: str | None,
-    options: object,
-    progress: bool,
-) -> None:
+@dataclass(frozen=True)
+class RunPlace:
+    """Where and how a run goes: the suite's file, the store, the cache, the device, the backend and progress bars."""
+
+    path: Path | None
+    tracking_uri: str | None
+    cache_dir: Path | None
+    device: str | None
+    options: Any  # execute.backends.BackendOptions, imported when a run starts
+    progress: bool
+
+
+def _run_once(suite: object, place: RunPlace) -> None:
     """Run the suite's cells not yet in the store and print what ran."""
+    path, tracking_uri, cache_dir, device, options, progress = (
+        place.path,
+        place.tracking_uri,
+        place.cache_dir,
+        place.device,
+        place.options,
+        place.progress,
+    )
     from xbench.core.cache import Cache
     from xbench.core.suite import Suite
     from xbench.execute.backends import BackendOptions, RayCluster
@@ -259,17 +275,7 @@ def _run_once(
     )
 
 
-def run_until_decided(
-    suite: object,
-    path: Path | None,
-    tracking_uri: str | None,
-    cache_dir: Path | None,
-    device: str | None,
-    options: object,
-    progress: bool,
-    max_seeds: int,
-    per_round: int,
-) -> None:
+def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round: int) -> None:
     """Seeds in rounds until every safe-compression ladder is decided. Each look k is tested at its α-spending share
     (`analyse.decide.spent_levels`); a ladder decided at a look keeps that decision (the shares add up to α, so the
     suite's chance of a false safe CR stays ≤ 5 % across all looks)."""
@@ -298,8 +304,8 @@ def run_until_decided(
             f"[bold]look {look} of at most {len(looks)}[/]: {count} seeds ({_seed_list(seeds)}), safe compression "
             f"tested at α = {level:.4f} (this look's share of 0.05)"
         )
-        _run_once(with_seeds(suite, seeds), path, tracking_uri, cache_dir, device, options, progress)
-        store = open_results(tracking_uri, None)
+        _run_once(with_seeds(suite, seeds), place)
+        store = open_results(place.tracking_uri, None)
         records = [r for r in store.load_results(suite.name) if int(r.get("seed", 0)) in seeds]
         stats = suite_stats(records, store.per_image_scores(records), store.equivalence(suite.name))
         for safe in safe_compression(stats, alpha=level):
