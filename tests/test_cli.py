@@ -227,6 +227,10 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
         assert row["verdict"] in ("better", "worse", "equivalent", "undecided") and row["margin"] > 0
         assert row["within_one_trained_model"] is False and row["fewer_seeds_than_suite"] is False
     assert sum(result["verdicts"].values()) == len(result["comparisons"]) and "accuracy" in result["margins"]
+    # each comparison names the family its correction covers, and the JSON says what each family is
+    assert {row["family"] for row in result["comparisons"]} == set(result["families"]) == {"accuracy", "metrics"}
+    assert "1 question of accuracy: 50%" in result["families"]["accuracy"]
+    assert {s["explainer"] for s in result["safe_compression"]} == {"gradcam", "saliency"}
     assert {r["metric"] for r in result["reliability"]} == {m.name for m in suite.metrics}
     planned = xbench_here("stats", "--suite", "smoke", "--plan", cwd=smoke_run, check=True).stdout
     assert "Seeds that would decide" in planned and "suite smoke: 2 seeds" in planned

@@ -449,12 +449,9 @@ def family_weights(families: Sequence[str]) -> tuple[list[float], dict[str, str]
         weights.append(share / counts[family])
     described = {
         family: (
-            f"{counts[family]} {'question' if counts[family] == 1 else 'questions'} of {family} share "
-            f"{shares.get(family, 1.0 / len(counts)):.0%} of the suite's {ALPHA:g} error rate. Differences: weighted "
-            "Holm over the suite's comparisons, each question's share split over its CRs, a decided comparison "
-            "passing its weight on. Equivalence: each question's CR ladder walked up from its smallest CR, a "
-            "rejection moving on at the same level and a finished question handing its share on. Both are closed "
-            "tests: at most 5 % chance of any false verdict of their kind in the suite"
+            f"{counts[family]} {'question' if counts[family] == 1 else 'questions'} of {family}: "
+            f"{shares.get(family, 1.0 / len(counts)):.0%} of the suite's {ALPHA:g} chance of any false verdict, split "
+            "over their CRs"
         )
         for family in counts
     }

@@ -268,7 +268,7 @@ def print_table(suite: str, result: object) -> None:
         f"{counts}. better/worse: the difference is significant after its family's correction (p < {ALPHA}); "
         "equivalent: the two one-sided tests against ±margin hold after the correction (at one comparison, its 90 % "
         "interval inside ±margin); undecided: neither, which is not evidence of no effect (`--plan` says how many "
-        f"seeds would decide it). Families: {'; '.join(f'{k}: {v}' for k, v in result.families.items())}. "
+        f"seeds would decide it). Families: {'; '.join(result.families.values())}. "
         f"Method: {METHOD}.",
         soft_wrap=True,
     )
