@@ -264,7 +264,7 @@ class Bundle(ResultRecords):
             try:
                 result = CellResult.model_validate_json(data)
             except ValueError as exc:
-                raise XbenchInputError(f"{path} is damaged: {str(exc)[:500]}", field="--from") from None
+                raise XbenchInputError(f"{path} is missing or damaged: {str(exc)[:500]}", field="--from") from None
             self._results[run_id] = _checked_figures(result, path)
         return self._results[run_id]
 
