@@ -281,9 +281,13 @@ def _mturk_answers(
     answers, unusable = [], 0
     for number, row in enumerate(rows, start=2):
         seconds = _number(row.get("WorkTimeInSeconds"))
+        in_this_hit: set[str] = set()
         for column in inputs:
             suffix = re.search(r"(_\d+)?$", column).group(0)  # type: ignore[union-attr]
             stimulus = _stimulus(row[column])
+            if stimulus in in_this_hit:
+                continue  # the export fills the last HIT by repeating its last stimulus: one answer is the worker's
+            in_this_hit.add(stimulus)
             if stimulus not in manifest.rows:
                 unusable += 1
                 continue
