@@ -27,6 +27,10 @@ The design (checked by simulation in `benchmarks/calibration.py`, whose small ve
   ladder as a fixed sequence that stops at the first failure, with Holm across the explainers' sequences.
 
 Pure numpy/scipy: no torch, no MLflow.
+
+Why one module of ~700 lines: moments, the moderated prior, the families and the safe-compression ladders are the
+steps of one procedure whose error rates are calibrated together (benchmarks/suite_level.py); split, a change to one
+step could not be read beside the others it is calibrated with.
 """
 
 from __future__ import annotations

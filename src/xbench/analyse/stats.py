@@ -14,6 +14,10 @@ workers and images as crossed random effects.
 
 Reads records (`results.to_record`) and per-image scores (`results.per_image_scores`, with `correct` for accuracy):
 no torch, no MLflow.
+
+Over 450 lines, and not of one purpose: inference primitives, suite assembly, safe compression, cell summaries and
+sweet spots live together until #43 splits them (inference / comparisons / findings); `decide.py` already holds the
+suite-level procedure.
 """
 
 from __future__ import annotations

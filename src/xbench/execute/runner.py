@@ -1,6 +1,10 @@
 """Runner: computes cells where they run (in the driver's process on the local backend, on a worker on Ray): plans a
 suite there (`prepare`), trains and prunes its model variants, explains and scores them (`CellExecutor`). The driver
-side, which logs the results, is `xbench.execute.driver`."""
+side, which logs the results, is `xbench.execute.driver`.
+
+Over 450 lines, and not of one purpose: building variants and scoring cells share `CellExecutor` until #43 splits
+them.
+"""
 
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ Statistics (scipy.stats and the `krippendorff` package):
 
 Humans against metrics: per automated metric, on the same images and pairs, how often the metric prefers the variant
 most people preferred (with a bootstrap interval), and whether the variant rankings agree (Kendall tau).
+
+Over 450 lines, and not of one purpose: parsing answer files, crowd statistics, the report and pseudonyms live
+together until #43 moves the statistics to `analyse` and the report to its own module.
 """
 
 from __future__ import annotations

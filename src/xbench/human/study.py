@@ -17,6 +17,8 @@ Stimuli are drawn here, on the presentation side, from the raw arrays each cell 
     mturk/template.html  the crowd-html HIT template whose answer fields `xbench human analyse` reads by default
     instructions.txt     what participants are told (the seed's instructions, adapted)
     study.json           how the study was made (suite, cells, design, pairs, view, top share, seed)
+
+Just over 450 lines, one purpose: exporting a study (stimuli, manifest, study page, MTurk files) from cell results.
 """
 
 from __future__ import annotations
