@@ -88,6 +88,37 @@ def test_the_store_draws_nothing_unless_given_a_drawing(tmp_path: Path) -> None:
     assert {"result.json", "scores.csv"} <= logged and not {p for p in logged if p.endswith(".png")}
 
 
+def test_a_dataset_inserted_by_another_run_at_the_same_moment_is_linked_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow looks a dataset up, then inserts it: two runs of one suite can both miss it and the second insert
+    breaks the unique key (CI saw PostgreSQL's UniqueViolation). The race cannot be caused on demand, so the fault
+    is injected once in front of the real SQLite store; any other error still surfaces."""
+    from mlflow.exceptions import MlflowException
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    experiment = store.experiment_id("demo", create=True)
+    parent = store.open_parent(experiment, "plan-1", "demo run", {"xbench.suite": "demo"}, Lease.mine())
+    real = store.client.log_inputs
+    faults = ["BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint"]
+
+    def racing(*args: object, **kwargs: object) -> None:
+        if faults:
+            raise MlflowException(faults.pop())
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "log_inputs", racing)
+    run_id = store.log_result(experiment, parent, _result(artifacts), artifacts)
+    assert not faults and {d.dataset.name for d in store.client.get_run(run_id).inputs.dataset_inputs} == {
+        "shapes-32px-train",
+        "shapes-32px-eval",
+    }
+    faults.append("RESOURCE_DOES_NOT_EXIST: no such run")
+    with pytest.raises(MlflowException, match="no such run"):
+        store.log_result(experiment, parent, _result(artifacts), artifacts)
+
+
 def test_the_artifact_store_is_content_addressed_and_names_a_damaged_file(tmp_path: Path) -> None:
     artifacts = ArtifactStore(tmp_path)
     first = artifacts.put("x", np.arange(6).reshape(2, 3))

@@ -354,9 +354,9 @@ class Store(ResultRecords):
             self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
         source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
         name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
-        self.client.log_inputs(
+        self._log_inputs(
             run_id,
-            datasets=[
+            [
                 DatasetInput(
                     Dataset(f"{name}-{split}", result.data_digest[:36], "xbench", source),
                     tags=[InputTag("mlflow.data.context", context)],
@@ -369,6 +369,22 @@ class Store(ResultRecords):
             self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
+
+    def _log_inputs(self, run_id: str, datasets: list[Any]) -> None:
+        """Link the run to its datasets. MLflow's store looks a dataset up and inserts it when absent, in two steps:
+        two runs of one suite logging the same dataset at the same moment can both miss it, and the second insert
+        then breaks the unique key (PostgreSQL's UniqueViolation, SQLite's UNIQUE constraint). The row exists by
+        then, so the same call made again finds it and only links the run."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(run_id, datasets=datasets)
+                return
+            except MlflowException as error:
+                message = str(error)
+                if attempt == 2 or not ("UniqueViolation" in message or "UNIQUE constraint" in message):
+                    raise
 
     def artifact(self, run_id: str, name: str, destination: Path) -> Path | None:
         """A run's artifact copied under `destination`, or None if the run has no such artifact."""
