@@ -11,7 +11,7 @@ from tests.test_runner import tiny_suite
 from xbench.core.errors import XbenchInputError
 from xbench.core.results import ArtifactStore, CellResult, MetricResult
 from xbench.present.drawing import cell_pictures
-from xbench.store.leases import Lease
+from xbench.store.leases import Lease, host_identity
 from xbench.store.tracking import Store, resolve_tracking_uri
 
 
@@ -142,7 +142,7 @@ def _cells(*keys: str) -> list[SimpleNamespace]:
 def test_a_dead_runs_parent_and_claims_are_taken_over_and_a_live_runs_are_not(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     experiment = store.experiment_id("demo", create=True)
-    killed = Lease("killed", socket.gethostname(), _dead_pid())
+    killed = Lease("killed", socket.gethostname(), _dead_pid(), host_identity(), "1")
     parent = store.open_parent(experiment, "plan-1", "demo run", {}, killed)
     store.client.create_run(
         experiment, tags={"mlflow.parentRunId": parent, "xbench.role": "cell", "xbench.cell_key": "b"}
@@ -158,23 +158,6 @@ def test_a_dead_runs_parent_and_claims_are_taken_over_and_a_live_runs_are_not(tm
     second = store.claim_cells(experiment, other, _cells("a", "b", "c"))
     assert set(second.mine) == {"c"} and set(second.held_by_others) == {"a", "b"} and second.discarded == 0
     assert f"pid {os.getpid()}" in second.held_by_others["a"]
-
-
-def test_of_two_claims_made_at_once_the_earlier_wins_for_both_runs(tmp_path: Path) -> None:
-    """Two live runs claimed cell x before either checked: each check keeps the earlier claim and withdraws the
-    later, so exactly one of them computes x."""
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    experiment = store.experiment_id("demo", create=True)
-    first = store.open_parent(experiment, "plan-1", "one", {}, Lease.mine())
-    second = store.open_parent(experiment, "plan-1", "two", {}, Lease.mine())
-    tags = {"xbench.role": "cell", "xbench.cell_key": "x"}
-    early = store.client.create_run(experiment, start_time=1000, tags={**tags, "mlflow.parentRunId": first})
-    late = store.client.create_run(experiment, start_time=2000, tags={**tags, "mlflow.parentRunId": second})
-    mine_late = {"x": late.info.run_id}
-    assert "x" in store.resolve_claims(experiment, mine_late) and mine_late == {}
-    mine_early = {"x": early.info.run_id}
-    assert store.resolve_claims(experiment, mine_early) == {} and mine_early == {"x": early.info.run_id}
-    assert store.client.get_run(late.info.run_id).info.lifecycle_stage == "deleted"
 
 
 def test_results_of_an_unknown_suite_are_an_input_error(tmp_path: Path) -> None:

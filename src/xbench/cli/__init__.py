@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from xbench import __version__
 from xbench.cli import check, export, human, leaderboard, listing, profile, run, server, stats, ui, verify
-from xbench.core.errors import XbenchInputError, XbenchRunFailure
+from xbench.core.errors import XbenchInputError, XbenchLeaseLost, XbenchRunFailure, XbenchStoreBusy
 from xbench.core.progress import console
 
 app = typer.Typer(
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             console.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 1
+    except (XbenchLeaseLost, XbenchStoreBusy) as exc:
+        console.print(f"[bold red]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 3
     except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         return 130

@@ -23,3 +23,20 @@ class XbenchRunFailure(Exception):
             lines.append(f"{len(cells)} cell(s) not run: {reason} ({shown})")
         lines.append(f"every finished cell is logged; `xbench run suite {suite}` again resumes the rest")
         super().__init__("\n".join(lines))
+
+
+class XbenchLeaseLost(Exception):
+    """This run's lease on its cells ended while it ran (it was stopped past its lease, or could not renew it, and
+    another run took its work over): it stops without logging or closing anything more. What it logged stays."""
+
+    def __init__(self, suite: str, why: str) -> None:
+        self.suite = suite
+        super().__init__(
+            f"this run of suite {suite} lost its lease: {why}; it stopped without logging the cell it held or closing "
+            f"the suite's parent run, which another run now owns. Every cell logged is kept once; `xbench run suite "
+            f"{suite}` again resumes what is left"
+        )
+
+
+class XbenchStoreBusy(Exception):
+    """Another process held the store's lock for longer than this run would wait (exit 3, nothing written)."""

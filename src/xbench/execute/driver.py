@@ -15,6 +15,7 @@ from pathlib import Path
 
 from xbench.core.cache import Cache
 from xbench.core.cells import Cell, PlannedSuite, plan_key
+from xbench.core.errors import XbenchLeaseLost
 from xbench.core.progress import log, track
 from xbench.core.results import ArtifactStore, CellResult
 from xbench.core.suite import Suite
@@ -127,7 +128,7 @@ def _run_cells(
     summary.parent_run_id = parent
     status = "FAILED"
     claims = None
-    with Heartbeat(store.uri, parent):
+    with Heartbeat(store.uri, parent, lease, say=log) as heartbeat:
         try:
             claims = store.claim_cells(experiment_id, parent, todo)
             if claims.discarded:
@@ -157,10 +158,14 @@ def _run_cells(
                     done,
                     summary,
                     pictures,
+                    heartbeat,
                 )
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
+            raise
+        except XbenchLeaseLost:
+            claims = None  # its claims were discarded by the run that took over; nothing of this run's to withdraw
             raise
         finally:
             if claims is not None:  # claims this run will not fill: withdrawn, so no one waits for them
@@ -177,7 +182,7 @@ def _run_cells(
                 # The part of this run's time that only waited for Ray to start a worker and the worker to import
                 # torch, timm, the explainers and metrics: a fixed cost per run, not per cell.
                 figures["seconds_waiting_for_a_worker"] = max(0.0, cluster.first_worker_ready_at - opened)
-            store.close_parent(parent, figures, status)
+            store.close_parent(parent, figures, status, lease)  # not if another run has adopted it meanwhile
     return summary
 
 
@@ -197,8 +202,10 @@ def _compute(
     done: dict[str, str],
     summary: RunSummary,
     pictures: Pictures | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
-    """Run the claimed cells on the backend and log each into its claim as it finishes."""
+    """Run the claimed cells on the backend and log each into its claim as it finishes, while this run's lease
+    holds: a run that lost it (stopped past its lease, its claims taken over) logs nothing more."""
     graph = build_graph(todo)
     if options.name != "local":
         counts = graph.counts()
@@ -214,18 +221,42 @@ def _compute(
         ):
             if result.cell_key in done:  # a result already logged (a retried task that had finished) stays once
                 continue
-            store.log_result(
-                experiment_id,
-                parent,
-                result,
-                artifacts,
-                run_tags(suite, suite_path),
-                claim=claims.get(result.cell_key),
-                pictures=pictures,
-            )
+            claim = claims.get(result.cell_key)
+            _check_lease(suite, store, heartbeat, claim, result.cell.label)
+            try:
+                store.log_result(
+                    experiment_id,
+                    parent,
+                    result,
+                    artifacts,
+                    run_tags(suite, suite_path),
+                    claim=claim,
+                    pictures=pictures,
+                )
+            except Exception as error:  # the claim may have been discarded while this run was logging into it
+                _check_lease(suite, store, heartbeat, claim, result.cell.label, error)
+                raise
             done[result.cell_key] = parent
             summary.completed.append((result.cell, flat_figures(result)))
             if on_cell is not None:
                 on_cell(result.cell, result)
     finally:
         finished.close()
+
+
+def _check_lease(
+    suite: Suite,
+    store: Store,
+    heartbeat: Heartbeat | None,
+    claim: str | None,
+    label: str,
+    error: Exception | None = None,
+) -> None:
+    """Raise `XbenchLeaseLost` if this run's lease or its claim on the cell is gone."""
+    why = None
+    if heartbeat is not None and heartbeat.lost.is_set():
+        why = heartbeat.why
+    elif claim is not None and store.claim_discarded(claim):
+        why = f"its claim on cell {label} was discarded by another run that judged this run dead"
+    if why is not None:
+        raise XbenchLeaseLost(suite.name, why) from error

@@ -51,6 +51,18 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
 
 
+def _lock_timeout() -> float:
+    """How long a run waits for another to release a SQLite store (`XBENCH_LOCK_TIMEOUT_S`, default an hour)."""
+    raw = os.environ.get("XBENCH_LOCK_TIMEOUT_S", "3600")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise XbenchInputError(f"{raw!r} is not a number of seconds >= 0", field="XBENCH_LOCK_TIMEOUT_S")
+    return value
+
+
 def experiment_name(suite: str) -> str:
     return f"xbench/{suite}"
 
@@ -118,6 +130,7 @@ class Store(ResultRecords):
         with self._database_lock("open", wait_message=None):
             self.client = MlflowClient(tracking_uri=self.uri)
         self._results: dict[str, CellResult] = {}  # run_id -> result, as load_results read them
+        self._liveness: leases.Liveness | None = None
 
     def exclusive(self, suite: str) -> contextlib.AbstractContextManager[None]:
         """Hold the suite's write lock on a SQLite store (a file lock beside the database) while a run writes.
@@ -149,14 +162,25 @@ class Store(ResultRecords):
         try:
             lock.acquire(timeout=0)
         except Timeout:
+            named = (holder.read_text(errors="replace").strip()[:200] if holder.exists() else "") or "another process"
+            patience = _lock_timeout()
             if wait_message is not None:
                 from xbench.core.progress import log
 
-                named = holder.read_text().strip() if holder.exists() else ""
-                log(wait_message.format(holder=named or "another process"))
-            lock.acquire()
+                log(wait_message.format(holder=named) + f" (at most {patience:g} s: XBENCH_LOCK_TIMEOUT_S)")
+            try:
+                lock.acquire(timeout=patience)
+            except Timeout:
+                from xbench.core.errors import XbenchStoreBusy
+
+                raise XbenchStoreBusy(
+                    f"waited {patience:g} s for {named}, which still holds {database.name} ({purpose}); nothing was "
+                    "written. Wait for it, stop it, or raise XBENCH_LOCK_TIMEOUT_S"
+                ) from None
         try:
-            holder.write_text(f"pid {os.getpid()}")
+            import socket
+
+            holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
             yield
         finally:
             lock.release()
@@ -246,22 +270,37 @@ class Store(ResultRecords):
                     parents[parent_id] = None
         return parents
 
+    def liveness(self) -> leases.Liveness:
+        """This store's judge of other runs' leases (`leases.Liveness`), remembering what it saw of them."""
+        if self._liveness is None:
+            from xbench.core.progress import log
+
+            self._liveness = leases.Liveness(self._read_run, say=log)
+        return self._liveness
+
+    def _read_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception:  # deleted, or from another store: no lease holds it
+            return None
+
     def claim_cells(self, experiment_id: str, parent_id: str, cells: list[Any]) -> leases.Claims:
         """Claim the cells this run will compute (`leases`): cells another live run has claimed are left to it, claims
-        of dead runs are discarded, and of two claims made at once the earlier wins."""
+        of dead runs are discarded, and of claims made at once the bakery's smallest (ticket, run id) wins."""
         unfinished = self._unfinished_cells(experiment_id)
         parents = self._parents(unfinished)
+        live = self.liveness().live(p for p in parents.values() if p is not None and p.info.run_id != parent_id)
         held: dict[str, str] = {}
         discarded = 0
         for run in unfinished:
-            parent = parents.get(run.data.tags.get("mlflow.parentRunId", ""))
-            if parent is not None and leases.is_live(parent) and parent.info.run_id != parent_id:
-                held.setdefault(run.data.tags.get(CELL_KEY_TAG, ""), leases.describe(parent))
+            parent_of = run.data.tags.get("mlflow.parentRunId", "")
+            if live.get(parent_of, False):
+                held.setdefault(run.data.tags.get(CELL_KEY_TAG, ""), leases.describe(parents[parent_of]))
             else:  # a killed or crashed run's claim, or a half-logged cell: every cell appears once
                 self.client.delete_run(run.info.run_id)
                 discarded += 1
         mine: dict[str, str] = {}
-        for cell in cells:
+        for cell in cells:  # the bakery's first step: each claim is made choosing, without a ticket
             if cell.cell_key not in held:
                 run = self.client.create_run(
                     experiment_id,
@@ -270,24 +309,74 @@ class Store(ResultRecords):
                         "mlflow.parentRunId": parent_id,
                         ROLE_TAG: "cell",
                         CELL_KEY_TAG: cell.cell_key,
+                        leases.CHOOSING_TAG: "1",
                     },
                 )
                 mine[cell.cell_key] = run.info.run_id
-        held |= self.resolve_claims(experiment_id, mine)
+        highest: dict[str, int] = {}  # the second: a ticket one above the highest this run sees for the cell
+        for run in self._unfinished_cells(experiment_id):
+            key = run.data.tags.get(CELL_KEY_TAG, "")
+            if key in mine and run.info.run_id != mine[key]:
+                highest[key] = max(highest.get(key, 0), leases.ticket(run))
+        from mlflow.entities import RunTag
+
+        for key, run_id in mine.items():
+            ticket = [RunTag(leases.TICKET_TAG, str(highest.get(key, 0) + 1)), RunTag(leases.CHOOSING_TAG, "0")]
+            self.client.log_batch(run_id, tags=ticket)
+        held |= self.resolve_claims(experiment_id, parent_id, mine)
         return leases.Claims(mine, held, discarded)
 
-    def resolve_claims(self, experiment_id: str, mine: dict[str, str]) -> dict[str, str]:
-        """Withdraw this run's claims (`mine`, cell key -> claim run, changed in place) that another live run made
-        earlier: two runs claiming at once both see the earlier claim here, so exactly one keeps each cell. Returns
-        cell key -> who holds it, for the cells withdrawn."""
-        unfinished = [r for r in self._unfinished_cells(experiment_id) if r.data.tags.get(CELL_KEY_TAG) in mine]
-        parents = self._parents(unfinished)
-        live = [r for r in unfinished if leases.is_live(parents.get(r.data.tags.get("mlflow.parentRunId", "")))]
-        held = {}
-        for key, winner in leases.winners(live).items():
-            if winner.info.run_id != mine.get(key):
+    def resolve_claims(self, experiment_id: str, parent_id: str, mine: dict[str, str]) -> dict[str, str]:
+        """The bakery's last step: withdraw this run's claims (`mine`, cell key -> claim run, changed in place) that
+        lose to another live claim, the smallest (ticket, run id) winning, once no live claim of the cell is still
+        choosing; a cell whose other claim stays choosing for a heartbeat is left to it. Returns cell key -> who holds
+        it, for the cells withdrawn."""
+        deadline = time.monotonic() + leases.heartbeat_seconds()
+        while True:
+            runs = [
+                r
+                for r in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'cell'")
+                if r.data.tags.get(CELL_KEY_TAG) in mine
+            ]
+            # a cell another run logged after this run read what was finished (it may have waited on a lease since)
+            logged = {r.data.tags[CELL_KEY_TAG] for r in runs if r.info.status == "FINISHED"}
+            claims = [r for r in runs if r.info.status != "FINISHED"]
+            parents = self._parents(claims)
+            live_parents = self.liveness().live(
+                p for p in parents.values() if p is not None and p.info.run_id != parent_id
+            )
+            live_parents[parent_id] = True
+            live = [r for r in claims if live_parents.get(r.data.tags.get("mlflow.parentRunId", ""), False)]
+            choosing = {
+                r.data.tags[CELL_KEY_TAG]
+                for r in live
+                if r.data.tags.get(leases.CHOOSING_TAG) == "1" and r.info.run_id not in mine.values()
+            }
+            if not choosing or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        held: dict[str, str] = {}
+        by_key: dict[str, list[Any]] = {}
+        for run in live:
+            if run.data.tags.get(leases.CHOOSING_TAG) != "1":
+                by_key.setdefault(run.data.tags[CELL_KEY_TAG], []).append(run)
+        for key in list(mine):
+            if key in logged:
                 self.client.delete_run(mine.pop(key))
-                held[key] = leases.describe(parents[winner.data.tags["mlflow.parentRunId"]])
+                held[key] = "another run, which has logged it"
+                continue
+            if key in choosing:
+                holder = next(r for r in live if r.data.tags[CELL_KEY_TAG] == key and r.info.run_id != mine[key])
+            elif not any(r.info.run_id == mine[key] for r in by_key.get(key, [])):
+                mine.pop(key)  # another run discarded this claim, judging this run dead: the cell is not ours
+                held[key] = "another run"
+                continue
+            else:
+                holder = leases.claim_winner(by_key[key])
+                if holder.info.run_id == mine[key]:
+                    continue
+            self.client.delete_run(mine.pop(key))
+            held[key] = leases.describe(parents[holder.data.tags["mlflow.parentRunId"]])
         return held
 
     def withdraw(self, run_ids: list[str]) -> None:
@@ -303,14 +392,18 @@ class Store(ResultRecords):
     ) -> str:
         """Continue the unfinished parent run of the same plan whose lease is dead (a resumed run), or start a new
         one; a parent whose lease is live belongs to a run still going, and is never adopted."""
+        from mlflow.entities import RunTag
+
         query = f"tags.`{ROLE_TAG}` = 'suite' and tags.`{PLAN_KEY_TAG}` = '{plan_key}'"
-        for run in self._search(experiment_id, query):
-            if run.info.status != "FINISHED" and not leases.is_live(run):
+        unfinished = [run for run in self._search(experiment_id, query) if run.info.status != "FINISHED"]
+        live = self.liveness().live(unfinished)
+        for run in unfinished:
+            if not live.get(run.info.run_id, False):
+                resumed = {**lease.tags(), "xbench.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in resumed.items()])
                 self.client.update_run(run.info.run_id, status="RUNNING")
-                self.client.set_tag(run.info.run_id, "xbench.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-                for key, value in lease.tags().items():
-                    self.client.set_tag(run.info.run_id, key, value)
-                return str(run.info.run_id)
+                if lease.holds(self._read_run(run.info.run_id)):  # two resumed runs adopting at once: one keeps it
+                    return str(run.info.run_id)
         run = self.client.create_run(
             experiment_id,
             run_name=run_name,
@@ -318,12 +411,24 @@ class Store(ResultRecords):
         )
         return str(run.info.run_id)
 
-    def close_parent(self, run_id: str, metrics: dict[str, float], status: str = "FINISHED") -> None:
+    def close_parent(
+        self, run_id: str, metrics: dict[str, float], status: str = "FINISHED", lease: leases.Lease | None = None
+    ) -> bool:
+        """Log the run's totals and end it with `status`, unless `lease` no longer holds it (another run adopted it
+        while this one was stopped: that run closes it). Whether it was closed."""
         from mlflow.entities import Metric
 
+        if lease is not None and not lease.holds(self._read_run(run_id)):
+            return False
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.set_terminated(run_id, status=status)
+        return True
+
+    def claim_discarded(self, claim: str) -> bool:
+        """Whether another run discarded this claim (judging its run dead)."""
+        run = self._read_run(claim)
+        return run is None or run.info.lifecycle_stage != "active"
 
     def log_result(
         self,
