@@ -30,3 +30,13 @@ def test_unknown_name_suggests_close_names_and_lists_all() -> None:
     assert "unknown explainer 'gradcm'" in message
     assert "did you mean 'gradcam'" in message
     assert "available: gradcam, saliency" in message
+
+
+def test_a_plugin_name_mlflow_would_refuse_is_refused_where_the_plugin_is_defined() -> None:
+    """A metric named `my<metric` used to fail inside MLflow half-way through logging a cell, leaving a RUNNING run."""
+    registry: Registry[int] = Registry("metric")
+    for bad in ("my<metric", "", "-lead", "a" * 101, "with space", "a/b"):
+        with pytest.raises(ValueError, match="use letters, digits"):
+            registry.register(bad)
+    registry.register("ok_name-1.0")(1)
+    assert registry.get("ok_name-1.0") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -23,6 +24,9 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+
+
 class Registry(Generic[T]):
     """Maps names to plug-ins of one kind.
 
@@ -37,6 +41,14 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        if not _NAME.fullmatch(name):
+            # a plug-in's name becomes an MLflow param value, metric key and tag key: one MLflow would refuse half-way
+            # through logging a cell is refused here, when the plug-in is defined
+            raise ValueError(
+                f"{self.kind} name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter, digit or "
+                "'_'), at most 100 characters"
+            )
+
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
