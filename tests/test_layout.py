@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import graphlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def test_the_benchmarks_collect() -> None:
         finally:
             sys.modules.pop(name, None)
         assert any(n.startswith("test_") and callable(getattr(module, n)) for n in dir(module)), path
+
+
+def test_contributing_names_every_module_and_suite_and_links_nothing_outside_the_repository() -> None:
+    """CONTRIBUTING's layout is the newcomer's map: each stage's line names each of its modules (cli/ aside: one
+    module per command), the suites line names each suite, and no path leaves the repository."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    layout = text[text.index("core/        suite") : text.index("references/  published results")]
+    blocks = dict(re.findall(r"^(\w+)/\s+(.*?)(?=^\w+[/.]|\Z)", layout, flags=re.M | re.S))
+    for stage in STAGES:
+        if stage == "cli":
+            continue
+        modules = {p.stem for p in (PACKAGE / stage).glob("*.py") if p.name != "__init__.py"}
+        missing = sorted(m for m in modules if not re.search(rf"\b{re.escape(m)}\b", blocks[stage]))
+        assert not missing, f"CONTRIBUTING's {stage}/ line misses {missing}"
+    suites = {p.stem for p in (ROOT / "suites").glob("*.yaml")}
+    assert suites and all(re.search(rf"\b{re.escape(name)}\b", blocks["suites"]) for name in suites)
+    assert (PACKAGE / "suites").resolve() == (ROOT / "suites").resolve()  # the package's suites are the top-level ones
+    assert "../" not in text

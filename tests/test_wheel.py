@@ -31,7 +31,12 @@ def test_the_wheel_installs_and_runs_the_smoke_suite_from_an_empty_directory(tmp
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # The suites live at the top (suites/), linked into the package (src/xbench/suites -> ../../suites): the link is
+    # copied as a link, so the build itself must follow it into the wheel.
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", source / "src", ignore=skip, symlinks=True)
+    shutil.copytree(ROOT / "suites", source / "suites")
+    assert (source / "src" / "xbench" / "suites").is_symlink()
     dist = tmp_path / "dist"
     _run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
@@ -54,6 +59,10 @@ def test_the_wheel_installs_and_runs_the_smoke_suite_from_an_empty_directory(tmp
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
     located = _run([str(python), "-c", "import xbench; print(xbench.__file__)"], empty, env).stdout.strip()
     assert Path(located).is_relative_to(site), located  # the installed copy, not the checkout
+    shipped = site / "xbench" / "suites"
+    assert not shipped.is_symlink() and {p.name for p in shipped.glob("*.yaml")} == {
+        p.name for p in (ROOT / "suites").glob("*.yaml")
+    }
     listed = _run([str(fresh / "bin" / "xbench"), "list", "suites"], empty, env).stdout
     assert "smoke" in listed and "paper" in listed
     run = _run(

@@ -46,6 +46,46 @@ def test_the_gate_runs_smoke_checks_the_baseline_and_compares_benchmarks(workflo
     assert any(u.startswith("actions/upload-artifact@") for u in uses)
 
 
+def test_the_gate_runs_ci_run_which_runs_the_readme_test_command(workflow: dict) -> None:
+    runs = [step.get("run", "").strip() for step in _steps(workflow, "gate")]
+    assert ".ci/run" in runs  # lint, types, every extra and every test
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test-all"
+    assert "make test-all" in (ROOT / "README.md").read_text()
+
+
+def _make_recipe(target: str) -> list[str]:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip().replace("$(BIN)/", ""))
+    return recipe
+
+
+def test_tox_runs_the_makefiles_lanes() -> None:
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+
+    def commands(env: str) -> list[str]:
+        lines = [line.strip() for line in tox[f"testenv:{env}"]["commands"].strip().splitlines()]
+        expanded = []
+        for line in lines:
+            expanded += commands("lint") if line == "{[testenv:lint]commands}" else [line.replace(" {posargs}", "")]
+        return expanded
+
+    lint = _make_recipe("lint")
+    assert commands("lint") == lint
+    assert commands("fast") == lint + _make_recipe("test")  # `test: lint` in the Makefile
+    assert commands("all") == lint + _make_recipe("test-all")
+    assert commands("bench") == _make_recipe("bench")
+    assert set(tox["testenv"]["extras"].replace(",", " ").split()) == {"dev", "ray", "server"}
+    assert '-e ".[dev,ray,server]"' in (ROOT / "Makefile").read_text()
+
+
 def test_main_publishes_the_leaderboard_to_pages(workflow: dict) -> None:
     publish = workflow["jobs"]["publish"]
     assert "refs/heads/main" in publish["if"] and publish["needs"] == "gate"
