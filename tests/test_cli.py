@@ -239,6 +239,9 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
     assert "95 % interval" in table and "p (family)" in table and "weighted Holm" in table
     counts = ", ".join(f"{n} {verdict}" for verdict, n in result["verdicts"].items())
     assert counts in table and table.count("test_resnet") == len(result["comparisons"])
+    # written to a pipe or a file, the table keeps its full width: no cell cut to fit 80 columns
+    piped = xbench_here("stats", "--suite", "smoke", cwd=smoke_run, check=True).stdout
+    assert "…" not in piped and "Δ (variant − CR 1)" in piped and "faithfulness_correlation" in piped
     bad = xbench_here("stats", "--suite", "smoke", "--format", "yaml", cwd=smoke_run)
     assert bad.returncode == 2 and "yaml" in bad.stderr and "Traceback" not in bad.stderr
 

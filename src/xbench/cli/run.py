@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from xbench.cli.clock import COMMAND_STARTED
-from xbench.core.progress import console, progress_bars
+from xbench.core.progress import console, progress_bars, stdout_console
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
 SUMMARY_METRICS = 6  # columns in the end-of-run table; every metric is in MLflow
@@ -268,7 +267,7 @@ def _run_once(suite: object, place: RunPlace) -> None:
             f"{latency:.2f}" if latency is not None else "",
         )
     typer.echo("")
-    Console(width=max(console.width, 160)).print(table)  # stdout, so the table can be piped
+    stdout_console().print(table)  # stdout, so the table can be piped
     console.print(
         f"{summary.seconds:.0f} s · results in {summary.tracking_uri} (parent run {summary.parent_run_id}) · "
         + browse_hint(summary.suite, summary.tracking_uri, summary.experiment_id)

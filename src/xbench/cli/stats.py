@@ -234,13 +234,13 @@ def _label(c: object) -> str:
 
 def print_table(suite: str, result: object) -> None:
     """The comparisons as a terminal table, decided ones first, with a line on how to read it."""
-    from rich.console import Console
     from rich.table import Table
 
     from xbench.analyse.stats import ALPHA, METHOD, SuiteStats
+    from xbench.core.progress import stdout_console
 
     assert isinstance(result, SuiteStats)
-    console = Console()
+    console = stdout_console()
     order = {"worse": 0, "better": 1, "equivalent": 2, "undecided": 3}
     table = Table(title=f"suite {suite}: each CR against CR 1, {len(result.seeds)} seed(s)", title_justify="left")
     for column in ("model", "pruning", "CR", "explainer", "metric", "verdict"):

@@ -9,18 +9,34 @@ training epoch) with its duration.
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
-# Logs and CI are not terminals; rich would wrap them at 80 columns, cutting tables and messages.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Off a terminal (a pipe, a file, a CI log) rich assumes 80 columns and truncates every cell of a wide table to fit.
+# There a table or message is written at its full width instead (wide enough that rich never needs to cut), unless
+# COLUMNS says how wide.
+UNCUT_WIDTH = 4096
+
+
+def _width(stream: TextIO) -> int | None:
+    return None if stream.isatty() or os.environ.get("COLUMNS") else UNCUT_WIDTH
+
+
+console = Console(stderr=True, width=_width(sys.stderr))
+
+
+def stdout_console() -> Console:
+    """A console on stdout for a command's result (a table you may pipe: `xbench stats | less`): the terminal's width
+    on a terminal, full width elsewhere."""
+    return Console(width=_width(sys.stdout))
 
 
 class LineProgress:
