@@ -168,3 +168,37 @@ def test_a_cell_whose_every_explanation_is_constant_is_warned_about(tmp_path: Pa
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["constant"] == 4 and "all 4 explanations are NaN or constant" in found["missing"]["explanations"]
     assert "warning:" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_its_first_cell_leaves_its_parent_failed_with_the_reason(tmp_path: Path) -> None:
+    """A plug-in's bug is an internal error (a traceback, exit 1), and the store is not left with a RUNNING parent:
+    it is FAILED, and says why."""
+    (tmp_path / "broken_lab.py").write_text(
+        PLUGIN.replace("input_magnitude", "broken_maps").replace(
+            "return x.abs().sum(dim=1, keepdim=True)", 'raise RuntimeError("plug-in bug: no maps today")'
+        )
+    )
+    suite = yaml.safe_load(SMOKE.read_text())
+    suite.update(name="broken", plugins=["broken_lab"], explainers=["broken_maps"], seeds=[0], metrics=["sparseness"])
+    suite["dataset"]["train_size"] = 128
+    suite["models"][0]["train"]["epochs"] = 1
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(suite))
+    result = xbench(
+        "run",
+        "suite",
+        "broken.yaml",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 1 and "plug-in bug: no maps today" in result.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'xbench.db'}")
+    experiment = client.get_experiment_by_name("xbench/broken")
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'suite'")
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["xbench.failure"] == "RuntimeError: plug-in bug: no maps today"
+    assert client.search_runs([experiment.experiment_id], "tags.`xbench.role` = 'cell'") == []  # no claim left

@@ -23,7 +23,7 @@ from xbench.execute import backends, planmemo
 from xbench.execute.backends import BackendOptions, RayCluster
 from xbench.plan.graph import build_graph
 from xbench.store.leases import Heartbeat, Lease
-from xbench.store.tracking import EQUIVALENCE_TAG, REFERENCE_TAG, Pictures, Store
+from xbench.store.tracking import EQUIVALENCE_TAG, FAILURE_TAG, REFERENCE_TAG, Pictures, Store
 
 
 def flat_figures(result: CellResult) -> dict[str, float]:
@@ -166,6 +166,10 @@ def _run_cells(
             raise
         except XbenchLeaseLost:
             claims = None  # its claims were discarded by the run that took over; nothing of this run's to withdraw
+            raise
+        except Exception as error:  # the parent says why it failed, in the UI beside its status
+            why = f"{type(error).__name__}: {error}"
+            store.client.set_tag(parent, FAILURE_TAG, why[:4000])
             raise
         finally:
             if claims is not None:  # claims this run will not fill: withdrawn, so no one waits for them

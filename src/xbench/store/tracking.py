@@ -33,6 +33,7 @@ ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = (
     "xbench.plan_key",
     "xbench.suite",
 )
+FAILURE_TAG = "xbench.failure"  # a failed run's parent: why it failed
 REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
 EQUIVALENCE_TAG = "xbench.equivalence"  # experiment tag: the suite's equivalence margins, as JSON
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
