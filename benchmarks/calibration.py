@@ -40,7 +40,7 @@ from xbench.analyse.stats import compare_paired  # noqa: E402
 from xbench.human.analysis import Answer, Manifest, identify_stats, pairwise_stats  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from suite_level import suite_calibration, suite_table  # noqa: E402
+from suite_level import suite_calibration, suite_rows, suite_table  # noqa: E402
 
 PAIRED_SETTINGS = [  # (seed SD, image SD, residual SD): the three, then others a reviewer may try
     (1.0, 1.0, 1.0),
@@ -261,8 +261,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--suite-runs", type=int, default=2000, help="simulated whole suites per setting")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "calibration.json")
+    parser.add_argument(
+        "--suite-rows-only",
+        action="store_true",
+        help="recompute only the whole-suite rows and write them into --out, keeping its other rows",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.suite_rows_only:
+        result = json.loads(args.out.read_text())
+        result["suite"]["suites"] = suite_rows(args.suite_runs, args.seed)
+        result["suite_rows_command"] = " ".join(["python benchmarks/calibration.py", *sys.argv[1:]])
+        result["suite_rows_seconds"] = round(time.perf_counter() - started, 1)
+        args.out.write_text(json.dumps(result, indent=1, default=lambda v: None if math.isnan(v) else v) + "\n")
+        print(suite_table(result["suite"]))
+        return
     result = calibrate(args.runs, args.crowd_runs or args.runs, args.seed)
     result["suite"] = suite_calibration(args.suite_runs, args.seed)
     result["seconds"] = round(time.perf_counter() - started, 1)

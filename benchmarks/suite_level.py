@@ -3,11 +3,13 @@
 Each row simulates whole `quick`-shaped suites (`suite_simulation.py`: 72 metric comparisons and 4 of accuracy that
 share seeds and images) through `xbench.analyse.decide`, the function `xbench stats`, the page and the gate use:
 
-- suite: with no effect anywhere, the share of suites with some better/worse (family-wise error, ≤ 5 %), the share of
-  single comparisons with p < 0.05, and the rate of p < α/m against α/m for m = 76 and 200 (the far tail that the
-  correction uses; within 1.3×); with every true difference exactly at its margin (on the worse side), the share of
-  suites with some "equivalent" and with some safe CR (both ≤ 5 %); at δ = one seed SD, single-comparison power at
-  0.05 and coverage (≥ 0.94).
+- suite: with no effect anywhere, the share of suites with some better/worse (≤ 5 %: every verdict is then false),
+  the share of single comparisons with p < 0.05, and the rate of p < α/m against α/m for m = 76 and 200 (the far
+  tail that the correction uses; within 1.3×); with every true difference exactly at its margin (on the worse
+  side), the share of suites with some "equivalent" and with some safe CR (both ≤ 5 %); at δ = one seed SD,
+  single-comparison power at 0.05 and coverage (≥ 0.94); with half the metric comparisons one seed SD worse, the
+  false share of the better/worse verdicts (the false discovery rate weighted Benjamini-Hochberg keeps ≤ 5 %), the
+  share of suites with any false one (not promised), and the share of the true changes decided.
 - 0/1 outcomes: a true accuracy drop of twice the 0.01 margin on the same images in every seed: the share called
   equivalent (≤ 5 %), on 64 and on 2,048 images; and with no change at all, on 2,048 images, how often equivalence is
   shown (the count model still lets a large eval set decide).
@@ -28,7 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from suite_simulation import ACCURACY_MARGIN, CRS, EXPLAINERS, MARGIN, simulate_suite
+from suite_simulation import ACCURACY_MARGIN, CRS, EXPLAINERS, MARGIN, METRICS, simulate_suite
 from xbench.analyse.decide import ALPHA, decide, safe_sequences, spent_levels
 from xbench.analyse.stats import default_margin, planned_seeds
 
@@ -73,6 +75,21 @@ def suite_rates(seeds: int, runs: int, rng: np.random.Generator, spread: float =
         rows = decide(simulate_suite(rng, seeds, delta=1.0, spread=spread).questions(seeds))
         powered += [r["p"] < 0.05 for r in rows if r["name"] != "accuracy"]
         power_covered += [r["ci_low"] <= 1.0 <= r["ci_high"] for r in rows if r["name"] != "accuracy"]
+    # half of the metric comparisons a seed SD worse, the rest unchanged: the share of false verdicts among the
+    # better/worse verdicts made (the false discovery rate the procedure keeps), suites with any false one, and the
+    # share of the true changes decided
+    false_shares, partial_any, found = [], 0, []
+    partial_runs = max(runs // 4, 1)
+    for _ in range(partial_runs):
+        keys = [(m, e, rate) for m in range(METRICS) for e in range(EXPLAINERS) for rate in CRS]
+        changed = {keys[i] for i in rng.choice(len(keys), len(keys) // 2, replace=False)}
+        suite = simulate_suite(rng, seeds, delta={k: -1.0 for k in changed}, spread=spread)
+        rows = decide(suite.questions(seeds))
+        made = [r for r in rows if r["verdict"] in ("better", "worse")]
+        false = [r for r in made if _truth(r, suite) == 0.0 or r["verdict"] == "better"]
+        false_shares.append(len(false) / max(len(made), 1))
+        partial_any += bool(false)
+        found += [r["verdict"] == "worse" for r in rows if r["name"] != "accuracy" and _truth(r, suite) != 0.0]
     return {
         "suite_false_difference": null_any / runs,
         "false_positives": float((p < 0.05).mean()),
@@ -83,7 +100,18 @@ def suite_rates(seeds: int, runs: int, rng: np.random.Generator, spread: float =
         "suite_false_safe": safe_any / at_margin,
         "power_1": float(np.mean(powered)),
         "coverage_effect": float(np.mean(power_covered)),
+        "fdr_half_changed": float(np.mean(false_shares)),
+        "any_false_half_changed": partial_any / partial_runs,
+        "decided_half_changed": float(np.mean(found)),
     }
+
+
+def _truth(row: dict, suite: object) -> float:
+    """A row's true difference in a simulated suite (accuracy: minus its drop)."""
+    if row["name"] == "accuracy":
+        return -suite.accuracy_drops[row["cr"]]  # type: ignore[attr-defined]
+    metric, explainer = row["name"].split("|")
+    return suite.deltas[(int(metric[1:]), int(explainer[1:]), row["cr"])]  # type: ignore[attr-defined]
 
 
 def accuracy_rows(runs: int, rng: np.random.Generator) -> list[dict]:
@@ -219,6 +247,14 @@ def sequential_rows(runs: int, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
+def suite_rows(runs: int, seed: int = 0, seeds: tuple[int, ...] = SUITE_SEEDS) -> list[dict]:
+    """The whole-suite rows alone (`calibration.py --suite-rows-only` refreshes just these)."""
+    rng = np.random.default_rng([seed, 42])
+    suites = [{"seeds": n, "spread": 2.0, "runs": runs, **suite_rates(n, runs, rng)} for n in seeds]
+    milder = {"seeds": 3, "spread": math.sqrt(2), "runs": runs, **suite_rates(3, runs, rng, spread=math.sqrt(2))}
+    return [*suites, milder]
+
+
 def suite_calibration(
     runs: int, seed: int = 0, seeds: tuple[int, ...] = SUITE_SEEDS, plan_runs: int | None = None
 ) -> dict:
@@ -240,15 +276,21 @@ def suite_table(result: dict) -> str:
         " in SD units; each variance component within the spread× of 1 either way)",
         "| seeds | spread | suites with a false better/worse | single false pos. | p < α/76 (× α/76) | p < α/200 "
         "(× α/200) | coverage δ=0 | suites with a false equivalent | suites with a false safe CR | power δ=1 "
-        "| coverage δ=1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| coverage δ=1 | half changed by δ=−1: false share of verdicts (FDR) | suites with a false one "
+        "| changes decided |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["suites"]:
+        partial = (
+            f"| {r['fdr_half_changed']:.3f} | {r['any_false_half_changed']:.3f} | {r['decided_half_changed']:.2f} |"
+            if "fdr_half_changed" in r
+            else "| | | |"
+        )
         lines.append(
             f"| {r['seeds']} | {r['spread']:.2g} | {r['suite_false_difference']:.3f} | {r['false_positives']:.3f} "
             f"| {r['tail_76']:.2f} | {r['tail_200']:.2f} | {r['coverage_null']:.3f} "
             f"| {r['suite_false_equivalence']:.3f} | {r['suite_false_safe']:.3f} | {r['power_1']:.2f} "
-            f"| {r['coverage_effect']:.3f} |"
+            f"| {r['coverage_effect']:.3f} " + partial
         )
     lines += ["", "0/1 outcomes (accuracy, 3 seeds, margin 0.01; drop on the same images in every seed)"]
     lines += ["| images | true drop | called equivalent |", "|---|---|---|"]

@@ -236,7 +236,7 @@ def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: P
     assert "Seeds that would decide" in planned and "suite smoke: 2 seeds" in planned
     # For a person, by default: a table with one row per comparison and how to read the verdicts.
     table = xbench_here("stats", "--suite", "smoke", cwd=smoke_run, check=True, env={"COLUMNS": "250"}).stdout
-    assert "95 % interval" in table and "p (family)" in table and "weighted Holm" in table
+    assert "95 % interval" in table and "p (corrected)" in table and "weighted Benjamini-Hochberg" in table
     counts = ", ".join(f"{n} {verdict}" for verdict, n in result["verdicts"].items())
     assert counts in table and table.count("test_resnet") == len(result["comparisons"])
     # written to a pipe or a file, the table keeps its full width: no cell cut to fit 80 columns

@@ -15,6 +15,7 @@ from xbench.analyse.decide import (
     decide,
     fit_priors,
     safe_sequences,
+    weighted_bh,
     wilson_upper,
 )
 from xbench.analyse.stats import default_margin, holm
@@ -91,6 +92,28 @@ def test_a_constant_continuous_metric_gets_a_floor_from_the_range_of_its_scores(
     reference = np.tile(np.linspace(0, 1, 40), (3, 1))
     (row,) = decide([question("m", reference, {2: reference.copy()}, margin=0.01)])
     assert row["se"] == pytest.approx(math.sqrt(wilson_upper(0, 40) / 40)) and row["verdict"] == "undecided"
+
+
+def test_weighted_bh_is_benjamini_hochberg_with_each_p_over_its_relative_weight() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    p = list(np.random.default_rng(3).uniform(0, 0.2, 40))
+    assert weighted_bh(p, [1.0] * 40) == pytest.approx(list(multipletests(p, method="fdr_bh")[1]), rel=1e-12)
+    # weights 3:1 over two: relative weights 1.5 and 0.5, so p/1.5 and p/0.5, then the step-up
+    assert weighted_bh([0.03, 0.04], [3.0, 1.0]) == pytest.approx([0.04, 0.08])
+    assert weighted_bh([0.03, 0.01], [3.0, 1.0]) == pytest.approx([0.02, 0.02])
+    # a NaN p is not counted among the tests; a weight of 0 is never rejected
+    adjusted = weighted_bh([math.nan, 0.01, 0.02], [1.0, 1.0, 1.0])
+    assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.02, 0.02])
+    assert weighted_bh([0.0001, 0.5], [0.0, 1.0])[0] == 1.0
+
+
+def test_six_changes_at_p_001_among_eight_are_decided_where_holm_decided_none() -> None:
+    """The false discovery rate lets each real change count towards the others' threshold: six comparisons at
+    p = 0.01 among eight are all decided (0.01 × 8 / 6 < 0.05), where Holm needs the first below 0.05 / 8."""
+    p = [0.01] * 6 + [0.5, 0.6]
+    assert min(holm(p)) > 0.05
+    assert all(q < 0.05 for q in weighted_bh(p, [1.0] * 8)[:6])
 
 
 def test_chains_of_one_are_holm_and_a_chain_is_a_fixed_sequence() -> None:

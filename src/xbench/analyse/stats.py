@@ -1,6 +1,6 @@
 """Statistics of a suite: every pruned variant against its unpruned model, paired by seed and image, as a verdict
-(better, worse, equivalent within a margin, or undecided) with a confidence interval, p-values Holm-corrected over
-the suite, and the seeds it would take to decide what is still undecided; and how far each metric can be trusted.
+(better, worse, equivalent within a margin, or undecided) with a confidence interval, p-values corrected over the
+suite (`decide`), and the seeds it would take to decide what is still undecided; and how far each metric can be trusted.
 
 The method, in one sentence (the leaderboard prints `METHOD`): for each model × pruning × explainer × metric and each
 CR ≠ 1, the per-image difference to CR 1 is taken within each seed; the table of differences (seeds × images, both
@@ -60,9 +60,12 @@ METHOD = (
     "freedom are cut to what the suite's correlated comparisons can carry) and never below what the share of images "
     "that changed allows (a Wilson bound: no certainty from no variation); one t distribution gives the 95 % interval, "
     "the p of a difference and the p of equivalence (two one-sided tests against the metric's margin). Families: "
-    "differences are corrected by weighted Holm over the suite's comparisons (half the 0.05 error rate for accuracy's, "
-    "half for the metrics'), equivalence likewise as a second family; verdict equivalent when its corrected p < 0.05, "
-    "else better or worse when the difference's is, else undecided. Safe compression is a third family: per "
+    "differences are corrected by weighted Benjamini-Hochberg over the suite's comparisons (half the weight for "
+    "accuracy's, half for the metrics'): at most 5 % of the better/worse verdicts are expected to be false, and with "
+    "no effect anywhere some better/worse appears in at most 5 % of suites; equivalence is a second family, each "
+    "question's CR ladder walked up as a chain of closed tests (chained Holm: at most a 5 % chance of any false "
+    "equivalent in the suite); verdict equivalent when its corrected p < 0.05, else better or worse when the "
+    "difference's is, else undecided. Safe compression is a third family: per "
     "explainer, accuracy and every metric must each be shown no worse than its margin (an intersection-union test), "
     "walked up the CR ladder and stopping at the first CR that fails, with Holm across the explainers. With one seed "
     "the test is over images within one trained model. Default margins are fixed before the test or carry their own "
@@ -617,8 +620,9 @@ def suite_stats(
     meta: Mapping[str, Sequence[PerturbedScores]] | None = None,
     human: Sequence[Mapping[str, Any]] = (),
 ) -> SuiteStats:
-    """Every comparison of a suite (each metric, and accuracy) with its verdict, Holm's correction over all of them
-    (differences and equivalence, each its own family) and, for the undecided, the seeds that would decide them.
+    """Every comparison of a suite (each metric, and accuracy) with its verdict, corrected over all of them (differences
+    by weighted Benjamini-Hochberg, equivalence by chains of closed tests: `decide`) and, for the undecided, the
+    seeds that would decide them.
 
     `margins` are the suite's `equivalence:` (metric -> margin in its units); a metric without one gets
     `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`. `meta` (run id -> the cell's scores

@@ -81,8 +81,9 @@ def stats_command(
     pruning config and explainer) with its verdict: better, worse, equivalent (within ±margin: no meaningful change)
     or undecided; plus per-metric reliability across seeds.
 
-    The table shows each comparison's verdict, difference with its 95 % interval and its family's corrected p
-    (weighted Holm: see the families line under it). JSON:
+    The table shows each comparison's verdict, difference with its 95 % interval and its corrected p (differences:
+    weighted Benjamini-Hochberg over the suite; equivalence: chains of closed tests up each CR ladder; see the
+    families line under it). JSON:
     {"method", "seeds", "margins", "verdicts", "comparisons": [...], "reliability": [...]}. CSV: the comparisons.
 
     Example: xbench stats --suite quick --format csv -o quick-stats.csv
@@ -245,7 +246,7 @@ def print_table(suite: str, result: object) -> None:
     table = Table(title=f"suite {suite}: each CR against CR 1, {len(result.seeds)} seed(s)", title_justify="left")
     for column in ("model", "pruning", "CR", "explainer", "metric", "verdict"):
         table.add_column(column, justify="right" if column == "CR" else "left")
-    for column in ("Δ (variant − CR 1)", "95 % interval", "margin", "p (family)", "seeds"):
+    for column in ("Δ (variant − CR 1)", "95 % interval", "margin", "p (corrected)", "seeds"):
         table.add_column(column, justify="right")
     colours = {"better": "green", "worse": "red", "equivalent": "cyan", "undecided": "yellow"}
     for c in sorted(result.comparisons, key=lambda c: (order.get(c.verdict, 4), _label(c))):
@@ -265,7 +266,8 @@ def print_table(suite: str, result: object) -> None:
     console.print(table)
     counts = ", ".join(f"{n} {verdict}" for verdict, n in result.verdicts.items()) or "no comparisons"
     console.print(
-        f"{counts}. better/worse: the difference is significant after its family's correction (p < {ALPHA}); "
+        f"{counts}. better/worse: the difference is significant after the suite's false-discovery-rate correction "
+        f"(corrected p < {ALPHA}: of such verdicts at most 5 % are expected false); "
         "equivalent: the two one-sided tests against ±margin hold after the correction (at one comparison, its 90 % "
         "interval inside ±margin); undecided: neither, which is not evidence of no effect (`--plan` says how many "
         f"seeds would decide it). Families: {'; '.join(result.families.values())}. "

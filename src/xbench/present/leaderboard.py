@@ -326,8 +326,9 @@ def effects_view(results: SuiteResults, stats: SuiteStats) -> dict[str, Any]:
         "verdicts": stats.verdicts,
         "margins": _margins_text(stats.margins),
         "families": "; ".join(stats.families.values())
-        + " (differences by weighted Holm over the suite, equivalence walked up each CR ladder: closed tests, so at "
-        "most a 5 % chance of any false verdict of each kind in the suite)"
+        + " (differences by weighted Benjamini-Hochberg over the suite: at most 5 % of its better/worse verdicts "
+        "expected false; equivalence walked up each CR ladder by closed tests: at most a 5 % chance of any false "
+        "equivalent in the suite)"
         if stats.families
         else "none",
         "fewer_seeds": sum(r["fewer_seeds"] for r in rows),
