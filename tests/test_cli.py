@@ -529,8 +529,22 @@ def test_two_concurrent_runs_on_one_sqlite_store_log_each_cell_once(tmp_path: Pa
     ],
 )
 def test_every_command_explains_itself(command: list[str], tmp_path: Path) -> None:
-    result = xbench_here(*command, "--help", cwd=tmp_path, check=True)
-    assert "Example:" in result.stdout
+    """--help gives a summary, an example of this very command, and every option with a sentence of its own."""
+    import typer.main
+
+    from xbench.cli import app
+
+    result = xbench_here(*command, "--help", cwd=tmp_path, check=True, env={"COLUMNS": "200"})
+    examples = [line.strip() for line in result.stdout.splitlines() if "Example:" in line]
+    assert examples and all(f"xbench {' '.join(command)}" in line for line in examples), examples
+    group = typer.main.get_command(app)  # typer's own click: its classes, read by what they have
+    for name in command:
+        group = group.commands[name]  # type: ignore[attr-defined]
+    assert group.help and len(group.help.split()) >= 8  # a summary, not a word
+    for param in group.params:
+        if param.param_type_name == "option" and not getattr(param, "hidden", False):
+            assert param.help, f"{' '.join(command)} {param.opts[0]} has no help"
+            assert max(param.opts, key=len) in result.stdout, param.opts
 
 
 def test_list_shows_plugins_with_their_metadata(tmp_path: Path) -> None:

@@ -247,6 +247,19 @@ def test_safe_compression_holm_across_explainers_hands_on_the_level_of_a_finishe
     assert alone.safe_rate is None and alone.level == pytest.approx(0.025)
 
 
+def test_a_non_monotone_ladder_stops_at_its_first_failure_and_never_tests_the_cr_that_would_pass() -> None:
+    """CR 4 is blocked (its metric not shown within the margin) while CR 8 would pass: the fixed sequence stops at CR
+    4, so CR 8's passing p is never used and the safe CR is 2 (testing past a failure would spend the level twice)."""
+    ladder = {
+        2: [("m", 0.001, 0.9), ("accuracy", 0.001, 0.9)],
+        4: [("m", 0.4, 0.3), ("accuracy", 0.001, 0.9)],
+        8: [("m", 0.001, 0.9), ("accuracy", 0.001, 0.9)],
+    }
+    (walked,) = safe_sequences({"ig": ladder})
+    assert walked.safe_rate == 2 and walked.failed_rate == 4 and walked.blocking == ("m",)
+    assert not walked.shown_unsafe and not walked.decided  # not shown worse: more seeds may still pass CR 4
+
+
 def test_the_default_margin_carries_its_own_error() -> None:
     """0.2 × a lower 95 % bound of the SD: below 0.2 × the sample SD, more so for heavy-tailed scores."""
     rng = np.random.default_rng(5)

@@ -17,8 +17,10 @@ def profile_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     prune: str | None = typer.Option(None, "--prune", help="METHOD:CR, e.g. channel_magnitude:4 or magnitude:8."),
     scope: str = typer.Option("conv", "--scope", help="conv | conv_linear | all"),
-    warmup: int = typer.Option(10, "--warmup"),
-    repeats: int = typer.Option(50, "--repeats"),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed passes before timing (caches, allocator, compilation)."),
+    repeats: int = typer.Option(
+        50, "--repeats", help="Timed passes per batch size; the median and spread are reported."
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast)"),
     channels_last: bool = typer.Option(False, "--channels-last", help="Time in channels_last memory format."),
     compile: bool = typer.Option(False, "--compile", help="Time torch.compile(model) (compiled during warm-up)."),

@@ -106,7 +106,7 @@ def start_command(
         Path("mlflow-artifacts"), "--artifacts", help="Directory (or mounted volume) where the server keeps artifacts."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; 0.0.0.0 for other machines."),
-    port: int = typer.Option(5000, "--port"),
+    port: int = typer.Option(5000, "--port", help="Port the tracking server listens on."),
     workers: int = typer.Option(2, "--workers", help="Server worker processes."),
     auth: bool = typer.Option(
         False,

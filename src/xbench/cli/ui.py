@@ -22,8 +22,8 @@ def ui_command(
     ),
     open_browser: bool = typer.Option(False, "--open", help="Open the link in the default browser once it answers."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
-    port: int = typer.Option(5000, "--port"),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(5000, "--port", help="Port of the MLflow UI on this machine."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; 0.0.0.0 for other machines."),
 ) -> None:
     """Start the MLflow UI on the store and print the link to a suite's runs: its parent run per `xbench run` and a
     nested run per cell, in MLflow's model-training view (a new browser otherwise opens MLflow 3's GenAI overview).
