@@ -89,7 +89,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         show()
         return int(getattr(exc, "exit_code", 2))
+    except Exception as exc:
+        refused = _refused_by_server(exc)
+        if refused is None:
+            raise  # an internal error stays a traceback, so bugs remain visible
+        console.print(f"[bold red]error:[/] {escape(refused)}", highlight=False, soft_wrap=True)
+        return 2
     return result if isinstance(result, int) else 0
+
+
+def _refused_by_server(error: Exception) -> str | None:
+    """A sentence for a tracking server that refused this client for want of credentials (MLflow raises its own
+    exception with the HTTP status in the message), else None."""
+    if not type(error).__module__.startswith("mlflow"):
+        return None
+    message = str(error)
+    if "401" in message or "Unauthorized" in message:
+        why = "needs credentials (401)"
+    elif "403" in message or "Forbidden" in message:
+        why = "does not let this user do that (403)"
+    else:
+        return None
+    return (
+        f"the MLflow tracking server {why}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+        f"MLFLOW_TRACKING_TOKEN) to an account on it ({message.splitlines()[0][:200]})"
+    )
 
 
 def entry_point() -> None:
