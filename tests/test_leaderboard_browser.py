@@ -96,3 +96,48 @@ def test_names_from_the_store_render_as_text_in_chromium(browser: object, tmp_pa
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # the page's own
     assert evil in browser.find_element(By.CSS_SELECTOR, "h2#cells ~ table.cells").text
     assert _console_errors(browser) == []
+
+
+@pytest.mark.slow
+def test_the_front_page_answers_ranks_sorts_filters_and_links_to_its_evidence_in_chromium(
+    browser: object, smoke_site: Path
+) -> None:
+    """The first screen holds the answer sentence and the ranking; a heading sorts it, the labelled filter narrows
+    it, the answer's evidence link opens the suite page at its safe-compression table. Screenshot kept."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1400, 900)
+    browser.get((smoke_site / "index.html").as_uri())
+    assert _console_errors(browser) == []
+    sentence = browser.find_element(By.CSS_SELECTOR, "p.answer strong")
+    table = browser.find_element(By.CSS_SELECTOR, "table.ranking")
+    height = browser.execute_script("return window.innerHeight")
+    assert sentence.text.startswith("On smoke,") and sentence.location["y"] < height
+    assert table.location["y"] < height  # the ranking starts on the first screen
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "leaderboard-front.png"))
+    assert _non_blank((ARTIFACTS / "leaderboard-front.png").read_bytes()) > 0.02
+
+    headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+    change = next(th for th in headers if th.text.startswith("change in margins"))
+    column = headers.index(change)
+
+    def values() -> list[float]:
+        rows = [r for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
+        return [float(r.find_elements(By.TAG_NAME, "td")[column].get_attribute("data-value")) for r in rows]
+
+    change.click()
+    assert values() == sorted(values())
+    change.click()
+    assert values() == sorted(values(), reverse=True) and len(values()) == 2  # smoke: Grad-CAM and Saliency
+
+    label = browser.find_element(By.CSS_SELECTOR, "label[for='ranking-filter']")
+    box = browser.find_element(By.ID, "ranking-filter")
+    assert label.text and box.get_attribute("id") == label.get_attribute("for")
+    box.send_keys("saliency")
+    shown = [r.text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
+    assert len(shown) == 1 and "Saliency" in shown[0]
+
+    browser.find_element(By.CSS_SELECTOR, "p.answer a").click()
+    assert browser.current_url.endswith(suite_filename("smoke") + "#safe")
+    assert browser.find_element(By.ID, "safe").is_displayed() and _console_errors(browser) == []

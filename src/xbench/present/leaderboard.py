@@ -38,6 +38,8 @@ from xbench.core.numbers import is_finite_number
 from xbench.core.references import Reference, load_reference, replication_rows
 from xbench.core.results import PerturbedScores
 from xbench.present.jinja import environment
+from xbench.present.rankings import METHOD as RANKING_METHOD
+from xbench.present.rankings import ranking_view
 from xbench.store.links import run_url, runs_url
 
 DEFAULT_MAX_ACCURACY_DROP = DEFAULT_ACCURACY_MARGIN  # "one point" of accuracy
@@ -867,14 +869,25 @@ def suite_filename(suite: str) -> str:
     return "suite-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in suite) + ".html"
 
 
-def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, mlflow_url: str | None = None) -> str:
-    """A suite's page. The accuracy margin: `max_accuracy_drop` when given (the command line), else the suite's
-    `equivalence.accuracy`, else `DEFAULT_MAX_ACCURACY_DROP`. With `mlflow_url`, links into that MLflow UI."""
+def _suite_stats(results: SuiteResults, max_accuracy_drop: float | None) -> tuple[SuiteStats, float]:
+    """The suite's statistics and its accuracy margin: `max_accuracy_drop` when given (the command line), else the
+    suite's `equivalence.accuracy`, else `DEFAULT_MAX_ACCURACY_DROP`."""
     margins = dict(results.equivalence)
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
-    max_accuracy_drop = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
-    stats = suite_stats(results.records, results.per_image, margins, results.meta, results.human)
+    margin = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
+    return suite_stats(results.records, results.per_image, margins, results.meta, results.human), margin
+
+
+def suite_page(
+    results: SuiteResults,
+    max_accuracy_drop: float | None = None,
+    mlflow_url: str | None = None,
+    computed: tuple[SuiteStats, float] | None = None,
+) -> str:
+    """A suite's page (the accuracy margin as `_suite_stats` says). With `mlflow_url`, links into that MLflow UI;
+    `computed` is the suite's `_suite_stats` when the caller has it already."""
+    stats, max_accuracy_drop = computed or _suite_stats(results, max_accuracy_drop)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
     return (
         environment("xbench.present")
@@ -915,7 +928,9 @@ def suite_page(results: SuiteResults, max_accuracy_drop: float | None = None, ml
     )
 
 
-def index_page(suites: list[SuiteResults]) -> str:
+def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None = None) -> str:
+    """The front page: the answer sentence and explainer ranking of every suite (`rankings.ranking_view`), then the
+    suites themselves."""
     rows = [
         {
             "name": results.name,
@@ -931,7 +946,13 @@ def index_page(suites: list[SuiteResults]) -> str:
     return (
         environment("xbench.present")
         .get_template("index.html.j2")
-        .render(rows=rows, built=time.strftime("%Y-%m-%d %H:%M"), version=__version__)
+        .render(
+            rows=rows,
+            rankings=rankings or [],
+            ranking_method=RANKING_METHOD,
+            built=time.strftime("%Y-%m-%d %H:%M"),
+            version=__version__,
+        )
     )
 
 
@@ -940,10 +961,13 @@ def build(
 ) -> Path:
     """Write index.html, one page per suite and each suite's records as JSON; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
+    rankings = []
     for results in suites:
         page = suite_filename(results.name)
-        (out / page).write_text(suite_page(results, max_accuracy_drop, mlflow_url))
+        computed = _suite_stats(results, max_accuracy_drop)
+        (out / page).write_text(suite_page(results, max_accuracy_drop, mlflow_url, computed))
         (out / page.replace(".html", ".json")).write_text(json.dumps(results.records, indent=1, default=str))
+        rankings.append(ranking_view(results.name, page, computed[0]))
     index = out / "index.html"
-    index.write_text(index_page(suites))
+    index.write_text(index_page(suites, rankings))
     return index

@@ -1,0 +1,233 @@
+"""The front page's answer: which explainer keeps its explanations longest under pruning, per suite, from the
+suite's verdicts (never hand-written), with ranks that are shared wherever the evidence does not order them.
+
+Per suite × model × pruning config × explainer, two figures:
+- **safe CR**: the largest CR at which accuracy and every metric are shown no worse than their margins (the suite's
+  safe-compression ladder, `analyse.stats.safe_compression`); 1 when even the smallest CR is not shown safe.
+- **change in margins**: each metric comparison's difference to CR 1 in units of its margin, signed so that
+  positive is better, averaged over the CRs and then over the metrics, each metric weighted by how stable its
+  ranking of cells is across seeds (its seed Kendall τ, clipped at 0; equal weights with one seed or when no metric
+  is stable). Its interval averages the comparisons' 95 % bounds the same way: the interval the average would have
+  if the comparisons' errors moved together, so never narrower than the true one.
+
+Ranks: by safe CR, then by change in margins. Two explainers share a rank when their safe CRs are equal and their
+intervals overlap; rows of different suites are never ranked against each other (a suite is one protocol).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from xbench.analyse.stats import ACCURACY, Comparison, SafeCompression, SuiteStats, safe_compression
+
+METHOD = (
+    "Ranked within each suite, model and pruning config (a suite is one protocol: rows of different suites are never "
+    "ranked against each other): first by the safe CR, the largest CR at which accuracy and every metric are shown no "
+    "worse than their margins (none: not even the smallest CR); then by the change in margins, each metric's "
+    "difference to CR 1 in units of its margin (positive = better), averaged over the CRs and over the metrics, each "
+    "metric weighted by the stability of its cell ranking across seeds (seed Kendall τ, clipped at 0). Its interval "
+    "averages the comparisons' 95 % bounds the same way (never narrower than the true one). Explainers whose safe CRs "
+    "are equal and whose intervals overlap share a rank (shown 1=)."
+)
+NAMES = {
+    "gradcam": "Grad-CAM",
+    "integrated_gradients": "Integrated Gradients",
+    "saliency": "Saliency",
+    "gradient_shap": "GradientSHAP",
+    "occlusion": "Occlusion",
+}
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One explainer of one model and pruning config in one suite, with its rank."""
+
+    suite: str
+    model: str
+    pruning: str
+    explainer: str
+    safe_rate: float  # 1.0: not even the smallest CR shown safe
+    safe_text: str
+    blocked_by: str  # what blocks the next CR, in words ("" when every CR passed)
+    blockers: tuple[str, ...]  # the metrics (or accuracy) that block it
+    smallest_rate: float  # the ladder's first CR
+    change: float  # change in margins (positive = better than CR 1)
+    change_low: float
+    change_high: float
+    rank: int = 0
+    shared: bool = False
+
+
+def explainer_name(name: str) -> str:
+    return NAMES.get(name, name.replace("_", " "))
+
+
+def _weights(stats: SuiteStats) -> dict[str, float]:
+    taus = {r.metric: r.seed_tau for r in stats.reliability if r.metric != ACCURACY}
+    weights = {metric: max(tau, 0.0) if math.isfinite(tau) else math.nan for metric, tau in taus.items()}
+    if not weights or any(math.isnan(w) for w in weights.values()) or sum(weights.values()) <= 0:
+        return dict.fromkeys(taus, 1.0)
+    return weights
+
+
+def _signed(c: Comparison, value: float) -> float:
+    return (value if c.higher_is_better else -value) / c.margin
+
+
+def _change(comparisons: list[Comparison], weights: dict[str, float]) -> tuple[float, float, float]:
+    """Weighted mean over metrics of the mean over CRs of the signed change in margins, and its bounds."""
+    by_metric: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for c in comparisons:
+        if not (c.margin > 0 and all(math.isfinite(v) for v in (c.mean_diff, c.ci_low, c.ci_high))):
+            continue
+        low, high = sorted((_signed(c, c.ci_low), _signed(c, c.ci_high)))
+        by_metric[c.metric].append((_signed(c, c.mean_diff), low, high))
+    total = sum(weights.get(metric, 0.0) for metric in by_metric)
+    if total <= 0:
+        return math.nan, math.nan, math.nan
+    sums = [0.0, 0.0, 0.0]
+    for metric, values in by_metric.items():
+        share = weights.get(metric, 0.0) / total
+        for position in range(3):
+            sums[position] += share * sum(v[position] for v in values) / len(values)
+    return sums[0], sums[1], sums[2]
+
+
+def _blocked(safe: SafeCompression) -> str:
+    if safe.failed_rate is None:
+        return ""
+    names = ", ".join("accuracy" if c is None else c.metric for c in safe.blocking[safe.failed_rate])
+    how = "shown worse than" if safe.shown_unsafe else "not shown within"
+    return f"CR {safe.failed_rate:g}: {names} {how} the margin"
+
+
+def explainer_rows(suite: str, stats: SuiteStats) -> list[Ranked]:
+    """The ranked explainers of one suite, best first, ranks shared where the evidence does not order them."""
+    weights = _weights(stats)
+    metric_comparisons: dict[tuple[str, str, str], list[Comparison]] = defaultdict(list)
+    for c in stats.comparisons:
+        if c.metric != ACCURACY and c.explainer is not None:
+            metric_comparisons[(c.model, c.pruning_method, c.explainer)].append(c)
+    rows = []
+    for safe in safe_compression(stats):
+        change, low, high = _change(metric_comparisons[(safe.model, safe.pruning_method, safe.explainer)], weights)
+        rows.append(
+            Ranked(
+                suite=suite,
+                model=safe.model,
+                pruning=f"{safe.pruning_method} ({safe.pruning_scope}, {safe.pruning_granularity}, "
+                f"{safe.pruning_schedule})",
+                explainer=safe.explainer,
+                safe_rate=safe.safe_rate if safe.safe_rate is not None else 1.0,
+                safe_text=f"CR {safe.safe_rate:g}" if safe.safe_rate is not None else "none",
+                blocked_by=_blocked(safe),
+                blockers=tuple(
+                    "accuracy" if c is None else c.metric
+                    for c in (safe.blocking[safe.failed_rate] if safe.failed_rate is not None else [])
+                ),
+                smallest_rate=min(safe.rates),
+                change=change,
+                change_low=low,
+                change_high=high,
+            )
+        )
+    return _rank(rows)
+
+
+def _key(row: Ranked) -> tuple[float, float]:
+    return (-row.safe_rate, -row.change if math.isfinite(row.change) else math.inf)
+
+
+def _rank(rows: list[Ranked]) -> list[Ranked]:
+    """Competition ranks within each (model, pruning) of a suite: a row shares the rank of the row that opened its
+    group when their safe CRs are equal and their intervals overlap."""
+    ranked: list[Ranked] = []
+    groups: dict[tuple[str, str], list[Ranked]] = defaultdict(list)
+    for row in rows:
+        groups[(row.model, row.pruning)].append(row)
+    for members in groups.values():
+        members.sort(key=_key)
+        leader: Ranked | None = None
+        for position, row in enumerate(members, start=1):
+            ties = leader is not None and leader.safe_rate == row.safe_rate and _overlap(leader, row)
+            if ties and leader is not None:
+                row = Ranked(**{**row.__dict__, "rank": leader.rank, "shared": True})
+                if not leader.shared:
+                    index = ranked.index(leader)
+                    leader = Ranked(**{**leader.__dict__, "shared": True})
+                    ranked[index] = leader
+            else:
+                row = Ranked(**{**row.__dict__, "rank": position})
+                leader = row
+            ranked.append(row)
+    return ranked
+
+
+def _overlap(a: Ranked, b: Ranked) -> bool:
+    if not all(math.isfinite(v) for v in (a.change_low, a.change_high, b.change_low, b.change_high)):
+        return True  # no interval: nothing orders them
+    return a.change_low <= b.change_high and b.change_low <= a.change_high
+
+
+def answer(suite: str, rows: list[Ranked]) -> str:
+    """One sentence per suite, from its safe-compression verdicts: up to which CR each explainer keeps accuracy and
+    every metric within their margins, or that none is shown safe and what blocks the first CR."""
+    if not rows:
+        return f"On {suite}, nothing has been compared yet."
+    parts = []
+    for (model, pruning), members in _by_model(rows).items():
+        where = f"{model} pruned by {pruning.split(' ')[0]}"
+        safe = sorted((r for r in members if r.safe_rate > 1), key=_key)
+        if not safe:
+            first = min(r.smallest_rate for r in members)
+            blockers = sorted({name for r in members for name in r.blockers})
+            parts.append(
+                f"{where}: no explainer keeps accuracy and every metric within their margins even at CR {first:g}"
+                + (f" ({', '.join(blockers)} not shown within them)" if blockers else "")
+            )
+            continue
+        kept = ", ".join(f"{explainer_name(r.explainer)} to CR {r.safe_rate:g}" for r in safe)
+        unsafe = [explainer_name(r.explainer) for r in members if r.safe_rate <= 1]
+        parts.append(
+            f"{where}: accuracy and every metric stay within their margins for {kept}"
+            + (f"; for {', '.join(unsafe)} not even at CR {min(r.smallest_rate for r in members):g}" if unsafe else "")
+        )
+    return f"On {suite}, " + "; ".join(parts) + "."
+
+
+def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
+    groups: dict[tuple[str, str], list[Ranked]] = defaultdict(list)
+    for row in rows:
+        groups[(row.model, row.pruning)].append(row)
+    return groups
+
+
+def ranking_view(suite: str, href: str, stats: SuiteStats) -> dict[str, Any]:
+    """What the front page shows of one suite: its answer sentence and its explainer ranking, as text."""
+    rows = explainer_rows(suite, stats)
+    return {
+        "suite": suite,
+        "href": href,
+        "answer": answer(suite, rows),
+        "rows": [
+            {
+                "rank": f"{r.rank}=" if r.shared else str(r.rank),
+                "rank_value": r.rank,
+                "model": r.model,
+                "pruning": r.pruning,
+                "explainer": explainer_name(r.explainer),
+                "safe": r.safe_text,
+                "safe_value": r.safe_rate,
+                "blocked_by": r.blocked_by,
+                "change": "—" if not math.isfinite(r.change) else f"{r.change:+.2f}".replace("-", "−"),
+                "change_value": r.change if math.isfinite(r.change) else -1e9,
+                "interval": "—"
+                if not math.isfinite(r.change_low)
+                else f"[{r.change_low:+.2f}, {r.change_high:+.2f}]".replace("-", "−"),
+            }
+            for r in rows
+        ],
+    }
