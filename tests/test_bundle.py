@@ -45,7 +45,15 @@ def test_a_bundle_reproduces_the_store_built_page_stats_check_and_study(smoke_ru
     xbench_here(
         "leaderboard", "build", "--from", str(bundle), "--out", str(tmp_path / "from-bundle"), cwd=tmp_path, check=True
     )
-    assert _same_tree(tmp_path / "from-store", tmp_path / "from-bundle") == []
+    # Byte for byte the same site, but for where the front page says the results came from.
+    assert _same_tree(tmp_path / "from-store", tmp_path / "from-bundle") == ["index.html"]
+    from_store = (
+        (tmp_path / "from-store" / "index.html").read_text().replace(f"sqlite:///{smoke_run / 'xbench.db'}", "X")
+    )
+    from_bundle = (tmp_path / "from-bundle" / "index.html").read_text().replace(f"bundle {bundle}", "X")
+    assert from_store.replace(from_store[from_store.index("Built ") :], "") == from_bundle.replace(
+        from_bundle[from_bundle.index("Built ") :], ""
+    )
 
     # The statistics: the same figures.
     from_store = xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout
@@ -92,3 +100,72 @@ def test_a_bundle_is_checked_before_it_is_read(smoke_run: Path, tmp_path: Path) 
     (bundle / "cells" / run_id / "result.json").write_text("{damaged")
     damaged = xbench_here("stats", "--suite", "smoke", "--from", str(bundle), cwd=tmp_path)
     assert damaged.returncode == 2 and f"cells/{run_id}/result.json is missing or damaged" in damaged.stderr
+
+
+def test_bundles_from_several_people_merge_into_one_site_each_with_its_provenance_never_ranked_across_protocols(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    import re
+    import shutil
+
+    ours = tmp_path / "ours"
+    xbench_here("export", "--suite", "smoke", "--bundle", str(ours), cwd=smoke_run, check=True)
+    theirs = (
+        tmp_path / "theirs"
+    )  # another lab's run of another suite: smoke renamed, one cell's timing protocol changed
+    shutil.copytree(ours, theirs)
+    manifest = json.loads((theirs / "manifest.json").read_text())
+    manifest["suite"] = "smoke-lab-b"
+    (theirs / "manifest.json").write_text(json.dumps(manifest))
+    cell = theirs / "cells" / manifest["cells"][0]["run_id"] / "result.json"
+    result = json.loads(cell.read_text())
+    result["cell"]["perf"]["repeats"] += 1
+    cell.write_text(json.dumps(result))
+    same = tmp_path / "same"  # the same suite from a third source, under our protocol
+    shutil.copytree(ours, same)
+    site = tmp_path / "site"
+    built = xbench_here(
+        "leaderboard",
+        "build",
+        "--from",
+        str(ours),
+        "--from",
+        str(theirs),
+        "--from",
+        str(same),
+        "--out",
+        str(site),
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    index = (site / "index.html").read_text()
+    answers = re.findall(r'<p class="answer"><strong>On ([^,]+),', index)
+    assert answers == ["smoke", "smoke-lab-b", "smoke"]
+    for source in (ours, theirs, same):
+        assert f"bundle {source}" in index  # each sentence and each suite row says where it came from
+    protocols = re.findall(r"protocol <code>([0-9a-f]+)</code>", index)
+    assert protocols[0] == protocols[2] != protocols[1]  # a changed cell is another protocol
+    assert {p.name for p in site.glob("suite-*.html")} == {
+        "suite-smoke-1.html",
+        "suite-smoke-2.html",
+        "suite-smoke-lab-b.html",
+    }
+    ranks = re.findall(r'<tr><td data-value="(\d+)">', index[index.index('id="ranking"') :])
+    assert len(ranks) == 6 and sorted(ranks[:2]) == sorted(ranks[2:4]) == sorted(ranks[4:])  # each suite ranked alone
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ours, damaged)
+    next((damaged / "cells").rglob("gallery_images.npy")).write_bytes(b"not an array")
+    refused = xbench_here(
+        "leaderboard",
+        "build",
+        "--from",
+        str(ours),
+        "--from",
+        str(damaged),
+        "--out",
+        str(tmp_path / "no-site"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and f"refused bundle {damaged}" in refused.stderr
+    assert not (tmp_path / "no-site").exists()

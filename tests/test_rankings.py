@@ -73,4 +73,4 @@ def test_the_front_page_opens_with_the_answer_and_the_ranking_each_number_linked
         target, _, anchor = href.partition("#")
         assert target == suite_filename("demo") and (not anchor or f'id="{anchor}"' in page), href
     assert '<label for="ranking-filter">' in index and 'id="ranking-filter"' in index  # a labelled control
-    assert ranking.count('<th scope="col">') == 9
+    assert ranking.count('<th scope="col">') == 10

@@ -14,8 +14,11 @@ def build_command(
     suite: list[str] | None = typer.Option(None, "--suite", help="Suite(s) to include (repeat); default: every suite."),
     out: Path = typer.Option(Path("leaderboard/site"), "--out", help="Output folder."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: ./xbench.db)."),
-    bundle: Path | None = typer.Option(
-        None, "--from", help="Read a results bundle (from `xbench export --bundle DIR`) instead of the MLflow store."
+    bundles: list[Path] | None = typer.Option(
+        None,
+        "--from",
+        help="Read results bundles (from `xbench export --bundle DIR`, yours or other people's) instead of the MLflow "
+        "store; repeat to merge several into one site, each with its provenance.",
     ),
     max_accuracy_drop: float | None = typer.Option(
         None,
@@ -39,6 +42,8 @@ def build_command(
 
     Example: xbench leaderboard build --suite quick --out leaderboard/site
 
+    Example: xbench leaderboard build --from ours.bundle --from theirs.bundle   (each suite ranked on its own)
+
     Example: xbench leaderboard build --suite quick --mlflow-url http://127.0.0.1:5000   (with `xbench ui` running)
     """
     from xbench.core.errors import XbenchInputError
@@ -47,9 +52,21 @@ def build_command(
 
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
         raise XbenchInputError(f"must be between 0 and 1, got {max_accuracy_drop}", field="--max-accuracy-drop")
-    store = open_results(tracking_uri, bundle)
-    names = suite or store.suites()
-    if not names:
-        raise XbenchInputError(f"no suite results in {store.uri}; run `xbench run suite smoke` first")
-    index = build([load_suite(store, name) for name in names], out, max_accuracy_drop, mlflow_url)
+    if not bundles:
+        store = open_results(tracking_uri, None)
+        names = suite or store.suites()
+        if not names:
+            raise XbenchInputError(f"no suite results in {store.uri}; run `xbench run suite smoke` first")
+        loaded = [load_suite(store, name) for name in names]
+    else:
+        loaded = []
+        for path in bundles:
+            try:  # a bundle from someone else that fails its checks is refused, by name, and nothing is written
+                source = open_results(tracking_uri, path)
+                loaded += [load_suite(source, name) for name in source.suites() if not suite or name in suite]
+            except XbenchInputError as error:
+                raise XbenchInputError(f"refused bundle {path}: {error}", field="--from") from None
+        if not loaded:
+            raise XbenchInputError(f"none of the bundles holds suite {', '.join(suite or [])}", field="--suite")
+    index = build(loaded, out, max_accuracy_drop, mlflow_url)
     typer.echo(f"wrote {index}")

@@ -83,6 +83,13 @@ class SuiteResults:
     equivalence: dict[str, float] = field(default_factory=dict)  # the suite's equivalence margins (`equivalence:`)
     experiment_id: str | None = None  # the suite's MLflow experiment, for links into the MLflow UI
     meta: dict[str, tuple[PerturbedScores, ...]] = field(default_factory=dict)  # run_id -> meta-evaluation scores
+    protocol: str = ""  # `protocol_key`: studies with the same key ran the same protocol
+    source: str = ""  # where the results came from (a store's URI, or a bundle), shown as provenance
+    page_name: str = ""  # the page's name, when two sources hold suites of one name
+
+    @property
+    def page(self) -> str:
+        return suite_filename(self.page_name or self.name)
 
     @property
     def metric_names(self) -> list[str]:
@@ -115,6 +122,8 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
         equivalence=store.equivalence(suite),
         experiment_id=store.experiment_id(suite),
         meta=store.meta_evaluations(records),
+        protocol=store.protocol_key(records),
+        source=str(store.uri),
     )
     for record in track(records, f"drawing {suite}'s gallery"):
         arrays = store.arrays(record["run_id"], ("gallery_images", "gallery_attributions"))
@@ -931,10 +940,18 @@ def suite_page(
 def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None = None) -> str:
     """The front page: the answer sentence and explainer ranking of every suite (`rankings.ranking_view`), then the
     suites themselves."""
+    protocols: dict[str, set[str]] = defaultdict(set)
+    for results in suites:
+        protocols[results.name].add(results.protocol)
+    differing = {name: sorted(keys) for name, keys in protocols.items() if len(keys) > 1}
     rows = [
         {
             "name": results.name,
-            "href": suite_filename(results.name),
+            "href": results.page,
+            "source": results.source,
+            "protocol": results.protocol,
+            "versions": ", ".join(sorted({str((r.get("provenance") or {}).get("xbench", "")) for r in results.records}))
+            or "?",
             "date": _date(results.records),
             "devices": ", ".join(sorted({str(r.get("device")) for r in results.records})),
             "models": len({r["model"] for r in results.records}),
@@ -948,6 +965,7 @@ def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None
         .get_template("index.html.j2")
         .render(
             rows=rows,
+            differing=differing,
             rankings=rankings or [],
             ranking_method=RANKING_METHOD,
             built=time.strftime("%Y-%m-%d %H:%M"),
@@ -962,12 +980,15 @@ def build(
     """Write index.html, one page per suite and each suite's records as JSON; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
     rankings = []
-    for results in suites:
-        page = suite_filename(results.name)
+    names = [results.name for results in suites]
+    for position, results in enumerate(suites):
+        if names.count(results.name) > 1 and not results.page_name:  # one suite from several sources: a page each
+            results.page_name = f"{results.name}-{names[:position].count(results.name) + 1}"
+        page = results.page
         computed = _suite_stats(results, max_accuracy_drop)
         (out / page).write_text(suite_page(results, max_accuracy_drop, mlflow_url, computed))
         (out / page.replace(".html", ".json")).write_text(json.dumps(results.records, indent=1, default=str))
-        rankings.append(ranking_view(results.name, page, computed[0]))
+        rankings.append(ranking_view(results.name, page, computed[0], results.protocol, results.source))
     index = out / "index.html"
     index.write_text(index_page(suites, rankings))
     return index

@@ -205,12 +205,15 @@ def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
     return groups
 
 
-def ranking_view(suite: str, href: str, stats: SuiteStats) -> dict[str, Any]:
-    """What the front page shows of one suite: its answer sentence and its explainer ranking, as text."""
+def ranking_view(suite: str, href: str, stats: SuiteStats, protocol: str = "", source: str = "") -> dict[str, Any]:
+    """What the front page shows of one suite from one source: its answer sentence and its explainer ranking, as
+    text, with the protocol key and the source it came from."""
     rows = explainer_rows(suite, stats)
     return {
         "suite": suite,
         "href": href,
+        "protocol": protocol,
+        "source": source,
         "answer": answer(suite, rows),
         "rows": [
             {

@@ -94,6 +94,22 @@ class ResultRecords:
         `per_image_scores`."""
         return self.records_of(suite, self.load_cell_results(suite))
 
+    def protocol_key(self, records: list[dict[str, Any]]) -> str:
+        """What makes two studies comparable, as a short hash: every cell's specification (model and training,
+        pruning, CR, explainer, metrics, dataset and sizes, device kind, tie draws, timing settings) without its seed,
+        its suite's name or the run. Two stores or bundles with the same key ran the same protocol."""
+        from xbench.core.cache import content_key
+
+        specs = {
+            json.dumps(
+                self._results[r["run_id"]].cell.model_dump(mode="json", exclude={"suite", "seed", "data_seed"}),
+                sort_keys=True,
+            )
+            for r in records
+            if r["run_id"] in self._results
+        }
+        return content_key(sorted(specs))[:12]
+
     def records_of(self, suite: str, loaded: list[tuple[StoredRun, CellResult]]) -> list[dict[str, Any]]:
         """The flat records of cell results already loaded (kept for `per_image_scores`)."""
         records = []
