@@ -65,8 +65,13 @@ def test_the_front_page_opens_with_the_answer_and_the_ranking_each_number_linked
     first = re.search(r'<p class="answer"><strong>([^<]+)</strong> <a href="([^"]+)">evidence</a>', index)
     assert first and first.group(1).startswith("On demo, resnet18 pruned by")
     assert "even at CR 2" in first.group(1) and "accuracy" in first.group(1)  # the suite page's ladder fails at CR 2
-    assert index.index('id="answer"') < index.index('id="ranking"') < index.index('id="suites"')
-    ranking = index[index.index('id="ranking"') : index.index('id="suites"')]
+    assert (
+        index.index('id="answer"')
+        < index.index('id="ranking"')
+        < index.index('id="models"')
+        < index.index('id="suites"')
+    )
+    ranking = index[index.index('id="ranking"') : index.index('id="models"')]
     rows = re.findall(r"<tr><td data-value=", ranking)
     assert len(rows) == len({r["explainer"] for r in study().records})
     for href in set(re.findall(r'href="([^"]+)"', ranking)) | {first.group(2)}:
@@ -74,3 +79,27 @@ def test_the_front_page_opens_with_the_answer_and_the_ranking_each_number_linked
         assert target == suite_filename("demo") and (not anchor or f'id="{anchor}"' in page), href
     assert '<label for="ranking-filter">' in index and 'id="ranking-filter"' in index  # a labelled control
     assert ranking.count('<th scope="col">') == 10
+
+
+def test_pruning_methods_are_ranked_at_each_cr_they_share_and_models_by_safe_cr() -> None:
+    import numpy as np
+
+    from tests import factories
+    from xbench.analyse.stats import suite_stats
+    from xbench.present.rankings import method_view, model_view
+
+    rng = np.random.default_rng(4)
+    truth = rng.normal(0, 1, 48)
+    results = []
+    for seed in (0, 1, 2):
+        for method, shift in (("magnitude", -1.0), ("random", 0.0)):
+            for rate in (1.0, 4.0):
+                scores = truth + rng.normal(0, 0.3, 48) + (shift if rate > 1 else 0.0)
+                results.append(factories.cell_result("net", rate, "e", seed, scores={"m": scores}, method=method))
+    records, per_image = factories.records_and_scores(results)
+    stats = suite_stats(records, per_image)
+    methods = method_view(stats)
+    assert [(m["rate"], m["method"], m["rank"]) for m in methods] == [("4", "random", "1"), ("4", "magnitude", "2")]
+    assert methods[1]["change"].startswith("−")  # the planted drop, in margins
+    (model,) = model_view(stats, records)
+    assert model["model"] == "net" and model["safe"] in ("none", "CR 4")

@@ -988,7 +988,9 @@ def build(
         computed = _suite_stats(results, max_accuracy_drop)
         (out / page).write_text(suite_page(results, max_accuracy_drop, mlflow_url, computed))
         (out / page.replace(".html", ".json")).write_text(json.dumps(results.records, indent=1, default=str))
-        rankings.append(ranking_view(results.name, page, computed[0], results.protocol, results.source))
+        rankings.append(
+            ranking_view(results.name, page, computed[0], results.protocol, results.source, results.records)
+        )
     index = out / "index.html"
     index.write_text(index_page(suites, rankings))
     return index

@@ -205,7 +205,14 @@ def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
     return groups
 
 
-def ranking_view(suite: str, href: str, stats: SuiteStats, protocol: str = "", source: str = "") -> dict[str, Any]:
+def ranking_view(
+    suite: str,
+    href: str,
+    stats: SuiteStats,
+    protocol: str = "",
+    source: str = "",
+    records: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """What the front page shows of one suite from one source: its answer sentence and its explainer ranking, as
     text, with the protocol key and the source it came from."""
     rows = explainer_rows(suite, stats)
@@ -214,6 +221,8 @@ def ranking_view(suite: str, href: str, stats: SuiteStats, protocol: str = "", s
         "href": href,
         "protocol": protocol,
         "source": source,
+        "methods": method_view(stats),
+        "models": model_view(stats, records or []),
         "answer": answer(suite, rows),
         "rows": [
             {
@@ -234,3 +243,90 @@ def ranking_view(suite: str, href: str, stats: SuiteStats, protocol: str = "", s
             for r in rows
         ],
     }
+
+
+def method_view(stats: SuiteStats) -> list[dict[str, Any]]:
+    """Pruning methods of each model ranked at each CR they share: by the change in margins of their explanations
+    (averaged over explainers and metrics as for the explainers), ranks shared where the intervals overlap."""
+    weights = _weights(stats)
+    by_method: dict[tuple[str, float, str], list[Comparison]] = defaultdict(list)
+    for c in stats.comparisons:
+        if c.metric != ACCURACY and c.explainer is not None:
+            by_method[(c.model, c.compression_rate, c.pruning_method)].append(c)
+    methods: dict[tuple[str, float], list[str]] = defaultdict(list)
+    for model, rate, method in by_method:
+        methods[(model, rate)].append(method)
+    out = []
+    for (model, rate), names in sorted(methods.items()):
+        if len(names) < 2:
+            continue  # one method at this CR: nothing to rank
+        rows = []
+        for method in names:
+            change, low, high = _change(by_method[(model, rate, method)], weights)
+            rows.append(
+                Ranked(
+                    suite="",
+                    model=model,
+                    pruning=f"CR {rate:g}",
+                    explainer=method,
+                    safe_rate=1.0,
+                    safe_text="",
+                    blocked_by="",
+                    blockers=(),
+                    smallest_rate=rate,
+                    change=change,
+                    change_low=low,
+                    change_high=high,
+                )
+            )
+        for r in _rank(rows):
+            out.append(
+                {
+                    "model": model,
+                    "rate": f"{rate:g}",
+                    "rate_value": rate,
+                    "method": r.explainer,
+                    "rank": f"{r.rank}=" if r.shared else str(r.rank),
+                    "rank_value": r.rank,
+                    "change": "—" if not math.isfinite(r.change) else f"{r.change:+.2f}".replace("-", "−"),
+                    "change_value": r.change if math.isfinite(r.change) else -1e9,
+                    "interval": "—"
+                    if not math.isfinite(r.change_low)
+                    else f"[{r.change_low:+.2f}, {r.change_high:+.2f}]".replace("-", "−"),
+                }
+            )
+    return out
+
+
+def model_view(stats: SuiteStats, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Models of a suite: the largest safe CR any of their explainers reaches under any pruning config, and the
+    accuracy kept per stored megabyte at that CR (mean accuracy over seeds over the bytes of the nonzero weights at 4
+    bytes each: what a sparse format stores as values, before its indices; CR 1 when none is safe)."""
+    best: dict[str, float] = {}
+    for safe in safe_compression(stats):
+        best[safe.model] = max(best.get(safe.model, 1.0), safe.safe_rate or 1.0)
+    out = []
+    for model, rate in sorted(best.items(), key=lambda item: (-item[1], item[0])):
+        at_rate = [
+            r
+            for r in records
+            if r["model"] == model
+            and float(r["compression_rate"]) == rate
+            and r.get("accuracy") is not None
+            and r.get("params_nonzero")
+        ]
+        accuracy = sum(r["accuracy"] for r in at_rate) / len(at_rate) if at_rate else math.nan
+        megabytes = sum(r["params_nonzero"] * 4 / 1e6 for r in at_rate) / len(at_rate) if at_rate else math.nan
+        per_mb = accuracy / megabytes if at_rate and megabytes > 0 else math.nan
+        out.append(
+            {
+                "model": model,
+                "safe": f"CR {rate:g}" if rate > 1 else "none",
+                "safe_value": rate,
+                "accuracy": "—" if math.isnan(accuracy) else f"{accuracy:.3f}",
+                "megabytes": "—" if math.isnan(megabytes) else f"{megabytes:.3g}",
+                "per_mb": "—" if math.isnan(per_mb) else f"{per_mb:.3g}",
+                "per_mb_value": per_mb if math.isfinite(per_mb) else -1.0,
+            }
+        )
+    return out
