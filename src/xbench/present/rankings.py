@@ -205,6 +205,19 @@ def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
     return groups
 
 
+def _shown(r: Ranked) -> dict[str, Any]:
+    """A ranked row's rank and change in margins as the page shows and sorts them."""
+    return {
+        "rank": f"{r.rank}=" if r.shared else str(r.rank),
+        "rank_value": r.rank,
+        "change": "—" if not math.isfinite(r.change) else f"{r.change:+.2f}".replace("-", "−"),
+        "change_value": r.change if math.isfinite(r.change) else -1e9,
+        "interval": "—"
+        if not math.isfinite(r.change_low)
+        else f"[{r.change_low:+.2f}, {r.change_high:+.2f}]".replace("-", "−"),
+    }
+
+
 def ranking_view(
     suite: str,
     href: str,
@@ -226,19 +239,13 @@ def ranking_view(
         "answer": answer(suite, rows),
         "rows": [
             {
-                "rank": f"{r.rank}=" if r.shared else str(r.rank),
-                "rank_value": r.rank,
+                **_shown(r),
                 "model": r.model,
                 "pruning": r.pruning,
                 "explainer": explainer_name(r.explainer),
                 "safe": r.safe_text,
                 "safe_value": r.safe_rate,
                 "blocked_by": r.blocked_by,
-                "change": "—" if not math.isfinite(r.change) else f"{r.change:+.2f}".replace("-", "−"),
-                "change_value": r.change if math.isfinite(r.change) else -1e9,
-                "interval": "—"
-                if not math.isfinite(r.change_low)
-                else f"[{r.change_low:+.2f}, {r.change_high:+.2f}]".replace("-", "−"),
             }
             for r in rows
         ],
@@ -286,13 +293,7 @@ def method_view(stats: SuiteStats) -> list[dict[str, Any]]:
                     "rate": f"{rate:g}",
                     "rate_value": rate,
                     "method": r.explainer,
-                    "rank": f"{r.rank}=" if r.shared else str(r.rank),
-                    "rank_value": r.rank,
-                    "change": "—" if not math.isfinite(r.change) else f"{r.change:+.2f}".replace("-", "−"),
-                    "change_value": r.change if math.isfinite(r.change) else -1e9,
-                    "interval": "—"
-                    if not math.isfinite(r.change_low)
-                    else f"[{r.change_low:+.2f}, {r.change_high:+.2f}]".replace("-", "−"),
+                    **_shown(r),
                 }
             )
     return out
