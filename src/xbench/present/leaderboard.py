@@ -3,6 +3,9 @@
 `load_suite` reads a suite's cell records, per-image scores (scores.csv) and gallery images from the store; the rest
 is pure: records and `xbench.analyse.stats` in, a view model out, rendered by the jinja2 templates in `templates/`
 (autoescaped, so every string from a suite or the store is shown as text). No torch import.
+
+Why ~1,000 lines in one module: loading, the chart engine, the suite page's views and the pages wait for #43's split
+along those seams; the front page's rankings already live in `rankings`.
 """
 
 from __future__ import annotations

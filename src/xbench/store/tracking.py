@@ -1,6 +1,9 @@
 """MLflow: one experiment per suite, one parent run per `xbench run`, one nested child run per cell.
 
 Reads (`load_results`) are used by export, leaderboard and check, so this module never imports torch.
+
+Why ~800 lines in one module: it is four pieces that #43 splits along their seams (the MLflow client, the pure
+CellResult <-> params/metrics/tags mapping, records, the SQLite locks); the leases' rules already live in `leases`.
 """
 
 from __future__ import annotations
