@@ -3,6 +3,9 @@ iterative with fine-tuning; pruned models cached as safetensors plus a JSON reco
 
 Iterative schedule after Merkle et al., "Less is More: The Influence of Pruning on the Explainability of CNNs"
 (IEEE Access 2025): each step halves what remains (CR 2 -> 4 -> 8 ...) and fine-tunes.
+
+Over 450 lines: base, registry and every pruner in one file wait for #43's one-plug-in-per-file layout
+(`components/pruners/`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ whole batch's current perturbed images. ROAD and IROF are the exceptions, becaus
 (ROAD indexes pixels with C*H*W feature indices; IROF builds a 1-channel mask for C-channel images): the engine
 ranks and removes whole pixels across channels, which is the papers' definition and Quantus's on 1-channel inputs,
 where the equality tests compare them.
+
+Over 450 lines: context, registry, operators and every metric family wait for #43's split (one module per
+family); they are verified against Quantus together (`verify`).
 """
 
 from __future__ import annotations
