@@ -145,6 +145,9 @@ def test_bundles_from_several_people_merge_into_one_site_each_with_its_provenanc
         assert f"bundle {source}" in index  # each sentence and each suite row says where it came from
     protocols = re.findall(r"protocol <code>([0-9a-f]+)</code>", index)
     assert protocols[0] == protocols[2] != protocols[1]  # a changed cell is another protocol
+    note = re.search(r'<p class="protocol-note">(.*?)</p>', index, re.S)
+    assert note is not None and "<code>perf.repeats</code>" in note.group(1)  # the field that differs, named
+    assert f"<code>{protocols[1]}</code> (smoke-lab-b)" in note.group(1)
     assert {p.name for p in site.glob("suite-*.html")} == {
         "suite-smoke-1.html",
         "suite-smoke-2.html",

@@ -119,7 +119,7 @@ def test_the_front_page_answers_ranks_sorts_filters_and_links_to_its_evidence_in
     assert _non_blank((ARTIFACTS / "leaderboard-front.png").read_bytes()) > 0.02
 
     headers = table.find_elements(By.CSS_SELECTOR, "thead th")
-    change = next(th for th in headers if th.text.startswith("change in margins"))
+    change = next(th for th in headers if th.text.startswith("area kept"))
     column = headers.index(change)
 
     def values() -> list[float]:

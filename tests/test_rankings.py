@@ -3,6 +3,7 @@ sentence generated from the safe-compression ladders (`present.rankings`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def test_the_front_page_opens_with_the_answer_and_the_ranking_each_number_linked
         assert target == suite_filename("demo") and (not anchor or f'id="{anchor}"' in page), href
     assert '<label for="ranking-filter">' in index and 'id="ranking-filter"' in index  # a labelled control
     assert ranking.count('<th scope="col">') == 10
+    figures = index[index.index('id="ranking"') : index.index('id="suites"')]
+    numbers = re.findall(r'<td data-value="[^"]*">(?!\d+=?</td>)(.*?)</td>', figures)  # every cell but the ranks
+    assert numbers and all(n.startswith('<a href="suite-demo.html#') for n in numbers), numbers
 
 
 def test_pruning_methods_are_ranked_at_each_cr_they_share_and_models_by_safe_cr() -> None:
@@ -103,3 +107,12 @@ def test_pruning_methods_are_ranked_at_each_cr_they_share_and_models_by_safe_cr(
     assert methods[1]["change"].startswith("−")  # the planted drop, in margins
     (model,) = model_view(stats, records)
     assert model["model"] == "net" and model["safe"] in ("none", "CR 4")
+
+
+def test_the_area_kept_is_the_curve_s_mean_height_over_log2_cr_from_zero_at_cr_1() -> None:
+    from xbench.present.rankings import curve_area
+
+    # log2 CR 0, 1, 2, 5 with heights 0, -1, -1, -2: trapezoids -0.5, -1, -4.5 over a width of 5
+    assert math.isclose(curve_area({2.0: -1.0, 4.0: -1.0, 32.0: -2.0}), -1.2)
+    assert math.isclose(curve_area({4.0: 0.5}), 0.25)  # from 0 at CR 1 to 0.5 at CR 4: half of it on average
+    assert math.isnan(curve_area({1.0: 3.0}))  # no CR beyond 1: no curve

@@ -87,6 +87,7 @@ class SuiteResults:
     experiment_id: str | None = None  # the suite's MLflow experiment, for links into the MLflow UI
     meta: dict[str, tuple[PerturbedScores, ...]] = field(default_factory=dict)  # run_id -> meta-evaluation scores
     protocol: str = ""  # `protocol_key`: studies with the same key ran the same protocol
+    protocol_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # `Store.protocol_fields`
     source: str = ""  # where the results came from (a store's URI, or a bundle), shown as provenance
     page_name: str = ""  # the page's name, when two sources hold suites of one name
 
@@ -126,6 +127,7 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
         experiment_id=store.experiment_id(suite),
         meta=store.meta_evaluations(records),
         protocol=store.protocol_key(records),
+        protocol_fields=store.protocol_fields(records),
         source=str(store.uri),
     )
     for record in track(records, f"drawing {suite}'s gallery"):
@@ -940,6 +942,41 @@ def suite_page(
     )
 
 
+def protocol_differences(suites: list[SuiteResults], shown: int = 6) -> list[dict[str, Any]]:
+    """Each protocol on the page after the first, with the fields in which its cells' specifications differ from the
+    first protocol's (`Store.protocol_fields`): at most `shown` fields, then how many more."""
+    first: dict[str, tuple[str, ...]] | None = None
+    first_key = ""
+    seen: set[str] = set()
+    notes = []
+    for results in suites:
+        if results.protocol in seen:
+            continue
+        seen.add(results.protocol)
+        if first is None:
+            first, first_key = results.protocol_fields, results.protocol
+            continue
+        names = sorted(set(first) | set(results.protocol_fields))
+        differ = [n for n in names if first.get(n) != results.protocol_fields.get(n)]
+
+        def values(found: tuple[str, ...] | None) -> str:
+            return "absent" if not found else " or ".join(found) if len(found) <= 3 else f"{len(found)} values"
+
+        notes.append(
+            {
+                "key": results.protocol,
+                "against": first_key,
+                "suites": sorted({r.name for r in suites if r.protocol == results.protocol}),
+                "fields": [
+                    {"name": n, "theirs": values(results.protocol_fields.get(n)), "first": values(first.get(n))}
+                    for n in differ[:shown]
+                ],
+                "more": max(len(differ) - shown, 0),
+            }
+        )
+    return notes
+
+
 def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None = None) -> str:
     """The front page: the answer sentence and explainer ranking of every suite (`rankings.ranking_view`), then the
     suites themselves."""
@@ -947,6 +984,7 @@ def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None
     for results in suites:
         protocols[results.name].add(results.protocol)
     differing = {name: sorted(keys) for name, keys in protocols.items() if len(keys) > 1}
+    protocol_notes = protocol_differences(suites)
     rows = [
         {
             "name": results.name,
@@ -969,6 +1007,7 @@ def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None
         .render(
             rows=rows,
             differing=differing,
+            protocol_notes=protocol_notes,
             rankings=rankings or [],
             ranking_method=RANKING_METHOD,
             built=time.strftime("%Y-%m-%d %H:%M"),

@@ -4,14 +4,20 @@ suite's verdicts (never hand-written), with ranks that are shared wherever the e
 Per suite × model × pruning config × explainer, two figures:
 - **safe CR**: the largest CR at which accuracy and every metric are shown no worse than their margins (the suite's
   safe-compression ladder, `analyse.stats.safe_compression`); 1 when even the smallest CR is not shown safe.
-- **change in margins**: each metric comparison's difference to CR 1 in units of its margin, signed so that
-  positive is better, averaged over the CRs and then over the metrics, each metric weighted by how stable its
-  ranking of cells is across seeds (its seed Kendall τ, clipped at 0; equal weights with one seed or when no metric
-  is stable). Its interval averages the comparisons' 95 % bounds the same way: the interval the average would have
-  if the comparisons' errors moved together, so never narrower than the true one.
+- **area kept**: the area under each metric's CR curve normalised to CR 1: the curve is the metric's difference to
+  CR 1 in units of its margin, signed so that positive is better, 0 at CR 1 by construction, over log₂ CR (each
+  halving of the weights counts the same); its area (trapezoids) is divided by log₂ of the largest CR, so it reads
+  as the curve's mean height: 0 = explanations as at CR 1 all the way, −1 = a margin worse on average. The metrics'
+  areas are averaged with each metric weighted by how stable its ranking of cells is across seeds (its seed Kendall
+  τ, the suite's trust figure, clipped at 0; equal weights with one seed or when no metric is stable). Its interval
+  is the same area of the comparisons' 95 % bounds: the interval the area would have if the comparisons' errors
+  moved together, so never narrower than the true one.
 
-Ranks: by safe CR, then by change in margins. Two explainers share a rank when their safe CRs are equal and their
-intervals overlap; rows of different suites are never ranked against each other (a suite is one protocol).
+Ranks: by safe CR, then by area kept. Two explainers share a rank when their safe CRs are equal and their intervals
+overlap; rows of different suites are never ranked against each other (a suite is one protocol).
+
+Pruning methods are ranked at each CR they share by the same signed change in margins at that CR (one point of the
+curve: no area).
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from xbench.analyse.stats import ACCURACY, Comparison, SafeCompression, SuiteSta
 METHOD = (
     "Ranked within each suite, model and pruning config (a suite is one protocol: rows of different suites are never "
     "ranked against each other): first by the safe CR, the largest CR at which accuracy and every metric are shown no "
-    "worse than their margins (none: not even the smallest CR); then by the change in margins, each metric's "
-    "difference to CR 1 in units of its margin (positive = better), averaged over the CRs and over the metrics, each "
-    "metric weighted by the stability of its cell ranking across seeds (seed Kendall τ, clipped at 0). Its interval "
-    "averages the comparisons' 95 % bounds the same way (never narrower than the true one). Explainers whose safe CRs "
-    "are equal and whose intervals overlap share a rank (shown 1=)."
+    "worse than their margins (none: not even the smallest CR); then by the area kept: the area under each metric's "
+    "CR curve normalised to CR 1 (its difference to CR 1 in units of its margin, positive = better, over log₂ CR, "
+    "divided by log₂ of the largest CR: the curve's mean height, 0 = as at CR 1 throughout), averaged over the "
+    "metrics, each weighted by the stability of its cell ranking across seeds (seed Kendall τ, clipped at 0). Its "
+    "interval is the same area of the comparisons' 95 % bounds (never narrower than the true one). Explainers whose "
+    "safe CRs are equal and whose intervals overlap share a rank (shown 1=)."
 )
 NAMES = {
     "gradcam": "Grad-CAM",
@@ -54,7 +61,7 @@ class Ranked:
     blocked_by: str  # what blocks the next CR, in words ("" when every CR passed)
     blockers: tuple[str, ...]  # the metrics (or accuracy) that block it
     smallest_rate: float  # the ladder's first CR
-    change: float  # change in margins (positive = better than CR 1)
+    change: float  # area kept (explainers) or change in margins at one CR (pruning methods); positive = better
     change_low: float
     change_high: float
     rank: int = 0
@@ -77,23 +84,58 @@ def _signed(c: Comparison, value: float) -> float:
     return (value if c.higher_is_better else -value) / c.margin
 
 
-def _change(comparisons: list[Comparison], weights: dict[str, float]) -> tuple[float, float, float]:
-    """Weighted mean over metrics of the mean over CRs of the signed change in margins, and its bounds."""
-    by_metric: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+def _by_metric(comparisons: list[Comparison]) -> dict[str, dict[float, tuple[float, float, float]]]:
+    """metric -> CR -> the signed change in margins (positive = better) and its 95 % bounds, ordered low-high."""
+    by_metric: dict[str, dict[float, tuple[float, float, float]]] = defaultdict(dict)
     for c in comparisons:
         if not (c.margin > 0 and all(math.isfinite(v) for v in (c.mean_diff, c.ci_low, c.ci_high))):
             continue
         low, high = sorted((_signed(c, c.ci_low), _signed(c, c.ci_high)))
-        by_metric[c.metric].append((_signed(c, c.mean_diff), low, high))
-    total = sum(weights.get(metric, 0.0) for metric in by_metric)
+        by_metric[c.metric][c.compression_rate] = (_signed(c, c.mean_diff), low, high)
+    return by_metric
+
+
+def _weighted(per_metric: dict[str, tuple[float, float, float]], weights: dict[str, float]) -> tuple[float, ...]:
+    total = sum(weights.get(metric, 0.0) for metric in per_metric)
     if total <= 0:
         return math.nan, math.nan, math.nan
-    sums = [0.0, 0.0, 0.0]
-    for metric, values in by_metric.items():
-        share = weights.get(metric, 0.0) / total
-        for position in range(3):
-            sums[position] += share * sum(v[position] for v in values) / len(values)
-    return sums[0], sums[1], sums[2]
+    return tuple(
+        sum(weights.get(metric, 0.0) / total * figures[position] for metric, figures in per_metric.items())
+        for position in range(3)
+    )
+
+
+def curve_area(points: dict[float, float]) -> float:
+    """The area under a metric's CR curve normalised to CR 1: the curve passes through 0 at CR 1, the x axis is
+    log₂ CR, trapezoids between the CRs measured, divided by log₂ of the largest CR (the curve's mean height)."""
+    rates = sorted(r for r in points if r > 1)
+    if not rates:
+        return math.nan
+    xs = [0.0, *(math.log2(r) for r in rates)]
+    ys = [0.0, *(points[r] for r in rates)]
+    area = sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(len(xs) - 1))
+    return area / xs[-1]
+
+
+def _area(comparisons: list[Comparison], weights: dict[str, float]) -> tuple[float, ...]:
+    """Area kept: per metric `curve_area` of the signed change in margins and of its bounds, then their weighted
+    mean over metrics."""
+    per_metric = {
+        metric: tuple(curve_area({rate: figures[position] for rate, figures in curve.items()}) for position in range(3))
+        for metric, curve in _by_metric(comparisons).items()
+    }
+    return _weighted({m: f for m, f in per_metric.items() if all(math.isfinite(v) for v in f)}, weights)
+
+
+def _change(comparisons: list[Comparison], weights: dict[str, float]) -> tuple[float, ...]:
+    """At one CR: the weighted mean over metrics of the signed change in margins (averaged over the comparisons of a
+    metric, e.g. its explainers), and its bounds."""
+    per_metric: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for c in comparisons:
+        for figures in _by_metric([c]).values():
+            per_metric[c.metric] += figures.values()
+    means = {m: tuple(sum(v[i] for v in values) / len(values) for i in range(3)) for m, values in per_metric.items()}
+    return _weighted(means, weights)
 
 
 def _blocked(safe: SafeCompression) -> str:
@@ -113,7 +155,7 @@ def explainer_rows(suite: str, stats: SuiteStats) -> list[Ranked]:
             metric_comparisons[(c.model, c.pruning_method, c.explainer)].append(c)
     rows = []
     for safe in safe_compression(stats):
-        change, low, high = _change(metric_comparisons[(safe.model, safe.pruning_method, safe.explainer)], weights)
+        change, low, high = _area(metric_comparisons[(safe.model, safe.pruning_method, safe.explainer)], weights)
         rows.append(
             Ranked(
                 suite=suite,
@@ -206,7 +248,7 @@ def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
 
 
 def _shown(r: Ranked) -> dict[str, Any]:
-    """A ranked row's rank and change in margins as the page shows and sorts them."""
+    """A ranked row's rank and its area kept (or change in margins) as the page shows and sorts them."""
     return {
         "rank": f"{r.rank}=" if r.shared else str(r.rank),
         "rank_value": r.rank,

@@ -113,6 +113,18 @@ class ResultRecords:
         }
         return content_key(sorted(specs))[:12]
 
+    def protocol_fields(self, records: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+        """The specification behind `protocol_key`, field by field: each dotted field of the cells' specifications
+        (without seed, suite or run) -> its distinct values as JSON, so two protocols can say where they differ."""
+        values: dict[str, set[str]] = {}
+        for r in records:
+            if r["run_id"] not in self._results:
+                continue
+            spec = self._results[r["run_id"]].cell.model_dump(mode="json", exclude={"suite", "seed", "data_seed"})
+            for name, value in _flatten(spec).items():
+                values.setdefault(name, set()).add(json.dumps(value, sort_keys=True))
+        return {name: tuple(sorted(found)) for name, found in sorted(values.items())}
+
     def records_of(self, suite: str, loaded: list[tuple[StoredRun, CellResult]]) -> list[dict[str, Any]]:
         """The flat records of cell results already loaded (kept for `per_image_scores`)."""
         records = []
@@ -812,3 +824,13 @@ def cell_params(cell: Cell) -> dict[str, Any]:
     for spec in cell.metrics:
         params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
     return params
+
+
+def _flatten(spec: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested specification as dotted fields (lists stay values)."""
+    if not isinstance(spec, dict):
+        return {prefix: spec}
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
