@@ -213,6 +213,14 @@ def test_until_decided_adds_seeds_in_rounds_each_look_at_its_spent_level(smoke_r
     assert "suite smoke: safe compression after" in output
     for explainer in ("gradcam", "saliency"):
         assert f"test_resnet magnitude {explainer}: safe up to" in output
+    # `xbench stats` afterwards pays for the looks: safe compression at the last look's share, or the share of the
+    # earlier look that decided a ladder, never at the full 0.05
+    stats = json.loads(xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=tmp_path, check=True).stdout)
+    looks = stats["sequential"]["looks"]
+    assert looks in ([2], [2, 3]) and stats["sequential"]["levels"] == pytest.approx(spent_levels(looks, 3))
+    for ladder in stats["safe_compression"]:
+        at = ladder["decided_at_seeds"] or looks[-1]
+        assert ladder["level"] <= spent_levels(looks, 3)[looks.index(at)] * (1 + 1e-9)
 
 
 def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:

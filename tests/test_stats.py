@@ -172,6 +172,33 @@ def test_safe_compression_is_the_largest_cr_where_accuracy_and_every_metric_are_
     assert [c.metric for c in safe.blocking[8.0]] == ["m"] and safe.blocking[8.0][0].verdict == "worse"
 
 
+def test_after_until_decided_safe_compression_pays_for_the_looks_and_keeps_earlier_decisions() -> None:
+    """The same data as above: without a record at α (safe to CR 4, a level of 0.05); with the record of an
+    `--until-decided` run that looked at 2 and 3 seeds, at the last look's share; a ladder decided at the first look
+    keeps that look's verdict and level; a record of other seeds, or a malformed or over-spent one, is ignored."""
+    from xbench.analyse.decide import spent_levels
+    from xbench.analyse.stats import Sequential
+
+    records, per_image = _records({("m", 8.0): -1.0}, seeds=[0, 1, 2], images=64, residual=0.05)
+    for scores in per_image.values():
+        scores["correct"] = np.ones_like(scores["correct"])
+    margins = {"m": 0.2, "accuracy": 0.05}
+    levels = tuple(spent_levels([2, 3], 3))
+    looked = Sequential((2, 3), levels, (0, 1, 2), {})
+    (plain,) = safe_compression(suite_stats(records, per_image, margins))
+    key = (plain.model, plain.pruning_method, plain.pruning_scope, plain.explainer)
+    (paid,) = safe_compression(suite_stats(records, per_image, margins, sequential=looked))
+    assert plain.level == ALPHA and paid.level == pytest.approx(levels[1]) and paid.decided_at is None
+    earlier = Sequential((2, 3), levels, (0, 1, 2), {key: (2, 2.0, 4.0, True)})
+    (kept,) = safe_compression(suite_stats(records, per_image, margins, sequential=earlier))
+    assert (kept.safe_rate, kept.failed_rate, kept.decided_at, kept.level) == (2.0, 4.0, 2, pytest.approx(levels[0]))
+    other_seeds = Sequential((2, 3), levels, (0, 1, 5), {key: (2, 2.0, 4.0, True)})
+    assert suite_stats(records, per_image, margins, sequential=other_seeds).sequential is None
+    assert Sequential.from_json(earlier.to_json()) == earlier
+    for damaged in ("{", '{"looks": [2], "levels": [0.2], "seeds": [0], "decided": []}', '{"looks": [2]}'):
+        assert Sequential.from_json(damaged) is None  # unreadable, or spending more than α: tested as one look
+
+
 def test_the_seeds_planned_for_a_comparison_decide_it_about_as_often_as_promised() -> None:
     """Plan from known variance components, then simulate that many seeds: the comparison is decided (shown
     different, or equivalent) in at least ~80 % of runs."""

@@ -23,6 +23,7 @@ suite-level procedure.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -553,6 +554,8 @@ class SuiteStats:
     margins: dict[str, str]  # metric -> how its margin was set, as people read it
     trust: list[MetricTrust] = field(default_factory=list)  # the meta-evaluation, per metric and explainer
     families: dict[str, str] = field(default_factory=dict)  # family -> what its correction covers, in words
+    # the looks of the `--until-decided` run these seeds come from (`Sequential`), so safe compression pays for them
+    sequential: Sequential | None = None
 
     @property
     def single_seed(self) -> bool:
@@ -619,6 +622,7 @@ def suite_stats(
     margins: Mapping[str, float] | None = None,
     meta: Mapping[str, Sequence[PerturbedScores]] | None = None,
     human: Sequence[Mapping[str, Any]] = (),
+    sequential: Sequential | None = None,
 ) -> SuiteStats:
     """Every comparison of a suite (each metric, and accuracy) with its verdict, corrected over all of them (differences
     by weighted Benjamini-Hochberg, equivalence by chains of closed tests: `decide`) and, for the undecided, the
@@ -627,7 +631,8 @@ def suite_stats(
     `margins` are the suite's `equivalence:` (metric -> margin in its units); a metric without one gets
     `default_margin` of its own reference, accuracy `DEFAULT_ACCURACY_MARGIN`. `meta` (run id -> the cell's scores
     under perturbation) adds each metric's meta-evaluation to its reliability (`analyse.trust`), `human` (the suite's
-    human-study reports) its agreement with people."""
+    human-study reports) its agreement with people. `sequential` (the record of an `--until-decided` run) is kept
+    when these records hold exactly its last look's seeds; safe compression then pays for its looks."""
     margins = dict(margins or {})
     directions = _directions(records)
     suite_seeds = len({int(r.get("seed", 0)) for r in records})
@@ -734,7 +739,9 @@ def suite_stats(
                 meta_consistency=meta_evaluated.meta_consistency,
             )
         reliable.append(replace(r, human_agreement=agreement.get(r.metric, math.nan)))
-    return SuiteStats(comparisons, reliable, seeds, described, trust, families(questions))
+    if sequential is not None and tuple(sorted(sequential.seeds)) != tuple(seeds):
+        sequential = None  # other seeds than the run looked at: its looks say nothing about them
+    return SuiteStats(comparisons, reliable, seeds, described, trust, families(questions), sequential)
 
 
 _FIGURES = (
@@ -803,6 +810,55 @@ def reliability(
 
 
 @dataclass(frozen=True)
+class Sequential:
+    """What `xbench run suite --until-decided` did: the seed counts it looked at, each look's α-spending share
+    (`decide.spent_levels`), the seeds of its last look, and each ladder decided at a look before the last (model,
+    pruning method, pruning scope, explainer) -> (seeds, safe CR or None, first failed CR or None, shown unsafe). Read
+    from the store, so checked as untrusted (`from_json`)."""
+
+    looks: tuple[int, ...]
+    levels: tuple[float, ...]
+    seeds: tuple[int, ...]
+    decided: dict[tuple[str, str, str, str], tuple[int, float | None, float | None, bool]]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "looks": list(self.looks),
+                "levels": list(self.levels),
+                "seeds": list(self.seeds),
+                "decided": [[list(key), *value] for key, value in sorted(self.decided.items())],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Sequential | None:
+        """The record, or None when it is missing or malformed (then the stats test at α, as without looks)."""
+        try:
+            data = json.loads(text)
+            looks = tuple(int(n) for n in data["looks"])
+            levels = tuple(float(x) for x in data["levels"])
+            seeds = tuple(int(n) for n in data["seeds"])
+            decided = {}
+            for key, at, safe, failed, unsafe in data["decided"]:
+                name = tuple(str(k) for k in key)
+                if len(name) != 4:
+                    return None
+                decided[name] = (
+                    int(at),
+                    None if safe is None else float(safe),
+                    None if failed is None else float(failed),
+                    bool(unsafe),
+                )
+        except (ValueError, TypeError, KeyError):
+            return None
+        shares_ok = all(0 < x <= ALPHA for x in levels) and math.fsum(levels) <= ALPHA * (1 + 1e-9)
+        if not looks or len(looks) != len(levels) or not shares_ok:
+            return None
+        return cls(looks, levels, seeds, decided)
+
+
+@dataclass(frozen=True)
 class SafeCompression:
     """Per model × pruning config × explainer: the CR ladder walked up from the smallest CR, each step passing when
     accuracy and every metric are shown no worse than their margins (one-sided tests at the sequence's `level`);
@@ -822,6 +878,7 @@ class SafeCompression:
     failed_rate: float | None = None  # the first CR that failed (None: every CR passed)
     shown_unsafe: bool = False  # at the failed CR some comparison is shown worse than its margin
     level: float = ALPHA  # the level each step was tested at (α split by Holm across the explainers)
+    decided_at: int | None = None  # seeds of the `--until-decided` look that decided it, when before the last
 
     @property
     def found(self) -> bool:
@@ -837,7 +894,31 @@ class SafeCompression:
         return self.failed_rate is None or self.shown_unsafe
 
 
-def safe_compression(stats: SuiteStats, alpha: float = ALPHA) -> list[SafeCompression]:
+def safe_compression(stats: SuiteStats, alpha: float | None = None) -> list[SafeCompression]:
+    """Each explainer's ladder (`decide.safe_sequences`) at `alpha`; by default α, or, for the seeds of an
+    `--until-decided` run (`stats.sequential`), its last look's share of α, with the ladders an earlier look decided
+    keeping that look's verdict: the looks' shares add up to α, so the suite's error holds across them."""
+    sequential = stats.sequential
+    if alpha is None:
+        alpha = sequential.levels[-1] if sequential is not None else ALPHA
+    walked = _safe_ladders(stats, alpha)
+    if sequential is None:
+        return walked
+    kept = []
+    for safe in walked:
+        decision = sequential.decided.get((safe.model, safe.pruning_method, safe.pruning_scope, safe.explainer))
+        if decision is not None and decision[0] < sequential.looks[-1]:
+            seeds, rate, failed, unsafe = decision
+            blocking = safe.blocking if failed == safe.failed_rate else {}
+            index = next((k for k, n in enumerate(sequential.looks) if n == seeds), len(sequential.looks) - 1)
+            level = sequential.levels[index]
+            safe = replace(safe, safe_rate=rate, failed_rate=failed, shown_unsafe=unsafe, blocking=blocking)
+            safe = replace(safe, level=level, decided_at=seeds)
+        kept.append(safe)
+    return kept
+
+
+def _safe_ladders(stats: SuiteStats, alpha: float) -> list[SafeCompression]:
     accuracy = {
         (c.model, c.pruning_method, c.pruning_scope, c.pruning_granularity, c.pruning_schedule, c.compression_rate): c
         for c in stats.comparisons

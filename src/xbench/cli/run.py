@@ -279,10 +279,11 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
     (`analyse.decide.spent_levels`); a ladder decided at a look keeps that decision (the shares add up to α, so the
     suite's chance of a false safe CR stays ≤ 5 % across all looks)."""
     from xbench.analyse.decide import spent_levels
-    from xbench.analyse.stats import SafeCompression, safe_compression, suite_stats
+    from xbench.analyse.stats import SafeCompression, Sequential, safe_compression, suite_stats
     from xbench.core.errors import XbenchInputError
     from xbench.core.suite import Suite, with_seeds
     from xbench.store.bundle import open_results
+    from xbench.store.tracking import SEQUENTIAL_TAG, Store
 
     assert isinstance(suite, Suite)
     first = list(suite.replicate_seeds)
@@ -297,6 +298,7 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
     extra = [seed for seed in range(max(first) + 1, max(first) + 1 + max_seeds)]
     decided: dict[tuple[str, str, str, str], tuple[int, SafeCompression]] = {}
     ladders: dict[tuple[str, str, str, str], SafeCompression] = {}
+    looked: list[int] = []
     for look, (count, level) in enumerate(zip(looks, levels, strict=True), start=1):
         seeds = (first + extra)[:count]
         console.print(
@@ -307,6 +309,7 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
         store = open_results(place.tracking_uri, None)
         records = [r for r in store.load_results(suite.name) if int(r.get("seed", 0)) in seeds]
         stats = suite_stats(records, store.per_image_scores(records), store.equivalence(suite.name))
+        looked.append(count)
         for safe in safe_compression(stats, alpha=level):
             key = (safe.model, safe.pruning_method, safe.pruning_scope, safe.explainer)
             ladders.setdefault(key, safe)
@@ -317,6 +320,22 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
         console.print(f"  {len(decided)} of {len(ladders)} explainer ladders decided")
         if ladders and len(decided) == len(ladders):
             break
+    # recorded on the suite's experiment, so `xbench stats` and the page test these seeds at the last look's share
+    # and keep the earlier looks' decisions (`analyse.stats.safe_compression`)
+    record = Sequential(
+        tuple(looked),
+        tuple(levels[: len(looked)]),
+        tuple(seeds),
+        {
+            key: (at, safe.safe_rate, safe.failed_rate, safe.shown_unsafe)
+            for key, (at, safe) in decided.items()
+            if at < count
+        },
+    )
+    writer = Store(place.tracking_uri)
+    experiment_id = writer.experiment_id(suite.name)
+    if experiment_id is not None:
+        writer.set_experiment_tag(experiment_id, SEQUENTIAL_TAG, record.to_json())
     console.print(f"[bold]suite {suite.name}: safe compression after {count} seeds[/]")
     for key, last in sorted(ladders.items()):
         model, method, _scope, explainer = key

@@ -106,7 +106,7 @@ def stats_command(
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
     per_image, meta = store.per_image_scores(records), store.meta_evaluations(records)
-    result = suite_stats(records, per_image, margins, meta, store.human_studies(suite))
+    result = suite_stats(records, per_image, margins, meta, store.human_studies(suite), store.sequential(suite))
     if plan:
         typer.echo(plan_text(suite, result))
         return
@@ -129,6 +129,9 @@ def stats_command(
                 "families": result.families,
                 "verdicts": result.verdicts,
                 "safe_compression": [_safe_dict(s) for s in safe_compression(result)],
+                "sequential": None
+                if result.sequential is None
+                else {"looks": list(result.sequential.looks), "levels": list(result.sequential.levels)},
                 "comparisons": comparisons,
                 "reliability": [{k: finite_or_none(v) for k, v in r.to_dict().items()} for r in result.reliability],
                 "trust": [{k: finite_or_none(v) for k, v in t.to_dict().items()} for t in result.trust],
@@ -166,6 +169,7 @@ def _safe_dict(safe: object) -> dict[str, object]:
         "shown_unsafe": safe.shown_unsafe,
         "decided": safe.decided,
         "level": safe.level,
+        "decided_at_seeds": safe.decided_at,
         "blocking": [
             "accuracy (no comparison)" if c is None else f"{c.metric} (p no worse {c.p_noninferior:.3g})"
             for c in safe.blocking.get(safe.failed_rate, [])
@@ -274,6 +278,15 @@ def print_table(suite: str, result: object) -> None:
         f"Method: {METHOD}.",
         soft_wrap=True,
     )
+    if result.sequential is not None:
+        looks = result.sequential.looks
+        console.print(
+            f"Safe compression pays for the {len(looks)} looks of the `--until-decided` run these seeds come from "
+            f"({', '.join(map(str, looks))} seeds): tested at the last look's share of α, "
+            f"{result.sequential.levels[-1]:.4g}, with the ladders an earlier look decided keeping that verdict "
+            "(the shares add up to 0.05). The other families are for these seeds as one look.",
+            soft_wrap=True,
+        )
     if result.single_seed:
         console.print(
             "[yellow]One seed: the intervals count only image-to-image variation within one trained model; a finding "

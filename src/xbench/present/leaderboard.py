@@ -30,6 +30,7 @@ from xbench.analyse.stats import (
     CellSummary,
     Comparison,
     Reliability,
+    Sequential,
     SuiteStats,
     safe_compression,
     suite_stats,
@@ -90,6 +91,7 @@ class SuiteResults:
     protocol_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # `Store.protocol_fields`
     source: str = ""  # where the results came from (a store's URI, or a bundle), shown as provenance
     page_name: str = ""  # the page's name, when two sources hold suites of one name
+    sequential: Sequential | None = None  # the looks of an `--until-decided` run, paid for by safe compression
 
     @property
     def page(self) -> str:
@@ -128,6 +130,7 @@ def load_suite(store: Any, suite: str) -> SuiteResults:
         meta=store.meta_evaluations(records),
         protocol=store.protocol_key(records),
         protocol_fields=store.protocol_fields(records),
+        sequential=store.sequential(suite),
         source=str(store.uri),
     )
     for record in track(records, f"drawing {suite}'s gallery"):
@@ -890,7 +893,8 @@ def _suite_stats(results: SuiteResults, max_accuracy_drop: float | None) -> tupl
     if max_accuracy_drop is not None:
         margins[ACCURACY] = max_accuracy_drop
     margin = margins.setdefault(ACCURACY, DEFAULT_MAX_ACCURACY_DROP)
-    return suite_stats(results.records, results.per_image, margins, results.meta, results.human), margin
+    stats = suite_stats(results.records, results.per_image, margins, results.meta, results.human, results.sequential)
+    return stats, margin
 
 
 def suite_page(

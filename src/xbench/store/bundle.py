@@ -75,6 +75,7 @@ def write_bundle(store: Store, suite: str, directory: Path) -> Path:
             "experiment_id": store.experiment_id(suite),
             "reference": store.reference(suite),
             "equivalence": store.equivalence(suite),
+            "sequential": store.sequential_text(suite),
             "library_versions": library_versions(),
             "cells": cells,
         }
@@ -132,6 +133,7 @@ class _Manifest(BaseModel):
     experiment_id: str | None = None
     reference: str | None = None
     equivalence: dict[str, float] = {}
+    sequential: str | None = None  # `Store.sequential_text`: the looks of an `--until-decided` run
     cells: list[_ManifestCell]
 
 
@@ -256,6 +258,10 @@ class Bundle(ResultRecords):
     def equivalence(self, suite: str) -> dict[str, float]:
         self._check(suite)
         return dict(self._manifest.equivalence)
+
+    def sequential_text(self, suite: str) -> str | None:
+        self._check(suite)
+        return self._manifest.sequential
 
     def _result(self, run_id: str) -> CellResult:
         if run_id not in self._results:

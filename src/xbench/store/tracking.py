@@ -39,6 +39,7 @@ ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = (
 FAILURE_TAG = "xbench.failure"  # a failed run's parent: why it failed
 REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
 EQUIVALENCE_TAG = "xbench.equivalence"  # experiment tag: the suite's equivalence margins, as JSON
+SEQUENTIAL_TAG = "xbench.sequential"  # experiment tag: the looks of the last `--until-decided` run (`Sequential`)
 METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
 ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
 RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
@@ -91,6 +92,18 @@ class ResultRecords:
 
     def load_cell_results(self, suite: str) -> list[tuple[StoredRun, CellResult]]:
         raise NotImplementedError
+
+    def sequential_text(self, suite: str) -> str | None:
+        """The record of the suite's last `--until-decided` run (`analyse.stats.Sequential`), as stored."""
+        return None
+
+    def sequential(self, suite: str) -> Any:
+        """The suite's `--until-decided` record (`analyse.stats.Sequential`), or None when there is none or it does
+        not read (then the statistics test at α, as without looks)."""
+        from xbench.analyse.stats import Sequential
+
+        text = self.sequential_text(suite)
+        return Sequential.from_json(text) if text else None
 
     def load_results(self, suite: str) -> list[dict[str, Any]]:
         """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
@@ -534,6 +547,10 @@ class Store(ResultRecords):
         """The reference a suite's runs named (`reference:` in the suite), if any."""
         experiment = self.client.get_experiment_by_name(experiment_name(suite))
         return None if experiment is None else experiment.tags.get(REFERENCE_TAG)
+
+    def sequential_text(self, suite: str) -> str | None:
+        experiment = self.client.get_experiment_by_name(experiment_name(suite))
+        return None if experiment is None else experiment.tags.get(SEQUENTIAL_TAG)
 
     def equivalence(self, suite: str) -> dict[str, float]:
         """The equivalence margins a suite's last run named (`equivalence:` in the suite), if any."""
