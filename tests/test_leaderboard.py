@@ -207,6 +207,69 @@ def test_a_comparison_with_fewer_seeds_than_the_suite_is_marked_on_the_page(tmp_
 
 def test_pruning_methods_share_a_panel_only_when_their_rates_count_the_same_thing(tmp_path: Path) -> None:
     """magnitude and lrp (CR of the conv weights) side by side; channel_magnitude (CR of the whole model) apart."""
+    records, per_image = _three_methods()
+    build([SuiteResults("methods", records, per_image, {})], tmp_path)
+    page = (tmp_path / suite_filename("methods")).read_text()
+    section = page[page.index('id="methods"') : page.index('id="pareto"')]
+    assert "CR of the scope" in section and "CR of the model" not in section
+    assert ">magnitude<" in section and ">lrp<" in section and "channel_magnitude" not in section
+    assert section.count("<svg") == 2  # accuracy and sparseness for resnet18 · saliency
+    # a method this process does not know is placed by the figure its requested rates match
+    renamed = [
+        {**r, "pruning_method": "my_channels"} if r["pruning_method"] == "channel_magnitude" else r for r in records
+    ]
+    renamed += [
+        {**r, "pruning_method": "my_other_channels", "run_id": f"{r['run_id']}-b"}
+        for r in renamed
+        if r["pruning_method"] == "my_channels"
+    ]
+    per_image.update(
+        {f"{r['run_id']}-b": per_image[r["run_id"]] for r in records if r["pruning_method"] == "channel_magnitude"}
+    )
+    build([SuiteResults("methods", renamed, per_image, {})], tmp_path / "plugins")
+    page = (tmp_path / "plugins" / suite_filename("methods")).read_text()
+    section = page[page.index('id="methods"') : page.index('id="pareto"')]
+    assert "CR of the model" in section and ">my_channels<" in section
+    single = study()
+    build([single], tmp_path / "one")
+    assert 'id="methods"' not in (tmp_path / "one" / suite_filename("demo")).read_text()
+
+
+def test_the_pages_import_no_torch_and_read_what_a_rate_counts_from_the_records(tmp_path: Path) -> None:
+    """Built in a fresh process from plain records (three methods, so the methods view asks what each CR counts):
+    torch is never imported; the recorded `compression_rate_counts` wins over what the figures suggest."""
+    import json
+    import subprocess
+    import sys
+
+    records, per_image = _three_methods()
+    for r in records:  # the record says lrp's rates count the whole model, whatever its figures say
+        if r["pruning_method"] == "lrp":
+            r["compression_rate_counts"] = "the whole model"
+    plain = tmp_path / "records.json"
+    plain.write_text(
+        json.dumps(
+            {"records": records, "per_image": {k: {n: a.tolist() for n, a in v.items()} for k, v in per_image.items()}}
+        )
+    )
+    script = f"""
+import json, sys
+import numpy as np
+from pathlib import Path
+from xbench.present.leaderboard import SuiteResults, build
+data = json.loads(Path({str(plain)!r}).read_text())
+per_image = {{k: {{n: np.asarray(a) for n, a in v.items()}} for k, v in data["per_image"].items()}}
+build([SuiteResults("methods", data["records"], per_image, {{}})], Path({str(tmp_path / "site")!r}))
+assert "torch" not in sys.modules, "the pages imported torch"
+"""
+    built = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    page = (tmp_path / "site" / suite_filename("methods")).read_text()
+    section = page[page.index('id="methods"') : page.index('id="pareto"')]
+    assert ">lrp<" in section and "channel_magnitude" in section and ">magnitude<" not in section
+
+
+def _three_methods() -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     rng = np.random.default_rng(1)
     records, per_image = [], {}
     for seed in (0, 1, 2):
@@ -233,28 +296,4 @@ def test_pruning_methods_share_a_panel_only_when_their_rates_count_the_same_thin
                     continue  # the unpruned cell is one cell, whatever method follows it
                 records.append(r)
                 per_image[r["run_id"]] = {"sparseness": sparseness, "correct": np.ones(IMAGES)}
-    build([SuiteResults("methods", records, per_image, {})], tmp_path)
-    page = (tmp_path / suite_filename("methods")).read_text()
-    section = page[page.index('id="methods"') : page.index('id="pareto"')]
-    assert "CR of the scope" in section and "CR of the model" not in section
-    assert ">magnitude<" in section and ">lrp<" in section and "channel_magnitude" not in section
-    assert section.count("<svg") == 2  # accuracy and sparseness for resnet18 · saliency
-    # a method this process does not know is placed by the figure its requested rates match
-    renamed = [
-        {**r, "pruning_method": "my_channels"} if r["pruning_method"] == "channel_magnitude" else r for r in records
-    ]
-    renamed += [
-        {**r, "pruning_method": "my_other_channels", "run_id": f"{r['run_id']}-b"}
-        for r in renamed
-        if r["pruning_method"] == "my_channels"
-    ]
-    per_image.update(
-        {f"{r['run_id']}-b": per_image[r["run_id"]] for r in records if r["pruning_method"] == "channel_magnitude"}
-    )
-    build([SuiteResults("methods", renamed, per_image, {})], tmp_path / "plugins")
-    page = (tmp_path / "plugins" / suite_filename("methods")).read_text()
-    section = page[page.index('id="methods"') : page.index('id="pareto"')]
-    assert "CR of the model" in section and ">my_channels<" in section
-    single = study()
-    build([single], tmp_path / "one")
-    assert 'id="methods"' not in (tmp_path / "one" / suite_filename("demo")).read_text()
+    return records, per_image

@@ -36,6 +36,7 @@ def test_a_cell_shipped_as_json_runs_and_reports_every_figure(tmp_path: Path) ->
     assert CellResult.model_validate_json(result.model_dump_json()) == result  # plain, typed, serialisable
     assert result.cell == cell and result.cell_key == cell.cell_key
     assert result.figures["sparsity_scope"] == pytest.approx(0.5, abs=0.005)
+    assert result.rate_counts == "the pruned scope"  # magnitude pruning: its CR counts the pruned weights
     assert math.isfinite(result.metrics["sparseness"].mean) and len(result.metrics["sparseness"].per_image) == 4
     assert len(result.correct) == 4 and result.figures["accuracy"] == sum(result.correct) / 4
     assert result.figures["explain_forward_passes_per_image"] == 1  # gradcam: one forward, one backward per image

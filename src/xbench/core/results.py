@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -110,6 +110,11 @@ class CellResult(_Frozen):
     meta_evaluation: tuple[PerturbedScores, ...] = Field(
         (), description="the suite's meta_evaluation: scores under minor and disruptive perturbations"
     )
+    rate_counts: Literal["the pruned scope", "the whole model"] | None = Field(
+        None,
+        description="what the requested compression_rate counts, as the pruning method says (structured methods the "
+        "whole model, the others the pruned scope); None: not pruned, or a result from before it was recorded",
+    )
 
     @property
     def scored_images(self) -> list[int]:
@@ -200,6 +205,7 @@ def to_record(
         "pruning_granularity": pruning.granularity if pruning else "none",
         "pruning_schedule": pruning.schedule if pruning else "none",
         "compression_rate": cell.compression_rate,
+        "compression_rate_counts": result.rate_counts,
         "explainer": cell.explainer.name,
         "seed": cell.seed,
         "data_seed": cell.data_seed,

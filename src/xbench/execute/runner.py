@@ -354,6 +354,11 @@ class CellExecutor:
             ),
             environment=run_environment(self.device),
             meta_evaluation=meta_evaluation,
+            rate_counts=None
+            if cell.pruning is None or cell.pruning.method == "none"
+            else "the whole model"
+            if pruners.get(cell.pruning.method).structured
+            else "the pruned scope",
         )
 
     def meta_evaluation(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[PerturbedScores, ...]:

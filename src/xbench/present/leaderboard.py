@@ -585,14 +585,14 @@ def curves_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str
     return {"charts": charts, "legend": [{"name": n, "color": colors[n]} for n in explainer_names]}
 
 
-def _rate_basis(method: str, cells: Iterable[CellSummary]) -> str:
-    """What a method's requested CR counts: its kind says (structured methods count the whole model, the others the
-    pruned scope); for a method from a plug-in this process has not loaded, the figure (`compression_rate_scope` or
-    `compression_rate_model`) that its requested rates match best."""
-    from xbench.components.pruners import pruners  # torch: only for pages that compare methods
-
-    if method in pruners:
-        return "the whole model" if pruners.get(method).structured else "the pruned scope"
+def _rate_basis(method: str, cells: Iterable[CellSummary], records: Iterable[dict[str, Any]] = ()) -> str:
+    """What a method's requested CR counts: as its cells recorded it (`compression_rate_counts`, from the method's
+    kind: structured methods count the whole model, the others the pruned scope); for results from before that was
+    recorded, the figure (`compression_rate_scope` or `compression_rate_model`) that its requested rates match best.
+    No pruner is loaded here (that would import torch into the pages)."""
+    recorded = {r.get("compression_rate_counts") for r in records if r.get("pruning_method") == method} - {None}
+    if len(recorded) == 1:
+        return str(recorded.pop())
     misses: dict[str, list[float]] = {"the pruned scope": [], "the whole model": []}
     for cell in cells:
         for basis, figure in (
@@ -615,7 +615,7 @@ def methods_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[st
     groups: dict[str, list[str]] = defaultdict(list)
     for method in methods:
         pruned = [s for s in summaries if s.pruning_method == method]
-        groups[_rate_basis(method, pruned)].append(method)
+        groups[_rate_basis(method, pruned, results.records)].append(method)
     groups = {basis: names for basis, names in groups.items() if len(names) > 1}
     if not groups:
         return {"charts": [], "legend": []}
