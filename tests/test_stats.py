@@ -177,7 +177,7 @@ def test_after_until_decided_safe_compression_pays_for_the_looks_and_keeps_earli
     `--until-decided` run that looked at 2 and 3 seeds, at the last look's share; a ladder decided at the first look
     keeps that look's verdict and level; a record of other seeds, or a malformed or over-spent one, is ignored."""
     from xbench.analyse.decide import spent_levels
-    from xbench.analyse.stats import Sequential
+    from xbench.core.sequential import Sequential
 
     records, per_image = _records({("m", 8.0): -1.0}, seeds=[0, 1, 2], images=64, residual=0.05)
     for scores in per_image.values():

@@ -23,7 +23,6 @@ suite-level procedure.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ from xbench.analyse.trust import MetricTrust, human_agreement, metric_trust
 from xbench.core.cells import pruning_label
 from xbench.core.numbers import is_finite_number
 from xbench.core.results import PRUNING_FIELDS, PerturbedScores
+from xbench.core.sequential import Sequential
 
 ALPHA = 0.05
 POWER = 0.8  # of a planned run: the seeds that would decide a comparison this often
@@ -807,55 +807,6 @@ def reliability(
 
 
 # ------------------------------------------------------------------------------------------------ safe compression
-
-
-@dataclass(frozen=True)
-class Sequential:
-    """What `xbench run suite --until-decided` did: the seed counts it looked at, each look's α-spending share
-    (`decide.spent_levels`), the seeds of its last look, and each ladder decided at a look before the last (model,
-    pruning method, pruning scope, explainer) -> (seeds, safe CR or None, first failed CR or None, shown unsafe). Read
-    from the store, so checked as untrusted (`from_json`)."""
-
-    looks: tuple[int, ...]
-    levels: tuple[float, ...]
-    seeds: tuple[int, ...]
-    decided: dict[tuple[str, str, str, str], tuple[int, float | None, float | None, bool]]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "looks": list(self.looks),
-                "levels": list(self.levels),
-                "seeds": list(self.seeds),
-                "decided": [[list(key), *value] for key, value in sorted(self.decided.items())],
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Sequential | None:
-        """The record, or None when it is missing or malformed (then the stats test at α, as without looks)."""
-        try:
-            data = json.loads(text)
-            looks = tuple(int(n) for n in data["looks"])
-            levels = tuple(float(x) for x in data["levels"])
-            seeds = tuple(int(n) for n in data["seeds"])
-            decided = {}
-            for key, at, safe, failed, unsafe in data["decided"]:
-                name = tuple(str(k) for k in key)
-                if len(name) != 4:
-                    return None
-                decided[name] = (
-                    int(at),
-                    None if safe is None else float(safe),
-                    None if failed is None else float(failed),
-                    bool(unsafe),
-                )
-        except (ValueError, TypeError, KeyError):
-            return None
-        shares_ok = all(0 < x <= ALPHA for x in levels) and math.fsum(levels) <= ALPHA * (1 + 1e-9)
-        if not looks or len(looks) != len(levels) or not shares_ok:
-            return None
-        return cls(looks, levels, seeds, decided)
 
 
 @dataclass(frozen=True)

@@ -279,8 +279,9 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
     (`analyse.decide.spent_levels`); a ladder decided at a look keeps that decision (the shares add up to α, so the
     suite's chance of a false safe CR stays ≤ 5 % across all looks)."""
     from xbench.analyse.decide import spent_levels
-    from xbench.analyse.stats import SafeCompression, Sequential, safe_compression, suite_stats
+    from xbench.analyse.stats import SafeCompression, safe_compression, suite_stats
     from xbench.core.errors import XbenchInputError
+    from xbench.core.sequential import Sequential
     from xbench.core.suite import Suite, with_seeds
     from xbench.store.bundle import open_results
     from xbench.store.tracking import SEQUENTIAL_TAG, Store

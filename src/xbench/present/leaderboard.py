@@ -30,7 +30,6 @@ from xbench.analyse.stats import (
     CellSummary,
     Comparison,
     Reliability,
-    Sequential,
     SuiteStats,
     safe_compression,
     suite_stats,
@@ -41,6 +40,7 @@ from xbench.analyse.trust import READING as TRUST_READING
 from xbench.core.numbers import is_finite_number
 from xbench.core.references import Reference, load_reference, replication_rows
 from xbench.core.results import PerturbedScores
+from xbench.core.sequential import Sequential
 from xbench.present.jinja import environment
 from xbench.present.rankings import METHOD as RANKING_METHOD
 from xbench.present.rankings import ranking_view

@@ -95,7 +95,7 @@ def _by_metric(comparisons: list[Comparison]) -> dict[str, dict[float, tuple[flo
     return by_metric
 
 
-def _weighted(per_metric: dict[str, tuple[float, float, float]], weights: dict[str, float]) -> tuple[float, ...]:
+def _weighted(per_metric: dict[str, tuple[float, ...]], weights: dict[str, float]) -> tuple[float, ...]:
     total = sum(weights.get(metric, 0.0) for metric in per_metric)
     if total <= 0:
         return math.nan, math.nan, math.nan

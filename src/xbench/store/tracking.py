@@ -26,6 +26,7 @@ from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.extras import require_extra
 from xbench.core.results import ArtifactStore, CellResult, PerturbedScores, per_image_scores, to_record
+from xbench.core.sequential import Sequential
 from xbench.measure.meta_consistency import cell_consistency
 from xbench.store import leases
 
@@ -94,14 +95,12 @@ class ResultRecords:
         raise NotImplementedError
 
     def sequential_text(self, suite: str) -> str | None:
-        """The record of the suite's last `--until-decided` run (`analyse.stats.Sequential`), as stored."""
+        """The record of the suite's last `--until-decided` run (`core.sequential.Sequential`), as stored."""
         return None
 
-    def sequential(self, suite: str) -> Any:
-        """The suite's `--until-decided` record (`analyse.stats.Sequential`), or None when there is none or it does
-        not read (then the statistics test at α, as without looks)."""
-        from xbench.analyse.stats import Sequential
-
+    def sequential(self, suite: str) -> Sequential | None:
+        """The suite's `--until-decided` record, or None when there is none or it does not read (then the statistics
+        test at α, as without looks)."""
         text = self.sequential_text(suite)
         return Sequential.from_json(text) if text else None
 
