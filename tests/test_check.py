@@ -88,3 +88,74 @@ def test_seeds_that_agree_exactly_still_get_the_floor_and_given_rules_win() -> N
     assert failed(compare(baseline, _replicates((0.49, 0.5))))
     ruled = make_baseline("s", _replicates((0.50, 0.52)), {"sparseness": {"abs": 0.001}})
     assert failed(compare(ruled, _replicates((0.497, 0.52))))
+
+
+def _tested(seeds: int, shift: float, rng, noise: float = 0.05, truth=None) -> tuple[list[dict], dict]:
+    """`seeds` replicates of one cell with per-image sparseness (64 images, truth + seed + image noise) moved by
+    `shift`, and per-image correctness."""
+    import numpy as np
+
+    truth = np.linspace(0.3, 0.7, 64) if truth is None else truth
+    records, per_image = [], {}
+    for seed in range(seeds):
+        scores = truth + shift + rng.normal(0, noise) + rng.normal(0, noise, 64)
+        r = {**record(f"k{seed}", sparseness=float(scores.mean()), seed=seed), "run_id": f"run{seed}"}
+        records.append(r)
+        per_image[r["run_id"]] = {"sparseness": scores, "complexity": np.full(64, 7.0), "correct": np.ones(64)}
+    return records, per_image
+
+
+def test_a_baseline_with_per_image_scores_is_tested_seed_noise_passes_and_a_shift_beyond_the_tolerance_fails() -> None:
+    """Tested through `decide` (5 seeds, noise SD one tolerance per seed and image): new noise on the same truth
+    passes; every image 6 tolerances worse in every seed regresses with its Holm p; half a tolerance worse holds; the
+    finding names the cell without its seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    records, per_image = _tested(5, 0.0, rng)
+    baseline = make_baseline("s", records, {"default": {"abs": 0.05}}, per_image)
+    assert baseline["version"] == 3 and len(baseline["cells"]["k0"]["per_image"]["sparseness"]) == 64
+    rerun = _tested(5, 0.0, rng)
+    assert not failed(compare(baseline, *rerun))
+    worse = compare(baseline, *_tested(5, -0.3, rng))
+    (finding,) = [f for f in worse if f.metric == "sparseness"]
+    assert finding.status == "regressed" and finding.p is not None and finding.p < 0.05
+    assert finding.label == "m | magnitude CR 2 | saliency" and finding.tolerance == 0.05
+    assert not failed(compare(baseline, *_tested(5, -0.025, rng)))
+
+
+def test_the_tested_gate_fails_a_shift_exactly_at_the_tolerance_at_most_5_percent_of_the_time() -> None:
+    """Calibration: 300 reruns whose true shift is exactly one tolerance worse (the boundary of what it forbids):
+    the share failed is at most 5 % plus the simulation's error; 5 tolerances worse (4 beyond it, 7 seed-mean SEs)
+    is failed nearly always."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    truth = np.linspace(0.3, 0.7, 64)
+    baseline = make_baseline("s", *_tested_pair(rng, truth))
+    at_tolerance = [failed(compare(baseline, *_tested(3, -0.05, rng, truth=truth))) for _ in range(300)]
+    beyond = [failed(compare(baseline, *_tested(3, -0.25, rng, truth=truth))) for _ in range(50)]
+    assert np.mean(at_tolerance) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 300)
+    assert np.mean(beyond) >= 0.9
+
+
+def _tested_pair(rng, truth) -> tuple:
+    records, per_image = _tested(3, 0.0, rng, noise=0.0, truth=truth)  # a noiseless baseline: the truth itself
+    return records, {"default": {"abs": 0.05}}, per_image
+
+
+def test_when_nothing_varies_the_point_change_decides_and_damaged_scores_are_a_clear_error() -> None:
+    import numpy as np
+    import pytest
+
+    from xbench.core.errors import XbenchInputError
+
+    rng = np.random.default_rng(5)
+    records, per_image = _tested(2, 0.0, rng, noise=0.0)
+    baseline = make_baseline("s", records, {"default": {"abs": 0.05}}, per_image)
+    assert not failed(compare(baseline, records, per_image))  # the same scores: ok
+    shifted = {k: {**v, "sparseness": v["sparseness"] - 0.06} for k, v in per_image.items()}
+    assert statuses(compare(baseline, records, shifted))[("m | magnitude CR 2 | saliency", "sparseness")] == "regressed"
+    baseline["cells"]["k0"]["per_image"]["sparseness"][3] = "0.5"
+    with pytest.raises(XbenchInputError, match="per-image scores must be a list of numbers"):
+        compare(baseline, records, per_image)

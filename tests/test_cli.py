@@ -289,12 +289,21 @@ def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(s
     xbench_here("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
     assert xbench_here("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
     data = json.loads(baseline.read_text())
-    cell = next(c for c in data["cells"].values() if c["values"]["sparseness"] is not None)
-    cell["values"]["sparseness"] += 0.5  # the baseline now claims a far better score than the current one
+    assert data["version"] == 3 and all("per_image" in c for c in data["cells"].values())  # tested through decide
+    group = next(c["replicate"] for c in data["cells"].values() if "sparseness" in c["per_image"])
+    for cell in data["cells"].values():  # the baseline now claims every image of one cell far better, in each seed
+        if cell["replicate"] == group:
+            cell["per_image"]["sparseness"] = [None if v is None else v + 0.5 for v in cell["per_image"]["sparseness"]]
     baseline.write_text(json.dumps(data))
     result = xbench_here("check", "--baseline", str(baseline), cwd=smoke_run)
-    assert result.returncode == 1
-    assert "regressed" in result.stderr and "sparseness" in result.stderr and cell["label"][:12] in result.stderr
+    assert result.returncode == 1 and "p worse than tolerance (Holm)" in result.stderr
+    assert "regressed" in result.stderr and "sparseness" in result.stderr and group[:12] in result.stderr
+    for cell in data["cells"].values():  # a version-2 baseline (no per-image scores): value by value
+        cell.pop("per_image")
+        cell["values"]["sparseness"] = 0.0 if cell["replicate"] != group else cell["values"]["sparseness"] + 0.5
+    baseline.write_text(json.dumps(data))
+    by_value = xbench_here("check", "--baseline", str(baseline), cwd=smoke_run)
+    assert by_value.returncode == 1 and "regressed" in by_value.stderr and "p worse" not in by_value.stderr
     assert xbench_here("check", "--baseline", str(tmp_path / "missing.json"), cwd=smoke_run).returncode == 2
 
 
@@ -303,20 +312,23 @@ def test_a_rerun_with_the_same_seeds_passes_a_baseline_whose_tolerances_come_fro
     smoke_run: Path, tmp_path: Path
 ) -> None:
     """The gate does not flake: smoke run again from scratch (new store, new cache) with the same two seeds passes the
-    baseline written from the first run, with tolerances of 3 seed spreads; a regression beyond them fails."""
+    baseline written from the first run (tested per image, the default rule as tolerance); every image of one cell
+    3 tolerances worse fails."""
     baseline = tmp_path / "baseline.json"
     xbench_here("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
-    assert json.loads(baseline.read_text())["tolerances"] == {}  # every tolerance from the seed spread
+    assert json.loads(baseline.read_text())["tolerances"] == {}  # no rules: the default rule
     rerun = tmp_path / "rerun"
     rerun.mkdir()
     # In a process of its own, the fixture's run in this one: the scores repeat across processes.
     xbench("run", "suite", str(SMOKE), "--cache-dir", str(rerun / "cache"), "--no-progress", cwd=rerun, check=True)
     assert xbench_here("check", "--baseline", str(baseline), cwd=rerun).returncode == 0
     data = json.loads(baseline.read_text())
-    cell = next(c for c in data["cells"].values() if c.get("seed_spread", {}).get("pixel_flipping"))
-    value = cell["values"]["pixel_flipping"]
-    # beyond 3 spreads and the floor (a quarter of the default rule), whichever is larger; lower is better
-    cell["values"]["pixel_flipping"] = value - (4 * cell["seed_spread"]["pixel_flipping"] + 0.01 + 0.025 * abs(value))
+    group = next(c["replicate"] for c in data["cells"].values() if "pixel_flipping" in c["per_image"])
+    members = [c for c in data["cells"].values() if c["replicate"] == group]
+    shift = 0.15 * max(abs(c["values"]["pixel_flipping"]) for c in members)
+    for cell in members:  # every image of every seed lower in the baseline by 3 tolerances (the default rule, 5 %)
+        scores = cell["per_image"]["pixel_flipping"]
+        cell["per_image"]["pixel_flipping"] = [None if v is None else v - shift for v in scores]
     baseline.write_text(json.dumps(data))
     result = xbench_here("check", "--baseline", str(baseline), cwd=rerun)
     assert result.returncode == 1 and "pixel_flipping" in result.stderr

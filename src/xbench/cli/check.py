@@ -20,7 +20,10 @@ def check_command(
     show_all: bool = typer.Option(False, "--all", help="List unchanged metrics too."),
 ) -> None:
     """Gate a change on its results: accuracy and every explainability metric, per cell, each with its direction
-    and the baseline's tolerance (max(abs, rel x |baseline|)).
+    and the baseline's tolerance (max(abs, rel x |baseline|)). A baseline with per-image scores (what
+    --write-baseline writes) is tested: per cell over its seeds, the current per-image scores against the
+    baseline's; a metric regresses when it is shown worse than its tolerance (Holm over the gate's comparisons), so
+    seed noise alone fails it at most 5 % of the time.
 
     Example: xbench check --baseline leaderboard/baselines/smoke.json
     """
@@ -34,9 +37,10 @@ def check_command(
     if write_baseline is not None:
         if suite is None:
             raise XbenchInputError("--write-baseline needs --suite NAME")
-        records = open_results(tracking_uri, bundle).load_results(suite)
+        source = open_results(tracking_uri, bundle)
+        records = source.load_results(suite)
         previous = json.loads(write_baseline.read_text()) if write_baseline.is_file() else {}
-        data = check.make_baseline(suite, records, previous.get("tolerances"))
+        data = check.make_baseline(suite, records, previous.get("tolerances"), source.per_image_scores(records))
         write_baseline.parent.mkdir(parents=True, exist_ok=True)
         write_baseline.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         typer.echo(f"wrote baseline of {len(records)} cells to {write_baseline}")
@@ -44,14 +48,18 @@ def check_command(
     assert baseline is not None
     expected = check.read_baseline(baseline)
     name = suite or expected["suite"]
-    findings = check.compare(expected, open_results(tracking_uri, bundle).load_results(name))
+    source = open_results(tracking_uri, bundle)
+    records = source.load_results(name)
+    findings = check.compare(expected, records, source.per_image_scores(records))
     shown = [f for f in findings if show_all or f.status != "ok"]
     counts = {
         s: sum(f.status == s for f in findings) for s in ("regressed", "improved", "ok", "missing_cell", "new_cell")
     }
     if shown:
         table = Table(title=f"xbench check: suite {name} vs {baseline}")
-        for column in ("status", "cell", "metric", "baseline", "current", "tolerance", "better"):
+        tested = any(f.p is not None for f in findings)
+        columns = ("status", "cell", "metric", "baseline", "current", "tolerance", "better")
+        for column in (*columns, "p worse than tolerance (Holm)") if tested else columns:
             table.add_column(column)
         for f in sorted(shown, key=lambda f: (f.status != "regressed", f.label, f.metric)):
             colour = {"regressed": "red", "missing_cell": "red", "improved": "green"}.get(f.status, "")
@@ -63,6 +71,7 @@ def check_command(
                 _fmt(f.current),
                 _fmt(f.tolerance),
                 "higher" if f.higher_is_better else "lower",
+                *((_fmt(f.p),) if tested else ()),
             )
         console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in counts.items()))
