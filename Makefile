@@ -30,7 +30,7 @@ test-all: lint
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Part of both test lanes (so of CI): lint, formatting and types (mypy: strict on core/ and plan/; pyproject.toml).
+# Part of both test lanes (so of CI): lint, formatting and types (mypy: strict on core, plan, analyse, present, store, human; pyproject.toml).
 lint: install
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs

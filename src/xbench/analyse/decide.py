@@ -112,7 +112,7 @@ def _count_floor(differences: np.ndarray, values_range: float) -> float:
     images = differences.shape[1]
     changed = int((differences != 0).any(axis=0).sum())
     unseen = wilson_upper(changed, images) - changed / images
-    return values_range**2 * max(unseen, 0.0) / images
+    return float(values_range**2 * max(unseen, 0.0) / images)
 
 
 def check_lengths(reference: Mapping[int, Any], variant: Mapping[int, Any]) -> None:

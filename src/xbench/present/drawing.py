@@ -28,7 +28,8 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """A jet heatmap over the image (half and half)."""
     import matplotlib
 
-    return (0.5 * image + 0.5 * matplotlib.colormaps["jet"](scaled(heat))[..., :3]).clip(0, 1)
+    overlay: np.ndarray = (0.5 * image + 0.5 * matplotlib.colormaps["jet"](scaled(heat))[..., :3]).clip(0, 1)
+    return overlay
 
 
 def occlusion(image: np.ndarray, heat: np.ndarray, top_fraction: float = OCCLUSION_TOP_FRACTION) -> np.ndarray:

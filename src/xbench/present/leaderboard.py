@@ -107,7 +107,7 @@ class SuiteResults:
     def higher_is_better(self, metric: str) -> bool:
         for record in self.records:
             if metric in record.get("metric_directions", {}):
-                return record["metric_directions"][metric] == "higher"
+                return bool(record["metric_directions"][metric] == "higher")
         return True
 
 
@@ -907,7 +907,7 @@ def suite_page(
     `computed` is the suite's `_suite_stats` when the caller has it already."""
     stats, max_accuracy_drop = computed or _suite_stats(results, max_accuracy_drop)
     summaries = summarise_cells(results.records, results.per_image, results.metric_names)
-    return (
+    return str(
         environment("xbench.present")
         .get_template("suite.html.j2")
         .render(
@@ -1005,7 +1005,7 @@ def index_page(suites: list[SuiteResults], rankings: list[dict[str, Any]] | None
         }
         for results in suites
     ]
-    return (
+    return str(
         environment("xbench.present")
         .get_template("index.html.j2")
         .render(

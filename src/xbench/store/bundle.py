@@ -181,7 +181,8 @@ def _load_npy(data: bytes, path: Path, field: str) -> np.ndarray:
     if size > len(data) - stream.tell():
         raise XbenchInputError(f"{path} is shorter than its header says (truncated)", field=field)
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+        return array
     except (ValueError, OSError) as exc:
         raise XbenchInputError(f"{path} is not a readable array: {exc}", field=field) from None
 

@@ -517,7 +517,7 @@ class Store(ResultRecords):
             _result_files(result, artifacts, Path(workdir), pictures)
             self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
         self.client.set_terminated(run_id, status="FINISHED")
-        return run_id
+        return str(run_id)
 
     def _log_inputs(self, run_id: str, datasets: list[Any]) -> None:
         """Link the run to its datasets. MLflow's store looks a dataset up and inserts it when absent, in two steps:
@@ -657,7 +657,7 @@ class Store(ResultRecords):
             for path in [report_file, *files]:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")
-        return run_id
+        return str(run_id)
 
     def human_studies(self, suite: str) -> list[dict[str, Any]]:
         """The reports of every finished human study of `suite`, newest first."""
