@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from tests import factories
+from xbench.analyse.orderings import kendall_tau, pareto_front
 from xbench.analyse.stats import suite_stats, sweet_spots
-from xbench.present.leaderboard import SuiteResults, build, kendall_tau, pareto_front, readable, suite_filename
+from xbench.present.leaderboard import SuiteResults, build, readable, suite_filename
 
 PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for the page to embed
 IMAGES = 40

@@ -206,6 +206,13 @@ def test_the_metric_trust_suite_finds_a_metric_that_ignores_the_attribution_unre
     )
     reliability = {r["metric"]: r for r in stats["reliability"]}
     assert reliability["blind_brightness"]["adversary_reactivity"] == 0.0  # randomising the model cannot move it
+    # each cell's share, measured by the executor into its figures and logged by the store as given
+    from xbench.store.tracking import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'xbench.db'}")
+    results = [result for _, result in store.load_cell_results("trust-check")]
+    assert results and all(r.figures["meta.blind_brightness.iac_ar"] == 0.0 for r in results)
+    assert all(any(k.startswith("meta.accuracy_change.") for k in r.figures) for r in results)
     assert reliability["insertion"]["adversary_reactivity"] > 0.5
     # every metric x explainer of the shipped suite has its noise resilience and adversary reactivity
     per_explainer = {(t["metric"], t["explainer"]): t for t in stats["trust"] if t["explainer"] is not None}

@@ -37,6 +37,7 @@ from xbench.core.plugins import load_plugins
 from xbench.core.results import ArtifactStore, CellResult, MetricResult, PerturbedScores
 from xbench.core.suite import DEFAULT_GALLERY_IMAGES, ComponentSpec, PruningConfig, Suite
 from xbench.measure.engine import PassCounter, prepare_metric
+from xbench.measure.meta_consistency import consistency_figures
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
 from xbench.measure.perf import Figures, device_name, latency, measure, speedups
 from xbench.measure.perturbations import PERTURBATIONS, draw_seed, perturbed
@@ -334,6 +335,7 @@ class CellExecutor:
                 batch_level=metric.batch_level,
             )
         meta_evaluation = self.meta_evaluation(cell, variant, data) if cell.meta_evaluation is not None else ()
+        consistency, inconsistent = consistency_figures(results, meta_evaluation)
         count = min(cell.gallery_images or DEFAULT_GALLERY_IMAGES, images)
         pictures = data.denormalise(data.eval_x[:count]).permute(0, 2, 3, 1).numpy().clip(0, 1)
         return CellResult(
@@ -341,8 +343,8 @@ class CellExecutor:
             cell_key=cell.cell_key,
             model_key=variant.key,
             data_digest=data.fingerprint,
-            figures=figures.values,
-            missing=figures.missing,
+            figures={**figures.values, **consistency},
+            missing={**figures.missing, **inconsistent},
             correct=tuple(bool(c) for c in variant.correct),
             labels=tuple(int(label) for label in pool.eval_y),
             eval_indices=tuple(selected["indices"]) if cell.eval_selection is not None else explained,

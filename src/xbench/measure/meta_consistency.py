@@ -1,19 +1,23 @@
 """MetaQuantus's consistency tests (Hedstrom et al., TMLR 2023; its `compute_iac_score` and `compute_iec_*`) on the
-scores a cell logged under its meta-evaluation perturbations (`measure.perturbations`). `analyse.trust` turns them
-into each metric's noise resilience and adversary reactivity. NumPy and SciPy only, so the store can log them.
+scores a cell logged under its meta-evaluation perturbations (`measure.perturbations`). The executor puts each
+cell's share into its figures (`consistency_figures`), which the store logs as given; `analyse.trust` turns them into
+each metric's noise resilience and adversary reactivity over the suite. NumPy and SciPy only.
+
+Why here and not in `analyse`: the per-cell tests are part of measuring a cell (MetaQuantus computes them with the
+metric), and the executor, which runs before analysis, must be able to compute them.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import wilcoxon
 
-from xbench.core.results import PerturbedScores
+from xbench.core.results import MetricResult, PerturbedScores
 
 
 def intra_consistency(q: np.ndarray, q_hat: np.ndarray, images: np.ndarray, adversary: bool) -> float:
@@ -91,3 +95,31 @@ def cell_consistency(
                 images = finite & kept_images
                 collected.iac_nr.append(intra_consistency(q, q_hat[draw], images, adversary=False))
     return collected
+
+
+def consistency_figures(
+    metrics: Mapping[str, MetricResult], perturbations: Sequence[PerturbedScores]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """A cell's share of the meta-evaluation as figures: per metric scored per image the mean of its IAC_NR, IAC_AR
+    and IEC_AR tests over the draws (`meta.<metric>.<test>`; IEC_NR ranks explainers, so it is a suite figure only),
+    and per perturbation the mean change in accuracy (`meta.accuracy_change.<perturbation>`). A test with no finite
+    draw is left out of the figures and said in the second dict (figures are finite numbers)."""
+    figures: dict[str, float] = {}
+    missing: dict[str, str] = {}
+    if not perturbations:
+        return figures, missing
+    for name, metric in metrics.items():
+        if metric.batch_level:
+            continue
+        tests = cell_consistency(name, metric.higher_is_better, metric.scores, perturbations)
+        for test in ("iac_nr", "iac_ar", "iec_ar"):
+            finite = [v for v in getattr(tests, test) if math.isfinite(v)]
+            if finite:
+                figures[f"meta.{name}.{test}"] = float(np.mean(finite))
+            else:
+                missing[f"meta.{name}.{test}"] = "no draw left an image to compare"
+    for perturbed in perturbations:
+        changes = [abs(a - perturbed.reference_accuracy) for a in perturbed.accuracy]
+        if changes:
+            figures[f"meta.accuracy_change.{perturbed.perturbation}"] = float(np.mean(changes))
+    return figures, missing

@@ -27,7 +27,6 @@ from xbench.core.errors import XbenchInputError
 from xbench.core.extras import require_extra
 from xbench.core.results import ArtifactStore, CellResult, PerturbedScores, per_image_scores, to_record
 from xbench.core.sequential import Sequential
-from xbench.measure.meta_consistency import cell_consistency
 from xbench.store import leases
 
 DEFAULT_DB = "xbench.db"
@@ -701,7 +700,8 @@ def order_of(result: CellResult) -> tuple[Any, ...]:
 
 
 def result_metrics(result: CellResult) -> dict[str, float]:
-    """The MLflow metrics of a result: its figures, and per metric the mean, spread, NaN count, cost."""
+    """The MLflow metrics of a result: its figures (the meta-evaluation's per-cell tests among them, as the executor
+    measured them), and per metric the mean, spread, NaN count, cost. Computes nothing."""
     values = dict(result.figures)
     for name, metric in result.metrics.items():
         scores = metric.scores
@@ -714,15 +714,6 @@ def result_metrics(result: CellResult) -> dict[str, float]:
         values[f"score_seconds_per_image.{name}"] = metric.seconds / max(1, len(scores))
         values[f"metric_forward_passes_per_image.{name}"] = metric.forward_passes_per_image
         values[f"metric_backward_passes_per_image.{name}"] = metric.backward_passes_per_image
-        if result.meta_evaluation and not metric.batch_level:
-            # this cell's share of the meta-evaluation (IEC_NR ranks explainers, so it is a suite figure only)
-            tests = cell_consistency(name, metric.higher_is_better, scores, result.meta_evaluation)
-            for test in ("iac_nr", "iac_ar", "iec_ar"):
-                finite = [v for v in getattr(tests, test) if math.isfinite(v)]
-                values[f"meta.{name}.{test}"] = float(np.mean(finite)) if finite else math.nan
-    for perturbed in result.meta_evaluation:
-        changes = [abs(a - perturbed.reference_accuracy) for a in perturbed.accuracy]
-        values[f"meta.accuracy_change.{perturbed.perturbation}"] = float(np.mean(changes)) if changes else math.nan
     values["score_seconds"] = sum(metric.seconds for metric in result.metrics.values())
     return values
 
