@@ -13,7 +13,7 @@ of runs with p < 0.05 when δ = 0 (false positives), the share whose 95 % interv
 δ = 0.5), the share with p < 0.05 at δ = 0.5 and δ = 1 (power), and the share called equivalent (TOST p < 0.05) when δ
 is exactly the margin 0.5 (false equivalence; at most 5 % by design).
 
-Crowd answers (`xbench.human.analysis.pairwise_stats` and `identify_stats`, the functions `xbench human analyse`
+Crowd answers (`xbench.analyse.crowd.pairwise_stats` and `identify_stats`, the functions `xbench human analyse`
 runs): a pairwise study where workers prefer side a with logit u_w + v_i + β (worker and image SDs as given; "equal"
 one answer in five), every worker answering every image, or each a random half of them; and an identify study where
 each worker sees each image once in one of two variants at random, correct with logit 1 + u_w + v_i + β·variant, one
@@ -36,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from xbench.analyse.crowd import Answer, Manifest, identify_stats, pairwise_stats  # noqa: E402
 from xbench.analyse.stats import compare_paired  # noqa: E402
-from xbench.human.analysis import Answer, Manifest, identify_stats, pairwise_stats  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from suite_level import suite_calibration, suite_rows, suite_table  # noqa: E402

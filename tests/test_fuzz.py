@@ -155,7 +155,7 @@ PAIRWISE_MANIFEST = (
 @FUZZ
 @given(content=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode)))
 def test_any_bytes_as_a_crowd_file_are_read_or_an_input_error(content: bytes, tmp_path: Path) -> None:
-    from xbench.human.analysis import read_answers, read_manifest
+    from xbench.human.answers import read_answers, read_manifest
 
     (tmp_path / "manifest.csv").write_text(PAIRWISE_MANIFEST)
     manifest = read_manifest(tmp_path / "manifest.csv")
@@ -182,7 +182,8 @@ def test_any_bytes_as_a_crowd_file_are_read_or_an_input_error(content: bytes, tm
 def test_any_table_of_answers_is_read_or_an_input_error(rows: list[tuple[str, str, str, str]], tmp_path: Path) -> None:
     import csv
 
-    from xbench.human.analysis import analyse, read_answers, read_manifest
+    from xbench.analyse.crowd import analyse
+    from xbench.human.answers import read_answers, read_manifest
 
     (tmp_path / "manifest.csv").write_text(PAIRWISE_MANIFEST)
     manifest = read_manifest(tmp_path / "manifest.csv")

@@ -12,9 +12,10 @@ import pytest
 from scipy import stats
 
 from tests.conftest import xbench_here
+from xbench.analyse.crowd import Answer as HumanAnswer
+from xbench.analyse.crowd import Manifest, analyse, krippendorff_alpha
 from xbench.core.errors import XbenchInputError
-from xbench.human.analysis import Answer as HumanAnswer
-from xbench.human.analysis import Manifest, analyse, krippendorff_alpha, read_answers, read_manifest
+from xbench.human.answers import read_answers, read_manifest
 
 PAIRWISE = ["stimulus", "image_id", "class", "left", "right", "view", "expected"]
 
@@ -351,7 +352,7 @@ def test_a_malformed_study_json_is_an_input_error(tmp_path: Path) -> None:
 
 def test_text_cells_that_look_like_formulas_are_neutralised_and_read_back(tmp_path: Path) -> None:
     from xbench.core.spreadsheet import csv_safe, csv_unsafe
-    from xbench.human.analysis import pseudonymised_answers
+    from xbench.human.report import pseudonymised_answers
 
     for cell in ('=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx"):
         assert csv_safe(cell) == "'" + cell and csv_unsafe(str(csv_safe(cell))) == cell

@@ -146,16 +146,13 @@ def analyse_command(
     """
     import tempfile
 
+    from xbench.analyse.crowd import analyse, metric_agreement
     from xbench.core.errors import XbenchInputError
-    from xbench.human.analysis import (
-        analyse,
-        load_description,
-        metric_agreement,
+    from xbench.human.answers import load_description, read_answers, read_manifest
+    from xbench.human.report import (
         pseudonym_key,
         pseudonymised_answers,
         pseudonymised_report,
-        read_answers,
-        read_manifest,
         text_report,
         variants_of_study,
     )

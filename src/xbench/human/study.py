@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xbench.analyse.crowd import DONT_KNOW
 from xbench.core.errors import XbenchInputError
 from xbench.core.results import CellResult
 from xbench.core.spreadsheet import csv_safe
@@ -45,7 +46,6 @@ from xbench.present import drawing
 Design = Literal["pairwise", "identify"]
 View = Literal["heatmap", "occlusion"]
 PAIRWISE_ANSWERS = ("left", "right", "equal")  # the template's radio buttons, and the offline page's answers
-DONT_KNOW = "dont_know"
 CHECK_VARIANT = "check"  # the variant label of an attention check's planted side (pairwise) or original image
 MANIFEST_COLUMNS: dict[str, tuple[str, ...]] = {
     "pairwise": ("stimulus", "image_id", "class", "left", "right", "view", "expected"),
