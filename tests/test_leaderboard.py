@@ -7,7 +7,9 @@ import pytest
 from tests import factories
 from xbench.analyse.orderings import kendall_tau, pareto_front
 from xbench.analyse.stats import suite_stats, sweet_spots
-from xbench.present.leaderboard import SuiteResults, build, readable, suite_filename
+from xbench.present.leaderboard import build
+from xbench.present.loading import SuiteResults, suite_filename
+from xbench.present.tables import readable
 
 PNG = bytes.fromhex("89504e470d0a1a0a")  # enough of a PNG for the page to embed
 IMAGES = 40
@@ -257,7 +259,8 @@ def test_the_pages_import_no_torch_and_read_what_a_rate_counts_from_the_records(
 import json, sys
 import numpy as np
 from pathlib import Path
-from xbench.present.leaderboard import SuiteResults, build
+from xbench.present.leaderboard import build
+from xbench.present.loading import SuiteResults
 data = json.loads(Path({str(plain)!r}).read_text())
 per_image = {{k: {{n: np.asarray(a) for n, a in v.items()}} for k, v in data["per_image"].items()}}
 build([SuiteResults("methods", data["records"], per_image, {{}})], Path({str(tmp_path / "site")!r}))

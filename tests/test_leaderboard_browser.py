@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, xbench_here
-from xbench.present.leaderboard import SuiteResults, build, suite_filename
+from xbench.present.leaderboard import build
+from xbench.present.loading import SuiteResults, suite_filename
 
 ARTIFACTS = Path(os.environ.get("XBENCH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from tests.test_leaderboard import study
-from xbench.present.leaderboard import build, suite_filename
+from xbench.present.leaderboard import build
+from xbench.present.loading import suite_filename
 from xbench.present.rankings import Ranked, _rank, answer
 
 

@@ -37,7 +37,7 @@ from xbench.measure.perturbations import (
     randomised_layers,
     weighted_layers,
 )
-from xbench.present.leaderboard import suite_filename
+from xbench.present.loading import suite_filename
 
 RNG = np.random.default_rng(0)
 

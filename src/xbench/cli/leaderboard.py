@@ -47,7 +47,8 @@ def build_command(
     Example: xbench leaderboard build --suite quick --mlflow-url http://127.0.0.1:5000   (with `xbench ui` running)
     """
     from xbench.core.errors import XbenchInputError
-    from xbench.present.leaderboard import build, load_suite
+    from xbench.present.leaderboard import build
+    from xbench.present.loading import load_suite
     from xbench.store.bundle import open_results
 
     if max_accuracy_drop is not None and not 0 < max_accuracy_drop <= 1:
