@@ -7,11 +7,11 @@ Whole suites (`xbench.analyse.decide`, what `xbench stats`, the page and the gat
 
 Prints a table and writes `benchmarks/calibration.json`.
 
-Seeds × images (`xbench.analyse.stats.compare_paired`, the function every comparison of a suite goes through): per-image
-differences d[s, i] = δ + a_s + b_i + e_si with seed, image and residual SDs as given, 64 images. Reported: the share
-of runs with p < 0.05 when δ = 0 (false positives), the share whose 95 % interval holds δ (coverage; at δ = 0 and at
-δ = 0.5), the share with p < 0.05 at δ = 0.5 and δ = 1 (power), and the share called equivalent (TOST p < 0.05) when δ
-is exactly the margin 0.5 (false equivalence; at most 5 % by design).
+Seeds × images (`xbench.analyse.inference.compare_paired`, one comparison without the suite's moderation): per-image
+differences d[s, i] = δ + a_s + b_i + e_si with seed, image and residual SDs as given, 64 images. Reported: the share of
+runs with p < 0.05 when δ = 0 (false positives), the share whose 95 % interval holds δ (coverage; at δ = 0 and at δ =
+0.5), the share with p < 0.05 at δ = 0.5 and δ = 1 (power), and the share called equivalent (TOST p < 0.05) when δ is
+exactly the margin 0.5 (false equivalence; at most 5 % by design).
 
 Crowd answers (`xbench.analyse.crowd.pairwise_stats` and `identify_stats`, the functions `xbench human analyse`
 runs): a pairwise study where workers prefer side a with logit u_w + v_i + β (worker and image SDs as given; "equal"
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from xbench.analyse.crowd import Answer, Manifest, identify_stats, pairwise_stats  # noqa: E402
-from xbench.analyse.stats import compare_paired  # noqa: E402
+from xbench.analyse.inference import compare_paired  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from suite_level import suite_calibration, suite_rows, suite_table  # noqa: E402

@@ -18,7 +18,8 @@ from xbench.analyse.decide import (
     weighted_bh,
     wilson_upper,
 )
-from xbench.analyse.stats import default_margin, holm
+from xbench.analyse.inference import holm
+from xbench.analyse.stats import default_margin
 from xbench.core.errors import XbenchInputError
 
 
@@ -271,7 +272,14 @@ def test_the_default_margin_carries_its_own_error() -> None:
 
 
 def test_compare_paired_names_the_seed_whose_images_differ_in_number() -> None:
-    from xbench.analyse.stats import compare_paired
+    from xbench.analyse.inference import compare_paired
 
     with pytest.raises(XbenchInputError, match="seed 2 has 5 images, but seed 0"):
         compare_paired({0: np.zeros(6), 2: np.zeros(6)}, {0: np.ones(6), 2: np.ones(5)})
+
+
+def test_decide_is_reachable_where_the_docs_name_it() -> None:
+    import xbench.analyse.decide
+    import xbench.analyse.stats
+
+    assert xbench.analyse.stats.decide is xbench.analyse.decide.decide

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from tests import factories
+from xbench.analyse.findings import sweet_spots
 from xbench.analyse.orderings import kendall_tau, pareto_front
-from xbench.analyse.stats import suite_stats, sweet_spots
+from xbench.analyse.stats import suite_stats
 from xbench.present.leaderboard import build
 from xbench.present.loading import SuiteResults, suite_filename
 from xbench.present.tables import readable

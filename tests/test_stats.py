@@ -9,18 +9,17 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tests import factories
-from xbench.analyse.stats import (
+from xbench.analyse.findings import safe_compression
+from xbench.analyse.inference import (
     ALPHA,
     CrossedMean,
     clustered_mean,
     compare_paired,
     crossed_mean,
     holm,
-    safe_compression,
     seeds_to_decide,
-    suite_stats,
-    verdict_of,
 )
+from xbench.analyse.stats import suite_stats, verdict_of
 
 
 def test_holm_matches_the_hand_computed_adjustment_and_statsmodels() -> None:

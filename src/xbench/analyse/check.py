@@ -223,7 +223,7 @@ def tested_findings(
     shown better than it; a comparison with no standard error (nothing varies) by its point change. Cells on one
     side only are missing or new, as value by value."""
     from xbench.analyse.decide import ALPHA, decide, t_tail
-    from xbench.analyse.stats import holm
+    from xbench.analyse.inference import holm
 
     tolerances = baseline.get("tolerances", {})
     current = {record["cell_key"]: record for record in records}

@@ -3,7 +3,7 @@ effects. Read by `xbench human analyse` (`human.answers` parses the files, `huma
 
 - pairwise: per pair of variants, the answers for each side and "equal"; the headline `p` (Holm-corrected over the
   study's pairs as `p_holm`) tests the mean preference (+1 for a, -1 for b, 0 for "equal") with workers and images as
-  crossed random effects (`stats.clustered_mean`), so 600 answers of 20 workers count as what they are; the
+  crossed random effects (`inference.clustered_mean`), so 600 answers of 20 workers count as what they are; the
   chi-squared and binomial tests over the answers that chose a side stay beside it (`chi2_p`, `binom_p`), labelled
   as the seed paper computed them: they treat every answer as independent;
 - identify: accuracy per variant ("don't know" counts as not naming the class, the seed paper's convention; the
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from xbench.analyse.stats import CrossedMean, clustered_mean, holm
+from xbench.analyse.inference import CrossedMean, clustered_mean, holm
 from xbench.core.errors import XbenchInputError
 from xbench.core.results import CellResult
 

@@ -4,7 +4,7 @@ p-values and verdicts whose error rates hold for the suite, and `safe_sequences`
 The design (checked by simulation in `benchmarks/calibration.py`, whose small version runs in the tests):
 
 - **One comparison** is a seeds × images table of differences d[s, i] = δ + a_s + b_i + e_si (both random). Its
-  mean's variance is row/S + column/n - residual/(Sn) (Clark's quasi-F decomposition, as `stats.crossed_mean`).
+  mean's variance is row/S + column/n - residual/(Sn) (Clark's quasi-F decomposition, as `inference.crossed_mean`).
 - **Moderated seed term** (Smyth 2004, limma's `squeezeVar`): with 3 seeds the seed mean square has 2 degrees of
   freedom, and a t with 2 df needs t > 4.3 at 0.05 and t > 27 after a correction over 76 comparisons. The seed mean
   squares of a suite's comparisons share a scaled inverse-χ² prior (its scale per metric, its spread d0 across the
@@ -49,7 +49,7 @@ import numpy as np
 from xbench.core.errors import XbenchInputError
 
 ALPHA = 0.05
-SEED_BOUND_QUANTILE = 0.15  # as `stats.SEED_BOUND_QUANTILE`: the seed term's upper bound used for the df
+SEED_BOUND_QUANTILE = 0.15  # as `inference.SEED_BOUND_QUANTILE`: the seed term's upper bound used for the df
 WILSON_Z = 1.959963984540054  # the count floor's bound: two-sided 95 % Wilson upper bound of the changed share
 ACCURACY_SHARE = 0.5  # of each family's error rate, for accuracy's comparisons when there are metrics too
 # The prior spread is held at least at this many standard errors of its own estimate (`fit_priors`); 0 lets the far
@@ -375,7 +375,7 @@ def estimate(m: Moments, prior: Prior = NO_PRIOR) -> Estimate:
         return Estimate(m.mean, math.nan, math.nan, math.nan, math.nan, math.nan)
     variance = max(measured, m.floor)
     # Satterthwaite's df with the seed term at its upper confidence bound: with few seed df the df estimate leans
-    # towards the image df exactly when the seed term is small by chance (see `stats._se_and_df`).
+    # towards the image df exactly when the seed term is small by chance (see `inference._se_and_df`).
     bounded = row_term * row_df / (2 * float(gammaincinv(row_df / 2, SEED_BOUND_QUANTILE)))
     bounded_variance = max(bounded + column_term - residual_term, bounded, column_term)
     spread = bounded**2 / row_df + column_term**2 / (images - 1) + residual_term**2 / ((m.seeds - 1) * (images - 1))

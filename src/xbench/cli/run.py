@@ -279,7 +279,8 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
     (`analyse.decide.spent_levels`); a ladder decided at a look keeps that decision (the shares add up to α, so the
     suite's chance of a false safe CR stays ≤ 5 % across all looks)."""
     from xbench.analyse.decide import spent_levels
-    from xbench.analyse.stats import SafeCompression, safe_compression, suite_stats
+    from xbench.analyse.findings import SafeCompression, safe_compression
+    from xbench.analyse.stats import suite_stats
     from xbench.core.errors import XbenchInputError
     from xbench.core.sequential import Sequential
     from xbench.core.suite import Suite, with_seeds
@@ -322,7 +323,7 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
         if ladders and len(decided) == len(ladders):
             break
     # recorded on the suite's experiment, so `xbench stats` and the page test these seeds at the last look's share
-    # and keep the earlier looks' decisions (`analyse.stats.safe_compression`)
+    # and keep the earlier looks' decisions (`analyse.findings.safe_compression`)
     record = Sequential(
         tuple(looked),
         tuple(levels[: len(looked)]),

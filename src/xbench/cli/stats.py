@@ -90,7 +90,8 @@ def stats_command(
 
     Example: xbench stats --suite quick --plan
     """
-    from xbench.analyse.stats import ACCURACY, METHOD, safe_compression, suite_stats
+    from xbench.analyse.findings import safe_compression
+    from xbench.analyse.stats import ACCURACY, METHOD, suite_stats
     from xbench.analyse.trust import READING
     from xbench.core.errors import XbenchInputError
     from xbench.store.bundle import open_results
@@ -154,7 +155,7 @@ def stats_command(
 
 
 def _safe_dict(safe: object) -> dict[str, object]:
-    from xbench.analyse.stats import SafeCompression
+    from xbench.analyse.findings import SafeCompression
 
     assert isinstance(safe, SafeCompression)
     return {
@@ -185,7 +186,8 @@ def _safe_dict(safe: object) -> dict[str, object]:
 
 def plan_text(suite: str, result: object) -> str:
     """The `--plan` report: per undecided comparison the seeds that would decide it, then the command."""
-    from xbench.analyse.stats import MAX_PLANNED_SEEDS, POWER, SuiteStats
+    from xbench.analyse.inference import MAX_PLANNED_SEEDS, POWER
+    from xbench.analyse.stats import SuiteStats
 
     assert isinstance(result, SuiteStats)
     undecided = [c for c in result.comparisons if c.verdict == "undecided"]
@@ -241,7 +243,8 @@ def print_table(suite: str, result: object) -> None:
     """The comparisons as a terminal table, decided ones first, with a line on how to read it."""
     from rich.table import Table
 
-    from xbench.analyse.stats import ALPHA, METHOD, SuiteStats
+    from xbench.analyse.inference import ALPHA
+    from xbench.analyse.stats import METHOD, SuiteStats
     from xbench.core.progress import stdout_console
 
     assert isinstance(result, SuiteStats)

@@ -1,6 +1,6 @@
 """The record an `xbench run suite --until-decided` run leaves on its suite's experiment: which seed counts it
 looked at and at what share of α each, so the statistics read afterwards pay for the looks
-(`analyse.stats.safe_compression`). Plain data, stored as JSON and read back as untrusted."""
+(`analyse.findings.safe_compression`). Plain data, stored as JSON and read back as untrusted."""
 
 from __future__ import annotations
 

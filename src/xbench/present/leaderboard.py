@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from xbench import __version__
-from xbench.analyse.stats import (
-    ACCURACY,
-    DEFAULT_ACCURACY_MARGIN,
-    METHOD,
-    SuiteStats,
-    suite_stats,
-    summarise_cells,
-)
+from xbench.analyse.findings import summarise_cells
+from xbench.analyse.stats import ACCURACY, DEFAULT_ACCURACY_MARGIN, METHOD, SuiteStats, suite_stats
 from xbench.present.charts import HEIGHT, PAD_B, PAD_L, PAD_R, PAD_T, WIDTH
 from xbench.present.jinja import environment
 from xbench.present.loading import SuiteResults, date_of

@@ -12,12 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from xbench.analyse.findings import CellSummary
 from xbench.analyse.orderings import kendall_tau, pareto_front
-from xbench.analyse.stats import (
-    ACCURACY,
-    CellSummary,
-    SuiteStats,
-)
+from xbench.analyse.stats import ACCURACY, SuiteStats
 from xbench.analyse.trust import READING as TRUST_READING
 from xbench.core.numbers import is_finite_number
 from xbench.core.references import replication_rows

@@ -3,7 +3,7 @@ suite's verdicts (never hand-written), with ranks that are shared wherever the e
 
 Per suite × model × pruning config × explainer, two figures:
 - **safe CR**: the largest CR at which accuracy and every metric are shown no worse than their margins (the suite's
-  safe-compression ladder, `analyse.stats.safe_compression`); 1 when even the smallest CR is not shown safe.
+  safe-compression ladder, `analyse.findings.safe_compression`); 1 when even the smallest CR is not shown safe.
 - **area kept**: the area under each metric's CR curve normalised to CR 1: the curve is the metric's difference to
   CR 1 in units of its margin, signed so that positive is better, 0 at CR 1 by construction, over log₂ CR (each
   halving of the weights counts the same); its area (trapezoids) is divided by log₂ of the largest CR, so it reads
@@ -27,7 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from xbench.analyse.stats import ACCURACY, Comparison, SafeCompression, SuiteStats, safe_compression
+from xbench.analyse.findings import SafeCompression, safe_compression
+from xbench.analyse.stats import ACCURACY, Comparison, SuiteStats
 
 METHOD = (
     "Ranked within each suite, model and pruning config (a suite is one protocol: rows of different suites are never "

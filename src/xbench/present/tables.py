@@ -8,15 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from xbench.analyse.stats import (
-    ACCURACY,
-    CellSummary,
-    Comparison,
-    Reliability,
-    SuiteStats,
-    safe_compression,
-    sweet_spots,
-)
+from xbench.analyse.findings import CellSummary, safe_compression, sweet_spots
+from xbench.analyse.stats import ACCURACY, Comparison, Reliability, SuiteStats
 from xbench.core.numbers import is_finite_number
 from xbench.present.loading import SuiteResults
 from xbench.store.links import run_url
