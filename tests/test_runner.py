@@ -54,7 +54,7 @@ def test_accuracy_comes_from_every_eval_image_and_explanations_from_explain_size
     """`dataset.eval_size` 12 and `explain_size` 3: `correct` and accuracy on all 12, each metric's scores (and the
     scores.csv rows) on the first 3, and the MLflow param says both."""
     from xbench.core.results import per_image_scores
-    from xbench.store.tracking import cell_params
+    from xbench.store.mapping import cell_params
 
     cell = tiny_suite(48)[1]
     cell = cell.model_copy(update={"dataset": cell.dataset.model_copy(update={"eval_size": 12, "explain_size": 3})})

@@ -169,14 +169,14 @@ def test_results_of_an_unknown_suite_are_an_input_error(tmp_path: Path) -> None:
 def test_a_run_with_more_params_tags_and_metrics_than_one_batch_takes_is_logged_whole(tmp_path: Path) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    from xbench.store.tracking import _batches
+    from xbench.store.mapping import batches
 
     store = Store(f"sqlite:///{tmp_path / 'xbench.db'}")
     run_id = store.client.create_run(store.experiment_id("batches", create=True)).info.run_id
     params = [Param(f"p{i}", str(i)) for i in range(130)]
     tags = [RunTag(f"t{i}", str(i)) for i in range(250)]
     metrics = [Metric(f"m{i}", float(i), 0, 0) for i in range(1700)]
-    batches = list(_batches(params, tags, metrics))
+    batches = list(batches(params, tags, metrics))
     for batch_params, batch_tags, batch_metrics in batches:  # MLflow refuses a batch over its limits
         store.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
     assert len(batches) == 3  # the 250 tags need three; the params and metrics ride along

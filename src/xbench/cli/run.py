@@ -285,7 +285,8 @@ def run_until_decided(suite: object, place: RunPlace, max_seeds: int, per_round:
     from xbench.core.sequential import Sequential
     from xbench.core.suite import Suite, with_seeds
     from xbench.store.bundle import open_results
-    from xbench.store.tracking import SEQUENTIAL_TAG, Store
+    from xbench.store.mapping import SEQUENTIAL_TAG
+    from xbench.store.tracking import Store
 
     assert isinstance(suite, Suite)
     first = list(suite.replicate_seeds)

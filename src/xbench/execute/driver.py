@@ -23,7 +23,8 @@ from xbench.execute import backends, planmemo
 from xbench.execute.backends import BackendOptions, RayCluster
 from xbench.plan.graph import build_graph
 from xbench.store.leases import Heartbeat, Lease
-from xbench.store.tracking import EQUIVALENCE_TAG, FAILURE_TAG, REFERENCE_TAG, Pictures, Store
+from xbench.store.mapping import EQUIVALENCE_TAG, FAILURE_TAG, REFERENCE_TAG, Pictures
+from xbench.store.tracking import Store
 
 
 def flat_figures(result: CellResult) -> dict[str, float]:

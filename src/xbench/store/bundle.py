@@ -32,7 +32,9 @@ from xbench.core.cache import library_versions
 from xbench.core.errors import XbenchInputError
 from xbench.core.numbers import finite_or_none
 from xbench.core.results import CellResult, per_image_scores
-from xbench.store.tracking import ResultRecords, Store, StoredRun, order_of
+from xbench.store.mapping import order_of
+from xbench.store.records import ResultRecords, StoredRun
+from xbench.store.tracking import Store
 
 FORMAT = "xbench-results-bundle"
 VERSION = 1

@@ -1,9 +1,11 @@
-"""MLflow: one experiment per suite, one parent run per `xbench run`, one nested child run per cell.
+"""MLflow: one experiment per suite, one parent run per `xbench run`, one nested child run per cell: the client
+(`Store`), the SQLite suite lock and the claims of shared servers (the leases' rules live in `leases`).
 
-Reads (`load_results`) are used by export, leaderboard and check, so this module never imports torch.
+What a result is in MLflow is `mapping`'s; the records read back are `records`'. Reads are used by export, the
+leaderboard and check, so this module never imports torch.
 
-Why ~800 lines in one module: it is four pieces that #43 splits along their seams (the MLflow client, the pure
-CellResult <-> params/metrics/tags mapping, records, the SQLite locks); the leases' rules already live in `leases`.
+Why ~600 lines: `Store` is one client whose methods share its connection, its lock and its claims; each method is one
+MLflow operation (log a cell, claim cells, adopt a parent, read results back).
 """
 
 from __future__ import annotations
@@ -14,37 +16,40 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.extras import require_extra
-from xbench.core.results import ArtifactStore, CellResult, PerturbedScores, per_image_scores, to_record
-from xbench.core.sequential import Sequential
+from xbench.core.results import ArtifactStore, CellResult
 from xbench.store import leases
+from xbench.store.mapping import (
+    CELL_KEY_TAG,
+    EQUIVALENCE_TAG,
+    HUMAN_KEY_TAG,
+    HUMAN_REPORT_FILE,
+    HUMAN_ROLE,
+    PLAN_KEY_TAG,
+    REFERENCE_TAG,
+    RESULT_FILE,
+    ROLE_TAG,
+    SEQUENTIAL_TAG,
+    SUITE_TAG,
+    Pictures,
+    batches,
+    cell_params,
+    order_of,
+    result_files,
+    result_metrics,
+    result_tags,
+)
+from xbench.store.records import ResultRecords, StoredRun
 
 DEFAULT_DB = "xbench.db"
-ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = (
-    "xbench.role",
-    "xbench.cell_key",
-    "xbench.plan_key",
-    "xbench.suite",
-)
-FAILURE_TAG = "xbench.failure"  # a failed run's parent: why it failed
-REFERENCE_TAG = "xbench.reference"  # experiment tag: the published results a suite is compared with
-EQUIVALENCE_TAG = "xbench.equivalence"  # experiment tag: the suite's equivalence margins, as JSON
-SEQUENTIAL_TAG = "xbench.sequential"  # experiment tag: the looks of the last `--until-decided` run (`Sequential`)
-METRICS_TAG, DIRECTION_PREFIX, MISSING_PREFIX = "xbench.metrics", "xbench.direction.", "xbench.missing."
-ENGINE_PREFIX, VERSION_PREFIX = "xbench.engine.", "xbench.metric_version."
-RESULT_FILE = "result.json"  # the CellResult itself, in every cell run's artifacts
-HUMAN_ROLE, HUMAN_REPORT_FILE = "human-study", "human_study.json"  # a human study's run, and its report artifact
-HUMAN_KEY_TAG = "xbench.human_key"  # hash of a study's report: the same analysis is logged once
 # MLflow 3's UI opens an experiment on its GenAI overview ("Traces: 0") unless told it holds model-development runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -70,94 +75,6 @@ def _lock_timeout() -> float:
 
 def experiment_name(suite: str) -> str:
     return f"xbench/{suite}"
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """Where a cell result was read from: its run's id, start time (ms) and tags (the provenance)."""
-
-    run_id: str
-    start_time: int
-    tags: dict[str, str]
-
-
-# Presentation's drawer: a result and its raw arrays in, named picture files (PNG bytes) out.
-Pictures = Callable[[CellResult, dict[str, np.ndarray]], dict[str, bytes]]
-
-
-class ResultRecords:
-    """Flat records and per-image scores from `load_cell_results`: what the store and a results bundle share."""
-
-    _results: dict[str, CellResult]
-
-    def load_cell_results(self, suite: str) -> list[tuple[StoredRun, CellResult]]:
-        raise NotImplementedError
-
-    def sequential_text(self, suite: str) -> str | None:
-        """The record of the suite's last `--until-decided` run (`core.sequential.Sequential`), as stored."""
-        return None
-
-    def sequential(self, suite: str) -> Sequential | None:
-        """The suite's `--until-decided` record, or None when there is none or it does not read (then the statistics
-        test at α, as without looks)."""
-        text = self.sequential_text(suite)
-        return Sequential.from_json(text) if text else None
-
-    def load_results(self, suite: str) -> list[dict[str, Any]]:
-        """One flat record per cell (`results.to_record`), from the cell results; also keeps the results for
-        `per_image_scores`."""
-        return self.records_of(suite, self.load_cell_results(suite))
-
-    def protocol_key(self, records: list[dict[str, Any]]) -> str:
-        """What makes two studies comparable, as a short hash: every cell's specification (model and training,
-        pruning, CR, explainer, metrics, dataset and sizes, device kind, tie draws, timing settings) without its seed,
-        its suite's name or the run. Two stores or bundles with the same key ran the same protocol."""
-        from xbench.core.cache import content_key
-
-        specs = {
-            json.dumps(
-                self._results[r["run_id"]].cell.model_dump(mode="json", exclude={"suite", "seed", "data_seed"}),
-                sort_keys=True,
-            )
-            for r in records
-            if r["run_id"] in self._results
-        }
-        return content_key(sorted(specs))[:12]
-
-    def protocol_fields(self, records: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
-        """The specification behind `protocol_key`, field by field: each dotted field of the cells' specifications
-        (without seed, suite or run) -> its distinct values as JSON, so two protocols can say where they differ."""
-        values: dict[str, set[str]] = {}
-        for r in records:
-            if r["run_id"] not in self._results:
-                continue
-            spec = self._results[r["run_id"]].cell.model_dump(mode="json", exclude={"suite", "seed", "data_seed"})
-            for name, value in _flatten(spec).items():
-                values.setdefault(name, set()).add(json.dumps(value, sort_keys=True))
-        return {name: tuple(sorted(found)) for name, found in sorted(values.items())}
-
-    def records_of(self, suite: str, loaded: list[tuple[StoredRun, CellResult]]) -> list[dict[str, Any]]:
-        """The flat records of cell results already loaded (kept for `per_image_scores`)."""
-        records = []
-        for run, result in loaded:
-            provenance = {key: run.tags.get(tag, "") for key, tag in PROVENANCE_TAGS.items()}
-            records.append(to_record(result, suite, run.run_id, run.start_time, provenance))
-            self._results[run.run_id] = result
-        return records
-
-    def per_image_scores(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """run_id -> {metric or 'correct': per-image scores}, from the cell results `load_results` read."""
-        return {
-            r["run_id"]: per_image_scores(self._results[r["run_id"]]) for r in records if r["run_id"] in self._results
-        }
-
-    def meta_evaluations(self, records: list[dict[str, Any]]) -> dict[str, tuple[PerturbedScores, ...]]:
-        """run_id -> the cell's scores under the suite's meta-evaluation perturbations (none: no entry)."""
-        return {
-            r["run_id"]: self._results[r["run_id"]].meta_evaluation
-            for r in records
-            if r["run_id"] in self._results and self._results[r["run_id"]].meta_evaluation
-        }
 
 
 class Store(ResultRecords):
@@ -498,7 +415,7 @@ class Store(ResultRecords):
         params = [Param(k, str(v)) for k, v in cell_params(cell).items()]
         metrics = [Metric(k, float(v), now, 0) for k, v in result_metrics(result).items()]
         tags = [RunTag(k, str(v)) for k, v in {**result_tags(result), **(extra_tags or {})}.items()]
-        for batch_params, batch_tags, batch_metrics in _batches(params, tags, metrics):
+        for batch_params, batch_tags, batch_metrics in batches(params, tags, metrics):
             self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
         source = json.dumps({**cell.dataset.model_dump(mode="json"), "data_seed": cell.data_seed}, sort_keys=True)
         name = f"{cell.dataset.name}-{cell.dataset.image_size}px"
@@ -513,7 +430,7 @@ class Store(ResultRecords):
             ],
         )
         with tempfile.TemporaryDirectory(prefix="xbench-log-") as workdir:
-            _result_files(result, artifacts, Path(workdir), pictures)
+            result_files(result, artifacts, Path(workdir), pictures)
             self.client.log_artifacts(run_id, workdir)  # one call: each call is a round trip to a tracking server
         self.client.set_terminated(run_id, status="FINISHED")
         return str(run_id)
@@ -676,7 +593,6 @@ class Store(ResultRecords):
 
     def arrays(self, run_id: str, names: tuple[str, ...]) -> dict[str, Any]:
         """The named raw arrays of a loaded cell run (e.g. gallery_images, gallery_attributions), from its artifacts."""
-        import numpy as np
 
         found = {}
         with tempfile.TemporaryDirectory(prefix="xbench-arrays-") as workdir:
@@ -685,159 +601,3 @@ class Store(ResultRecords):
                 if path is not None:
                     found[name] = np.load(path, allow_pickle=False)
         return found
-
-
-def order_of(result: CellResult) -> tuple[Any, ...]:
-    """The order results are listed in: model, pruning method, CR, explainer, seed."""
-    cell = result.cell
-    return (
-        cell.model.name,
-        cell.pruning.method if cell.pruning else "none",
-        cell.compression_rate,
-        cell.explainer.name,
-        cell.seed,
-    )
-
-
-def result_metrics(result: CellResult) -> dict[str, float]:
-    """The MLflow metrics of a result: its figures (the meta-evaluation's per-cell tests among them, as the executor
-    measured them), and per metric the mean, spread, NaN count, cost. Computes nothing."""
-    values = dict(result.figures)
-    for name, metric in result.metrics.items():
-        scores = metric.scores
-        values[name] = metric.mean
-        values[f"{name}_std"] = metric.std
-        values[f"{name}_nan_count"] = float((~np.isfinite(scores)).sum())
-        if metric.tie_std is not None:
-            values[f"{name}_tie_std"] = metric.tie_std
-        values[f"score_seconds.{name}"] = metric.seconds
-        values[f"score_seconds_per_image.{name}"] = metric.seconds / max(1, len(scores))
-        values[f"metric_forward_passes_per_image.{name}"] = metric.forward_passes_per_image
-        values[f"metric_backward_passes_per_image.{name}"] = metric.backward_passes_per_image
-    values["score_seconds"] = sum(metric.seconds for metric in result.metrics.values())
-    return values
-
-
-def result_tags(result: CellResult) -> dict[str, str]:
-    missing = {**result.missing, **{n: m.missing for n, m in result.metrics.items() if m.missing}}
-    return {
-        **{f"{DIRECTION_PREFIX}{n}": "higher" if m.higher_is_better else "lower" for n, m in result.metrics.items()},
-        **{f"{MISSING_PREFIX}{k}": v for k, v in missing.items()},
-        **{f"{ENGINE_PREFIX}{n}": m.engine for n, m in result.metrics.items()},
-        **{f"{VERSION_PREFIX}{n}": m.version for n, m in result.metrics.items()},
-        METRICS_TAG: ",".join(result.metrics),
-        CELL_KEY_TAG: result.cell_key,
-        "xbench.model_key": result.model_key,
-        "xbench.result_version": str(result.version),
-        **result.environment,
-    }
-
-
-def _result_files(
-    result: CellResult, artifacts: ArtifactStore, workdir: Path, pictures: Pictures | None = None
-) -> list[Path]:
-    """result.json, the raw arrays, scores.csv and, when the caller passes a drawer, pictures of the arrays."""
-    import csv
-
-    files = [workdir / RESULT_FILE]
-    files[0].write_text(result.model_dump_json(indent=1))
-    arrays = {}
-    for ref in result.artifacts:
-        arrays[ref.name] = artifacts.get(ref)
-        path = workdir / f"{ref.name}.npy"
-        np.save(path, arrays[ref.name], allow_pickle=False)
-        files.append(path)
-    scores = per_image_scores(result)
-    correct = scores.pop("correct")
-    path = workdir / "scores.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label", *scores, "correct"])
-        for position, index in enumerate(result.scored_images):
-            values = (f"{values[position]:.6g}" for values in scores.values())
-            writer.writerow([index, result.labels[index], *values, f"{correct[index]:g}"])
-    files.append(path)
-    if pictures is not None:
-        for name, data in pictures(result, arrays).items():
-            (workdir / name).write_bytes(data)
-            files.append(workdir / name)
-    return files
-
-
-# What a leaderboard says about where a result came from; every cell run carries these tags.
-PROVENANCE_TAGS = {
-    "xbench": "xbench.version",
-    "git_sha": "xbench.git_sha",
-    "torch": "torch_version",
-    "timm": "timm_version",
-    "quantus": "quantus_version",
-    "python": "python_version",
-    "device": "xbench.device",
-    "suite_file": "xbench.suite_file",
-}
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def _batches(params: list[Any], tags: list[Any], metrics: list[Any]) -> Iterable[tuple[list[Any], ...]]:
-    """(params, tags, metrics) in as few `log_batch` calls as MLflow takes (at most 100 params, 100 tags and 1000
-    entities in all per call): each call is a transaction, and a round trip to a tracking server."""
-    chunks = (_chunks(params, 100), _chunks(tags, 100), _chunks(metrics, 800))
-    for index in range(max(map(len, chunks))):
-        yield tuple(kind[index] if index < len(kind) else [] for kind in chunks)
-
-
-def cell_params(cell: Cell) -> dict[str, Any]:
-    """The MLflow params of a cell: what it is, readable in the UI's columns."""
-    pruning = cell.pruning
-    params: dict[str, Any] = {
-        "model": cell.model.name,
-        "pretrained": cell.model.pretrained,
-        "train_epochs": cell.model.train.epochs,
-        "train_lr": cell.model.train.lr,
-        "train_batch_size": cell.model.train.batch_size,
-        "pruning_method": pruning.method if pruning else "none",
-        "pruning_scope": pruning.scope if pruning else "none",
-        "pruning_granularity": pruning.granularity if pruning else "none",
-        "pruning_schedule": pruning.schedule if pruning else "none",
-        "finetune_epochs": pruning.finetune.epochs if pruning else 0,
-        "finetune_lr": pruning.finetune.lr if pruning else 0,
-        "compression_rate": cell.compression_rate,
-        "explainer": cell.explainer.name,
-        "dataset": cell.dataset.name,
-        "image_size": cell.dataset.image_size,
-        "train_size": cell.dataset.train_size,
-        "eval_size": cell.dataset.eval_size,
-        "explain_size": cell.dataset.explain_size or cell.dataset.eval_size,
-        "seed": cell.seed,
-        "data_seed": cell.data_seed,
-        "tie_draws": cell.tie_draws,
-        "device": cell.device,
-        "perf_batch_sizes": ",".join(map(str, cell.perf.batch_sizes)),
-        "perf_warmup": cell.perf.warmup,
-        "perf_repeats": cell.perf.repeats,
-        "perf_precision": cell.perf.precision,
-        "perf_channels_last": cell.perf.channels_last,
-        "perf_compile": cell.perf.compile,
-        "metric_engine": cell.engine,
-    }
-    params.update({f"model.{k}": v for k, v in cell.model.options.items()})
-    params.update({f"dataset.{k}": v for k, v in (cell.dataset.options or {}).items()})
-    if cell.dataset.path:
-        params["dataset_path"] = cell.dataset.path
-    params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
-    for spec in cell.metrics:
-        params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
-    return params
-
-
-def _flatten(spec: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested specification as dotted fields (lists stay values)."""
-    if not isinstance(spec, dict):
-        return {prefix: spec}
-    flat: dict[str, Any] = {}
-    for key, value in spec.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
