@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xbench.measure.engine import descending_rank
 from xbench.measure.imputation import _wide_holes, impute
+from xbench.measure.operators import descending_rank
 
 PERCENTAGES = range(5, 100, 10)
 IMAGES = 8

@@ -10,7 +10,8 @@ import torch
 
 from tests.conftest import QuadrantModel
 from xbench.core.errors import XbenchInputError
-from xbench.measure.engine import EngineContext, PassCounter, descending_order, engine_metrics, ranked, run_metric
+from xbench.measure.engine import EngineContext, PassCounter, engine_metrics, run_metric
+from xbench.measure.operators import descending_order, ranked
 from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 from xbench.measure.verify import pass_times, random_inputs, verification_params, verify_all, verify_metric
 

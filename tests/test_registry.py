@@ -40,3 +40,19 @@ def test_a_plugin_name_mlflow_would_refuse_is_refused_where_the_plugin_is_define
             registry.register(bad)
     registry.register("ok_name-1.0")(1)
     assert registry.get("ok_name-1.0") == 1
+
+
+def test_a_registry_imports_the_modules_that_fill_it_when_first_read_not_when_made(tmp_path, monkeypatch) -> None:
+    import sys
+
+    (tmp_path / "lazy_owner.py").write_text(
+        "from xbench.core.registry import Registry\nTHINGS = Registry('thing', modules=('lazy_family',))\n"
+    )
+    (tmp_path / "lazy_family.py").write_text("from lazy_owner import THINGS\nTHINGS.register('a')(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_owner
+
+    assert "lazy_family" not in sys.modules  # the owner does not import what fills it
+    assert lazy_owner.THINGS.names() == ["a"] and lazy_owner.THINGS.get("a") == 1
+    assert "lazy_family" in sys.modules
+    sys.modules.pop("lazy_owner"), sys.modules.pop("lazy_family")

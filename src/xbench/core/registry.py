@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -36,9 +37,19 @@ class Registry(Generic[T]):
         ... def saliency(...): ...
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+        """`modules`: where this kind's built-in plug-ins are defined, imported the first time the registry is read
+        (not when it is created), so the module that owns the registry need not import the modules that fill it."""
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._modules = modules
+        self._loaded = not modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # first: the modules register while being imported, which must not load again
+            for module in self._modules:
+                importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         if not _NAME.fullmatch(name):
@@ -58,19 +69,23 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, self.names()) from None
 
     def names(self, pattern: str = "*") -> list[str]:
+        self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

@@ -251,7 +251,7 @@ def _quantus_scores(
     """Quantus's per-image result; for a metric that ranks features, its argsorts break ties by the `ties` policy."""
     quantus_class = quantus_class_for(metric)
     params = dict(params)
-    from xbench.measure.engine import TIE_POLICIES  # one list of policies for both engines
+    from xbench.measure.operators import TIE_POLICIES  # one list of policies for both engines
 
     ties = params.pop("ties", "random") if metric.orders_features else None
     if ties is not None and ties not in TIE_POLICIES:

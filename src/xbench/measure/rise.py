@@ -28,8 +28,9 @@ from scipy.ndimage import convolve, gaussian_filter
 from torch import Tensor, nn
 
 from xbench.core.errors import XbenchInputError
-from xbench.measure.engine import Blocks, EngineContext, ReferenceFn, _jobs, baseline_values, ranked
+from xbench.measure.engine import Blocks, EngineContext, ReferenceFn
 from xbench.measure.metric import torch_metric
+from xbench.measure.operators import baseline_values, jobs, ranked
 
 BLUR = "blur"
 
@@ -81,7 +82,7 @@ def causal_curve(
     start_flat, finish_flat = start.reshape(count, channels, pixels), finish.reshape(count, channels, pixels)
 
     def blocks() -> Blocks:
-        for done, images in _jobs(steps + 1, count, context.batch_size, context.device):
+        for done, images in jobs(steps + 1, count, context.batch_size, context.device):
             changed = (rank[images] < (done * step).unsqueeze(1)).unsqueeze(1)
             mixed = torch.where(changed, finish_flat[images], start_flat[images])
             yield mixed.view(-1, channels, height, width), y[images]
