@@ -11,6 +11,9 @@ sweet spots) is `findings`.
 
 Reads records (`results.to_record`) and per-image scores (`results.per_image_scores`, with `correct` for accuracy):
 no torch, no MLflow.
+
+Just over 450 lines, one purpose: a suite's records made into `decide`'s questions and its rows back into typed
+comparisons, with their margins, reliability and plans; `METHOD` alone, the sentence the pages print, is 20 lines.
 """
 
 from __future__ import annotations

@@ -18,10 +18,8 @@ Stimuli are drawn here, on the presentation side, from the raw arrays each cell 
     instructions.txt     what participants are told (the seed's instructions, adapted)
     study.json           how the study was made (suite, cells, design, pairs, view, top share, seed)
 
-Just over 450 lines, one purpose: exporting a study (stimuli, manifest, study page, MTurk files) from cell results.
-
-Just over 450 lines, one purpose: drawing and writing one crowd study's stimuli and forms, whose formats the
-analysis reads back.
+Just over 450 lines, one purpose: exporting a study (stimuli, manifest, study page, MTurk files) from cell results,
+in the formats `human.answers` reads back.
 """
 
 from __future__ import annotations
