@@ -458,6 +458,7 @@ def _finished_cells(database: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # over 30 s: out of the fast lane, in `make test-all` and CI
 def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
     suite_file = tmp_path / "resume.yaml"
     # Small on purpose: what is tested is the kill and the resume, not the scores.

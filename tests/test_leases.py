@@ -161,6 +161,7 @@ def test_a_cell_whose_other_claim_stays_choosing_is_left_to_it(tmp_path: Path, m
     assert set(claims.mine) == {"z"} and set(claims.held_by_others) == {"x"}
 
 
+@pytest.mark.slow  # over 30 s: out of the fast lane, in `make test-all` and CI
 def test_a_heartbeat_notices_its_parent_was_adopted_and_says_when_it_cannot_reach_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import xbench_here
 from xbench.measure.verify import floor_run, random_inputs
 
 
+@pytest.mark.slow  # over 30 s: out of the fast lane, in `make test-all` and CI
 def test_verify_metrics_reports_difference_times_and_floor_as_json(tmp_path: Path) -> None:
     arguments = ["--device", "cpu", "--model", "resnet10t", "--image-size", "32", "--images", "2"]
     metrics = ["--metric", "selectivity", "--metric", "road"]

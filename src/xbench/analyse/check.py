@@ -50,7 +50,7 @@ class Finding:
 
 def replicate_label(record: dict[str, Any]) -> str:
     """The cell without its seed: what the replicates of a cell share."""
-    pruning = pruning_label(record["pruning_method"], record["compression_rate"])
+    pruning = pruning_label(record["pruning_method"], record["compression_rate"], record.get("quantization"))
     return f"{record['model']} | {pruning} | {record['explainer']}"
 
 

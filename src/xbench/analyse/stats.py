@@ -32,6 +32,7 @@ from xbench.analyse.decide import decide as decide
 from xbench.analyse.decide import families
 from xbench.analyse.inference import ALPHA, CrossedMean, Verdict, seeds_to_decide
 from xbench.analyse.trust import MetricTrust, human_agreement, metric_trust
+from xbench.core.cells import compression_method
 from xbench.core.results import PRUNING_FIELDS, PerturbedScores
 from xbench.core.sequential import Sequential
 
@@ -201,8 +202,10 @@ class SuiteStats:
 
 
 def pruning_of(record: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The record's compression: its method (the pruning method, with ` + <quantization>` when quantized: every
+    grouping, ladder and page row then keeps fp32 and quantized variants apart), scope, granularity and schedule."""
     method, scope, granularity, schedule = (str(record.get(name)) for name in PRUNING_FIELDS)
-    return method, scope, granularity, schedule
+    return compression_method(method, record.get("quantization")), scope, granularity, schedule
 
 
 def _directions(records: list[dict[str, Any]]) -> dict[str, bool]:

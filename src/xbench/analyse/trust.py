@@ -122,7 +122,13 @@ def metric_trust(
         run = record["run_id"]
         if meta.get(run):
             pruning = tuple(record[name] for name in PRUNING_FIELDS)
-            key = (record["model"], *pruning, float(record["compression_rate"]), int(record["seed"]))
+            key = (
+                record["model"],
+                *pruning,
+                record.get("quantization", "none"),
+                float(record["compression_rate"]),
+                int(record["seed"]),
+            )
             groups[key][str(record["explainer"])] = run
             for name, direction in record.get("metric_directions", {}).items():
                 directions[name] = direction == "higher"

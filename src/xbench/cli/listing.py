@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import typer
 
-KINDS = ("suites", "models", "datasets", "pruners", "explainers", "metrics", "schema")
+KINDS = ("suites", "models", "datasets", "pruners", "quantizers", "explainers", "metrics", "schema")
 
 
 def list_command(
     kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}"),
     pattern: str = typer.Option("*", "--filter", "-f", help="Glob on the names, e.g. 'resnet*'"),
 ) -> None:
-    """List suites, timm models, datasets, pruning methods, explainers or metrics (or print the suite JSON Schema).
+    """List suites, timm models, datasets, pruning methods, quantization methods, explainers or metrics (or print the
+    suite JSON Schema).
 
     Example: xbench list models --filter 'resnet*'
     """
@@ -55,6 +56,10 @@ def _registry(kind: str):
         from xbench.components.pruners import pruners
 
         return pruners
+    if kind == "quantizers":
+        from xbench.components.quantizers import quantizers
+
+        return quantizers
     if kind == "explainers":
         from xbench.components.explainers import explainers
 
@@ -74,4 +79,8 @@ def _describe(kind: str, plugin: object) -> str:
         return f"{plugin.category}, {direction}{masks}{engine}"  # type: ignore[attr-defined]
     if kind == "explainers":
         return f"[{plugin.library}] {plugin.description}"  # type: ignore[attr-defined]
+    if kind == "quantizers":
+        defaults = plugin.defaults  # type: ignore[attr-defined]
+        settings = f" (settings: {', '.join(f'{k}={v}' for k, v in defaults.items())})" if defaults else ""
+        return f"{plugin.bits}-bit weights: {plugin.description}{settings}"  # type: ignore[attr-defined]
     return getattr(plugin, "description", "")

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from xbench.cli.clock import COMMAND_STARTED
+from xbench.core.cells import compression_method, quantization_label
 from xbench.core.progress import console, progress_bars, stdout_console
 
 app = typer.Typer(help="Run benchmarks.", no_args_is_help=True)
@@ -253,13 +254,13 @@ def _run_once(suite: object, place: RunPlace) -> None:
     if more:
         title += f" (first {len(metric_names)} metrics; {more} more in MLflow and `xbench export`)"
     table = Table(title=title)
-    for column in ["model", "pruning", "CR", "explainer", "acc", *metric_names, "ms p50"]:
-        table.add_column(column, justify="left" if column in ("model", "pruning", "explainer") else "right")
+    for column in ["model", "compression", "CR", "explainer", "acc", *metric_names, "ms p50"]:
+        table.add_column(column, justify="left" if column in ("model", "compression", "explainer") else "right")
     for cell, figures in summary.completed:
         latency = next((v for k, v in sorted(figures.items()) if k.startswith("latency_ms_p50_bs")), None)
         table.add_row(
             cell.model.name,
-            cell.pruning.method if cell.pruning else "none",
+            compression_method(cell.pruning.method if cell.pruning else "none", quantization_label(cell.quantization)),
             f"{cell.compression_rate:g}",
             cell.explainer.name,
             f"{figures.get('accuracy', float('nan')):.3f}",

@@ -10,12 +10,37 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from xbench.core.cache import content_key
-from xbench.core.suite import ComponentSpec, DatasetConfig, FinetuneConfig, MetaEvaluation, ModelConfig, PerfConfig
+from xbench.core.suite import (
+    ComponentSpec,
+    DatasetConfig,
+    FinetuneConfig,
+    MetaEvaluation,
+    ModelConfig,
+    PerfConfig,
+    QuantizationConfig,
+)
 
 
-def pruning_label(method: str | None, compression_rate: float) -> str:
-    """How every table, log and task names a model variant's pruning: `dense`, or `<method> CR <rate>`."""
-    return "dense" if method in (None, "none") else f"{method} CR {compression_rate:g}"
+def pruning_label(method: str | None, compression_rate: float, quantization: str | None = None) -> str:
+    """How every table, log and task names a model variant's compression: `dense`, `<method> CR <rate>`, and a
+    quantization method after ` + ` (`dense + int8_static`, `magnitude CR 4 + int8_static`)."""
+    label = "dense" if method in (None, "none") else f"{method} CR {compression_rate:g}"
+    return label if quantization in (None, "none") else f"{label} + {quantization}"
+
+
+def quantization_label(config: QuantizationConfig | None) -> str:
+    """A quantization as tables name it: `none`, the method, and its parameters when it has any
+    (`int4_weight(group_size=32)`), so two settings of one method never share a row."""
+    if config is None:
+        return "none"
+    settings = ",".join(f"{k}={v}" for k, v in sorted(config.params.items()))
+    return f"{config.method}({settings})" if settings else config.method
+
+
+def compression_method(pruning_method: str, quantization: str | None) -> str:
+    """The compression a variant had, as one name: the pruning method (`none` for the dense model), then ` + ` and the
+    quantization when it was quantized (`magnitude + int8_static`, `none + fp16`)."""
+    return pruning_method if quantization in (None, "none") else f"{pruning_method} + {quantization}"
 
 
 class _Frozen(BaseModel):
@@ -69,11 +94,12 @@ class Cell(_Frozen):
     eval_selection: SelectionSpec | None = None  # None: the data set's eval images (left out of the key while unset)
     gallery_images: int | None = None  # raw attributions kept; None: the default (left out of the key while unset)
     meta_evaluation: MetaEvaluation | None = None  # perturbed re-scoring; None: none (left out of the key while unset)
+    quantization: QuantizationConfig | None = None  # after pruning; None: fp32 (left out of the key while unset)
 
     @model_serializer(mode="wrap")
     def _without_unset_additions(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for name in ("eval_selection", "gallery_images", "meta_evaluation"):
+        for name in ("eval_selection", "gallery_images", "meta_evaluation", "quantization"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
@@ -85,7 +111,11 @@ class Cell(_Frozen):
 
     @property
     def label(self) -> str:
-        pruning = pruning_label(self.pruning.method if self.pruning else None, self.compression_rate)
+        pruning = pruning_label(
+            self.pruning.method if self.pruning else None,
+            self.compression_rate,
+            self.quantization.method if self.quantization else None,
+        )
         return f"{self.model.name} | {pruning} | {self.explainer.name} | seed {self.seed}"
 
     def __hash__(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from xbench.core.cells import Cell
+from xbench.core.cells import Cell, quantization_label
 from xbench.core.numbers import finite_or_none
 
 RESULT_VERSION = 1
@@ -206,6 +206,9 @@ def to_record(
         "pruning_schedule": pruning.schedule if pruning else "none",
         "compression_rate": cell.compression_rate,
         "compression_rate_counts": result.rate_counts,
+        "quantization": quantization_label(cell.quantization),
+        "stored_bytes": finite_or_none(figures.get("stored_bytes")),
+        "compression_rate_bits": finite_or_none(figures.get("compression_rate_bits")),
         "explainer": cell.explainer.name,
         "seed": cell.seed,
         "data_seed": cell.data_seed,

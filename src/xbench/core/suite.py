@@ -182,6 +182,30 @@ class PruningConfig(_Strict):
         return self
 
 
+class QuantizationConfig(_Strict):
+    """One quantization method, applied to CR 1 and to every pruned variant after pruning (Deep Compression's order):
+    a bare method name in YAML, or {method: ..., <params>}. `none` is the fp32 model, which every suite has anyway."""
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    calibration_images: int = Field(
+        64, ge=1, le=MAX_IMAGES, description="Training images that fix activation ranges (methods that calibrate)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"method": value}
+        if isinstance(value, dict) and "method" in value and "params" not in value:
+            fixed = {"method", "calibration_images"}
+            return {
+                **{k: v for k, v in value.items() if k in fixed},
+                "params": {k: v for k, v in value.items() if k not in fixed},
+            }
+        return value
+
+
 class ComponentSpec(_Strict):
     """An explainer or metric: a bare name in YAML, or {name: ..., <params>}."""
 
@@ -257,6 +281,11 @@ class Suite(_Strict):
     dataset: DatasetConfig = DatasetConfig()
     models: list[ModelConfig] = Field(min_length=1)
     pruning: list[PruningConfig] = Field(default_factory=list)
+    quantization: list[QuantizationConfig] = Field(
+        default_factory=list,
+        description="Quantization methods (`xbench list quantizers`), each applied to CR 1 and every pruned variant: "
+        "[none, int8_static, {method: int4_weight, group_size: 32}, fp16]. Default: none (fp32 only).",
+    )
     explainers: list[ComponentSpec] = Field(min_length=1)
     metrics: list[ComponentSpec] = Field(default_factory=list)
     # torch: xbench's batched engine for the metrics it implements (Quantus for the rest); quantus: Quantus for all.
@@ -325,6 +354,20 @@ class Suite(_Strict):
                 "explain_size unset, or use eval_selection: {method: random}",
             )
         return self
+
+    @model_validator(mode="after")
+    def _quantizations_distinct(self) -> Suite:
+        seen: list[QuantizationConfig] = []
+        for index, config in enumerate(self.quantization):
+            if config in seen:
+                raise _FieldError(f"quantization[{index}]", f"{config.method!r} with these settings is listed twice")
+            seen.append(config)
+        return self
+
+    @property
+    def quantized(self) -> list[QuantizationConfig]:
+        """The quantization methods other than `none` (fp32, which every suite has)."""
+        return [config for config in self.quantization if config.method != "none"]
 
     @model_validator(mode="after")
     def _margins_named(self) -> Suite:

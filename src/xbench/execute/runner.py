@@ -30,6 +30,7 @@ from xbench.components.explainers import explain, explain_tensor, explainers, qu
 from xbench.components.models import model_preprocessing, predict, trained_model, trained_model_key
 from xbench.components.pruners import pruners
 from xbench.components.pruning import pruned_model, pruned_model_key, sparsity_report
+from xbench.components.quantizers import QuantizedModel, fp32_bytes, quantizers, stored_bytes
 from xbench.core.cache import Cache, content_key, library_versions
 from xbench.core.cells import Cell, PlannedSuite
 from xbench.core.errors import XbenchInputError
@@ -39,14 +40,15 @@ from xbench.core.suite import DEFAULT_GALLERY_IMAGES, ComponentSpec, PruningConf
 from xbench.measure.engine import PassCounter, prepare_metric
 from xbench.measure.meta_consistency import consistency_figures
 from xbench.measure.metrics import Scored, engine_for, metrics, random_ties, score
-from xbench.measure.perf import Figures, device_name, latency, measure, speedups
+from xbench.measure.perf import Figures, count_flops, device_name, latency, measure, speedups
 from xbench.measure.perturbations import PERTURBATIONS, draw_seed, perturbed
 from xbench.plan.expand import expand
 from xbench.plan.graph import Node
 from xbench.plan.planner import validate
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
-FIGURES_VERSION = 1  # of what `_measure` computes: a change to it invalidates the measured figures in caches
+# of what `_measure` computes (2: stored bytes, quantized variants): a change invalidates the figures in caches
+FIGURES_VERSION = 2
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -62,9 +64,10 @@ class _Variant:
     """A model variant (trained, maybe pruned) with the figures that do not depend on the explainer."""
 
     key: str
-    model: nn.Module
+    model: nn.Module  # what explainers and metrics run: for a quantized variant, its fake-quantized twin
     figures: Figures
     correct: np.ndarray  # per eval image: whether the variant classifies it correctly (paired accuracy statistics)
+    quantized: QuantizedModel | None = None
 
 
 class CellExecutor:
@@ -104,7 +107,28 @@ class CellExecutor:
             self._variants.popitem(last=False)
 
     def variant(self, cell: Cell, data: ImageData) -> _Variant:
+        """The cell's model variant: trained, pruned (when the cell prunes), then quantized (when it quantizes)."""
         base = self.base(cell, data)
+        pruned = self._pruned(cell, data, base)
+        return pruned if cell.quantization is None else self._quantized(cell, data, pruned, base)
+
+    def _quantized(self, cell: Cell, data: ImageData, pruned: _Variant, base: _Variant) -> _Variant:
+        """`pruned` quantized by the cell's method, calibrated on the first `calibration_images` training images in
+        a `data_seed` order. Quantizing is cheap and deterministic, so it is redone rather than cached."""
+        config = cell.quantization
+        assert config is not None
+        quantizer = quantizers.get(config.method)
+        key = content_key([pruned.key, config.model_dump(mode="json"), quantizer.version, library_versions()])
+        if key not in self._variants:
+            calibration = _calibration_images(data, config.calibration_images, cell.data_seed)
+            quantized = quantizer.quantize(pruned.model, calibration, dict(config.params), self.device)
+            scope = cell.pruning.scope if cell.pruning else "conv"
+            variant = self._measured(key, quantized.explained, cell, data, scope, reference=base, quantized=quantized)
+            self._keep(variant)
+        self._variants.move_to_end(key)
+        return self._variants[key]
+
+    def _pruned(self, cell: Cell, data: ImageData, base: _Variant) -> _Variant:
         if cell.pruning is None:
             return base
         config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
@@ -128,7 +152,14 @@ class CellExecutor:
         return self._variants[key]
 
     def _measured(
-        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+        self,
+        key: str,
+        model: nn.Module,
+        cell: Cell,
+        data: ImageData,
+        scope: str,
+        reference: _Variant | None,
+        quantized: QuantizedModel | None = None,
     ) -> _Variant:
         """Accuracy, size, FLOPs and speed of a variant; speed-ups are against `reference` (the unpruned model).
 
@@ -150,8 +181,8 @@ class CellExecutor:
         cached = self.cache.read(path, lambda p: json.loads(p.read_text()))
         if cached is not None:
             figures = Figures(cached["values"], cached["missing"])
-            return _Variant(key, model, figures, np.asarray(cached["correct"], dtype=bool))
-        variant = self._measure(key, model, cell, data, scope, reference)
+            return _Variant(key, model, figures, np.asarray(cached["correct"], dtype=bool), quantized)
+        variant = self._measure(key, model, cell, data, scope, reference, quantized)
         self.cache.write_json(
             path,
             {
@@ -164,13 +195,31 @@ class CellExecutor:
         return variant
 
     def _measure(
-        self, key: str, model: nn.Module, cell: Cell, data: ImageData, scope: str, reference: _Variant | None
+        self,
+        key: str,
+        model: nn.Module,
+        cell: Cell,
+        data: ImageData,
+        scope: str,
+        reference: _Variant | None,
+        quantized: QuantizedModel | None = None,
     ) -> _Variant:
         report = sparsity_report(model, scope, original=reference.model if reference else None)
-        correct = (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
-        figures = Figures({"accuracy": float(correct.mean()), **report})
         perf = cell.perf
-        figures.update(measure(model, cell.dataset.image_size, self.device, perf))
+        dense_bytes = fp32_bytes(reference.model if reference else model)
+        if quantized is None:
+            correct = (predict(model, data.eval_x, self.device) == data.eval_y).numpy()
+            figures = Figures({"accuracy": float(correct.mean()), **report})
+            figures.update(measure(model, cell.dataset.image_size, self.device, perf))
+            stored = sum(stored_bytes(model).values())
+        else:
+            correct, figures = self._measure_quantized(quantized, model, cell, data)
+            figures.values.update(report)
+            stored = quantized.stored_bytes
+        # what the variant takes stored (pruned zeros as a bitmask where that is smaller), and the unpruned fp32
+        # model's dense bytes over it: pruning and quantization on one axis, counting the same thing
+        figures.values["stored_bytes"] = float(stored)
+        figures.values["compression_rate_bits"] = dense_bytes / stored
         if cell.pruning is not None:  # kernels made for the method's sparsity (2:4), where it has them
             values, missing = pruners.get(cell.pruning.method).sparse_figures(
                 model, cell.dataset.image_size, self.device, perf, latency
@@ -179,6 +228,47 @@ class CellExecutor:
         base = (reference.figures if reference else figures).values
         figures.values.update(speedups(base, figures.values, perf.batch_sizes))
         return _Variant(key, model, figures, correct)
+
+    def _measure_quantized(
+        self, quantized: QuantizedModel, explained: nn.Module, cell: Cell, data: ImageData
+    ) -> tuple[np.ndarray, Figures]:
+        """Accuracy and speed of the deployed model (its int8 kernels run on the CPU), MACs of the explained twin (the
+        same operations), and how far the twin's logits are from the deployed model's on the eval images."""
+        assert cell.quantization is not None
+        quantizer = quantizers.get(cell.quantization.method)
+        cpu = torch.device("cpu")
+        deployed_logits = _logits(quantized.deployed, data.eval_x, cpu)
+        explained_logits = _logits(explained, data.eval_x, self.device)
+        correct = (deployed_logits.argmax(1) == data.eval_y).numpy()
+        spread = float(deployed_logits.max() - deployed_logits.min()) or 1.0
+        gap = float((deployed_logits - explained_logits).abs().max()) / spread
+        figures = Figures(
+            {
+                "accuracy": float(correct.mean()),
+                "quant_logit_gap": gap,
+                "quant_logit_tolerance": quantizer.logit_tolerance,
+                "quant_top1_agreement": float((deployed_logits.argmax(1) == explained_logits.argmax(1)).float().mean()),
+            }
+        )
+        if gap > quantizer.logit_tolerance:
+            from xbench.core.progress import log
+
+            figures.missing["quant_logit_gap_within_tolerance"] = (
+                f"the explained (fake-quantized) model's logits differ from the deployed model's by {gap:.3g} of "
+                f"their range, over {cell.quantization.method}'s tolerance {quantizer.logit_tolerance:g}"
+            )
+            log(f"warning: {cell.label}: {figures.missing['quant_logit_gap_within_tolerance']}")
+        figures.update(count_flops(explained, cell.dataset.image_size, self.device))
+        figures.missing["file_size_mb"] = "a quantized variant's size is stored_bytes (its weights at their bit width)"
+        reason = quantized.latency_missing
+        if reason is None and self.device.type != "cpu":
+            reason = f"{cell.quantization.method} is timed on the CPU, where its kernels run; this cell runs on CUDA"
+        for batch_size in cell.perf.batch_sizes:
+            if reason is None:
+                figures.update(latency(quantized.deployed, cell.dataset.image_size, batch_size, cpu, cell.perf))
+            else:
+                figures.missing[f"latency_ms_p50_bs{batch_size}"] = reason
+        return correct, figures
 
     def explanations(self, cell: Cell, variant: _Variant, data: ImageData) -> tuple[np.ndarray, dict[str, float]]:
         """Attributions for the eval images (cached .npy) and what they cost: seconds and model passes."""
@@ -522,6 +612,24 @@ class CellExecutor:
 
 
 @functools.cache  # once per process: every cell result carries it
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 128) -> torch.Tensor:
+    model.to(device).eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def _calibration_images(data: ImageData, count: int, data_seed: int) -> torch.Tensor:
+    """`count` training images (all, when there are fewer) in a `data_seed` order, without augmentation."""
+    generator = torch.Generator().manual_seed(data_seed)
+    if len(data.train_x):
+        order = torch.randperm(len(data.train_x), generator=generator)[:count]
+        return data.train_x[order]
+    stream = data.train_plain or data.train_stream
+    assert stream is not None, "a data set with neither training tensors nor a training stream"
+    order = torch.randperm(len(stream), generator=generator)[:count]
+    return torch.stack([stream[int(i)][0] for i in order])
+
+
 def _git_sha() -> str:
     try:
         return subprocess.run(

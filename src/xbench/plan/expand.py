@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from xbench.core.cells import Cell, PruningVariant, SelectionSpec, VariantRef
-from xbench.core.suite import ComponentSpec, Suite
+from xbench.core.suite import ComponentSpec, QuantizationConfig, Suite
 
 PLAN_VERSION = "2"  # 2: cells carry data_seed and tie_draws; each seed of a suite is its own cell
 
@@ -36,12 +36,15 @@ class Resolution(BaseModel):
     engine_versions: dict[str, str]  # only the metrics the torch engine computes
     pruner_versions: dict[str, str]
     skipped: tuple[SkippedPair, ...] = ()  # pairs an explainer cannot explain (skip_unsupported: true)
+    quantizations: tuple[QuantizationConfig, ...] = ()  # every method but `none`, its parameters resolved
+    quantizer_versions: dict[str, str] = {}
 
 
 def expand(suite: Suite, resolution: Resolution, device: str) -> list[Cell]:
     """Every cell of `suite`: CR 1 (the unpruned model, shared by every pruning configuration) and each pruning
-    configuration's CRs, × explainers × seeds; seed-major, then model and variant, so an executor keeps one trained
-    model and one variant in memory at a time."""
+    configuration's CRs, each also quantized by every quantization method (fp32 first), × explainers × seeds;
+    seed-major, then model and variant, so an executor keeps one trained model and one variant in memory at a
+    time."""
     variants: list[tuple[PruningVariant | None, float]] = [(None, 1.0)]
     for config in suite.pruning:
         pruned = PruningVariant(**config.model_dump(exclude={"compression_rates"}))
@@ -65,8 +68,9 @@ def expand(suite: Suite, resolution: Resolution, device: str) -> list[Cell]:
         if m.name in resolution.engine_versions
     }
     cells = []
+    quantizations: list[QuantizationConfig | None] = [None, *resolution.quantizations]
     for seed, model in ((seed, model) for seed in suite.replicate_seeds for model in suite.models):
-        for variant, rate in variants:
+        for (variant, rate), quantization in ((v, q) for v in variants for q in quantizations):
             for explainer in resolution.explainers:
                 if (model.name, explainer.name) in skipped:
                     continue
@@ -76,6 +80,7 @@ def expand(suite: Suite, resolution: Resolution, device: str) -> list[Cell]:
                     **metric_versions,
                     **engine_versions,
                     **({"pruner": resolution.pruner_versions[variant.method]} if variant else {}),
+                    **({"quantizer": resolution.quantizer_versions[quantization.method]} if quantization else {}),
                 }
                 cells.append(
                     Cell(
@@ -97,6 +102,7 @@ def expand(suite: Suite, resolution: Resolution, device: str) -> list[Cell]:
                         eval_selection=selections.get(model.name),
                         gallery_images=suite.gallery_images,
                         meta_evaluation=suite.meta_evaluation,
+                        quantization=quantization,
                     )
                 )
     return cells

@@ -11,12 +11,13 @@ from xbench.components.explainers import explainers
 from xbench.components.models import check_model_name, check_model_options, timm_model
 from xbench.components.pruners import pruners
 from xbench.components.pruning import prunability_error
+from xbench.components.quantizers import quantizers
 from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.plugins import load_plugins
 from xbench.core.references import load_reference
 from xbench.core.registry import UnknownNameError
-from xbench.core.suite import ComponentSpec, Suite
+from xbench.core.suite import ComponentSpec, QuantizationConfig, Suite
 from xbench.measure.engine import engine_metrics
 from xbench.measure.metrics import engine_for, metrics
 from xbench.plan.expand import Resolution, SkippedPair, expand
@@ -83,6 +84,23 @@ def unsupported_pairs(suite: Suite) -> dict[tuple[str, str], str]:
     return skipped
 
 
+def _resolve_quantization(config: QuantizationConfig, index: int) -> QuantizationConfig:
+    """The method's parameters over its defaults; an unknown method or parameter names the field and what is allowed."""
+    field = f"quantization[{index}]"
+    quantizer = _check_name(quantizers, config.method, f"{field}.method")
+    unknown = sorted(set(config.params) - set(quantizer.defaults))
+    if unknown:
+        allowed = ", ".join(sorted(quantizer.defaults)) or "none"
+        raise XbenchInputError(
+            f"unknown parameter(s) {', '.join(unknown)} for {config.method}; allowed: {allowed}", field=field
+        )
+    params = {**quantizer.defaults, **config.params}
+    message = quantizer.check(params)
+    if message:
+        raise XbenchInputError(message, field=field)
+    return config.model_copy(update={"params": params})
+
+
 def validate(suite: Suite) -> Resolution:
     """Check every name, parameter and model of `suite` against the libraries (XbenchInputError names the field) and
     resolve what they decide: full parameters, versions, and the (model, explainer) pairs left out."""
@@ -109,6 +127,11 @@ def validate(suite: Suite) -> Resolution:
             )
             if message:
                 raise XbenchInputError(message, field=f"pruning[{index}].method")
+    resolved_quantizations = tuple(
+        _resolve_quantization(config, index)
+        for index, config in enumerate(suite.quantization)
+        if config.method != "none"
+    )
     if suite.reference is not None:
         load_reference(suite.reference)
     _check_unique(suite.explainers, "explainers")
@@ -134,6 +157,8 @@ def validate(suite: Suite) -> Resolution:
         metric_versions={m.name: metrics.get(m.name).version for m in resolved_metrics},
         engine_versions={name: engine_metrics.get(name).version for name in torch_metrics},
         pruner_versions={c.method: pruners.get(c.method).version for c in suite.pruning},
+        quantizations=resolved_quantizations,
+        quantizer_versions={c.method: quantizers.get(c.method).version for c in resolved_quantizations},
         skipped=tuple(
             SkippedPair(model=model, explainer=explainer, reason=reason)
             for (model, explainer), reason in skipped.items()

@@ -51,11 +51,25 @@ def _frame(x_low: float, x_high: float, y_low: float, y_high: float, log_x: bool
     return sx, sy
 
 
+def _spaced(rates: list[float]) -> list[float]:
+    """The rates to label on a log2 axis, each at least a third of a doubling from the last (measured rates, such as
+    bytes, crowd one another where requested ones do not)."""
+    kept: list[float] = []
+    for rate in rates:
+        if not kept or math.log2(rate) - math.log2(kept[-1]) >= 1 / 3:
+            kept.append(rate)
+    return kept
+
+
 def line_chart(
-    title: str, subtitle: str, series: dict[str, list[tuple[float, float, float, float, str]]], colors: dict[str, str]
+    title: str,
+    subtitle: str,
+    series: dict[str, list[tuple[float, float, float, float, str]]],
+    colors: dict[str, str],
+    x_label: str = "compression rate (log scale)",
 ) -> dict[str, Any]:
-    """One panel: x = CR on a log2 axis; per series a line through the means and a band from the 95 % intervals;
-    each point's title names its cell (hover)."""
+    """One panel: x = a compression rate on a log2 axis; per series a line through the means and a band from the 95 %
+    intervals; each point's title names its cell (hover)."""
     points = [p for values in series.values() for p in values if is_finite_number(p[1])]
     chart: dict[str, Any] = {"title": title, "subtitle": subtitle, "series": [], "x_ticks": [], "y_ticks": []}
     if not points:
@@ -67,9 +81,9 @@ def line_chart(
     if y_low == y_high:
         y_low, y_high = y_low - 0.5, y_high + 0.5
     sx, sy = _frame(math.log2(min(rates)), math.log2(max(rates)), y_low, y_high, log_x=True)
-    chart["x_ticks"] = [{"x": sx(r), "label": f"{r:g}"} for r in rates]
+    chart["x_ticks"] = [{"x": sx(r), "label": f"{r:.3g}"} for r in _spaced(rates)]
     chart["y_ticks"] = [{"y": sy(t), "label": f"{t:.3g}"} for t in _ticks(y_low, y_high)]
-    chart["x_label"] = "compression rate (log scale)"
+    chart["x_label"] = x_label
     for name, values in series.items():
         finite = sorted((p for p in values if is_finite_number(p[1])), key=lambda p: p[0])
         banded = [p for p in finite if is_finite_number(p[2]) and is_finite_number(p[3])]

@@ -22,6 +22,7 @@ from xbench.present.jinja import environment
 from xbench.present.loading import SuiteResults, date_of
 from xbench.present.panels import (
     agreement_view,
+    bytes_view,
     curves_view,
     gallery_view,
     human_view,
@@ -83,6 +84,7 @@ def suite_page(
             sweet=sweet_view(results, stats, max_accuracy_drop),
             curves=curves_view(results, summaries),
             methods=methods_view(results, summaries),
+            compression=bytes_view(results, summaries),
             pareto=pareto_view(results, summaries),
             agreement=agreement_view(results, summaries, stats),
             gallery=gallery_view(results, summaries),

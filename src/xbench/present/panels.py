@@ -25,13 +25,27 @@ from xbench.present.tables import readable
 GALLERY_KINDS = {"gallery_overlay.png": "jet heatmap overlay", "gallery_occlusion.png": "top-10 % pixels shown"}
 
 
+def _split(method: str) -> tuple[str, str]:
+    """A compression method's pruning method and quantization (`fp32` when it was not quantized)."""
+    pruning, _, quantization = method.partition(" + ")
+    return pruning, quantization or "fp32"
+
+
 def _curves(summaries: list[CellSummary]) -> dict[tuple[str, str, str], dict[float, CellSummary]]:
-    """(model, pruning method, explainer) -> CR -> cell; the unpruned cell (CR 1) starts every method's curve."""
-    methods = sorted({s.pruning_method for s in summaries if s.pruning_method != "none"})
+    """(model, compression method, explainer) -> CR -> cell. A pruning method's curve starts at the unpruned model
+    (CR 1) with the same quantization (fp32 for an unquantized method); a quantized unpruned model (`none + int8`)
+    has no curve of its own, only that start."""
+    methods = sorted({s.pruning_method for s in summaries if _split(s.pruning_method)[0] != "none"})
     curves: dict[tuple[str, str, str], dict[float, CellSummary]] = defaultdict(dict)
     for summary in summaries:
-        targets = methods if summary.pruning_method == "none" else [summary.pruning_method]
-        for method in targets or ["none"]:
+        pruning, quantization = _split(summary.pruning_method)
+        if pruning == "none":
+            targets = [m for m in methods if _split(m)[1] == quantization]
+            if quantization == "fp32":
+                targets = targets or ["none"]
+        else:
+            targets = [summary.pruning_method]
+        for method in targets:
             curves[(summary.model, method, summary.explainer)][summary.compression_rate] = summary
     return dict(curves)
 
@@ -85,7 +99,8 @@ def methods_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[st
     metric; only methods whose CR counts the same thing share a panel (unstructured: the pruned scope; structured:
     the whole model). Empty for suites with one method."""
     curves = _curves(summaries)
-    methods = sorted({key[1] for key in curves if key[1] != "none"})
+    methods = sorted({key[1] for key in curves if key[1] != "none"})  # quantized ones: `bytes_view`'s
+    methods = [m for m in methods if _split(m)[1] == "fp32"]
     groups: dict[str, list[str]] = defaultdict(list)
     for method in methods:
         pruned = [s for s in summaries if s.pruning_method == method]
@@ -346,3 +361,46 @@ def provenance_view(results: SuiteResults) -> list[tuple[str, str]]:
         for key in keys
     ]
     return [*rows, ("date", date_of(results.records))]
+
+
+BYTES_AXIS = "fp32 dense bytes / stored bytes (log scale)"
+
+
+def bytes_view(results: SuiteResults, summaries: list[CellSummary]) -> dict[str, Any]:
+    """Pruning, quantization and both on one axis, the compression rate in bytes (`compression_rate_bits`: the
+    unpruned fp32 model's dense bytes over the variant's stored bytes), which counts the same thing for every kind of
+    compression. A line per quantization (and pruning method, when the suite has several) through its pruning rates,
+    per model, explainer and metric. Empty unless the suite quantizes."""
+    if all(_split(s.pruning_method)[1] == "fp32" for s in summaries):
+        return {"charts": [], "legend": []}
+    prunings = sorted({_split(s.pruning_method)[0] for s in summaries} - {"none"})
+    kinds = sorted({_split(s.pruning_method)[1] for s in summaries}, key=lambda q: (q != "fp32", q))
+
+    def series_of(summary: CellSummary) -> list[str]:
+        pruning, quantization = _split(summary.pruning_method)
+        if len(prunings) <= 1:
+            return [quantization]
+        return [f"{p} + {quantization}" for p in (prunings if pruning == "none" else [pruning])]
+
+    names = sorted({n for s in summaries for n in series_of(s)}, key=lambda n: (kinds.index(_split(n)[1]), n))
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    panels = sorted({(s.model, s.explainer) for s in summaries})
+    charts = []
+    for metric in [ACCURACY, *results.metric_names]:
+        arrow = "↑" if metric == ACCURACY or results.higher_is_better(metric) else "↓"
+        seen_models = set()
+        for model, explainer in panels:
+            if metric == ACCURACY and model in seen_models:  # accuracy does not depend on the explainer
+                continue
+            seen_models.add(model)
+            series: dict[str, list[tuple[float, float, float, float, str]]] = {name: [] for name in names}
+            for s in summaries:
+                bits = s.values.get("compression_rate_bits")
+                if (s.model, s.explainer) != (model, explainer) or not is_finite_number(bits):
+                    continue
+                for name in series_of(s):
+                    low, high = s.intervals.get(metric, (math.nan, math.nan))
+                    series[name].append((float(bits), s.values.get(metric, math.nan), low, high, s.label))
+            where = model if metric == ACCURACY else f"{model} · {explainer}"
+            charts.append(line_chart(f"{metric} {arrow}", where, series, colors, x_label=BYTES_AXIS))
+    return {"charts": charts, "legend": [{"name": n, "color": colors[n]} for n in names]}

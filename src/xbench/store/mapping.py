@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from xbench.core.cells import Cell
+from xbench.core.cells import Cell, quantization_label
 from xbench.core.results import ArtifactStore, CellResult, per_image_scores
 
 ROLE_TAG, CELL_KEY_TAG, PLAN_KEY_TAG, SUITE_TAG = (
@@ -35,12 +35,13 @@ Pictures = Callable[[CellResult, dict[str, np.ndarray]], dict[str, bytes]]
 
 
 def order_of(result: CellResult) -> tuple[Any, ...]:
-    """The order results are listed in: model, pruning method, CR, explainer, seed."""
+    """The order results are listed in: model, pruning method, CR, quantization, explainer, seed."""
     cell = result.cell
     return (
         cell.model.name,
         cell.pruning.method if cell.pruning else "none",
         cell.compression_rate,
+        quantization_label(cell.quantization),
         cell.explainer.name,
         cell.seed,
     )
@@ -152,6 +153,7 @@ def cell_params(cell: Cell) -> dict[str, Any]:
         "finetune_epochs": pruning.finetune.epochs if pruning else 0,
         "finetune_lr": pruning.finetune.lr if pruning else 0,
         "compression_rate": cell.compression_rate,
+        "quantization": quantization_label(cell.quantization),
         "explainer": cell.explainer.name,
         "dataset": cell.dataset.name,
         "image_size": cell.dataset.image_size,
@@ -174,6 +176,9 @@ def cell_params(cell: Cell) -> dict[str, Any]:
     params.update({f"dataset.{k}": v for k, v in (cell.dataset.options or {}).items()})
     if cell.dataset.path:
         params["dataset_path"] = cell.dataset.path
+    if cell.quantization is not None:
+        params["quantization_calibration_images"] = cell.quantization.calibration_images
+        params.update({f"quantization.{k}": v for k, v in cell.quantization.params.items()})
     params.update({f"explainer.{k}": v for k, v in cell.explainer.params.items()})
     for spec in cell.metrics:
         params.update({f"metric.{spec.name}.{k}": v for k, v in spec.params.items()})
