@@ -5,8 +5,12 @@ and the page."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -184,3 +188,72 @@ def test_a_quantized_suite_runs_and_has_verdicts_bytes_and_a_page(tmp_path: Path
     xbench_here("leaderboard", "build", "--suite", "qsmoke", cwd=tmp_path, check=True)
     page = (tmp_path / "leaderboard" / "site" / "suite-qsmoke.html").read_text()
     assert 'id="compression"' in page and "fp32 dense bytes / stored bytes" in page
+
+
+PLUGIN = """
+import torch
+from xbench.api import QuantizedModel, Quantizer, quantizer
+
+
+@quantizer("bf16_weights")
+class Bf16Weights(Quantizer):
+    bits = 16
+    description = "weights rounded to bfloat16"
+
+    def quantize(self, model, calibration, params, device):
+        import copy
+
+        rounded = copy.deepcopy(model)
+        with torch.no_grad():
+            for parameter in rounded.parameters():
+                parameter.copy_(parameter.bfloat16().float())
+        size = 2 * sum(p.numel() for p in rounded.parameters())
+        return QuantizedModel(rounded, rounded, size, {"bf16": size})
+"""
+
+
+def test_a_quantizer_from_outside_the_package_is_one_file_listed_and_planned(tmp_path: Path) -> None:
+    (tmp_path / "my_quantizers.py").write_text(PLUGIN)
+    suite = _suite(["bf16_weights"])
+    suite.update(name="plugged", plugins=["my_quantizers"])
+    (tmp_path / "plugged.yaml").write_text(yaml.safe_dump(suite))
+    script = (
+        "from xbench.plan.planner import plan\nfrom xbench.core.suite import load_suite\n"
+        "from xbench.components.quantizers import quantizers\n"
+        "cells = plan(load_suite('plugged.yaml')[0], 'cpu')\n"
+        "print(sorted({c.quantization.method for c in cells if c.quantization}), quantizers.names())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['bf16_weights'] ['bf16_weights', 'fp16', 'int4_weight', 'int8_static']"
+
+
+def test_a_gradient_free_explainer_explains_the_deployed_model_where_its_kernels_are_faster(
+    models: dict[str, nn.Module],
+) -> None:
+    from xbench.components.explainers import explainers
+    from xbench.execute.runner import explained_model
+
+    calibration = torch.randn(8, 3, 64, 64)
+    int8 = quantizers.get("int8_static").quantize(models["cnn"], calibration, {}, CPU)
+    int4 = quantizers.get("int4_weight").quantize(models["cnn"], calibration, {"group_size": 32}, CPU)
+    occlusion, saliency = explainers.get("occlusion"), explainers.get("saliency")
+    assert explained_model(occlusion, int8.explained, int8, CPU)[0] is int8.deployed
+    assert explained_model(saliency, int8.explained, int8, CPU)[0] is int8.explained  # gradients: the twin
+    assert explained_model(occlusion, int8.explained, int8, torch.device("cuda"))[0] is int8.explained  # CPU kernels
+    assert explained_model(occlusion, int4.explained, int4, CPU)[0] is int4.explained  # no int4 kernel
+    attributions = explain_with(occlusion, int8.deployed)
+    assert attributions.shape == (2, 1, 64, 64) and np.isfinite(attributions).all()
+
+
+def explain_with(plugin: object, model: nn.Module) -> np.ndarray:
+    from xbench.components.explainers import explain
+
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
+    return explain(plugin, {**plugin.defaults, **plugin.post}, model, x, y, CPU)  # type: ignore[attr-defined]

@@ -18,6 +18,8 @@ from __future__ import annotations
 from xbench.components.datasets import Dataset, ImageData, dataset, datasets
 from xbench.components.explainers import Explainer, explainer, explainers
 from xbench.components.pruners import Pruner, pruners, structured_pruner, unstructured_pruner
+from xbench.components.quantizers import QuantizedModel, Quantizer, quantizers
+from xbench.components.quantizers import register as quantizer
 from xbench.core.cells import Cell
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import Registry, UnknownNameError
@@ -36,6 +38,8 @@ __all__ = [
     "Metric",
     "MetricResult",
     "Pruner",
+    "QuantizedModel",
+    "Quantizer",
     "Registry",
     "Suite",
     "UnknownNameError",
@@ -49,6 +53,8 @@ __all__ = [
     "load_suite",
     "metrics",
     "pruners",
+    "quantizer",
+    "quantizers",
     "quantus_metric",
     "structured_pruner",
     "torch_metric",

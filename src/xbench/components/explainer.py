@@ -30,6 +30,7 @@ class Explainer:
     post: dict[str, Any] = field(default_factory=dict)
     cnn_only: bool = False
     supports: Callable[[nn.Module], str | None] | None = None
+    gradient_free: bool = False  # forward passes only: it can explain a quantized model that has no gradients
 
     @property
     def limited(self) -> bool:
@@ -66,13 +67,23 @@ def explainer(
     version: str = "1",
     cnn_only: bool = False,
     supports: Callable[[nn.Module], str | None] | None = None,
+    gradient_free: bool = False,
 ) -> Callable[[ExplainFn], ExplainFn]:
     def decorator(fn: ExplainFn) -> ExplainFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         description = doc[0] if doc else ""
         explainers.register(name)(
             Explainer(
-                name, fn, dict(defaults or {}), version, description, library, dict(post or {}), cnn_only, supports
+                name,
+                fn,
+                dict(defaults or {}),
+                version,
+                description,
+                library,
+                dict(post or {}),
+                cnn_only,
+                supports,
+                gradient_free,
             )
         )
         return fn

@@ -140,7 +140,13 @@ def deeplift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[st
     return DeepLift(_without_inplace(model)).attribute(x, baselines=_baseline(x, params["baseline"]), target=y)
 
 
-@explainer("occlusion", "captum", defaults={"window_fraction": 0.125, "baseline": "zero"}, post=_GRADIENT_POST)
+@explainer(
+    "occlusion",
+    "captum",
+    defaults={"window_fraction": 0.125, "baseline": "zero"},
+    post=_GRADIENT_POST,
+    gradient_free=True,
+)
 def occlusion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     """Occlusion (Zeiler and Fergus 2014): the score drop when a square window is replaced by the baseline."""
     from captum.attr import Occlusion

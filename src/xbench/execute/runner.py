@@ -285,12 +285,14 @@ class CellExecutor:
                 return attributions, cost
         torch.manual_seed(cell.seed)
         started = time.perf_counter()
-        with PassCounter(variant.model) as counter:
-            attributions = explain(plugin, cell.explainer.params, variant.model, data.eval_x, data.eval_y, self.device)
+        model, device = explained_model(plugin, variant.model, variant.quantized, self.device)
+        with PassCounter(model) as counter:
+            attributions = explain(plugin, cell.explainer.params, model, data.eval_x, data.eval_y, device)
         cost = {
             "seconds": time.perf_counter() - started,
             "forward_passes": counter.forward,
             "backward_passes": counter.backward,
+            "on_deployed_model": float(model is not variant.model),
         }
         self.cache.write(path, lambda p: np.save(p, attributions, allow_pickle=False))
         self.cache.write_json(meta, {**cost, "cell": cell.model_dump(mode="json")})
@@ -353,6 +355,8 @@ class CellExecutor:
         figures.values["explain_seconds_per_image"] = cost["seconds"] / images
         figures.values["explain_forward_passes_per_image"] = cost["forward_passes"] / images
         figures.values["explain_backward_passes_per_image"] = cost["backward_passes"] / images
+        if cell.quantization is not None:
+            figures.values["explained_on_deployed_model"] = cost.get("on_deployed_model", 0.0)
         shares = tie_shares(attributions)
         constant = bool(shares["constant"].all())
         figures.values["attribution_tie_share"] = float(shares["tie_share"].mean())
@@ -611,7 +615,17 @@ class CellExecutor:
         return result
 
 
-@functools.cache  # once per process: every cell result carries it
+def explained_model(
+    plugin: Any, twin: nn.Module, quantized: QuantizedModel | None, device: torch.device
+) -> tuple[nn.Module, torch.device]:
+    """The model an explainer explains, and where: a gradient-free explainer (forward passes only) explains a quantized
+    variant's deployed model itself on a device where its kernels are faster than fp32 (`fast_on`: int8 on the CPU,
+    fp16 on CUDA); every other explainer explains the fake-quantized twin (it needs gradients)."""
+    if quantized is not None and plugin.gradient_free and device.type in quantized.fast_on:
+        return quantized.deployed, device
+    return twin, device
+
+
 def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 128) -> torch.Tensor:
     model.to(device).eval()
     with torch.no_grad():
@@ -630,6 +644,7 @@ def _calibration_images(data: ImageData, count: int, data_seed: int) -> torch.Te
     return torch.stack([stream[int(i)][0] for i in order])
 
 
+@functools.cache  # once per process: every cell result carries it
 def _git_sha() -> str:
     try:
         return subprocess.run(

@@ -63,6 +63,8 @@ def _columns(results: SuiteResults) -> list[Column]:
         Column("attribution_tie_share", "tie share"),
         Column("attribution_constant_count", "constant maps"),
         Column("compression_rate_model", "CR (model)", cost=True),
+        Column("compression_rate_bits", "CR (bytes)", cost=True),
+        Column("stored_bytes", "stored", cost=True, unit="B"),
         Column("sparsity", "sparsity (model)", cost=True),
         Column("params_nonzero", "params nonzero", cost=True, unit=" "),
         Column("flops", "FLOPs dense", cost=True, unit="FLOPs"),

@@ -39,13 +39,15 @@ BUILT_IN = (
 class QuantizedModel:
     """A quantized variant: the model that runs (`deployed`), its fake-quantized twin that explainers differentiate
     (`explained`), and what its stored form takes (`stored_bytes`, itemised in `stored_parts`). `latency_missing`
-    says why the deployed model's speed is not measured on a device (None: it is)."""
+    says why the deployed model's speed is not measured (None: it is); `fast_on` the device types where its kernels
+    are faster than fp32 (where a gradient-free explainer explains the deployed model itself)."""
 
     deployed: nn.Module
     explained: nn.Module
     stored_bytes: int
     stored_parts: dict[str, int]
     latency_missing: str | None = None
+    fast_on: tuple[str, ...] = ()
 
 
 class Quantizer:

@@ -70,4 +70,4 @@ class Fp16(Quantizer):
         for name, _ in list(layers(explained)):
             replace(explained, name, Fp16Layer(explained.get_submodule(name)))
         parts = stored_bytes(model, bits=16)
-        return QuantizedModel(deployed, explained, sum(parts.values()), parts)
+        return QuantizedModel(deployed, explained, sum(parts.values()), parts, fast_on=("cuda",))

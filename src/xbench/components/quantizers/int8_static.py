@@ -168,4 +168,5 @@ class Int8Static(Quantizer):
             parts[layer_weights_part(8)] -= sum(weight_bytes(layer.weight, 8) for layer in unquantized)
             parts["fp32 layer weights"] = sum(weight_bytes(layer.weight, 32) for layer in unquantized)
         latency_missing = None if device.type == "cpu" else "PyTorch's int8 kernels run on the CPU only"
-        return QuantizedModel(deployed.eval(), explained.to(device).eval(), sum(parts.values()), parts, latency_missing)
+        explained = explained.to(device).eval()
+        return QuantizedModel(deployed.eval(), explained, sum(parts.values()), parts, latency_missing, ("cpu",))
