@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from xbench.components.data import render_shapes
-from xbench.components.pruning import make_permanent, prune_step, pruners
+from xbench.components.pruners import pruners
+from xbench.components.pruning import make_permanent, prune_step
 from xbench.core.suite import PerfConfig, PruningConfig
 from xbench.measure.perf import latency
 

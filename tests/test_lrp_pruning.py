@@ -10,8 +10,8 @@ import timm
 import torch
 
 from xbench.components.data import ImageData
-from xbench.components.lrp_pruning import lrp_relevance
 from xbench.components.pruners import pruners
+from xbench.components.pruners.lrp import lrp_relevance
 from xbench.components.pruning import channel_pruned, make_permanent, scope_modules, sparsity_report, unprunable_reason
 from xbench.core.suite import FinetuneConfig, PruningConfig
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from xbench.components.data import ImageData
-from xbench.components.nm_sparsity import follows_pattern, nm_mask, semi_structured_unavailable
 from xbench.components.pruners import pruners
+from xbench.components.pruners.nm_2_4 import follows_pattern, nm_mask, semi_structured_unavailable
 from xbench.components.pruning import make_permanent, scope_modules, sparsity_report
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import FinetuneConfig, PerfConfig, PruningConfig, parse_suite

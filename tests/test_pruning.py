@@ -12,9 +12,8 @@ from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
 from xbench.components.models import timm_model
-from xbench.components.pruners import pruners
+from xbench.components.pruners import Pruner, pruners
 from xbench.components.pruning import (
-    Pruner,
     channel_pruned,
     make_permanent,
     prune_step,

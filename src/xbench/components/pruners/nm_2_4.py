@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
-from xbench.components.pruning import LatencyTimer, UnstructuredPruner, pruners, scope_modules, weight_of
+from xbench.components.pruners._base import LatencyTimer, UnstructuredPruner, pruners
+from xbench.components.pruning import scope_modules, weight_of
 from xbench.core.suite import PerfConfig, PruningConfig
 
 
