@@ -21,7 +21,7 @@ from xbench.components.data import write_image_folder
 
 TRAIN = """
 import json, resource, sys, timm, torch
-from xbench.components.data import load_dataset
+from xbench.components.datasets import load_dataset
 from xbench.components.models import FitOptions, fit
 from xbench.core.suite import Augmentation, DatasetConfig
 

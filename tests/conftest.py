@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from tests.browser import browser  # noqa: F401  (a fixture: headless Chromium for the page tests)
-from xbench.components.data import ImageData, load_dataset
+from xbench.components.data import ImageData
+from xbench.components.datasets import load_dataset
 from xbench.core.suite import SUITES_DIR, DatasetConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xbench.components.data import SHAPE_CLASSES, load_dataset, render_shapes
+from xbench.components.data import SHAPE_CLASSES, render_shapes
+from xbench.components.datasets import load_dataset
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import DatasetConfig
 

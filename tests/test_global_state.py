@@ -55,7 +55,7 @@ def test_the_cache_dir_is_read_when_a_cache_is_opened(tmp_path: Path, monkeypatc
 
 
 def test_a_generated_dataset_is_written_under_the_runs_cache_dir(tmp_path: Path, monkeypatch) -> None:
-    from xbench.components.data import load_dataset
+    from xbench.components.datasets import load_dataset
     from xbench.core.suite import DatasetConfig
 
     monkeypatch.setenv("XBENCH_CACHE_DIR", str(tmp_path / "environment"))

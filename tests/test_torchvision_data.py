@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.services import fashion_mnist_dir
 from xbench.components.datasets import datasets, load_dataset
-from xbench.components.torchvision_data import VOC_CLASSES
+from xbench.components.datasets.torchvision_sets import VOC_CLASSES
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import DatasetConfig, Preprocessing, Suite
 from xbench.plan.planner import validate

@@ -1,8 +1,5 @@
-"""Datasets: the embedded procedural `shapes` set (with ground-truth object masks), ImageFolder and Imagenette.
-
-Over 450 lines: the three dataset plug-ins and their shared loading wait for #43's one-plug-in-per-file layout
-(`components/datasets/`).
-"""
+"""What the data sets share: `ImageData`, the procedural `shapes` images (with object masks) and the image-folder
+machinery (streamed files, timm transforms, masks, splits). The data sets themselves are in `components/datasets/`."""
 
 from __future__ import annotations
 
@@ -16,10 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ValidationError
 
 from xbench.core.errors import XbenchInputError
-from xbench.core.registry import Registry
 from xbench.core.suite import Augmentation, DatasetConfig, Preprocessing
 
 
@@ -114,79 +109,6 @@ class ImageData:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x.cpu() * std + mean).clamp(0, 1)
-
-
-# load(config, seed, cache_root): cache_root is where a loader may keep files it makes (the run's --cache-dir).
-DatasetLoader = Callable[[DatasetConfig, int, Path], ImageData]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    load: DatasetLoader
-    has_masks: bool | Callable[[DatasetConfig], bool]  # or, when it depends on the options, a function of them
-    description: str
-    real_images: bool = False  # transformed by the model's timm data config (`dataset.preprocessing` when unset)
-    options: type[BaseModel] | None = None  # the model `dataset.options` is validated against; None: takes none
-
-    def provides_masks(self, config: DatasetConfig) -> bool:
-        """Whether the eval images of `config` come with ground-truth masks (localisation metrics need them)."""
-        if config.masks is not None:
-            return True
-        return self.has_masks(config) if callable(self.has_masks) else self.has_masks
-
-    def parse_options(self, config: DatasetConfig) -> BaseModel | None:
-        """`dataset.options` checked against this dataset's options model (XbenchInputError names the field)."""
-        if self.options is None:
-            if config.options:
-                raise XbenchInputError(
-                    f"{self.name} takes no options, got {sorted(config.options)}", field="dataset.options"
-                )
-            return None
-        try:
-            return self.options.model_validate(config.options or {})
-        except ValidationError as exc:
-            allowed = ", ".join(self.options.model_fields)
-            lines = []
-            for error in exc.errors():
-                where = ".".join(str(p) for p in error["loc"])
-                lines.append(f"dataset.options.{where}: {error['msg']} (options of {self.name}: {allowed})")
-            raise XbenchInputError("\n  ".join(lines)) from None
-
-
-datasets: Registry[Dataset] = Registry("dataset")
-
-
-def dataset(
-    name: str,
-    has_masks: bool | Callable[[DatasetConfig], bool],
-    real_images: bool = False,
-    options: type[BaseModel] | None = None,
-) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register `load(config, seed, cache_root) -> ImageData`. `options`: a pydantic model of the dataset's own
-    settings (`dataset: {name: ..., options: {...}}` in a suite), checked at plan time; the loader reads them with
-    `datasets.get(name).parse_options(config)`."""
-
-    def decorator(load: DatasetLoader) -> DatasetLoader:
-        doc = (load.__doc__ or "").strip().splitlines()
-        datasets.register(name)(Dataset(name, load, has_masks, doc[0] if doc else "", real_images, options))
-        return load
-
-    return decorator
-
-
-def load_dataset(config: DatasetConfig, seed: int, cache_root: Path | None = None) -> ImageData:
-    """The data set a suite names; `cache_root` (default: the default cache) is where its loader may keep files."""
-    from xbench.core.cache import default_cache_dir
-
-    data = datasets.get(config.name).load(config, seed, cache_root if cache_root is not None else default_cache_dir())
-    if config.validation_size is not None and data.validation is None:
-        raise XbenchInputError(
-            f"dataset {config.name!r} has no held-out eval images for validation_size (image folders have: "
-            f"{', '.join(n for n in datasets.names() if datasets.get(n).real_images)})",
-            field="dataset.validation_size",
-        )
-    return data
 
 
 def fingerprint(config: DatasetConfig, seed: int, version: str) -> str:
@@ -287,26 +209,6 @@ def render_shapes(count: int, image_size: int, rng: np.random.Generator) -> tupl
         images[index] = np.clip(image, 0, 1)
         masks[index, 0] = mask
     return images, labels.astype(np.int64), masks
-
-
-@dataset("shapes", has_masks=True)
-def shapes(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
-    """Coloured shapes and textures on cluttered gradients, 8 classes, with exact object masks."""
-    train_images, train_labels, _ = render_shapes(
-        config.train_size, config.image_size, np.random.default_rng([seed, 0])
-    )
-    eval_images, eval_labels, eval_masks = render_shapes(
-        config.eval_size, config.image_size, np.random.default_rng([seed, 1])
-    )
-    return ImageData.from_arrays(
-        (train_images, train_labels),
-        (eval_images, eval_labels),
-        eval_masks,
-        SHAPE_CLASSES,
-        _SHAPES_MEAN,
-        _SHAPES_STD,
-        fingerprint(config, seed, SHAPES_VERSION),
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -516,40 +418,11 @@ def _require_path(config: DatasetConfig) -> Path:
     return Path(config.path).expanduser()
 
 
-@dataset("imagefolder", has_masks=False, real_images=True)
-def imagefolder(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
-    """`path/train/<class>/*.jpg` and `path/val/<class>/*.jpg` (torchvision ImageFolder layout); masks from
-    `dataset.masks`."""
-    from torchvision.datasets import ImageFolder
-
-    root = _require_path(config)
-    splits = {split: root / split for split in ("train", "val")}
-    for split, folder in splits.items():
-        if not folder.is_dir():
-            raise XbenchInputError(f"{folder} does not exist (expected {root}/{split}/<class>/*)", field="dataset.path")
-    train, evaluation = ImageFolder(str(splits["train"])), ImageFolder(str(splits["val"]))
-    return _from_folders(train, evaluation, train.classes, config, seed)
-
-
 IMAGENETTE_VARIANTS = {
     "full": ("full", "imagenette2"),
     "320": ("320px", "imagenette2-320"),
     "160": ("160px", "imagenette2-160"),
 }
-
-
-@dataset("imagenette", has_masks=False, real_images=True)
-def imagenette(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
-    """Imagenette (`variant`: full, 320 or 160 px), downloaded into `path` with torchvision's checksums unless there."""
-    from torchvision.datasets import Imagenette
-
-    root = _require_path(config)
-    size, folder = IMAGENETTE_VARIANTS[config.variant or "160"]
-    already_there = (root / folder).is_dir()
-    train = Imagenette(str(root), split="train", size=size, download=not already_there)
-    evaluation = Imagenette(str(root), split="val", size=size, download=False)
-    classes = [names[0] for names in train.classes]
-    return _from_folders(train, evaluation, classes, config, seed)
 
 
 def write_image_folder(root: Path, train_count: int, eval_count: int, image_size: int, seed: int = 0) -> Path:
@@ -574,26 +447,3 @@ def write_image_folder(root: Path, train_count: int, eval_count: int, image_size
                         root / "masks" / SHAPE_CLASSES[label] / f"{name}.png"
                     )
     return root
-
-
-@dataset("shapes_files", has_masks=True, real_images=True)
-def shapes_files(config: DatasetConfig, seed: int, cache_root: Path) -> ImageData:
-    """`shapes` written as JPEG files with PNG masks and read back like any image folder (streamed, timm transforms):
-    the real-image path, offline. Written once under `path` (default: the cache), at 1.25 × image_size."""
-    from filelock import FileLock
-    from torchvision.datasets import ImageFolder
-
-    from xbench.core.cache import content_key
-
-    size = round(config.image_size * 1.25)
-    identity = content_key([config.train_size, config.eval_size, size, seed, SHAPES_VERSION])
-    root = Path(config.path).expanduser() if config.path else cache_root / "datasets" / f"shapes-{identity}"
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / ".lock"):  # workers of one run may all load it first: one writes, the rest wait
-        if not (root / ".complete").exists():
-            write_image_folder(root, config.train_size, config.eval_size, size, seed)
-            (root / ".complete").touch()
-    masks = config.masks or str(root / "masks")
-    folder_config = config.model_copy(update={"masks": masks})
-    train, evaluation = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
-    return _from_folders(train, evaluation, train.classes, folder_config, seed)

@@ -36,14 +36,13 @@ from xbench.components.data import (
     DatasetConfig,
     ImageData,
     StreamedImages,
-    dataset,
-    datasets,
     fingerprint,
     folder_transforms,
-    imagenette,
     mask_transform,
     sample_split,
 )
+from xbench.components.datasets._base import dataset, datasets
+from xbench.components.datasets.folders import imagenette
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import Preprocessing
 
