@@ -104,7 +104,7 @@ def test_lrp_conserves_the_target_relevance_on_a_plain_cnn(name: str) -> None:
 def test_lrp_canonizes_timm_resnet_blocks_and_restores_them(tiny_model: torch.nn.Module) -> None:
     from zennit.composites import EpsilonPlusFlat
 
-    from xbench.components.explainers import lrp_canonizers
+    from xbench.components.explainers.lrp import lrp_canonizers
 
     block = tiny_model.layer1[0]
     original_forward = block.forward

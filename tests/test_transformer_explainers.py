@@ -10,7 +10,7 @@ import torch
 from timm.utils import AttentionExtract
 
 from xbench.components.explainers import explain, explainers
-from xbench.components.transformer_explainers import attnlrp_model
+from xbench.components.explainers.attention import attnlrp_model
 
 TRANSFORMER_EXPLAINERS = ["attention_rollout", "transformer_attribution", "attnlrp"]
 CPU = torch.device("cpu")

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
-from xbench.components.explainers import lrp_canonizers, lrp_unsupported
+from xbench.components.explainers.lrp import lrp_canonizers, lrp_unsupported
 from xbench.components.pruners._base import StructuredPruner, UnstructuredPruner, pruners
 from xbench.components.pruning import scope_modules, unstructured_masks, weight_of
 from xbench.core.suite import PruningConfig

@@ -1,5 +1,7 @@
 """What an explainer is: the `Explainer` plug-in, its registry and decorator, and how attributions are computed
-and post-processed to (N, 1, H, W) float32. The catalogue is `explainers.py` (and the files it imports)."""
+and post-processed to (N, 1, H, W) float32. A new explainer is one module (here, or a plug-in named in a suite's
+`plugins:`) with a function registered by `@explainer(name, library)`; the registry imports the built-in modules
+(`BUILT_IN`: Captum, pytorch-grad-cam, controls, Zennit LRP, attention) the first time it is read."""
 
 from __future__ import annotations
 
@@ -56,7 +58,12 @@ class Explainer:
         return {**allowed, **params}
 
 
-explainers: Registry[Explainer] = Registry("explainer")
+BUILT_IN = tuple(
+    f"xbench.components.explainers.{name}" for name in ("captum_methods", "cam_methods", "controls", "lrp", "attention")
+)
+explainers: Registry[Explainer] = Registry("explainer", modules=BUILT_IN)
+# Post-processing, explicit and recorded: channel reduction and absolute value (grad-cam maps are already 1-channel).
+GRADIENT_POST = {"channel_reduction": "sum", "absolute": False}
 
 
 def explainer(
@@ -169,3 +176,14 @@ def default_target_layer(model: nn.Module) -> str:
     raise XbenchInputError(
         f"{type(model).__name__} has no timm feature_info; set target_layer for this explainer in the suite"
     )
+
+
+def without_inplace(model: nn.Module) -> nn.Module:
+    """A copy whose activations are not in-place: Captum's backward hooks (guided backprop, DeepLift) need that."""
+    import copy
+
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if getattr(module, "inplace", False):
+            setattr(module, "inplace", False)  # noqa: B010 (nn.Module types attributes as Tensor | Module)
+    return copied

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xbench.components.explainer import explainer
+from xbench.components.explainers._base import explainer
 
 _HEAD_FUSIONS = ("mean", "max", "min")
 
