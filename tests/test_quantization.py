@@ -257,3 +257,12 @@ def explain_with(plugin: object, model: nn.Module) -> np.ndarray:
 
     x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
     return explain(plugin, {**plugin.defaults, **plugin.post}, model, x, y, CPU)  # type: ignore[attr-defined]
+
+
+def test_the_dry_run_counts_the_quantizations(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(_suite(["none", "int8_static", {"method": "int4_weight", "group_size": 16}])))
+    result = xbench_here("run", "suite", str(path), "--dry-run", cwd=tmp_path, check=True)
+    cells = 2 * 2 * 3 * 2  # CRs × quantizations (fp32 and two) × explainers × seeds of the smoke suite
+    assert f"{cells} cells = 1 model(s) × 2 CR(s) × 3 quantization(s) × 2 explainer(s) × 2 seed(s)" in result.stdout
+    assert "quantization: fp32, int4_weight(group_size=16), int8_static" in result.stdout

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xbench.core.cells import plan_key
+from xbench.core.cells import plan_key, quantization_label
 from xbench.core.suite import Suite, schedule_steps
 from xbench.plan.graph import build_graph
 from xbench.plan.planner import plan
@@ -44,9 +44,11 @@ def dry_run(suite: Suite, device: str, decided_elsewhere: str | None = None) -> 
     rates = sorted({c.compression_rate for c in cells})
     explainers = sorted({c.explainer.name for c in cells})
     seeds = sorted({c.seed for c in cells})
+    quantizations = sorted({quantization_label(c.quantization) for c in cells}, key=lambda q: (q != "none", q))
+    quantized = f" × {len(quantizations)} quantization(s)" if len(quantizations) > 1 else ""
     report.lines.append(
-        f"suite {suite.name}: {len(cells)} cells = {len(models)} model(s) × {len(rates)} CR(s) × {len(explainers)} "
-        f"explainer(s) × {len(seeds)} seed(s)"
+        f"suite {suite.name}: {len(cells)} cells = {len(models)} model(s) × {len(rates)} CR(s){quantized} × "
+        f"{len(explainers)} explainer(s) × {len(seeds)} seed(s)"
     )
     for model, count in sorted(Counter(c.model.name for c in cells).items()):
         report.lines.append(f"  {model}: {count} cells")
@@ -57,6 +59,9 @@ def dry_run(suite: Suite, device: str, decided_elsewhere: str | None = None) -> 
         report.lines.append(
             f"  pruning {config.method} ({config.scope}, {config.granularity}, {config.schedule}): CR {chain}; {tuned}"
         )
+    if quantized:
+        shown = ", ".join("fp32" if q == "none" else q for q in quantizations)
+        report.lines.append(f"  quantization: {shown}; each CR quantized after pruning, compared with fp32 CR 1")
     report.lines.append(f"  device: {device} ({decided_elsewhere or 'decided by this process'})")
     report.lines.append(f"  plan key: {plan_key(cells)} (the suite run's tag xbench.plan_key)")
     report.lines.append(f"  explainers: {', '.join(explainers)}")
