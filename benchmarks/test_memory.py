@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from xbench.components.data import write_image_folder
+from xbench.components.datasets.synthetic import write_image_folder
 
 TRAIN = """
 import json, resource, sys, timm, torch

@@ -15,8 +15,9 @@ import yaml
 from safetensors.torch import save_file
 
 from tests.conftest import xbench_here
-from xbench.components.data import SHAPE_CLASSES, write_image_folder
+from xbench.components.data import SHAPE_CLASSES
 from xbench.components.datasets import load_dataset
+from xbench.components.datasets.synthetic import write_image_folder
 from xbench.components.models import FitOptions, fit, model_preprocessing
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import DatasetConfig, ModelConfig, Preprocessing

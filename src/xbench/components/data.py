@@ -112,8 +112,12 @@ class ImageData:
 
 
 def fingerprint(config: DatasetConfig, seed: int, version: str) -> str:
-    payload = json.dumps({"config": config.model_dump(), "seed": seed, "version": version}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """What the images depend on; not `explain_size` (the explained subset has its own digest), so suites that explain
+    more or fewer images share trained and pruned models."""
+    settings = {k: v for k, v in config.model_dump().items() if k != "explain_size"}
+    return hashlib.sha256(
+        json.dumps({"config": settings, "seed": seed, "version": version}, sort_keys=True).encode()
+    ).hexdigest()[:16]
 
 
 def _normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -423,27 +427,3 @@ IMAGENETTE_VARIANTS = {
     "320": ("320px", "imagenette2-320"),
     "160": ("160px", "imagenette2-160"),
 }
-
-
-def write_image_folder(root: Path, train_count: int, eval_count: int, image_size: int, seed: int = 0) -> Path:
-    """Write `shapes` images as an ImageFolder tree of JPEGs (`root/train/<class>/`, `root/val/<class>/`) with
-    ground-truth masks as PNGs mirroring the eval split (`root/masks/<class>/<stem>.png`): real files for the real
-    image path, offline (tests, `paper-tiny`, the memory benchmark). Rendered in chunks, so memory stays flat."""
-    from PIL import Image
-
-    for split, count, stream in (("train", train_count, 0), ("val", eval_count, 1)):
-        rng = np.random.default_rng([seed, stream])
-        for start in range(0, count, 256):
-            images, labels, masks = render_shapes(min(256, count - start), image_size, rng)
-            for offset, (image, label, mask) in enumerate(zip(images, labels, masks, strict=True)):
-                name = f"{split}-{start + offset:06d}"
-                folder = root / split / SHAPE_CLASSES[label]
-                folder.mkdir(parents=True, exist_ok=True)
-                pixels = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{name}.jpg", quality=90)
-                if split == "val":
-                    (root / "masks" / SHAPE_CLASSES[label]).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(mask[0].astype(np.uint8) * 255).save(
-                        root / "masks" / SHAPE_CLASSES[label] / f"{name}.png"
-                    )
-    return root

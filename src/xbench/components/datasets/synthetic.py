@@ -16,7 +16,6 @@ from xbench.components.data import (
     _from_folders,
     fingerprint,
     render_shapes,
-    write_image_folder,
 )
 from xbench.components.datasets._base import dataset
 from xbench.core.suite import DatasetConfig
@@ -63,3 +62,27 @@ def shapes_files(config: DatasetConfig, seed: int, cache_root: Path) -> ImageDat
     folder_config = config.model_copy(update={"masks": masks})
     train, evaluation = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
     return _from_folders(train, evaluation, train.classes, folder_config, seed)
+
+
+def write_image_folder(root: Path, train_count: int, eval_count: int, image_size: int, seed: int = 0) -> Path:
+    """Write `shapes` images as an ImageFolder tree of JPEGs (`root/train/<class>/`, `root/val/<class>/`) with
+    ground-truth masks as PNGs mirroring the eval split (`root/masks/<class>/<stem>.png`): real files for the real
+    image path, offline (tests, `paper-tiny`, the memory benchmark). Rendered in chunks, so memory stays flat."""
+    from PIL import Image
+
+    for split, count, stream in (("train", train_count, 0), ("val", eval_count, 1)):
+        rng = np.random.default_rng([seed, stream])
+        for start in range(0, count, 256):
+            images, labels, masks = render_shapes(min(256, count - start), image_size, rng)
+            for offset, (image, label, mask) in enumerate(zip(images, labels, masks, strict=True)):
+                name = f"{split}-{start + offset:06d}"
+                folder = root / split / SHAPE_CLASSES[label]
+                folder.mkdir(parents=True, exist_ok=True)
+                pixels = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}.jpg", quality=90)
+                if split == "val":
+                    (root / "masks" / SHAPE_CLASSES[label]).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(mask[0].astype(np.uint8) * 255).save(
+                        root / "masks" / SHAPE_CLASSES[label] / f"{name}.png"
+                    )
+    return root
