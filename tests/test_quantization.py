@@ -188,6 +188,9 @@ def test_a_quantized_suite_runs_and_has_verdicts_bytes_and_a_page(tmp_path: Path
     xbench_here("leaderboard", "build", "--suite", "qsmoke", cwd=tmp_path, check=True)
     page = (tmp_path / "leaderboard" / "site" / "suite-qsmoke.html").read_text()
     assert 'id="compression"' in page and "fp32 dense bytes / stored bytes" in page
+    front = (tmp_path / "leaderboard" / "site" / "index.html").read_text()
+    assert "resnet pruned by magnitude and quantized to int8_static:" in front.replace("test_resnet", "resnet")
+    assert "resnet quantized to int8_static:" in front.replace("test_resnet", "resnet")
 
 
 PLUGIN = """

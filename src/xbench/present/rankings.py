@@ -222,7 +222,7 @@ def answer(suite: str, rows: list[Ranked]) -> str:
         return f"On {suite}, nothing has been compared yet."
     parts = []
     for (model, pruning), members in _by_model(rows).items():
-        where = f"{model} pruned by {pruning.split(' ')[0]}"
+        where = f"{model} {_compressed_by(pruning)}"
         safe = sorted((r for r in members if r.safe_rate > 1), key=_key)
         if not safe:
             first = min(r.smallest_rate for r in members)
@@ -239,6 +239,16 @@ def answer(suite: str, rows: list[Ranked]) -> str:
             + (f"; for {', '.join(unsafe)} not even at CR {min(r.smallest_rate for r in members):g}" if unsafe else "")
         )
     return f"On {suite}, " + "; ".join(parts) + "."
+
+
+def _compressed_by(pruning: str) -> str:
+    """`pruned by magnitude`, `pruned by magnitude and quantized to int8_static`, or `quantized to int8_static` (the
+    unpruned model quantized), from a ranking row's pruning column."""
+    method = pruning.rsplit(" (", 1)[0]
+    pruned, _, quantized = method.partition(" + ")
+    if pruned == "none" and quantized:
+        return f"quantized to {quantized}"
+    return f"pruned by {pruned}" + (f" and quantized to {quantized}" if quantized else "")
 
 
 def _by_model(rows: list[Ranked]) -> dict[tuple[str, str], list[Ranked]]:
