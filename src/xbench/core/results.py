@@ -209,6 +209,7 @@ def to_record(
         "quantization": quantization_label(cell.quantization),
         "stored_bytes": finite_or_none(figures.get("stored_bytes")),
         "compression_rate_bits": finite_or_none(figures.get("compression_rate_bits")),
+        "quant_logit_gap": finite_or_none(figures.get("quant_logit_gap")),
         "explainer": cell.explainer.name,
         "seed": cell.seed,
         "data_seed": cell.data_seed,

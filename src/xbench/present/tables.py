@@ -65,6 +65,7 @@ def _columns(results: SuiteResults) -> list[Column]:
         Column("compression_rate_model", "CR (model)", cost=True),
         Column("compression_rate_bits", "CR (bytes)", cost=True),
         Column("stored_bytes", "stored", cost=True, unit="B"),
+        Column("quant_logit_gap", "quantized: twin's logit gap", cost=True),
         Column("sparsity", "sparsity (model)", cost=True),
         Column("params_nonzero", "params nonzero", cost=True, unit=" "),
         Column("flops", "FLOPs dense", cost=True, unit="FLOPs"),
