@@ -1,6 +1,6 @@
 """Suite files: YAML that maps one to one onto the pydantic models below (unknown keys are errors).
 
-Just over 450 lines, one purpose: the suite schema, its validators and its loading (with the error messages that name
+About 500 lines, one purpose: the suite schema, its validators and its loading (with the error messages that name
 the YAML path) belong together, since each validator's message names the field the model declares.
 """
 

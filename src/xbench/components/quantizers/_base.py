@@ -54,14 +54,13 @@ class Quantizer:
     """One quantization method. `defaults` are its parameters (the suite may set them), `bits` the weights' width.
 
     Subclasses implement `quantize(model, calibration, params, device)`; `calibration` is a batch of training images
-    (the suite's `calibration_images`), used by methods that fix activation ranges before deployment."""
+    (the suite's `calibration_images`); methods that fix no activation ranges ignore it."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     bits: ClassVar[int] = 32
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
-    uses_calibration: ClassVar[bool] = False
     # the largest difference between the explained and deployed models' logits, relative to the deployed logits'
     # range over the eval images, that a variant may show (checked per variant, logged as `quant_logit_gap`)
     logit_tolerance: ClassVar[float] = 0.02

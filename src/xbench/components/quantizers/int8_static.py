@@ -122,7 +122,6 @@ def _supported(layer: nn.Module) -> bool:
 class Int8Static(Quantizer):
     bits = 8
     description = "int8 weights per channel and int8 activations at calibrated ranges (PyTorch x86 int8 CPU kernels)"
-    uses_calibration = True
     # where the fp32 sum and the kernel's int32 sum round an output near a half-step apart, the two models take
     # different steps (2 of 131,072 outputs of one resnet10t layer), which later layers carry: 0.3-1.7 % of the
     # logits' range measured on resnet10t and a 4-block ViT (tests/test_quantization.py)
