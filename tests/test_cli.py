@@ -3,7 +3,10 @@ concurrency go through the real process (`xbench`); what a command prints is rea
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMOKE, xbench, xbench_here
+from tests.conftest import SMOKE, hold_plugin, xbench, xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite
 from xbench.plan.planner import plan, validate
@@ -223,8 +226,23 @@ def test_until_decided_adds_seeds_in_rounds_each_look_at_its_spent_level(smoke_r
         assert ladder["level"] <= spent_levels(looks, 3)[looks.index(at)] * (1 + 1e-9)
 
 
-def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path) -> None:
-    result = json.loads(xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout)
+def test_stats_reports_every_comparison_with_its_ci_and_corrected_p(smoke_run: Path, tmp_path: Path) -> None:
+    printed = xbench_here("stats", "--suite", "smoke", "--format", "json", cwd=smoke_run, check=True).stdout
+    result = json.loads(printed)
+    # -o writes the same JSON to a file; CSV has one row per comparison with the JSON's figures
+    xbench_here(
+        "stats", "--suite", "smoke", "--format", "json", "-o", str(tmp_path / "s.json"), cwd=smoke_run, check=True
+    )
+    assert json.loads((tmp_path / "s.json").read_text()) == result
+    xbench_here(
+        "stats", "--suite", "smoke", "--format", "csv", "-o", str(tmp_path / "s.csv"), cwd=smoke_run, check=True
+    )
+    with (tmp_path / "s.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(result["comparisons"]) and {"verdict", "family", "ci_low", "p_holm"} <= set(rows[0])
+    for row, comparison in zip(rows, result["comparisons"], strict=True):
+        assert row["verdict"] == comparison["verdict"] and row["metric"] == comparison["metric"]
+        assert float(row["mean_diff"]) == pytest.approx(comparison["mean_diff"])
     suite = load_suite(str(SMOKE))[0]
     assert result["seeds"] == suite.replicate_seeds and not result["within_one_trained_model"]
     # 1 pruned CR x (2 explainers x 5 metrics + accuracy)
@@ -287,7 +305,12 @@ def test_run_seeds_extends_a_finished_suite_by_the_new_seeds_cells_only(tmp_path
 def test_check_holds_against_its_own_baseline_and_catches_a_planted_regression(smoke_run: Path, tmp_path: Path) -> None:
     baseline = tmp_path / "baseline.json"
     xbench_here("check", "--write-baseline", str(baseline), "--suite", "smoke", cwd=smoke_run, check=True)
-    assert xbench_here("check", "--baseline", str(baseline), cwd=smoke_run).returncode == 0
+    quiet = xbench_here("check", "--baseline", str(baseline), cwd=smoke_run, env={"COLUMNS": "300"})
+    assert quiet.returncode == 0 and "xbench check: suite" not in quiet.stderr  # nothing changed: no table
+    listed = xbench_here("check", "--baseline", str(baseline), "--all", cwd=smoke_run, env={"COLUMNS": "300"})
+    unchanged = int(re.search(r"(\d+) ok", listed.stderr).group(1))  # type: ignore[union-attr]
+    assert listed.returncode == 0 and unchanged > 0
+    assert sum(line.startswith("│ ok ") for line in listed.stderr.splitlines()) == unchanged  # --all: every row
     data = json.loads(baseline.read_text())
     assert data["version"] == 3 and all("per_image" in c for c in data["cells"].values())  # tested through decide
     group = next(c["replicate"] for c in data["cells"].values() if "sparseness" in c["per_image"])
@@ -469,9 +492,16 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
         dataset__train_size=128,
         models__0__train__epochs=1,
         metrics=["sparseness", "complexity"],
+        plugins=["hold_plugin"],
+        explainers=["saliency", "hold_after_first_cell"],
     )
     suite_file.write_text(yaml.safe_dump(light))
-    total = len(plan(load_suite(str(suite_file))[0], "cpu"))
+    # Every cell but the first holds in the plug-in explainer, so the kill lands mid-suite however fast the machine
+    # (no polling race); the rerun finds the release mark.
+    held = hold_plugin(tmp_path)
+    unplugged = tmp_path / "unplugged.yaml"  # as many cells, without importing the plug-in into this process
+    unplugged.write_text(yaml.safe_dump({**light, "plugins": [], "explainers": ["saliency", "gradcam"]}))
+    total = len(plan(load_suite(str(unplugged))[0], "cpu"))
     command = [
         sys.executable,
         "-m",
@@ -483,16 +513,24 @@ def test_a_killed_run_resumes_and_logs_each_cell_once(tmp_path: Path) -> None:
         str(tmp_path / "c"),
         "--no-progress",
     ]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # No deadline: the run either logs a cell or exits (then the assertion below says so); CI's limit ends a hang.
-    while _finished_cells(tmp_path / "xbench.db") < 1 and process.poll() is None:
+    environment = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **held}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    # No deadline: the run either holds with its first cell logged, or exits (then the assertion below says so);
+    # CI's limit ends a hang.
+    while process.poll() is None:
+        if (tmp_path / "marks" / "held").exists() and _finished_cells(tmp_path / "xbench.db") >= 1:
+            break
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended without holding"
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_at_kill = _finished_cells(tmp_path / "xbench.db")
     assert 1 <= done_at_kill < total, "the kill must land mid-suite"
 
-    xbench("run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "c"), cwd=tmp_path, check=True)
+    (tmp_path / "marks" / "release").touch()
+    xbench("run", "suite", str(suite_file), "--cache-dir", str(tmp_path / "c"), cwd=tmp_path, env=held, check=True)
     s = store(tmp_path)
     runs = list(s.client.search_runs([s.experiment_id("resume")], max_results=1000))
     cells = [r for r in runs if r.data.tags.get("xbench.role") == "cell"]

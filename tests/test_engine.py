@@ -243,3 +243,16 @@ def test_cumulative_metrics_refuse_baselines_quantus_recomputes_per_step() -> No
     model, x, y, a = random_inputs("resnet10t", IMAGE_SIZE, 2, seed=0)
     with pytest.raises(XbenchInputError, match="engine: quantus"):
         run_metric("pixel_flipping", {"perturb_baseline": "mean"}, EngineContext(model, CPU), x, y, a)
+
+
+def test_engine_halves_its_batch_on_out_of_memory_and_keeps_every_image_in_order() -> None:
+    from tests.test_perf import FitsBatchesUpTo
+
+    model = FitsBatchesUpTo(limit=5)
+    context = EngineContext(model=model, device=torch.device("cpu"), batch_size=16)
+    images = torch.randn(20, 3, 4, 4)
+    logits = context.logits([(images, None)], total=20)
+    expected = model.linear(images.mean(dim=(2, 3)))
+    assert context.batch_size == 4  # 16 -> 8 -> 4, the first that fits, kept for later calls
+    torch.testing.assert_close(logits, expected.detach())
+    assert max(model.seen[-5:]) <= 4 and sum(s for s in model.seen if s <= 5) == 20

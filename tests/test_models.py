@@ -59,11 +59,30 @@ def test_steps_cap_the_optimiser_steps(small_data: ImageData, tiny_model: torch.
         assert optimiser_steps == 7 and len(losses) == 2  # 64 images / 16 = 4 steps an epoch
 
 
-def test_early_stopping_keeps_the_best_validation_weights(small_data: ImageData, tiny_model: torch.nn.Module) -> None:
-    # A learning rate this large wrecks the model after the first epoch, so patience 1 stops at the second.
+def test_early_stopping_keeps_the_best_validation_weights(
+    small_data: ImageData, tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A learning rate this large wrecks the model after the first epoch, so patience 1 stops early; every validation
+    # is recorded with the weights it scored, and the model fit returns must hold the best-scoring weights, not the
+    # last epoch's.
+    validated: list[tuple[float, dict[str, torch.Tensor]]] = []
+    measure = models._validation_accuracy
+
+    def recording(model: torch.nn.Module, *args: object) -> float:
+        score = measure(model, *args)  # type: ignore[arg-type]
+        validated.append((score, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return score
+
+    monkeypatch.setattr(models, "_validation_accuracy", recording)
     options = models.FitOptions(epochs=6, lr=5.0, batch_size=16, patience=1, validation_fraction=0.25)
     losses = models.fit(tiny_model, small_data, options, 0, torch.device("cpu"), "test")
-    assert len(losses) < 6
+    assert len(losses) == len(validated) < 6  # stopped early: the last epoch scored no better than the best
+    best_score = max(score for score, _ in validated)
+    best_state = next(state for score, state in validated if score == best_score)
+    final_state = tiny_model.state_dict()
+    assert all(torch.equal(final_state[k], best_state[k]) for k in best_state)
+    last_state = validated[-1][1]
+    assert not all(torch.equal(final_state[k], last_state[k]) for k in last_state if k.endswith("weight"))
 
 
 def test_trained_model_is_cached_and_not_retrained(

@@ -60,3 +60,34 @@ def test_timing_settings_run_and_leave_the_model_alone(settings: dict) -> None:
     assert figures["latency_ms_p50_bs2"] > 0
     assert model[0].weight.is_contiguous()  # channels_last was applied to a copy
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class FitsBatchesUpTo(nn.Module):
+    """Raises the real CUDA out-of-memory error for batches larger than `limit` (the fault cannot be caused on a CPU,
+    so the model raises it), and records every batch size it was given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.linear = nn.Linear(3, 2)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(len(x))
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"tried batch {len(x)}")
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def test_latency_halves_the_batch_on_out_of_memory_and_says_so() -> None:
+    model = FitsBatchesUpTo(limit=8)
+    figures = latency(model, 8, 32, torch.device("cpu"), PerfConfig(batch_sizes=[32], warmup=1, repeats=2))
+    assert "latency_ms_p50_bs8" in figures.values and "latency_ms_p50_bs32" not in figures.values
+    assert "out of memory at batch size 32" in figures.missing["latency_ms_p50_bs32"]
+    assert "measured at batch size 8 instead" in figures.missing["latency_ms_p50_bs16"]
+    assert set(model.seen) == {32, 16, 8}
+
+
+def test_latency_at_batch_one_out_of_memory_is_missing_with_the_reason() -> None:
+    figures = latency(FitsBatchesUpTo(limit=0), 8, 4, torch.device("cpu"), PerfConfig(warmup=0, repeats=1))
+    assert not figures.values and "out of memory at batch size 1" in figures.missing["latency_ms_p50_bs4"]

@@ -124,10 +124,56 @@ def test_a_dataset_with_options_a_pruner_and_a_torch_only_metric_from_outside_ru
 
     suite["dataset"]["options"] = {"factor": 2.0, "colour": "red"}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(suite))
+    before = _tree(tmp_path)
     bad = xbench("run", "suite", "bad.yaml", cwd=tmp_path, env=plugged)
     assert bad.returncode == 2, bad.stderr
     assert "dataset.options.factor" in bad.stderr and "dataset.options.colour" in bad.stderr
-    assert "options of dimmed_shapes: factor" in bad.stderr and not (tmp_path / "bad").exists()
+    assert "options of dimmed_shapes: factor" in bad.stderr
+    assert _tree(tmp_path) == before  # the store, the cache and the folder: not a byte written
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes (the MLflow store and the cache included)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_plugin_pruner_prunes_in_its_own_order_and_a_dataset_option_takes_effect(tmp_path: Path) -> None:
+    (tmp_path / "my_lab.py").write_text(ONE_OF_EACH)
+    result = _run(
+        """
+        import json
+        import torch
+        import my_lab
+        from xbench.components.datasets import datasets
+        from xbench.components.pruners import pruners
+        from xbench.core.suite import DatasetConfig, PruningConfig
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+        original = model[0].weight.detach().clone()
+        config = PruningConfig(method="most_negative_first", compression_rates=[2])
+        pruner = pruners.get("most_negative_first")
+        model, _ = pruner.prune_step(model, config, 2.0, 0, None, 0, torch.device("cpu"))
+        kept = model[0].weight.detach() != 0
+        dataset = DatasetConfig(name="shapes", image_size=16, train_size=8, eval_size=8)
+        plain = datasets.get("shapes").load(dataset, 0, None)
+        dimmed = dataset.model_copy(update={"name": "dimmed_shapes", "options": {"factor": 0.25}})
+        dim = datasets.get("dimmed_shapes").load(dimmed, 0, None)
+        print(json.dumps({
+            "kept": int(kept.sum()), "total": kept.numel(),
+            "largest_removed": float(original[~kept].max()), "smallest_kept": float(original[kept].min()),
+            "ratio": float((dim.eval_x / plain.eval_x)[plain.eval_x != 0].mean()),
+            "train_same": bool(torch.equal(dim.train_x, plain.train_x)),
+        }))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["kept"] == out["total"] // 2
+    # importance = the signed weight: every removed weight lies below every kept one (not |w|, as magnitude would)
+    assert out["largest_removed"] <= out["smallest_kept"]
+    assert out["ratio"] == pytest.approx(0.25) and out["train_same"]
 
 
 CONSTANT_PLUGIN = '''
