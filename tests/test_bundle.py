@@ -66,7 +66,8 @@ def test_a_bundle_reproduces_the_store_built_page_stats_check_and_study(smoke_ru
     baseline = str(ROOT / "leaderboard" / "baselines" / "smoke.json")
     gate_store = xbench_here("check", "--baseline", baseline, cwd=smoke_run)
     gate_bundle = xbench_here("check", "--baseline", baseline, "--from", str(bundle), cwd=tmp_path)
-    assert gate_bundle.returncode == gate_store.returncode and gate_bundle.stdout == gate_store.stdout
+    assert gate_store.returncode == 0 and "0 regressed" in gate_store.stderr, gate_store.stderr  # the committed gate
+    assert gate_bundle.returncode == 0 and gate_bundle.stderr == gate_store.stderr
 
     # A human study drawn from either: the same stimuli and manifest.
     for source, args, cwd in (("store", [], smoke_run), ("bundle", ["--from", str(bundle)], tmp_path)):

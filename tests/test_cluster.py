@@ -177,8 +177,9 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
                 "stats": xbench_here(
                     "stats", "--suite", "smoke", "--format", "json", "--tracking-uri", uri, cwd=tmp_path, check=True
                 ).stdout,
-                "check": xbench_here("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path).stdout,
             }
+            gate = xbench_here("check", "--baseline", str(BASELINE), "--tracking-uri", uri, cwd=tmp_path)
+            outputs[name]["check"] = f"exit {gate.returncode}\n{gate.stdout}{gate.stderr}"
             site = tmp_path / f"site-{name}"
             xbench_here(
                 "leaderboard",
@@ -206,6 +207,8 @@ def test_smoke_on_ray_with_a_postgresql_mlflow_server_matches_a_local_run(tmp_pa
         for key in local:
             assert not _same(local[key], ray[key]), (output, key, _same(local[key], ray[key]))
     assert json.loads(outputs["local"]["stats"])["comparisons"] == json.loads(outputs["ray"]["stats"])["comparisons"]
+    # the committed baseline passes on both, with the same findings (its table and counts)
+    assert outputs["local"]["check"].startswith("exit 0\n") and "0 regressed" in outputs["local"]["check"]
     assert outputs["local"]["check"] == outputs["ray"]["check"]
 
 
