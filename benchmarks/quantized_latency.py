@@ -1,5 +1,6 @@
-"""Latency of the quantized models that `int8_static` and `fp16` deploy against the fp32 model, on this machine's CPU,
-side by side: each round times every variant once, in turn, so a busy or throttled moment costs all of them alike.
+"""Latency of the quantized models that `int8_static`, `int8_dynamic` and `fp16` deploy against the fp32 model, on this
+machine's CPU, side by side: each round times every variant once, in turn, so a busy or throttled moment costs all of
+them alike.
 The table gives medians over rounds, each variant's speed-up over fp32 (above 1 = faster) and the int8 model's logit
 drift (max |int8 - fp32| over the fp32 logits' range).
 
@@ -48,14 +49,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, {args.rounds} rounds x {args.repeats}\n")
-    print("| model | px | batch | fp32 ms | int8_static ms (speed-up) | fp16 ms (speed-up) | int8 logit drift |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | px | batch | fp32 ms | int8_static ms (speed-up) | int8_dynamic ms (speed-up) | fp16 ms (speed-up) "
+        "| int8 logit drift |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, size, batch in CASES:
         model = timm_model(name, 10, size).eval()
         images = torch.randn(batch, 3, size, size)
         calibration = torch.randn(32, 3, size, size)
         variants = {"fp32": model}
-        for method in ("int8_static", "fp16"):
+        for method in ("int8_static", "int8_dynamic", "fp16"):
             quantizer = quantizers.get(method)
             quantized = quantizer.quantize(model, calibration, dict(quantizer.defaults), torch.device("cpu"))
             variants[method] = quantized.deployed
@@ -69,7 +73,8 @@ def main() -> None:
         drift = float((reference - int8).abs().max() / (reference.max() - reference.min()))
         print(
             f"| {name} | {size} | {batch} | {median['fp32']:.1f} | {median['int8_static']:.1f} "
-            f"({median['fp32'] / median['int8_static']:.2f}×) | {median['fp16']:.1f} "
+            f"({median['fp32'] / median['int8_static']:.2f}×) | {median['int8_dynamic']:.1f} "
+            f"({median['fp32'] / median['int8_dynamic']:.2f}×) | {median['fp16']:.1f} "
             f"({median['fp32'] / median['fp16']:.2f}×) | {drift:.3f} |"
         )
 

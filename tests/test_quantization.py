@@ -39,7 +39,7 @@ def models() -> dict[str, nn.Module]:
 
 
 @pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
-@pytest.mark.parametrize("method", ["int8_static", "int4_weight", "fp16"])
+@pytest.mark.parametrize("method", ["int8_static", "int8_dynamic", "int4_weight", "fp16"])
 def test_the_explained_model_computes_what_the_deployed_model_does(
     method: str, kind: str, models: dict[str, nn.Module]
 ) -> None:
@@ -86,6 +86,19 @@ def test_int8_static_runs_pytorchs_int8_kernels(models: dict[str, nn.Module]) ->
     )
 
 
+def test_int8_dynamic_runs_pytorchs_dynamic_int8_kernel_on_every_linear_layer(models: dict[str, nn.Module]) -> None:
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    for kind, model in models.items():
+        quantized = quantizers.get("int8_dynamic").quantize(model, torch.empty(0), {}, CPU)
+        kernels = [m for m in quantized.deployed.modules() if isinstance(m, nnqd.Linear)]
+        assert len(kernels) == sum(type(m) is nn.Linear for m in model.modules()) > 0, kind
+        assert all(m.weight().dtype == torch.qint8 for m in kernels)
+        convolutions = [m for m in quantized.deployed.modules() if type(m) is nn.Conv2d]
+        assert len(convolutions) == sum(type(m) is nn.Conv2d for m in model.modules())  # they stay fp32
+        assert quantized.latency_missing is None and quantized.fast_on == ("cpu",)
+
+
 def _small() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -111,6 +124,9 @@ def test_stored_bytes_match_a_hand_count() -> None:
     int4 = quantizers.get("int4_weight").quantize(model, calibration, {"group_size": 32}, CPU)
     # 108 + 8 weights at 4 bits = 54 + 4 bytes; groups: 4 rows of 27 (one group each) + 2 rows of 4 -> 6 fp32 scales
     assert int4.stored_bytes == 54 + 4 + 6 * 4 + 18 * 4
+    dynamic = quantizers.get("int8_dynamic").quantize(model, calibration, {}, CPU)
+    # the convolution stays fp32 (108 x 4 bytes); 8 int8 linear weights with 2 channels' scale and zero point
+    assert dynamic.stored_bytes == 108 * 4 + 8 + 2 * 8 + 18 * 4
     fp16 = quantizers.get("fp16").quantize(model, calibration, {}, CPU)
     assert fp16.stored_bytes == 2 * (108 + 16 + 10)
     # half the convolution pruned: 54 nonzero int8 values and a 108-bit (14-byte) mask beat 108 bytes
@@ -130,7 +146,7 @@ def _suite(quantization: list) -> dict:
 @pytest.mark.parametrize(
     ("quantization", "field", "expected"),
     [
-        (["int3"], "quantization[0].method", "available: fp16, int4_weight, int8_static"),
+        (["int3"], "quantization[0].method", "available: fp16, int4_weight, int8_dynamic, int8_static"),
         ([{"method": "int4_weight", "bits": 3}], "quantization[0]", "allowed: group_size"),
         ([{"method": "int4_weight", "group_size": 0}], "quantization[0]", "group_size must be an integer"),
         (["int8_static", "int8_static"], "quantization[1]", "listed twice"),
@@ -234,7 +250,8 @@ def test_a_quantizer_from_outside_the_package_is_one_file_listed_and_planned(tmp
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['bf16_weights'] ['bf16_weights', 'fp16', 'int4_weight', 'int8_static']"
+    listed = "['bf16_weights', 'fp16', 'int4_weight', 'int8_dynamic', 'int8_static']"
+    assert result.stdout.strip() == f"['bf16_weights'] {listed}"
 
 
 def test_a_gradient_free_explainer_explains_the_deployed_model_where_its_kernels_are_faster(

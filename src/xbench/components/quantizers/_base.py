@@ -2,8 +2,8 @@
 
 A quantizer turns a trained (maybe pruned) fp32 model into two models that compute the same thing:
 
-- `deployed`: the real quantized model (PyTorch's int8 CPU kernels, fp16 weights, int4 weights), whose accuracy,
-  latency and stored bytes are the variant's figures;
+- `deployed`: the real quantized model (PyTorch's static and dynamic int8 CPU kernels, fp16 weights, int4 weights),
+  whose accuracy, latency and stored bytes are the variant's figures;
 - `explained`: the same rounding written as fake quantization with straight-through gradients (torch's
   `fake_quantize_*` ops), because gradients do not flow through integer kernels. Every explainer and metric runs on it;
   `logit_gap` measures, per variant, how far its logits are from the deployed model's.
@@ -30,6 +30,7 @@ from xbench.core.registry import Registry
 
 BUILT_IN = (
     "xbench.components.quantizers.int8_static",
+    "xbench.components.quantizers.int8_dynamic",
     "xbench.components.quantizers.int4_weight",
     "xbench.components.quantizers.fp16",
 )
