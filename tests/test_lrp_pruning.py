@@ -10,7 +10,7 @@ import timm
 import torch
 
 from xbench.components.data import ImageData
-from xbench.components.pruners import pruners
+from xbench.components.pruners import PruneRequest, pruners
 from xbench.components.pruners.lrp import lrp_relevance
 from xbench.components.pruning import channel_pruned, make_permanent, scope_modules, sparsity_report, unprunable_reason
 from xbench.core.suite import FinetuneConfig, PruningConfig
@@ -43,7 +43,8 @@ def test_lrp_pruning_reaches_its_rate_and_differs_from_magnitude(
     def zeros(method: str) -> list[torch.Tensor]:
         model = copy.deepcopy(tiny_model)
         params = sum(p.numel() for p in model.parameters())
-        _, masked = pruners.get(method).prune_step(model, config(method), 4, params, small_data, 0, CPU)
+        request = PruneRequest(config(method), 4, small_data, device=CPU, base_params=params)
+        _, masked = pruners.get(method).prune_step(model, request)
         make_permanent(masked)
         assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(0.75, abs=0.005)
         return [m.weight == 0 for _, m in scope_modules(model, "conv")]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from xbench.components.data import ImageData
-from xbench.components.pruners import pruners
+from xbench.components.pruners import PruneRequest, pruners
 from xbench.components.pruners.nm_2_4 import follows_pattern, nm_mask, semi_structured_unavailable
 from xbench.components.pruning import make_permanent, scope_modules, sparsity_report
 from xbench.core.errors import XbenchInputError
@@ -36,7 +36,7 @@ def test_a_model_pruned_2_4_reaches_cr_2_over_the_layers_that_carry_the_pattern(
     pruner = pruners.get("nm_2_4")
     settings = PruningConfig(method="nm_2_4", compression_rates=[2], scope="conv_linear", finetune=FinetuneConfig())
     model = copy.deepcopy(tiny_model)
-    _, masked = pruner.prune_step(model, settings, 2, 0, small_data, 0, CPU)
+    _, masked = pruner.prune_step(model, PruneRequest(settings, 2, small_data, device=CPU))
     make_permanent(masked)
     patterned = pruner.patterned_modules(model, "conv_linear")
     assert patterned and all(follows_pattern(m.weight, 2, 4) for m in patterned)

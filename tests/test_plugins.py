@@ -145,7 +145,7 @@ def test_a_plugin_pruner_prunes_in_its_own_order_and_a_dataset_option_takes_effe
         import torch
         import my_lab
         from xbench.components.datasets import datasets
-        from xbench.components.pruners import pruners
+        from xbench.components.pruners import PruneRequest, pruners
         from xbench.core.suite import DatasetConfig, PruningConfig
 
         torch.manual_seed(0)
@@ -153,7 +153,7 @@ def test_a_plugin_pruner_prunes_in_its_own_order_and_a_dataset_option_takes_effe
         original = model[0].weight.detach().clone()
         config = PruningConfig(method="most_negative_first", compression_rates=[2])
         pruner = pruners.get("most_negative_first")
-        model, _ = pruner.prune_step(model, config, 2.0, 0, None, 0, torch.device("cpu"))
+        model, _ = pruner.prune_step(model, PruneRequest(config, 2.0, data=None))
         kept = model[0].weight.detach() != 0
         dataset = DatasetConfig(name="shapes", image_size=16, train_size=8, eval_size=8)
         plain = datasets.get("shapes").load(dataset, 0, None)

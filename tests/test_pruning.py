@@ -12,7 +12,7 @@ from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
 from xbench.components.models import timm_model
-from xbench.components.pruners import Pruner, pruners
+from xbench.components.pruners import Pruner, PruneRequest, pruners
 from xbench.components.pruning import (
     channel_pruned,
     make_permanent,
@@ -27,7 +27,7 @@ from xbench.components.pruning import (
     unstructured_masks,
 )
 from xbench.core.cache import Cache
-from xbench.core.suite import FinetuneConfig, PruningConfig, TrainConfig
+from xbench.core.suite import FinetuneConfig, ModelConfig, PruningConfig, TrainConfig
 from xbench.measure.perf import count_flops
 
 CPU = torch.device("cpu")
@@ -110,16 +110,13 @@ def test_iterative_pruning_fine_tunes_under_the_mask_and_caches_each_step(
     cache = Cache(tmp_path)
     train = TrainConfig(epochs=1, lr=0.01, batch_size=32)
     settings = config(method=method, schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=0.01))
-    model = pruned_model(
-        tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache, torch.device("cpu")
-    )
+    model_config, asked = ModelConfig(name="test_resnet", train=train), PruneRequest(settings, 8, small_data)
+    model = pruned_model(tiny_model, "base", model_config, asked, cache)
     assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(1 - 1 / 8, abs=0.005)
     assert len(list((tmp_path / "pruned").glob("*.safetensors"))) == 3  # CR 2, 4, 8
     assert not any(hasattr(m, "weight_orig") for m in model.modules())  # masks made permanent
     # Reloaded from the cache (no pickle): same weights.
-    again = pruned_model(
-        tiny_model, "base", "test_resnet", settings, 8, small_data, train, 0, cache, torch.device("cpu")
-    )
+    again = pruned_model(tiny_model, "base", model_config, asked, cache)
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -128,7 +125,8 @@ def test_every_unstructured_pruner_reaches_its_rate(tiny_model: nn.Module, small
     for name in [n for n in pruners.names() if pruners.get(n).kind == "unstructured"]:
         model = copy.deepcopy(tiny_model)
         params = sum(p.numel() for p in model.parameters())
-        _, masked = pruners.get(name).prune_step(model, config(method=name), 4, params, small_data, 0, CPU)
+        asked = PruneRequest(config(method=name), 4, small_data, base_params=params)
+        _, masked = pruners.get(name).prune_step(model, asked)
         make_permanent(masked)
         assert sparsity_report(model, "conv")["sparsity_scope"] == pytest.approx(0.75, abs=0.005), name
 
@@ -195,9 +193,10 @@ def test_structured_pruning_through_the_cache(
     cache = Cache(tmp_path)
     train = TrainConfig(epochs=1, batch_size=32)
     settings = config(method=method, schedule="iterative", finetune=FinetuneConfig(epochs=1, lr=1e-3))
-    first = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
+    model_config = ModelConfig(name="test_resnet", train=train)
+    first = pruned_model(tiny_model, "b", model_config, PruneRequest(settings, 4, small_data), cache)
     assert sparsity_report(first, "conv", original=tiny_model)["compression_rate_model"] == pytest.approx(4, rel=0.05)
-    again = pruned_model(tiny_model, "b", "test_resnet", settings, 4, small_data, train, 0, cache, torch.device("cpu"))
+    again = pruned_model(tiny_model, "b", model_config, PruneRequest(settings, 4, small_data), cache)
     x = small_data.eval_x[:4]
     torch.testing.assert_close(first(x), again(x))
     # two steps (CR 2, then 4), each its weights and structure, each with its sha256 beside it
@@ -260,10 +259,10 @@ class TwoOfFour(Pruner):
 
     kind: ClassVar[str] = "semi-structured"
 
-    def prune_step(self, model, config, compression_rate, base_params, data, seed, device):  # type: ignore[no-untyped-def]
-        assert compression_rate == 2, "2:4 sparsity is CR 2 of its scope"
+    def prune_step(self, model, request):  # type: ignore[no-untyped-def]
+        assert request.compression_rate == 2, "2:4 sparsity is CR 2 of its scope"
         masked = []
-        for _, module in scope_modules(model, config.scope):
+        for _, module in scope_modules(model, request.config.scope):
             weight = module.weight.detach()
             groups = weight.abs().reshape(-1, 4)
             keep = torch.ones_like(groups, dtype=torch.bool)
@@ -283,16 +282,7 @@ def test_a_pruning_kind_is_a_class_a_plugin_can_add(
     monkeypatch.setitem(pruners._entries, "two_of_four", TwoOfFour("two_of_four", "1", "2:4 semi-structured"))
     settings = config(method="two_of_four", schedule="oneshot")
     model = pruned_model(
-        tiny_model,
-        "base",
-        "test_resnet",
-        settings,
-        2,
-        small_data,
-        TrainConfig(),
-        0,
-        Cache(tmp_path),
-        torch.device("cpu"),
+        tiny_model, "base", ModelConfig(name="test_resnet"), PruneRequest(settings, 2, small_data), Cache(tmp_path)
     )
     for _, module in scope_modules(model, "conv"):
         nonzero_per_group = (module.weight.reshape(-1, 4) != 0).sum(dim=1)

@@ -12,6 +12,7 @@ schedule with fine-tuning, and the pruned-model cache.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -27,12 +28,13 @@ from torch.nn.utils import prune
 from xbench.components.data import ImageData
 from xbench.components.models import FitOptions, fit, timm_model
 from xbench.components.pruners._base import (
+    PruneRequest,
     StructuredPruner,
     UnstructuredPruner,
     pruners,
 )
 from xbench.core.cache import Cache, content_key, library_versions
-from xbench.core.suite import PruningConfig, TrainConfig, schedule_steps
+from xbench.core.suite import ModelConfig, PruningConfig, TrainConfig, schedule_steps
 
 # --------------------------------------------------------------------------------------------------------------------
 # Scope and accounting.
@@ -380,31 +382,23 @@ def _load_variant(
     return cache.read(weights, read, weights.with_suffix(".json"))
 
 
-def pruned_model(
-    base: nn.Module,
-    base_key: str,
-    model_name: str,
-    config: PruningConfig,
-    compression_rate: float,
-    data: ImageData,
-    train: TrainConfig,
-    seed: int,
-    cache: Cache,
-    device: torch.device,
-    model_options: dict[str, Any] | None = None,
-) -> nn.Module:
-    """The base model pruned to `compression_rate`, each step fine-tuned and cached (unstructured masks permanent).
+def pruned_model(base: nn.Module, base_key: str, model: ModelConfig, request: PruneRequest, cache: Cache) -> nn.Module:
+    """`base` (the trained `model`, cached under `base_key`) pruned as `request` asks, each step fine-tuned and cached
+    (unstructured masks permanent).
 
     Unstructured rates count the pruned scope; structured rates count the whole model against the base model.
     An iterative schedule resumes from the furthest step already in the cache.
     """
+    config, data, device = request.config, request.data, request.device
     pruner = pruners.get(config.method)
-    steps = schedule_steps(compression_rate, config.schedule)
-    paths = [cache.path("pruned", pruned_model_key(base_key, config, step, train), ".safetensors") for step in steps]
+    steps = schedule_steps(request.compression_rate, config.schedule)
+    paths = [
+        cache.path("pruned", pruned_model_key(base_key, config, step, model.train), ".safetensors") for step in steps
+    ]
     # Resume from the furthest step in the cache that loads; a damaged one is removed and computed again.
     done, current = -1, None
     for index in reversed(range(len(paths))):
-        current = _load_variant(model_name, data, paths[index], model_options or {}, cache)
+        current = _load_variant(model.name, data, paths[index], model.options or {}, cache)
         if current is not None:
             done = index
             break
@@ -413,9 +407,11 @@ def pruned_model(
     base_params = sum(p.numel() for p in base.parameters())
     for step, path in zip(steps[done + 1 :], paths[done + 1 :], strict=True):
         current.to(device)
-        current, masked = pruner.prune_step(current, config, step, base_params, data, seed, device)
+        step_request = dataclasses.replace(request, compression_rate=step, base_params=base_params)
+        current, masked = pruner.prune_step(current, step_request)
         if config.finetune.epochs or config.finetune.steps:
-            fit(current, data, finetune_options(config, train), seed, device, f"finetune {model_name} CR {step:g}")
+            options = finetune_options(config, model.train)
+            fit(current, data, options, request.seed, device, f"finetune {model.name} CR {step:g}")
         make_permanent(masked)
         current.cpu()
         # The structure first: a weights file present means the variant is complete.

@@ -28,7 +28,7 @@ from xbench.components.attributions import tie_shares
 from xbench.components.datasets import ImageData, datasets, load_dataset
 from xbench.components.explainers import explain, explain_tensor, explainers, quantus_explain_func
 from xbench.components.models import model_preprocessing, predict, trained_model, trained_model_key
-from xbench.components.pruners import pruners
+from xbench.components.pruners import PruneRequest, pruners
 from xbench.components.pruning import pruned_model, pruned_model_key, sparsity_report
 from xbench.components.quantizers import QuantizedModel, fp32_bytes, quantizers, stored_bytes
 from xbench.core.cache import Cache, content_key, library_versions
@@ -134,19 +134,8 @@ class CellExecutor:
         config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
         key = pruned_model_key(base.key, config, cell.compression_rate, cell.model.train)
         if key not in self._variants:
-            model = pruned_model(
-                base.model,
-                base.key,
-                cell.model.name,
-                config,
-                cell.compression_rate,
-                data,
-                cell.model.train,
-                cell.seed,
-                self.cache,
-                self.device,
-                cell.model.options,
-            )
+            request = PruneRequest(config, cell.compression_rate, data, cell.seed, self.device)
+            model = pruned_model(base.model, base.key, cell.model, request, self.cache)
             self._keep(self._measured(key, model, cell, data, config.scope, reference=base))
         self._variants.move_to_end(key)
         return self._variants[key]
@@ -552,19 +541,8 @@ class CellExecutor:
         if cell.pruning is None:
             return base, base_key
         config = PruningConfig(**cell.pruning.model_dump(), compression_rates=[cell.compression_rate])
-        model = pruned_model(
-            base,
-            base_key,
-            cell.model.name,
-            config,
-            cell.compression_rate,
-            data,
-            cell.model.train,
-            cell.seed,
-            self.cache,
-            self.device,
-            cell.model.options,
-        )
+        request = PruneRequest(config, cell.compression_rate, data, cell.seed, self.device)
+        model = pruned_model(base, base_key, cell.model, request, self.cache)
         return model, pruned_model_key(base_key, config, cell.compression_rate, cell.model.train)
 
     def selection(self, cell: Cell, data: ImageData) -> dict[str, Any]:

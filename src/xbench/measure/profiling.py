@@ -10,7 +10,7 @@ from torch import nn
 
 from xbench.components.data import ImageData
 from xbench.components.models import check_model_name, timm_model
-from xbench.components.pruners import pruners
+from xbench.components.pruners import PruneRequest, pruners
 from xbench.components.pruning import achieved_rate_error, make_permanent, prunability_error, sparsity_report
 from xbench.core.errors import XbenchInputError
 from xbench.core.registry import UnknownNameError
@@ -54,7 +54,8 @@ def prune_for_profile(
     config = PruningConfig(method=method, scope=scope, granularity=granularity, compression_rates=[rate])
     params = sum(p.numel() for p in model.parameters())
     data = ImageData.random(64, image_size, num_classes)
-    pruned, masked = pruner.prune_step(copy.deepcopy(model), config, rate, params, data, 0, device)
+    request = PruneRequest(config, rate, data, seed=0, device=device, base_params=params)
+    pruned, masked = pruner.prune_step(copy.deepcopy(model), request)
     make_permanent(masked)
     achieved, counted = pruner.achieved_rate(pruned, model, config)
     message = achieved_rate_error(rate, achieved, pruner.rate_tolerance, counted)

@@ -4,6 +4,7 @@ built-in modules the first time it is read."""
 
 from xbench.components.pruners._base import (
     Pruner,
+    PruneRequest,
     StructuredPruner,
     UnstructuredPruner,
     pruners,
@@ -11,4 +12,12 @@ from xbench.components.pruners._base import (
     unstructured_pruner,
 )
 
-__all__ = ["Pruner", "StructuredPruner", "UnstructuredPruner", "pruners", "structured_pruner", "unstructured_pruner"]
+__all__ = [
+    "PruneRequest",
+    "Pruner",
+    "StructuredPruner",
+    "UnstructuredPruner",
+    "pruners",
+    "structured_pruner",
+    "unstructured_pruner",
+]

@@ -11,7 +11,7 @@ step runs: that module needs this registry, so this one cannot need it at import
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -31,6 +31,21 @@ BUILT_IN = (
 
 Importance = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 ChannelImportance = Callable[[], Any]  # returns a torch_pruning Importance
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """What one pruning step is asked for, besides the model it prunes: the method's configuration, the compression
+    rate to reach, the data a kind that ranks by what the model computes uses (LRP relevance, Taylor gradients), the
+    seed of the step's randomness, the device, and the unpruned model's parameter count (kinds whose rate counts the
+    whole model measure it against that)."""
+
+    config: PruningConfig
+    compression_rate: float
+    data: ImageData
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    base_params: int = 0
 
 
 class TimedFigures(Protocol):
@@ -59,18 +74,10 @@ class Pruner:
     def structured(self) -> bool:
         return self.kind == "structured"
 
-    def prune_step(
-        self,
-        model: nn.Module,
-        config: PruningConfig,
-        compression_rate: float,
-        base_params: int,
-        data: ImageData,
-        seed: int,
-        device: torch.device,
-    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
-        """Prune `model` to `compression_rate` (of the base model's `base_params` where the kind counts the whole
-        model); returns the pruned model and the masked (module, name) pairs to make permanent after fine-tuning."""
+    def prune_step(self, model: nn.Module, request: PruneRequest) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        """Prune `model` to `request.compression_rate` (of the base model's `base_params` where the kind counts the
+        whole model); returns the pruned model and the masked (module, name) pairs to make permanent after
+        fine-tuning."""
         raise NotImplementedError(f"pruning kind {self.kind!r} has no prune_step")
 
     def unprunable_reason(
@@ -105,19 +112,10 @@ class UnstructuredPruner(Pruner):
     # Unstructured masks round each layer's count (torch.nn.utils.prune's rule), so a small scope misses a little.
     rate_tolerance: ClassVar[float] = 0.01
 
-    def prune_step(
-        self,
-        model: nn.Module,
-        config: PruningConfig,
-        compression_rate: float,
-        base_params: int,
-        data: ImageData,
-        seed: int,
-        device: torch.device,
-    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+    def prune_step(self, model: nn.Module, request: PruneRequest) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
         from xbench.components.pruning import prune_step
 
-        return model, prune_step(model, self, config, compression_rate, seed)
+        return model, prune_step(model, self, request.config, request.compression_rate, request.seed)
 
     def achieved_rate(self, pruned: nn.Module, original: nn.Module, config: PruningConfig) -> tuple[float, str]:
         from xbench.components.pruning import sparsity_report
@@ -138,19 +136,11 @@ class StructuredPruner(Pruner):
     # The channel-ratio search stops this close to the requested parameter count.
     rate_tolerance: ClassVar[float] = 0.005
 
-    def prune_step(
-        self,
-        model: nn.Module,
-        config: PruningConfig,
-        compression_rate: float,
-        base_params: int,
-        data: ImageData,
-        seed: int,
-        device: torch.device,
-    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+    def prune_step(self, model: nn.Module, request: PruneRequest) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
         from xbench.components.pruning import channel_pruned
 
-        pruned, _ = channel_pruned(model, self, config, base_params / compression_rate, data, seed, device)
+        target = request.base_params / request.compression_rate
+        pruned, _ = channel_pruned(model, self, request.config, target, request.data, request.seed, request.device)
         return pruned, []
 
     def prepared(self, model: nn.Module, data: ImageData, device: torch.device) -> StructuredPruner:

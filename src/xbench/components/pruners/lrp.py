@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 
 from xbench.components.data import ImageData
 from xbench.components.explainers.lrp import lrp_canonizers, lrp_unsupported
-from xbench.components.pruners._base import StructuredPruner, UnstructuredPruner, pruners
+from xbench.components.pruners._base import PruneRequest, StructuredPruner, UnstructuredPruner, pruners
 from xbench.components.pruning import scope_modules, unstructured_masks, weight_of
 from xbench.core.suite import PruningConfig
 
@@ -117,17 +117,9 @@ def _lrp_unprunable(model_name: str, image_size: int, options: dict[str, Any]) -
 class LRPPruner(UnstructuredPruner):
     """Unstructured: the weights of least |LRP relevance| are masked (the compression rate counts the pruned scope)."""
 
-    def prune_step(
-        self,
-        model: nn.Module,
-        config: PruningConfig,
-        compression_rate: float,
-        base_params: int,
-        data: ImageData,
-        seed: int,
-        device: torch.device,
-    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
-        relevance = lrp_relevance(model, data, device)
+    def prune_step(self, model: nn.Module, request: PruneRequest) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        relevance = lrp_relevance(model, request.data, request.device)
+        config, compression_rate = request.config, request.compression_rate
         named = scope_modules(model, config.scope)
         missing = [name for name, _ in named if name not in relevance.weights]
         if missing:

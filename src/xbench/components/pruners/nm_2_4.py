@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from xbench.components.data import ImageData
-from xbench.components.pruners._base import LatencyTimer, UnstructuredPruner, pruners
+from xbench.components.pruners._base import LatencyTimer, PruneRequest, UnstructuredPruner, pruners
 from xbench.components.pruning import scope_modules, weight_of
 from xbench.core.suite import PerfConfig, PruningConfig
 
@@ -74,17 +73,8 @@ class SemiStructuredPruner(UnstructuredPruner):
             f"the layers it prunes); ask for compression_rates [1, {self.pattern_rate:g}], not {compression_rate:g}"
         )
 
-    def prune_step(
-        self,
-        model: nn.Module,
-        config: PruningConfig,
-        compression_rate: float,
-        base_params: int,
-        data: ImageData,
-        seed: int,
-        device: torch.device,
-    ) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
-        modules = self.patterned_modules(model, config.scope)
+    def prune_step(self, model: nn.Module, request: PruneRequest) -> tuple[nn.Module, list[tuple[nn.Module, str]]]:
+        modules = self.patterned_modules(model, request.config.scope)
         for module in modules:
             prune.custom_from_mask(module, "weight", nm_mask(weight_of(module), self.n, self.m))
         return model, [(module, "weight") for module in modules]
