@@ -56,3 +56,28 @@ def test_a_registry_imports_the_modules_that_fill_it_when_first_read_not_when_ma
     assert lazy_owner.THINGS.names() == ["a"] and lazy_owner.THINGS.get("a") == 1
     assert "lazy_family" in sys.modules
     sys.modules.pop("lazy_owner"), sys.modules.pop("lazy_family")
+
+
+def test_update_changes_an_entry_and_names_a_missing_one() -> None:
+    registry: Registry[int] = Registry("thing")
+    registry.register("a")(1)
+    assert registry.update("a", lambda value: value + 1) == 2 and registry.get("a") == 2
+    with pytest.raises(UnknownNameError, match="unknown thing 'b'"):
+        registry.update("b", lambda value: value)
+
+
+def test_one_metric_registry_holds_the_torch_engines_implementations() -> None:
+    """The engine has no registry of its own: its implementations sit on their metrics' entries in `metrics`, and
+    `engine_metrics` reads them from there; a second implementation of a metric is refused."""
+    from xbench.measure.engine import engine_metric, engine_metrics
+    from xbench.measure.metric import metrics
+
+    faithfulness = metrics.get("faithfulness_correlation")
+    assert faithfulness.quantus_class is not None and faithfulness.engine is engine_metrics.get(faithfulness.name)
+    assert metrics.get("sparseness").engine is None and "sparseness" not in engine_metrics
+    assert set(engine_metrics.names()) == {n for n in metrics.names() if metrics.get(n).engine is not None}
+    assert metrics.get("insertion").quantus_class is None and "insertion" in engine_metrics  # torch-only: both at once
+    with pytest.raises(ValueError, match="already registered"):
+        engine_metric("faithfulness_correlation")(lambda context, x, y, a: x)
+    with pytest.raises(UnknownNameError, match="unknown metric 'no_such_metric'"):
+        engine_metric("no_such_metric")(lambda context, x, y, a: x)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from xbench.components.datasets import Dataset, ImageData, dataset, datasets
 from xbench.components.explainers import Explainer, explainer, explainers
-from xbench.components.pruners import PruneRequest, Pruner, pruners, structured_pruner, unstructured_pruner
+from xbench.components.pruners import Pruner, PruneRequest, pruners, structured_pruner, unstructured_pruner
 from xbench.components.quantizers import QuantizedModel, Quantizer, quantizers
 from xbench.components.quantizers import register as quantizer
 from xbench.core.cells import Cell

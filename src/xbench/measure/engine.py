@@ -16,12 +16,15 @@ whole batch's current perturbed images. ROAD and IROF are the exceptions, becaus
 ranks and removes whole pixels across channels, which is the papers' definition and Quantus's on 1-channel inputs,
 where the equality tests compare them.
 
-Here: the context a metric runs in, its pass counter, and the registry (`engine_metric`). The operators the
-metrics share are `operators`; the families are `faithfulness`, `robustness`, `rise` and `confidence`.
+Here: the context a metric runs in, its pass counter, and `engine_metric`, which adds an implementation to its
+metric's entry in the one metric registry (`metric.metrics`; `engine_metrics` reads the implementations from it).
+The operators the metrics share are `operators`; the families are `faithfulness`, `robustness`, `rise` and
+`confidence`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from xbench.core.errors import XbenchInputError
-from xbench.core.registry import Registry
+from xbench.core.registry import UnknownNameError
+from xbench.measure.metric import Metric, metrics
 
 ExplainTensorFn = Callable[[Tensor, Tensor], Tensor]
 Blocks = Iterator[tuple[Tensor, Tensor]]
@@ -222,10 +226,24 @@ class EngineMetric:
             )
 
 
-# the families register themselves with `engine_metric`; the registry imports them when first read
-engine_metrics: Registry[EngineMetric] = Registry(
-    "engine metric", modules=("xbench.measure.faithfulness", "xbench.measure.robustness")
-)
+class EngineMetrics:
+    """The torch engine's implementations, read from the one metric registry (`metric.metrics`): the metrics whose
+    entry has one. Not a registry of its own: `engine_metric` adds an implementation to its metric's entry."""
+
+    def get(self, name: str) -> EngineMetric:
+        implementation = metrics.get(name).engine if name in metrics else None
+        if implementation is None:
+            raise UnknownNameError("engine metric", name, self.names())
+        return implementation
+
+    def names(self) -> list[str]:
+        return [name for name in metrics.names() if metrics.get(name).engine is not None]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in metrics and metrics.get(name).engine is not None
+
+
+engine_metrics = EngineMetrics()
 
 
 def engine_metric(
@@ -238,14 +256,21 @@ def engine_metric(
     reference: ReferenceFn | None = None,
     reference_name: str = "",
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    """Register `fn(context, x, y, a, **params)` as the engine's `name`, with its verification hooks (`Replay`, or a
-    `reference` implementation for a metric Quantus lacks)."""
+    """Add `fn(context, x, y, a, **params)` to the catalogued metric `name` as the torch engine's implementation, with
+    its verification hooks (`Replay`, or a `reference` implementation for a metric Quantus lacks)."""
 
     def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        metric = EngineMetric(
+        implementation = EngineMetric(
             name, fn, version, prepare, replay, verify_params, quantus_needs_one_channel, reference, reference_name
         )
-        engine_metrics.register(name)(metric)
+        import xbench.measure.metrics  # noqa: F401  (the catalogue, whose entry the implementation joins)
+
+        def joined(metric: Metric) -> Metric:
+            if metric.engine is not None:
+                raise ValueError(f"the torch engine's {name!r} is already registered")
+            return dataclasses.replace(metric, engine=implementation)
+
+        metrics.update(name, joined)
         return fn
 
     return decorator

@@ -1,6 +1,9 @@
-"""The metric plug-in: what xbench knows of a metric (direction, category, defaults, whether it ranks features) and the
-registry of them, with the two ways to add one: a Quantus class (`quantus_metric`) or a function only the torch engine
-computes (`torch_metric`). The catalogue itself is `xbench.measure.metrics`."""
+"""The metric plug-in: what xbench knows of a metric (direction, category, defaults, whether it ranks features, its
+torch engine implementation) and the one registry of them, with the two ways to add one: a Quantus class
+(`quantus_metric`, which the torch engine may implement too: `engine.engine_metric` adds that to the entry) or a
+function only the torch engine computes (`torch_metric`). The catalogue itself is `xbench.measure.metrics`; the
+registry reads it, the metrics Quantus lacks (`confidence`, `rise`) and the engine's families in, the first time it is
+read."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from quantus.helpers.enums import ScoreDirection
 from xbench.core.registry import Registry
 
 if TYPE_CHECKING:
-    from xbench.measure.engine import ReferenceFn
+    from xbench.measure.engine import EngineMetric, ReferenceFn
 
 Defaults = Callable[[int], dict[str, Any]]
 
@@ -42,6 +45,7 @@ class Metric:
     declared_higher_is_better: bool | None = None
     declared_category: str | None = None
     declared_ranks_features: bool | None = None
+    engine: EngineMetric | None = None  # the torch engine's implementation, when it has one
 
     @property
     def orders_features(self) -> bool:
@@ -74,7 +78,18 @@ class Metric:
         return {**self.defaults(image_size), **params}
 
 
-metrics: Registry[Metric] = Registry("metric")
+# Read in when first read, in this order: the catalogue of Quantus metrics, the metrics Quantus lacks, then the torch
+# engine's families, whose implementations join the catalogue's entries.
+metrics: Registry[Metric] = Registry(
+    "metric",
+    modules=(
+        "xbench.measure.metrics",
+        "xbench.measure.confidence",
+        "xbench.measure.rise",
+        "xbench.measure.faithfulness",
+        "xbench.measure.robustness",
+    ),
+)
 
 
 @functools.cache
@@ -137,11 +152,11 @@ def torch_metric(
         def mean_absolute_attribution(context, x, y, a):
             return a.abs().flatten(1).mean(dim=1)
     """
-    from xbench.measure.engine import engine_metric  # the engine imports this module's registry
+    from xbench.measure.engine import EngineMetric  # the engine imports this module's registry
 
     def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        engine_metric(name, version, reference=reference, reference_name=reference_name, verify_params=verify_params)(
-            fn
+        implementation = EngineMetric(
+            name, fn, version, reference=reference, reference_name=reference_name, verify_params=verify_params
         )
         metric = Metric(
             name,
@@ -152,6 +167,7 @@ def torch_metric(
             declared_higher_is_better=higher_is_better,
             declared_category=category,
             declared_ranks_features=ranks_features,
+            engine=implementation,
         )
         metrics.register(name)(metric)
         return fn

@@ -1,5 +1,6 @@
 """The metric catalogue and scoring: Quantus 0.6 classes under their snake_case names (the metrics Quantus lacks
-register from their own modules, imported here), and `score`, one score per image on either engine."""
+register from their own modules, `confidence` and `rise`, which the registry reads in), and `score`, one score per
+image on either engine."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from torch import nn
 
 from xbench.core.errors import XbenchInputError
-from xbench.measure import confidence, rise  # noqa: F401  (the metrics Quantus lacks register on import)
 from xbench.measure.metric import Defaults, Metric, QuantusClass, metrics, quantus_metric, snake_case, torch_metric
 from xbench.measure.quantus_numpy import QuantusNumpy, quantus_numpy
 
@@ -149,10 +149,8 @@ def quantus_class_for(metric: Metric) -> QuantusClass:
 
 def random_ties(metric: Metric, params: dict[str, Any], engine: str) -> bool:
     """Whether the metric orders features and breaks their ties at random here (so tie draws can differ)."""
-    from xbench.measure.engine import engine_metrics
-
-    if engine_for(metric, engine) == "torch":
-        ordering = "ties" in engine_metrics.get(metric.name).parameters()
+    if engine_for(metric, engine) == "torch" and metric.engine is not None:
+        ordering = "ties" in metric.engine.parameters()
     else:
         ordering = metric.orders_features
     return ordering and params.get("ties", "random") == "random"
@@ -160,11 +158,9 @@ def random_ties(metric: Metric, params: dict[str, Any], engine: str) -> bool:
 
 def engine_for(metric: Metric, requested: str) -> str:
     """The engine that scores `metric`: the torch engine where it implements the metric, else Quantus."""
-    from xbench.measure.engine import engine_metrics
-
     if metric.quantus_class is None:  # a torch-only metric: the engine is the only implementation
         return "torch"
-    return "torch" if requested == "torch" and metric.name in engine_metrics else "quantus"
+    return "torch" if requested == "torch" and metric.engine is not None else "quantus"
 
 
 def score(
