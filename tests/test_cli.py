@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMOKE, hold_plugin, xbench, xbench_here
+from tests.conftest import ROOT, SMOKE, hold_plugin, xbench, xbench_here
 from xbench.core.errors import XbenchInputError
 from xbench.core.suite import load_suite
 from xbench.plan.planner import plan, validate
@@ -651,3 +651,29 @@ def test_a_server_for_other_machines_asks_for_auth_and_keeps_the_database_passwo
     assert "without authentication" in anonymous.stderr and "s3cret" not in anonymous.stdout
     secured = xbench_here(*start, "--host", "0.0.0.0", "--auth", cwd=tmp_path, check=True)
     assert "--app-name basic-auth" in secured.stdout and "s3cret" not in secured.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats", "--suite", "smoke", "--format", "json"],
+        ["check", "--baseline", str(ROOT / "leaderboard" / "baselines" / "smoke.json")],
+    ],
+    ids=["stats", "check"],
+)
+def test_stats_and_check_import_no_torch(smoke_run: Path, command: list[str]) -> None:
+    """What reads results never needs the model stack: in a fresh interpreter, the real command, then sys.modules."""
+    script = (
+        "import sys\n"
+        f"sys.argv = ['xbench', *{command!r}]\n"
+        "from xbench.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "heavy = [m for m in ('torch', 'timm', 'quantus', 'captum', 'zennit') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=smoke_run, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"

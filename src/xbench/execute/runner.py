@@ -47,8 +47,13 @@ from xbench.plan.graph import Node
 from xbench.plan.planner import validate
 
 VARIANTS_IN_MEMORY = 4  # measured model variants an executor keeps (a base and a pruned variant of two seeds)
-# of what `_measure` computes (2: stored bytes, quantized variants): a change invalidates the figures in caches
-FIGURES_VERSION = 2
+# of what `_measure` computes (2: stored bytes, quantized variants; 3: the twin's gap on GAP_IMAGES): a change
+# invalidates the figures in caches
+FIGURES_VERSION = 3
+# The explained twin's logits are compared with the deployed model's on the first this many eval images (all, when
+# there are fewer): the check is of the twin's arithmetic, which 512 images' logits exercise in every layer; accuracy
+# still comes from every eval image. A twin that is the deployed model (int4_weight) is not run a second time.
+GAP_IMAGES = 512
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -222,13 +227,18 @@ class CellExecutor:
         self, quantized: QuantizedModel, explained: nn.Module, cell: Cell, data: ImageData
     ) -> tuple[np.ndarray, Figures]:
         """Accuracy and speed of the deployed model (its int8 kernels run on the CPU), MACs of the explained twin (the
-        same operations), and how far the twin's logits are from the deployed model's on the eval images."""
+        same operations), and how far the twin's logits are from the deployed model's on the first `GAP_IMAGES` eval
+        images."""
         assert cell.quantization is not None
         quantizer = quantizers.get(cell.quantization.method)
         cpu = torch.device("cpu")
-        deployed_logits = _logits(quantized.deployed, data.eval_x, cpu)
-        explained_logits = _logits(explained, data.eval_x, self.device)
-        correct = (deployed_logits.argmax(1) == data.eval_y).numpy()
+        all_logits = _logits(quantized.deployed, data.eval_x, cpu)
+        correct = (all_logits.argmax(1) == data.eval_y).numpy()
+        deployed_logits = all_logits[:GAP_IMAGES]
+        if explained is quantized.deployed and self.device == cpu:
+            explained_logits = deployed_logits  # the twin is the deployed model, on the device it ran on
+        else:
+            explained_logits = _logits(explained, data.eval_x[:GAP_IMAGES], self.device)
         spread = float(deployed_logits.max() - deployed_logits.min()) or 1.0
         gap = float((deployed_logits - explained_logits).abs().max()) / spread
         figures = Figures(
