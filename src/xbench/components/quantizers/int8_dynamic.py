@@ -33,7 +33,7 @@ from xbench.components.quantizers._base import (
     stored_bytes,
     weight_bytes,
 )
-from xbench.components.quantizers.int8_static import SCALE_BYTES, ZERO_POINT_BYTES, _weight_scales
+from xbench.components.quantizers.int8_static import SCALE_BYTES, ZERO_POINT_BYTES, _weight_scales, with_weights_of
 
 
 def _batch_rounded(x: torch.Tensor) -> torch.Tensor:
@@ -51,12 +51,7 @@ class FakeDynamicLinear(nn.Module):
 
     def __init__(self, layer: nn.Linear, qweight: torch.Tensor) -> None:
         super().__init__()
-        self.layer = copied(layer)
-        weight = self.layer.weight
-        assert isinstance(weight, torch.Tensor)
-        with torch.no_grad():
-            weight.copy_(qweight.dequantize().to(weight.device))
-        weight.requires_grad_(False)
+        self.layer = with_weights_of(layer, qweight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(_batch_rounded(x))

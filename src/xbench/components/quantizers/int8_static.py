@@ -58,18 +58,24 @@ def _straight_through(x: torch.Tensor, scale: float, zero_point: int) -> torch.T
     return x + (rounded.to(x.dtype) - x).detach()
 
 
+def with_weights_of(layer: nn.Module, qweight: torch.Tensor) -> nn.Module:
+    """A copy of `layer` whose weights are `qweight` dequantized (the int8 grid in fp32), frozen: the twin's layer."""
+    twin = copied(layer)
+    weight = twin.weight
+    assert isinstance(weight, torch.Tensor)
+    with torch.no_grad():
+        weight.copy_(qweight.dequantize().to(weight.device))
+    weight.requires_grad_(False)
+    return twin
+
+
 class FakeQuantLayer(nn.Module):
     """A convolution or linear layer with the deployed layer's rounding, in fp32 with straight-through gradients:
     input and output rounded to the calibrated uint8 grids, the weights already rounded to their int8 grid."""
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, qweight: torch.Tensor, ranges: dict[str, tuple[float, int]]):
         super().__init__()
-        self.layer = copied(layer)
-        weight = self.layer.weight
-        assert isinstance(weight, torch.Tensor)
-        with torch.no_grad():
-            weight.copy_(qweight.dequantize().to(weight.device))
-        weight.requires_grad_(False)
+        self.layer = with_weights_of(layer, qweight)
         self.input_scale, self.input_zero = ranges["input"]
         self.output_scale, self.output_zero = ranges["output"]
 
